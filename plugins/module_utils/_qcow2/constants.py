@@ -1,0 +1,109 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""On-disk constants of qcow2 and the limits qemu enforces (docs/interop/qcow2.rst, block/qcow2.h)."""
+
+from __future__ import annotations
+
+QCOW_MAGIC = b"QFI\xfb"
+
+V2_HEADER_LENGTH = 72
+V3_MIN_HEADER_LENGTH = 104
+V3_HEADER_LENGTH = 112  # what qemu writes: through compression_type plus 7 bytes of padding
+
+MIN_CLUSTER_BITS = 9
+MAX_CLUSTER_BITS = 21
+DEFAULT_CLUSTER_SIZE = 65536
+MIN_EXTL2_CLUSTER_BITS = 14
+
+# Feature bits
+INCOMPAT_DIRTY = 1 << 0
+INCOMPAT_CORRUPT = 1 << 1
+INCOMPAT_DATA_FILE = 1 << 2
+INCOMPAT_COMPRESSION = 1 << 3
+INCOMPAT_EXTL2 = 1 << 4
+INCOMPAT_MASK = 0x1F
+
+COMPAT_LAZY_REFCOUNTS = 1 << 0
+COMPAT_MASK = 0x1
+
+AUTOCLEAR_BITMAPS = 1 << 0
+AUTOCLEAR_DATA_FILE_RAW = 1 << 1
+AUTOCLEAR_MASK = 0x3
+
+# The feature name table qemu writes into every v3 image with clusters > 4 KiB, in its order.
+FEATURE_TYPE_INCOMPAT = 0
+FEATURE_TYPE_COMPAT = 1
+FEATURE_TYPE_AUTOCLEAR = 2
+STANDARD_FEATURE_NAMES = (
+    (FEATURE_TYPE_INCOMPAT, 0, "dirty bit"),
+    (FEATURE_TYPE_INCOMPAT, 1, "corrupt bit"),
+    (FEATURE_TYPE_INCOMPAT, 2, "external data file"),
+    (FEATURE_TYPE_INCOMPAT, 3, "compression type"),
+    (FEATURE_TYPE_INCOMPAT, 4, "extended L2 entries"),
+    (FEATURE_TYPE_COMPAT, 0, "lazy refcounts"),
+    (FEATURE_TYPE_AUTOCLEAR, 0, "bitmaps"),
+    (FEATURE_TYPE_AUTOCLEAR, 1, "raw external data"),
+)
+
+# Header extension types
+EXT_END = 0x00000000
+EXT_BACKING_FORMAT = 0xE2792ACA
+EXT_FEATURE_TABLE = 0x6803F857
+EXT_BITMAPS = 0x23852875
+EXT_CRYPTO_HEADER = 0x0537BE77
+EXT_DATA_FILE = 0x44415441
+
+COMPRESSION_ZLIB = 0
+COMPRESSION_ZSTD = 1
+COMPRESSION_NAMES = {COMPRESSION_ZLIB: "zlib", COMPRESSION_ZSTD: "zstd"}
+
+CRYPT_NONE = 0
+
+# L1/L2/refcount table entry masks
+L1E_OFFSET_MASK = 0x00FFFFFFFFFFFE00
+L1E_RESERVED_MASK = 0x7F000000000001FF
+L2E_OFFSET_MASK = 0x00FFFFFFFFFFFE00
+L2E_STD_RESERVED_MASK = 0x3F000000000001FE
+REFT_OFFSET_MASK = 0xFFFFFFFFFFFFFE00
+REFT_RESERVED_MASK = 0x1FF
+OFLAG_COPIED = 1 << 63
+OFLAG_COMPRESSED = 1 << 62
+OFLAG_ZERO = 1 << 0
+COMPRESSED_SECTOR_SIZE = 512
+
+EXTL2_SUBCLUSTERS = 32
+EXTL2_ALLOC_MASK = 0xFFFFFFFF
+EXTL2_ALL_ZERO = 0xFFFFFFFF << 32
+
+MAX_CLUSTER_OFFSET = (1 << 56) - 1
+
+# Sanity limits (qcow2.h / qcow2_validate_table)
+MAX_L1_BYTES = 32 * 1024 * 1024
+MAX_REFTABLE_BYTES = 8 * 1024 * 1024
+MAX_SNAPSHOTS = 65536
+MAX_SNAPSHOT_EXTRA_DATA = 1024
+MAX_SNAPSHOTS_TABLE_BYTES = 1024 * 65536
+MAX_BACKING_NAME = 1023
+MAX_BACKING_FORMAT = 15  # qemu keeps it in char[16]
+MAX_BITMAPS = 65535
+MAX_BITMAP_DIRECTORY_SIZE = 1024 * MAX_BITMAPS
+MAX_BITMAP_NAME = 1023
+MAX_CHAIN_DEPTH = 4096
+
+SNAPSHOT_HEADER_SIZE = 40
+SNAPSHOT_EXTRA_SIZE = 24
+
+BITMAP_IN_USE = 1 << 0
+BITMAP_AUTO = 1 << 1
+BITMAP_EXTRA_DATA_COMPATIBLE = 1 << 2
+BITMAP_RESERVED_FLAGS = ~0x7 & 0xFFFFFFFF
+BITMAP_TYPE_DIRTY_TRACKING = 1
+BME_TABLE_ENTRY_OFFSET_MASK = 0x00FFFFFFFFFFFE00
+BME_TABLE_ENTRY_FLAG_ALL_ONES = 1
+
+# qemu's image locking bytes (block/file-posix.c)
+LOCK_PERM_BASE = 100
+LOCK_SHARED_BASE = 200

@@ -1,0 +1,471 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""An open qcow2 image: header, L1/L2 mapping, guest reads, and the ordered flush of metadata.
+
+Guest writes live in writer.py, refcounts in refcounts.py. The flush order is the one that makes a
+crash at any point leave at worst leaked clusters: data, refcount blocks, L2 tables, L1 table, header,
+then the refcount decrements of clusters whose last reference was dropped.
+"""
+
+from __future__ import annotations
+
+from . import constants as C
+from . import locking
+from .compression import decompress_cluster
+from .errors import CorruptionError, FormatError, InvalidArgumentError, Qcow2Error, ReadOnlyError, UnsupportedError
+from .fileio import BlockFile
+from .header import Header
+from .layout import COMPRESSED, NORMAL, UNALLOCATED, Geometry, array_to_be, be_array, classify
+from .lru import MetadataCache
+from .zeros import fill_zero
+
+# Extent kinds returned by extents(): what a guest read of that range returns
+DATA = "data"  # host bytes at ``host``
+ZERO = "zero"  # zeros, no matter what lies below
+UNALLOC = "unallocated"  # whatever the backing file (or zeros past it) says
+COMP = "compressed"  # ``host`` is the compressed cluster descriptor
+
+L2_CACHE_BYTES = 8 << 20
+
+
+class Extent:
+    __slots__ = ("offset", "length", "kind", "host")
+
+    def __init__(self, offset, length, kind, host):
+        self.offset = offset
+        self.length = length
+        self.kind = kind
+        self.host = host
+
+    @property
+    def end(self):
+        return self.offset + self.length
+
+    def __repr__(self):
+        return "Extent(%d, %d, %s, %s)" % (self.offset, self.length, self.kind, self.host)
+
+
+def _append(out, offset, length, kind, host):
+    if out:
+        last = out[-1]
+        if last.kind == kind and last.end == offset and kind != COMP and (kind != DATA or last.host + last.length == host):
+            last.length += length
+            return
+    out.append(Extent(offset, length, kind, host))
+
+
+class Qcow2Image:
+    """One qcow2 file. ``backing`` is set by the chain opener (chain.py)."""
+
+    format_name = "qcow2"
+
+    def __init__(self, path, writable=False, force_share=False, check_mode=False, l2_cache_bytes=L2_CACHE_BYTES):
+        if writable and force_share:
+            raise InvalidArgumentError("force_share is only allowed for read-only access")
+        self.path = path
+        self.writable = writable
+        self.backing = None
+        self.data_file = None
+        self.refcounts = None
+        self.writer = None
+        self.snapshots_cache = None
+        self.bitmaps = None
+        self._flushing = False
+        self._closed = False
+        self._meta_singles = None
+        self._meta_ranges = None
+        self._l1_dirty_sectors = set()
+        self._decompressed = (None, None)
+        self.file = BlockFile(path, writable)
+        try:
+            self.locked = False if force_share else locking.acquire(self.file.fd, path, writable)
+            self._load_header(check_mode)
+            self.l2cache = MetadataCache(max(2 * self.geo.slices_per_table, l2_cache_bytes // self.geo.slice_bytes),
+                                         self._load_slice, self._store_slice, self.flush)
+            if writable:
+                self._open_for_write(check_mode)
+        except BaseException:
+            self.file.close()
+            raise
+
+    # ---- opening ----
+    def _load_header(self, check_mode):
+        head = self.file.pread(4096, 0)
+        if len(head) < 24 or head[:4] != C.QCOW_MAGIC:
+            raise FormatError("Image is not in qcow2 format", self.path, "magic")
+        cluster_bits = int.from_bytes(head[20:24], "big")
+        if C.MIN_CLUSTER_BITS <= cluster_bits <= C.MAX_CLUSTER_BITS and (1 << cluster_bits) > len(head):
+            head = self.file.pread(1 << cluster_bits, 0)
+        self.header = Header.parse(head, self.path)
+        hdr = self.header
+        if hdr.refcount_table_clusters == 0 and not check_mode:
+            raise FormatError("Image does not contain a reference count table", self.path, "refcount_table_clusters")
+        if hdr.incompatible_features & C.INCOMPAT_DATA_FILE and not hdr.data_file:
+            raise FormatError("Image uses an external data file but names none", self.path, "data file")
+        if hdr.autoclear_features & C.AUTOCLEAR_DATA_FILE_RAW and not hdr.incompatible_features & C.INCOMPAT_DATA_FILE:
+            raise FormatError("data-file-raw requires a data file", self.path, "autoclear_features")
+        self.geo = Geometry(hdr)
+        self.size = hdr.size
+        raw = self.file.pread(hdr.l1_size * 8, hdr.l1_table_offset) if hdr.l1_size else b""
+        if len(raw) < hdr.l1_size * 8:
+            raw += bytes(hdr.l1_size * 8 - len(raw))
+        self.l1 = be_array(raw)
+
+    def _open_for_write(self, check_mode):
+        hdr = self.header
+        if hdr.incompatible_features & C.INCOMPAT_CORRUPT and not check_mode:
+            raise ReadOnlyError("qcow2: Image is corrupt; cannot be opened read/write", self.path)
+        if hdr.incompatible_features & C.INCOMPAT_DATA_FILE:
+            raise UnsupportedError("Writing images with an external data file is not supported", self.path)
+        from .refcounts import Refcounts
+        from .writer import ClusterWriter
+        self.refcounts = Refcounts(self)
+        self.writer = ClusterWriter(self)
+
+    # ---- geometry ----
+    @property
+    def cluster_size(self):
+        return self.geo.cluster_size
+
+    @property
+    def backing_filename(self):
+        return self.header.backing_file
+
+    @property
+    def backing_format(self):
+        return self.header.backing_format
+
+    @property
+    def has_data_file(self):
+        return self.data_file is not None
+
+    # ---- L2 access ----
+    def l2_table_offset(self, l1_index):
+        """Host offset of the L2 table for an L1 index, 0 if unallocated."""
+        if l1_index >= len(self.l1):
+            return 0
+        offset = self.l1[l1_index] & C.L1E_OFFSET_MASK
+        if offset & (self.geo.cluster_size - 1):
+            raise CorruptionError("L2 table offset %#x unaligned (L1 index: %#x)" % (offset, l1_index), self.path)
+        return offset
+
+    def _load_slice(self, key):
+        raw = self.file.pread(self.geo.slice_bytes, key)
+        if len(raw) < self.geo.slice_bytes:
+            raw += bytes(self.geo.slice_bytes - len(raw))
+        return be_array(raw)
+
+    def _store_slice(self, key, table):
+        self.file.pwrite(array_to_be(table), key)
+
+    def l2_slice(self, table_offset, slice_index):
+        return self.l2cache.get(table_offset + slice_index * self.geo.slice_bytes)
+
+    # ---- mapping ----
+    def extents(self, offset, length):
+        """Guest ranges in [offset, offset+length) by what a read returns (clamped to the virtual size)."""
+        geo = self.geo
+        cb = geo.cluster_bits
+        ext = geo.extended_l2
+        words = geo.l2_entry_words
+        has_df = self.data_file is not None
+        end = min(offset + length, self.size)
+        out = []
+        pos = offset
+        while pos < end:
+            l1_index = pos >> geo.l1_shift
+            table_offset = self.l2_table_offset(l1_index)
+            if not table_offset:
+                nxt = min(end, (l1_index + 1) << geo.l1_shift)
+                _append(out, pos, nxt - pos, UNALLOC, 0)
+                pos = nxt
+                continue
+            cluster = pos >> cb
+            in_table = cluster & (geo.l2_entries - 1)
+            table = self.l2_slice(table_offset, in_table // geo.slice_entries)
+            idx = in_table % geo.slice_entries
+            slice_end = min(end, (cluster - idx + geo.slice_entries) << cb)
+            while pos < slice_end:
+                cluster_start = (pos >> cb) << cb
+                cend = min(slice_end, cluster_start + geo.cluster_size)
+                entry = table[idx * words]
+                kind = classify(entry, ext, has_df)
+                if ext and kind != COMPRESSED:
+                    self._subcluster_extents(out, pos, cend, cluster_start, entry, table[idx * 2 + 1], kind)
+                elif kind == NORMAL:
+                    host = entry & C.L2E_OFFSET_MASK
+                    if host & (geo.cluster_size - 1):
+                        raise CorruptionError("Cluster allocation offset %#x unaligned (guest offset %#x)"
+                                              % (host, cluster_start), self.path)
+                    _append(out, pos, cend - pos, DATA, host + (pos - cluster_start))
+                elif kind == UNALLOCATED:
+                    _append(out, pos, cend - pos, UNALLOC, 0)
+                elif kind == COMPRESSED:
+                    if has_df:
+                        raise CorruptionError("Compressed cluster in an image with an external data file", self.path)
+                    _append(out, pos, cend - pos, COMP, entry)
+                else:
+                    _append(out, pos, cend - pos, ZERO, 0)
+                pos = cend
+                idx += 1
+        return out
+
+    def _subcluster_extents(self, out, pos, cend, cluster_start, entry, bitmap, kind):
+        alloc = bitmap & C.EXTL2_ALLOC_MASK
+        zero = bitmap >> 32
+        if alloc & zero:
+            raise CorruptionError("Invalid subcluster bitmap %#x (allocated and zero) at guest offset %#x"
+                                  % (bitmap, cluster_start), self.path)
+        host = entry & C.L2E_OFFSET_MASK
+        if kind == UNALLOCATED and alloc:
+            raise CorruptionError("Subclusters allocated in an unallocated cluster at guest offset %#x" % cluster_start,
+                                  self.path)
+        if host & (self.geo.cluster_size - 1):
+            raise CorruptionError("Cluster allocation offset %#x unaligned" % host, self.path)
+        sb = self.geo.subcluster_bits
+        while pos < cend:
+            sc = (pos - cluster_start) >> sb
+            send = min(cend, cluster_start + ((sc + 1) << sb))
+            if alloc >> sc & 1:
+                _append(out, pos, send - pos, DATA, host + (pos - cluster_start))
+            elif zero >> sc & 1:
+                _append(out, pos, send - pos, ZERO, 0)
+            else:
+                _append(out, pos, send - pos, UNALLOC, 0)
+            pos = send
+
+    def cluster_entry(self, guest_offset):
+        """(standard entry, bitmap) of the cluster holding guest_offset; (0, 0) when no L2 table."""
+        geo = self.geo
+        table_offset = self.l2_table_offset(guest_offset >> geo.l1_shift)
+        if not table_offset:
+            return 0, 0
+        in_table = (guest_offset >> geo.cluster_bits) & (geo.l2_entries - 1)
+        table = self.l2_slice(table_offset, in_table // geo.slice_entries)
+        idx = in_table % geo.slice_entries
+        if geo.extended_l2:
+            return table[idx * 2], table[idx * 2 + 1]
+        return table[idx], 0
+
+    # ---- reads ----
+    def read(self, offset, length):
+        buf = bytearray(length)
+        self.read_into(memoryview(buf), offset)
+        return buf
+
+    def read_into(self, view, offset):
+        """Fill view with guest data from offset; past the virtual size reads zeros."""
+        length = len(view)
+        covered = 0
+        for ext in self.extents(offset, length):
+            dst = view[ext.offset - offset:ext.end - offset]
+            kind = ext.kind
+            if kind == DATA:
+                (self.data_file or self.file).read_into(dst, ext.host)
+            elif kind == ZERO:
+                fill_zero(dst)
+            elif kind == UNALLOC:
+                self.read_backing_into(dst, ext.offset)
+            else:
+                data = self._decompress(ext.host)
+                start = ext.offset & (self.geo.cluster_size - 1)
+                dst[:] = data[start:start + ext.length]
+            covered = ext.end - offset
+        if covered < length:
+            fill_zero(view[covered:])
+
+    def read_backing_into(self, view, offset):
+        """What an unallocated range reads: the backing file, zeros past its end or without one."""
+        backing = self.backing
+        if backing is None or offset >= backing.size:
+            fill_zero(view)
+            return
+        inside = min(len(view), backing.size - offset)
+        backing.read_into(view[:inside], offset)
+        if inside < len(view):
+            fill_zero(view[inside:])
+
+    def _decompress(self, entry):
+        if self._decompressed[0] == entry:
+            return self._decompressed[1]
+        host, length = self.geo.compressed_location(entry)
+        raw = self.file.pread(length, host)
+        data = decompress_cluster(raw, self.geo.cluster_size, self.header.compression_type, self.path)
+        self._decompressed = (entry, data)
+        return data
+
+    # ---- writes (delegated) ----
+    def _require_writable(self):
+        if not self.writable or self.writer is None:
+            raise ReadOnlyError("Image %s is open read-only" % self.path, self.path)
+
+    def write(self, offset, data):
+        self._require_writable()
+        self.writer.write(offset, data)
+
+    def write_zeroes(self, offset, length, unmap=True):
+        self._require_writable()
+        self.writer.write_zeroes(offset, length, unmap)
+
+    # ---- metadata bookkeeping used by the writer ----
+    def set_l1_entry(self, index, value):
+        self.l1[index] = value
+        self._l1_dirty_sectors.add((index * 8) // 512)
+        if self._meta_singles is not None and value & C.L1E_OFFSET_MASK:
+            self._meta_singles.add((value & C.L1E_OFFSET_MASK) >> self.geo.cluster_bits)
+
+    def overlaps_metadata(self, cluster):
+        """True if a cluster holds known metadata (qemu's 'cached' overlap check before allocation)."""
+        if self._meta_singles is None:
+            self._build_metadata_map()
+        if cluster in self._meta_singles:
+            return True
+        for start, end in self._meta_ranges:
+            if start <= cluster < end:
+                return True
+        return False
+
+    def _build_metadata_map(self):
+        hdr, cb, cs = self.header, self.geo.cluster_bits, self.geo.cluster_size
+        ranges = [(0, 1)]
+
+        def add_range(offset, nbytes):
+            if offset and nbytes:
+                ranges.append((offset >> cb, (offset + nbytes + cs - 1) >> cb))
+
+        add_range(hdr.l1_table_offset, hdr.l1_size * 8)
+        add_range(hdr.refcount_table_offset, hdr.refcount_table_clusters * cs)
+        if hdr.nb_snapshots:
+            add_range(hdr.snapshots_offset, self._snapshot_table_bytes())
+            for sn in self.snapshot_list():
+                add_range(sn.l1_table_offset, sn.l1_size * 8)
+        if hdr.bitmaps_ext:
+            add_range(hdr.bitmaps_ext["bitmap_directory_offset"], hdr.bitmaps_ext["bitmap_directory_size"])
+        if hdr.crypto_ext:
+            add_range(hdr.crypto_ext["offset"], hdr.crypto_ext["length"])
+        singles = set()
+        for entry in self.l1:
+            if entry & C.L1E_OFFSET_MASK:
+                singles.add((entry & C.L1E_OFFSET_MASK) >> cb)
+        if self.refcounts is not None:
+            for entry in self.refcounts.table:
+                if entry & C.REFT_OFFSET_MASK:
+                    singles.add((entry & C.REFT_OFFSET_MASK) >> cb)
+        self._meta_singles = singles
+        self._meta_ranges = ranges
+
+    def invalidate_metadata_map(self):
+        self._meta_singles = None
+        self._meta_ranges = None
+
+    def _snapshot_table_bytes(self):
+        from .snapshot_table import snapshot_table_size
+        return snapshot_table_size(self)
+
+    def snapshot_list(self):
+        if self.snapshots_cache is None:
+            from .snapshot_table import read_snapshot_table
+            self.snapshots_cache = read_snapshot_table(self)
+        return self.snapshots_cache
+
+    # ---- flushing and closing ----
+    def write_header_bytes(self, offset, data):
+        """Rewrite a few header bytes in place (one write inside the first sector), durably."""
+        self._require_writable()
+        self.file.pwrite(data, offset)
+        self.file.flush()
+
+    def rewrite_header(self):
+        """Write cluster 0 from self.header (extensions and backing name included), durably."""
+        self._require_writable()
+        data = self.header.build()
+        old_end = self._header_used_bytes()
+        if old_end > len(data):
+            data += bytes(old_end - len(data))
+        self.file.pwrite(data, 0)
+        self.file.flush()
+
+    def _header_used_bytes(self):
+        hdr = self.header
+        if hdr.backing_file_offset:
+            return hdr.backing_file_offset + hdr.backing_file_size
+        return min(self.geo.cluster_size, 4096)
+
+    def flush(self):
+        """Write back metadata in crash-safe order; frees take effect only at the end."""
+        if not self.writable or self._flushing or self.refcounts is None or self._closed:
+            return
+        self._flushing = True
+        try:
+            f = self.file
+            refcounts = self.refcounts
+            needed = refcounts.max_allocated * self.geo.cluster_size
+            if needed > f.size():
+                f.truncate(needed)  # every refcounted cluster must lie inside the file
+            if f.data_written:
+                f.flush()
+            if refcounts.dirty:
+                refcounts.write_dirty()
+                f.flush()
+            if self.l2cache.dirty:
+                self.l2cache.write_dirty()
+                f.flush()
+            if self._l1_dirty_sectors:
+                raw = array_to_be(self.l1)
+                for sector in sorted(self._l1_dirty_sectors):
+                    f.pwrite(raw[sector * 512:(sector + 1) * 512], self.header.l1_table_offset + sector * 512)
+                self._l1_dirty_sectors.clear()
+                f.flush()
+            if refcounts.pending_decrefs:
+                for cluster in refcounts.apply_pending():
+                    self.forget_cluster(cluster)
+                refcounts.write_dirty()
+                f.flush()
+        finally:
+            self._flushing = False
+
+    def forget_cluster(self, cluster):
+        """A cluster was freed: drop cached metadata that lived in it."""
+        key = cluster << self.geo.cluster_bits
+        for i in range(self.geo.slices_per_table):
+            self.l2cache.drop(key + i * self.geo.slice_bytes)
+        if self._meta_singles is not None:
+            self._meta_singles.discard(cluster)
+
+    def close(self):
+        if self._closed:
+            return
+        try:
+            if self.writable:
+                if self.bitmaps is not None:
+                    self.bitmaps.finish()
+                self.flush()
+        finally:
+            self._closed = True
+            if self.locked:
+                locking.release(self.file.fd)
+            self.file.close()
+            if self.data_file is not None:
+                self.data_file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return "Qcow2Image(%r)" % self.path
+
+
+def probe_is_qcow2(path):
+    """True if the file starts with qcow2's magic (used only to refuse silent probing)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == C.QCOW_MAGIC
+    except OSError as exc:
+        raise Qcow2Error("Could not open '%s': %s" % (path, exc.strerror), path) from None
+

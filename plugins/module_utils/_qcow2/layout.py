@@ -1,0 +1,105 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Geometry of an image (cluster, L2, refcount sizes) and decoding of L1/L2 entries."""
+
+from __future__ import annotations
+
+import sys
+from array import array
+
+from . import constants as C
+
+LITTLE_ENDIAN_HOST = sys.byteorder == "little"
+
+# Cluster kinds, as qcow2_get_cluster_type() names them
+UNALLOCATED = 0
+ZERO_PLAIN = 1
+ZERO_ALLOC = 2
+NORMAL = 3
+COMPRESSED = 4
+
+L2_SLICE_BYTES = 4096  # qemu caches L2 tables in 4 KiB slices since 4.0
+
+
+class Geometry:
+    """Sizes derived from the header; shared by every part that maps offsets."""
+
+    def __init__(self, header):
+        cb = header.cluster_bits
+        self.cluster_bits = cb
+        self.cluster_size = 1 << cb
+        self.extended_l2 = header.extended_l2
+        self.l2_entry_words = 2 if self.extended_l2 else 1
+        self.l2_bits = cb - (4 if self.extended_l2 else 3)
+        self.l2_entries = 1 << self.l2_bits
+        self.l1_shift = cb + self.l2_bits  # guest bytes covered by one L1 entry = 1 << l1_shift
+        self.subcluster_bits = cb - 5 if self.extended_l2 else cb
+        self.subcluster_size = 1 << self.subcluster_bits
+        self.slice_bytes = min(L2_SLICE_BYTES, self.cluster_size)
+        self.slice_entries = self.slice_bytes // (8 * self.l2_entry_words)
+        self.slices_per_table = self.l2_entries // self.slice_entries
+        self.csize_shift = 62 - (cb - 8)
+        self.csize_mask = (1 << (cb - 8)) - 1
+        self.compressed_offset_mask = (1 << self.csize_shift) - 1
+        self.refcount_order = header.refcount_order
+        self.refcount_bits = 1 << header.refcount_order
+        self.refcount_max = (1 << self.refcount_bits) - 1
+        self.refblock_bits = cb + 3 - header.refcount_order
+        self.refblock_entries = 1 << self.refblock_bits
+
+    def size_to_l1(self, size):
+        return -(-size // (1 << self.l1_shift))
+
+    def size_to_clusters(self, size):
+        return -(-size // self.cluster_size)
+
+    def compressed_location(self, entry):
+        """(host byte offset, byte count to read) of a compressed cluster descriptor."""
+        offset = entry & self.compressed_offset_mask
+        sectors = ((entry >> self.csize_shift) & self.csize_mask) + 1
+        return offset, sectors * C.COMPRESSED_SECTOR_SIZE - (offset & (C.COMPRESSED_SECTOR_SIZE - 1))
+
+    def compressed_host_clusters(self, entry):
+        """Host cluster indexes a compressed cluster's data touches (each holds one reference for it)."""
+        offset, length = self.compressed_location(entry)
+        first = offset >> self.cluster_bits
+        last = (offset + length - 1) >> self.cluster_bits
+        return range(first, last + 1)
+
+    def compressed_entry(self, host_offset, length):
+        sectors = ((host_offset + length - 1) >> 9) - (host_offset >> 9)
+        return C.OFLAG_COMPRESSED | (sectors << self.csize_shift) | host_offset
+
+
+def classify(entry, extended_l2=False, has_data_file=False):
+    """qcow2_get_cluster_type() on one standard L2 entry (the first word with extended L2)."""
+    if entry & C.OFLAG_COMPRESSED:
+        return COMPRESSED
+    if entry & C.OFLAG_ZERO and not extended_l2:
+        return ZERO_ALLOC if entry & C.L2E_OFFSET_MASK else ZERO_PLAIN
+    if not entry & C.L2E_OFFSET_MASK:
+        if has_data_file and entry & C.OFLAG_COPIED:
+            return NORMAL
+        return UNALLOCATED
+    return NORMAL
+
+
+def be_array(raw, typecode="Q"):
+    """Big-endian table bytes -> native array."""
+    table = array(typecode)
+    table.frombytes(raw)
+    if LITTLE_ENDIAN_HOST and table.itemsize > 1:
+        table.byteswap()
+    return table
+
+
+def array_to_be(table):
+    """Native array -> big-endian bytes."""
+    if LITTLE_ENDIAN_HOST and table.itemsize > 1:
+        swapped = array(table.typecode, table)
+        swapped.byteswap()
+        return swapped.tobytes()
+    return table.tobytes()

@@ -1,0 +1,110 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Refcount blocks of every width qcow2 allows (1 to 64 bits per entry).
+
+Widths of 8 bits and more are arrays of native integers; narrower widths stay packed in a bytearray,
+entry i at bits (i * width) % 8 of byte (i * width) // 8, counted from the least significant bit.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+from .layout import LITTLE_ENDIAN_HOST
+
+_TYPECODES = {8: "B", 16: "H", 32: "I", 64: "Q"}
+
+
+class RefBlockCodec:
+    """Decode, encode and index refcount blocks of one width."""
+
+    def __init__(self, refcount_bits, entries):
+        self.bits = refcount_bits
+        self.entries = entries
+        self.typecode = _TYPECODES.get(refcount_bits)
+        if self.typecode and array(self.typecode).itemsize * 8 != refcount_bits:
+            raise RuntimeError("array typecode %s is not %d bits here" % (self.typecode, refcount_bits))
+        self.packed = self.typecode is None
+        self.mask = (1 << refcount_bits) - 1
+        self.per_byte = 8 // refcount_bits if self.packed else 0
+
+    def empty(self):
+        if self.packed:
+            return bytearray(self.entries * self.bits // 8)
+        return array(self.typecode, bytes(self.entries * self.bits // 8))
+
+    def decode(self, raw):
+        need = self.entries * self.bits // 8
+        if len(raw) < need:
+            raw = bytes(raw) + bytes(need - len(raw))
+        if self.packed:
+            return bytearray(raw[:need])
+        block = array(self.typecode)
+        block.frombytes(raw[:need])
+        if LITTLE_ENDIAN_HOST and block.itemsize > 1:
+            block.byteswap()
+        return block
+
+    def encode(self, block):
+        if self.packed:
+            return bytes(block)
+        if LITTLE_ENDIAN_HOST and block.itemsize > 1:
+            swapped = array(block.typecode, block)
+            swapped.byteswap()
+            return swapped.tobytes()
+        return block.tobytes()
+
+    def get(self, block, index):
+        if not self.packed:
+            return block[index]
+        shift = (index % self.per_byte) * self.bits
+        return (block[index // self.per_byte] >> shift) & self.mask
+
+    def set(self, block, index, value):
+        if not self.packed:
+            block[index] = value
+            return
+        pos = index // self.per_byte
+        shift = (index % self.per_byte) * self.bits
+        block[pos] = (block[pos] & ~(self.mask << shift) & 0xFF) | (value << shift)
+
+    def first_free(self, block, start):
+        """First index >= start whose refcount is 0, or None."""
+        if self.packed:
+            for i in range(start, self.entries):
+                if self.get(block, i) == 0:
+                    return i
+            return None
+        width = block.itemsize
+        raw = block.tobytes()
+        zero = bytes(width)
+        pos = start * width
+        while True:
+            pos = raw.find(zero, pos)
+            if pos < 0:
+                return None
+            if pos % width == 0:
+                return pos // width
+            pos += width - pos % width
+
+    def first_used(self, block, start):
+        """First index >= start whose refcount is not 0, or None."""
+        if self.packed:
+            for i in range(start, self.entries):
+                if self.get(block, i):
+                    return i
+            return None
+        width = block.itemsize
+        raw = block.tobytes()[start * width:]
+        rest = raw.lstrip(b"\0")
+        if not rest:
+            return None
+        return start + (len(raw) - len(rest)) // width
+
+    def used_count(self, block):
+        if self.packed:
+            return sum(1 for i in range(self.entries) if self.get(block, i))
+        return self.entries - block.count(0)

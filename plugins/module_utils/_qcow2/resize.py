@@ -1,0 +1,63 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Growing an image's virtual size (qemu-img resize, growth only).
+
+A larger L1 table is written into fresh clusters first; one write of header bytes 24..47 then switches
+size, L1 size and L1 offset together, and the old L1 is freed afterwards.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from . import constants as C
+from .errors import InvalidArgumentError
+from .header import OFFSET_SIZE
+from .layout import array_to_be
+
+
+def grow(img, new_size):
+    """Grow a writable Qcow2Image to new_size bytes; refuses to shrink."""
+    img._require_writable()
+    if new_size < img.size:
+        raise InvalidArgumentError("Image %s is %d bytes; shrinking it to %d bytes is refused (it would discard data)"
+                                   % (img.path, img.size, new_size), img.path)
+    if new_size % 512:
+        raise InvalidArgumentError("Image size must be a multiple of 512 bytes (got %d)" % new_size, img.path)
+    if new_size == img.size:
+        return False
+    geo, hdr = img.geo, img.header
+    new_l1_size = geo.size_to_l1(new_size)
+    if new_l1_size > C.MAX_L1_BYTES // 8:
+        raise InvalidArgumentError("Size %d is too large for cluster size %d (the L1 table would exceed 32 MiB)"
+                                   % (new_size, geo.cluster_size), img.path)
+    img.flush()
+    if new_l1_size <= len(img.l1):
+        img.write_header_bytes(OFFSET_SIZE, struct.pack(">Q", new_size))
+    else:
+        clusters = -(-new_l1_size * 8 // geo.cluster_size)
+        first = img.refcounts.alloc(clusters)
+        img.flush()  # the new L1's refcounts are on disk before anything points at it
+        table = img.l1[:]
+        table.extend([0] * (new_l1_size - len(table)))
+        raw = array_to_be(table)
+        img.file.pwrite(raw + bytes(clusters * geo.cluster_size - len(raw)), first << geo.cluster_bits)
+        img.file.flush()
+        old_offset, old_size = hdr.l1_table_offset, hdr.l1_size
+        img.write_header_bytes(OFFSET_SIZE, struct.pack(">QIIQ", new_size, hdr.crypt_method, new_l1_size,
+                                                        first << geo.cluster_bits))
+        hdr.l1_size = new_l1_size
+        hdr.l1_table_offset = first << geo.cluster_bits
+        img.l1 = table
+        img.invalidate_metadata_map()
+        if old_offset and old_size:
+            old_first = old_offset >> geo.cluster_bits
+            for i in range(-(-old_size * 8 // geo.cluster_size)):
+                img.refcounts.queue_decref(old_first + i)
+    hdr.size = new_size
+    img.size = new_size
+    img.flush()
+    return True

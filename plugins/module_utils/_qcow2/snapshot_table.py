@@ -1,0 +1,162 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""The internal snapshot table: entries declared with construct, read with qemu's bounds, written back
+with extra data of at least 24 bytes and any unknown extra data preserved (qcow2_write_snapshots)."""
+
+from __future__ import annotations
+
+from . import constants as C
+from .deps import HAS_CONSTRUCT, require_construct
+from .errors import FormatError
+
+if HAS_CONSTRUCT:
+    from construct import Int16ub, Int32ub, Int64sb, Int64ub, Struct
+
+    SNAPSHOT_HEADER = Struct(
+        "l1_table_offset" / Int64ub,
+        "l1_size" / Int32ub,
+        "id_str_size" / Int16ub,
+        "name_size" / Int16ub,
+        "date_sec" / Int32ub,
+        "date_nsec" / Int32ub,
+        "vm_clock_nsec" / Int64ub,
+        "vm_state_size" / Int32ub,
+        "extra_data_size" / Int32ub,
+    )
+    SNAPSHOT_EXTRA = Struct(
+        "vm_state_size_large" / Int64ub,
+        "disk_size" / Int64ub,
+        "icount" / Int64sb,
+    )
+
+
+class Snapshot:
+    """One internal snapshot."""
+
+    def __init__(self, id_str, name, l1_table_offset=0, l1_size=0, date_sec=0, date_nsec=0, vm_clock_nsec=0,
+                 vm_state_size=0, disk_size=0, icount=-1, extra_unknown=b"", extra_data_size=C.SNAPSHOT_EXTRA_SIZE):
+        self.id_str = id_str
+        self.name = name
+        self.l1_table_offset = l1_table_offset
+        self.l1_size = l1_size
+        self.date_sec = date_sec
+        self.date_nsec = date_nsec
+        self.vm_clock_nsec = vm_clock_nsec
+        self.vm_state_size = vm_state_size
+        self.disk_size = disk_size
+        self.icount = icount
+        self.extra_unknown = extra_unknown
+        self.extra_data_size = extra_data_size
+
+    def copy(self):
+        new = Snapshot(self.id_str, self.name)
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __repr__(self):
+        return "Snapshot(id=%r, name=%r)" % (self.id_str, self.name)
+
+
+def _pad8(n):
+    return (n + 7) & ~7
+
+
+class _GrowingBuffer:
+    """Reads the table from the file on demand, never more than qemu's 64 MiB bound."""
+
+    def __init__(self, read, limit):
+        self._read = read
+        self._limit = limit
+        self.data = b""
+
+    def __len__(self):
+        return len(self.data)
+
+    def ensure(self, end):
+        if end > len(self.data) and len(self.data) < self._limit:
+            want = min(self._limit, max(end, 2 * len(self.data), 65536))
+            more = self._read(want - len(self.data), len(self.data))
+            self.data += more
+        return len(self.data) >= end
+
+    def __getitem__(self, item):
+        return self.data[item]
+
+
+def parse_snapshot_table(raw, count, cluster_size, virtual_size, path=None):
+    """Parse count entries from raw (bytes or a _GrowingBuffer); returns (snapshots, table byte length)."""
+    require_construct()
+    if isinstance(raw, (bytes, bytearray)):
+        data = raw
+        raw = _GrowingBuffer(lambda n, off: b"", len(data))
+        raw.data = bytes(data)
+    out = []
+    offset = 0
+    for i in range(count):
+        if not raw.ensure(offset + C.SNAPSHOT_HEADER_SIZE):
+            raise FormatError("Snapshot table entry %d lies past the end of the file" % i, path, "snapshot table")
+        h = SNAPSHOT_HEADER.parse(raw[offset:offset + C.SNAPSHOT_HEADER_SIZE])
+        offset += C.SNAPSHOT_HEADER_SIZE
+        if h.extra_data_size > C.MAX_SNAPSHOT_EXTRA_DATA:
+            raise FormatError("Too much extra metadata in snapshot table entry %d" % i, path, "snapshot extra_data_size")
+        end = offset + h.extra_data_size + h.id_str_size + h.name_size
+        if end > C.MAX_SNAPSHOTS_TABLE_BYTES:
+            raise FormatError("Snapshot table exceeds the maximum size", path, "snapshot table")
+        if not raw.ensure(end):
+            raise FormatError("Snapshot table entry %d lies past the end of the file" % i, path, "snapshot table")
+        extra = bytes(raw[offset:offset + h.extra_data_size])
+        offset += h.extra_data_size
+        id_str = bytes(raw[offset:offset + h.id_str_size]).decode("utf-8", "replace")
+        offset += h.id_str_size
+        name = bytes(raw[offset:offset + h.name_size]).decode("utf-8", "replace")
+        offset = _pad8(offset + h.name_size)
+        if h.l1_table_offset % cluster_size or h.l1_table_offset > C.MAX_CLUSTER_OFFSET:
+            raise FormatError("Snapshot L1 table offset invalid (snapshot %s)" % id_str, path, "snapshot l1_table_offset")
+        if h.l1_size > C.MAX_L1_BYTES // 8:
+            raise FormatError("Snapshot L1 table too large (snapshot %s)" % id_str, path, "snapshot l1_size")
+        padded = extra + bytes(max(0, C.SNAPSHOT_EXTRA_SIZE - len(extra)))
+        ext = SNAPSHOT_EXTRA.parse(padded[:C.SNAPSHOT_EXTRA_SIZE])
+        vm_state_size = ext.vm_state_size_large if len(extra) >= 8 else h.vm_state_size
+        disk_size = ext.disk_size if len(extra) >= 16 else virtual_size
+        icount = ext.icount if len(extra) >= 24 else -1
+        out.append(Snapshot(id_str, name, h.l1_table_offset, h.l1_size, h.date_sec, h.date_nsec, h.vm_clock_nsec,
+                            vm_state_size, disk_size, icount, extra[C.SNAPSHOT_EXTRA_SIZE:], h.extra_data_size))
+    return out, offset
+
+
+def build_snapshot_table(snapshots):
+    require_construct()
+    parts = []
+    for sn in snapshots:
+        id_raw = sn.id_str.encode("utf-8")
+        name_raw = sn.name.encode("utf-8")
+        extra = SNAPSHOT_EXTRA.build({"vm_state_size_large": sn.vm_state_size, "disk_size": sn.disk_size,
+                                      "icount": sn.icount}) + sn.extra_unknown
+        entry = SNAPSHOT_HEADER.build({
+            "l1_table_offset": sn.l1_table_offset, "l1_size": sn.l1_size,
+            "id_str_size": len(id_raw), "name_size": len(name_raw),
+            "date_sec": sn.date_sec, "date_nsec": sn.date_nsec, "vm_clock_nsec": sn.vm_clock_nsec,
+            "vm_state_size": sn.vm_state_size if sn.vm_state_size <= 0xFFFFFFFF else 0,
+            "extra_data_size": len(extra),
+        }) + extra + id_raw + name_raw
+        parts.append(entry + bytes(_pad8(len(entry)) - len(entry)))
+    return b"".join(parts)
+
+
+def read_snapshot_table(img):
+    hdr = img.header
+    if not hdr.nb_snapshots:
+        img.snapshot_table_bytes = 0
+        return []
+    raw = _GrowingBuffer(lambda n, off: img.file.pread(n, hdr.snapshots_offset + off), C.MAX_SNAPSHOTS_TABLE_BYTES)
+    snaps, length = parse_snapshot_table(raw, hdr.nb_snapshots, img.geo.cluster_size, img.size, img.path)
+    img.snapshot_table_bytes = length
+    return snaps
+
+
+def snapshot_table_size(img):
+    img.snapshot_list()
+    return img.snapshot_table_bytes
