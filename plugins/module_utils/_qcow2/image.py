@@ -17,7 +17,7 @@ from . import locking
 from .compression import decompress_cluster
 from .errors import CorruptionError, FormatError, InvalidArgumentError, Qcow2Error, ReadOnlyError, UnsupportedError
 from .fileio import BlockFile
-from .header import Header
+from .header import OFFSET_AUTOCLEAR, Header
 from .layout import COMPRESSED, NORMAL, UNALLOCATED, Geometry, array_to_be, be_array, classify
 from .lru import MetadataCache
 from .zeros import fill_zero
@@ -120,10 +120,54 @@ class Qcow2Image:
             raise ReadOnlyError("qcow2: Image is corrupt; cannot be opened read/write", self.path)
         if hdr.incompatible_features & C.INCOMPAT_DATA_FILE:
             raise UnsupportedError("Writing images with an external data file is not supported", self.path)
+        self._attach_write_machinery()
+        if check_mode:
+            return
+        self._clear_autoclear_on_write()
+        if hdr.incompatible_features & C.INCOMPAT_DIRTY:
+            # qemu repairs a dirty image before writing to it; so do we (refcounts rebuilt, dirty bit cleared)
+            from .check import check_image
+            report = check_image(self, repair="all")
+            if report.corruptions:
+                raise ReadOnlyError("Image %s was not cleanly closed and its refcounts could not be repaired: %s"
+                                    % (self.path, report.messages[:1]), self.path)
+
+    def _attach_write_machinery(self):
+        from .bitmaps import BitmapTracker
         from .refcounts import Refcounts
         from .writer import ClusterWriter
         self.refcounts = Refcounts(self)
         self.writer = ClusterWriter(self)
+        hdr = self.header
+        if hdr.bitmaps_ext and hdr.autoclear_features & C.AUTOCLEAR_BITMAPS:
+            self.bitmaps = BitmapTracker(self)
+        else:
+            self.bitmaps = None
+
+    def _clear_autoclear_on_write(self):
+        """A writer must clear autoclear bits it does not know, and a bitmaps extension without its bit is stale."""
+        hdr = self.header
+        stale_bitmaps = hdr.bitmaps_ext is not None and not hdr.autoclear_features & C.AUTOCLEAR_BITMAPS
+        unknown = hdr.autoclear_features & ~C.AUTOCLEAR_MASK
+        if stale_bitmaps:
+            hdr.bitmaps_ext = None
+        if unknown:
+            hdr.autoclear_features &= C.AUTOCLEAR_MASK
+        if stale_bitmaps:
+            self.rewrite_header()
+        elif unknown:
+            self.write_header_bytes(OFFSET_AUTOCLEAR, hdr.autoclear_features.to_bytes(8, "big"))
+
+    def reload(self):
+        """Re-read everything from disk after a metadata switch (metadata_commit.apply_state)."""
+        self._l1_dirty_sectors.clear()
+        self._decompressed = (None, None)
+        self.snapshots_cache = None
+        self.invalidate_metadata_map()
+        self._load_header(check_mode=True)
+        self.l2cache.clear()
+        if self.writable:
+            self._attach_write_machinery()
 
     # ---- geometry ----
     @property

@@ -29,8 +29,11 @@ class ClusterWriter:
     def __init__(self, image):
         self.img = image
         self.geo = image.geo
-        self.refcounts = image.refcounts
         self.v3 = image.header.version >= 3
+
+    @property
+    def refcounts(self):
+        return self.img.refcounts
 
     # ---- L2 tables ----
     def writable_l2(self, l1_index):

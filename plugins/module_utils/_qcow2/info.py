@@ -1,0 +1,63 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""qemu-img info --output=json for qcow2 and raw images, the same keys and values."""
+
+from __future__ import annotations
+
+from . import constants as C
+from .bitmaps import read_directory
+from .chain import resolve_backing_path
+from .snapshots import snapshot_info
+
+
+def _actual_size(img):
+    return img.file.stat().st_blocks * 512
+
+
+def image_info(img):
+    """One image's info dict, keys exactly as qemu-img prints them."""
+    info = {
+        "virtual-size": img.size,
+        "filename": img.path,
+        "format": img.format_name,
+        "actual-size": _actual_size(img),
+        "dirty-flag": False,
+    }
+    if img.format_name != "qcow2":
+        return info
+    hdr = img.header
+    info["cluster-size"] = img.geo.cluster_size
+    info["dirty-flag"] = bool(hdr.incompatible_features & C.INCOMPAT_DIRTY)
+    data = {
+        "compat": hdr.compat,
+        "compression-type": C.COMPRESSION_NAMES[hdr.compression_type],
+        "refcount-bits": hdr.refcount_bits,
+    }
+    if hdr.version >= 3:
+        data["lazy-refcounts"] = bool(hdr.compatible_features & C.COMPAT_LAZY_REFCOUNTS)
+        data["corrupt"] = bool(hdr.incompatible_features & C.INCOMPAT_CORRUPT)
+        data["extended-l2"] = hdr.extended_l2
+        if hdr.bitmaps_ext and hdr.autoclear_features & C.AUTOCLEAR_BITMAPS:
+            data["bitmaps"] = [{"flags": b.flag_names(), "name": b.name, "granularity": b.granularity}
+                               for b in read_directory(img)]
+        if hdr.data_file:
+            data["data-file"] = hdr.data_file
+            data["data-file-raw"] = bool(hdr.autoclear_features & C.AUTOCLEAR_DATA_FILE_RAW)
+    info["format-specific"] = {"type": "qcow2", "data": data}
+    if hdr.backing_file:
+        info["backing-filename"] = hdr.backing_file
+        info["full-backing-filename"] = resolve_backing_path(img.path, hdr.backing_file)
+        if hdr.backing_format:
+            info["backing-filename-format"] = hdr.backing_format
+    snaps = img.snapshot_list()
+    if snaps:
+        info["snapshots"] = [snapshot_info(sn) for sn in snaps]
+    return info
+
+
+def chain_info(chain):
+    """qemu-img info --backing-chain: one dict per image, top first."""
+    return [image_info(img) for img in chain.images]

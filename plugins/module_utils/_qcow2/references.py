@@ -1,0 +1,233 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Counting every reference the metadata makes to host clusters (qemu's calculate_refcounts).
+
+Used by check (compare with the refcounts on disk) and by metadata_commit (the refcounts a new state
+must have). Problems found on the way are reported with qemu-img check's wording.
+"""
+
+from __future__ import annotations
+
+from . import constants as C
+from .bitmaps import read_directory, read_table
+from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, be_array, classify
+from .refmap import RefMap
+
+
+class CheckReport:
+    """Counters and messages in qemu-img check's terms."""
+
+    def __init__(self):
+        self.corruptions = 0
+        self.leaks = 0
+        self.check_errors = 0
+        self.corruptions_fixed = 0
+        self.leaks_fixed = 0
+        self.allocated_clusters = 0
+        self.fragmented_clusters = 0
+        self.compressed_clusters = 0
+        self.image_end_offset = 0
+        self.messages = []
+        self.max_messages = 1000
+
+    def say(self, message):
+        if len(self.messages) < self.max_messages:
+            self.messages.append(message)
+
+    def corruption(self, message):
+        self.corruptions += 1
+        self.say(message)
+
+
+class MetadataState:
+    """Where the structures that hold references are, for the current image or a planned one."""
+
+    def __init__(self, l1_table_offset, l1_size, snapshots, snapshots_offset, snapshots_size,
+                 reftable_offset=0, reftable_clusters=0, refblocks=True, bitmaps=True, crypto=None):
+        self.l1_table_offset = l1_table_offset
+        self.l1_size = l1_size
+        self.snapshots = snapshots
+        self.snapshots_offset = snapshots_offset
+        self.snapshots_size = snapshots_size
+        self.reftable_offset = reftable_offset
+        self.reftable_clusters = reftable_clusters
+        self.refblocks = refblocks  # count the refblocks the reftable points at
+        self.bitmaps = bitmaps
+        self.crypto = crypto
+
+    @classmethod
+    def of(cls, img):
+        hdr = img.header
+        snaps = img.snapshot_list()
+        return cls(hdr.l1_table_offset, hdr.l1_size, snaps, hdr.snapshots_offset,
+                   getattr(img, "snapshot_table_bytes", 0) if snaps else 0,
+                   hdr.refcount_table_offset, hdr.refcount_table_clusters, crypto=hdr.crypto_ext)
+
+
+class ReferenceCounter:
+    def __init__(self, img, report, nb_clusters=None):
+        self.img = img
+        self.geo = img.geo
+        self.file = img.file
+        self.report = report
+        self.file_len = img.file.size()
+        cs = self.geo.cluster_size
+        self.nb_clusters = nb_clusters if nb_clusters is not None else -(-self.file_len // cs)
+        self.refs = RefMap(self.nb_clusters)
+        self.has_data_file = img.header.incompatible_features & C.INCOMPAT_DATA_FILE != 0
+        self.refcount_max = self.geo.refcount_max
+
+    def inc(self, offset, size):
+        """inc_refcounts(): one reference for every cluster [offset, offset+size) touches."""
+        if size <= 0:
+            return
+        if offset + size - self.file_len >= self.geo.cluster_size:
+            self.report.corruption("ERROR: counting reference for region exceeding the end of the file by one cluster "
+                                   "or more: offset 0x%x size 0x%x" % (offset, size))
+            return
+        cb = self.geo.cluster_bits
+        for cluster in range(offset >> cb, ((offset + size - 1) >> cb) + 1):
+            if self.refs.get(cluster) >= self.refcount_max:
+                self.report.corruption("ERROR: overflow cluster offset=0x%x" % (cluster << cb))
+                continue
+            self.refs.inc(cluster)
+
+    def count_state(self, state, active_l2_override=None):
+        """Every reference of a metadata state; active_l2_override maps L1 index -> L2 table raw data."""
+        cs = self.geo.cluster_size
+        self.inc(0, cs)
+        self.count_l1(state.l1_table_offset, state.l1_size, active=True)
+        for sn in state.snapshots:
+            if sn.l1_table_offset % cs:
+                self.report.corruption("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; snapshot "
+                                       "table entry corrupted" % (sn.id_str, sn.name, sn.l1_table_offset))
+                continue
+            if sn.l1_size > C.MAX_L1_BYTES // 8:
+                self.report.corruption("ERROR snapshot %s (%s) l1_size=%#x: L1 table is too large; snapshot table entry "
+                                       "corrupted" % (sn.id_str, sn.name, sn.l1_size))
+                continue
+            self.count_l1(sn.l1_table_offset, sn.l1_size, active=False)
+        if state.snapshots:
+            self.inc(state.snapshots_offset, state.snapshots_size)
+        if state.reftable_clusters:
+            self.inc(state.reftable_offset, state.reftable_clusters * cs)
+        if state.crypto:
+            self.inc(state.crypto["offset"], state.crypto["length"])
+        if state.bitmaps:
+            self.count_bitmaps()
+        if state.refblocks:
+            self.count_refblocks(state.reftable_offset, state.reftable_clusters)
+        return self.refs
+
+    def read_l1(self, offset, size):
+        raw = self.file.pread(size * 8, offset)
+        return be_array(raw + bytes(size * 8 - len(raw)))
+
+    def count_l1(self, offset, size, active):
+        if not size:
+            return
+        self.inc(offset, size * 8)
+        l1 = self.read_l1(offset, size)
+        cs = self.geo.cluster_size
+        for index, entry in enumerate(l1):
+            l2 = entry & C.L1E_OFFSET_MASK
+            if not l2:
+                continue
+            if l2 & (cs - 1):
+                self.report.corruption("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted" % l2)
+                continue
+            self.inc(l2, cs)
+            self.count_l2(l2, active)
+
+    def read_l2(self, offset):
+        cs = self.geo.cluster_size
+        raw = self.file.pread(cs, offset)
+        return be_array(raw + bytes(cs - len(raw)))
+
+    def count_l2(self, l2_offset, active):
+        geo = self.geo
+        cs, ext, words = geo.cluster_size, geo.extended_l2, geo.l2_entry_words
+        table = self.read_l2(l2_offset)
+        report = self.report
+        next_contiguous = 0
+        for i in range(geo.l2_entries):
+            entry = table[i * words]
+            bitmap = table[i * 2 + 1] if ext else 0
+            if not entry and not bitmap:
+                continue
+            kind = classify(entry, ext, self.has_data_file)
+            if ext and kind != COMPRESSED:
+                if bitmap & C.EXTL2_ALLOC_MASK & (bitmap >> 32):
+                    report.corruption("ERROR: Invalid cluster entry found (L2 offset: %#x, L2 index: %#x): bitmap %#x"
+                                      % (l2_offset, i, bitmap))
+                if kind == UNALLOCATED and bitmap & C.EXTL2_ALLOC_MASK:
+                    report.corruption("ERROR: Invalid cluster entry found (L2 offset: %#x, L2 index: %#x): subclusters "
+                                      "allocated in an unallocated cluster" % (l2_offset, i))
+            if kind == COMPRESSED:
+                if self.has_data_file:
+                    report.corruption("ERROR compressed cluster %d with data file, entry=0x%x" % (i, entry))
+                    continue
+                if entry & C.OFLAG_COPIED:
+                    report.corruption("ERROR: coffset=0x%x: copied flag must never be set for compressed clusters"
+                                      % (entry & geo.compressed_offset_mask))
+                if ext and bitmap:
+                    report.corruption("ERROR compressed cluster %d with non-zero subcluster allocation bitmap, entry=0x%x"
+                                      % (i, entry))
+                coffset, csize = geo.compressed_location(entry)
+                if active:
+                    report.allocated_clusters += 1
+                    report.compressed_clusters += 1
+                    report.fragmented_clusters += 1
+                self.inc(coffset, csize)
+            elif kind in (NORMAL, ZERO_ALLOC):
+                offset = entry & C.L2E_OFFSET_MASK
+                if offset & (cs - 1):
+                    report.corruption("ERROR offset=%x: Cluster is not properly aligned; L2 entry corrupted." % offset)
+                    continue
+                if active:
+                    report.allocated_clusters += 1
+                    if next_contiguous and offset != next_contiguous:
+                        report.fragmented_clusters += 1
+                    next_contiguous = offset + cs
+                if not self.has_data_file:
+                    self.inc(offset, cs)
+
+    def count_bitmaps(self):
+        img = self.img
+        ext = img.header.bitmaps_ext
+        if not ext or not img.header.autoclear_features & C.AUTOCLEAR_BITMAPS:
+            return
+        self.inc(ext["bitmap_directory_offset"], ext["bitmap_directory_size"])
+        cs = self.geo.cluster_size
+        for bitmap in read_directory(img):
+            self.inc(bitmap.table_offset, bitmap.table_size * 8)
+            for entry in read_table(img, bitmap):
+                offset = entry & C.BME_TABLE_ENTRY_OFFSET_MASK
+                if not offset:
+                    continue
+                if offset & (cs - 1):
+                    self.report.corruption("ERROR bitmap %s: data cluster %#x is not cluster aligned" % (bitmap.name, offset))
+                    continue
+                self.inc(offset, cs)
+
+    def count_refblocks(self, reftable_offset, reftable_clusters):
+        cs = self.geo.cluster_size
+        raw = self.file.pread(reftable_clusters * cs, reftable_offset)
+        table = be_array(raw + bytes(reftable_clusters * cs - len(raw)))
+        for i, entry in enumerate(table):
+            offset = entry & C.REFT_OFFSET_MASK
+            if entry & C.REFT_RESERVED_MASK:
+                self.report.corruption("ERROR refcount table entry %d has reserved bits set" % i)
+                continue
+            if not offset:
+                continue
+            if offset & (cs - 1):
+                self.report.corruption("ERROR refcount block %d is not cluster aligned; refcount table entry corrupted" % i)
+                continue
+            if (offset >> self.geo.cluster_bits) >= self.nb_clusters:
+                self.report.corruption("ERROR refcount block %d is outside image" % i)
+                continue
+            self.inc(offset, cs)
