@@ -168,28 +168,37 @@ class Refcounts:
             ci = stop + 1
 
     def alloc(self, n=1):
-        """Allocate n contiguous free clusters (refcount 1 each); returns the first cluster index."""
+        """Allocate n contiguous free clusters (refcount 1 each); returns the first cluster index.
+
+        Ranges of the area that have no refcount block yet get one, placed just before the data
+        (like qemu's refcount area), so a long run never needs blocks inside itself.
+        """
+        extra = 0
         while True:
-            start = self.find_free_run(n, self.free_hint)
-            end = start + n
-            if (end - 1) >> self.rbb >= len(self.table):
-                self._grow_table(end)
+            start = self.find_free_run(n + extra, self.free_hint)
+            area_end = start + n + extra
+            if (area_end - 1) >> self.rbb >= len(self.table):
+                self._grow_table(area_end)
                 continue
-            missing = next((t for t in range((start >> self.rbb), ((end - 1) >> self.rbb) + 1)
-                            if not self._block_offset(t)), None)
-            if missing is not None:
-                self._create_block(missing, max(start, missing << self.rbb))
+            missing = [t for t in range(start >> self.rbb, ((area_end - 1) >> self.rbb) + 1) if not self._block_offset(t)]
+            if len(missing) > extra:
+                extra = len(missing)
                 continue
-            bad = next((ci for ci in range(start, end) if self.image.overlaps_metadata(ci)), None)
+            data_start = start + len(missing)
+            bad = next((ci for ci in range(start, data_start + n) if self.image.overlaps_metadata(ci)), None)
             if bad is not None:
                 raise CorruptionError(
                     "Refusing to allocate cluster %d: it holds metadata but its refcount is 0; repair the image first"
                     % bad, self.image.path)
-            for ci in range(start, end):
+            for i, t in enumerate(missing):
+                self.table[t] = (start + i) << self.cb
+                self._dirty_table_sectors.add((t * 8) // 512)
+                self.cache.put_new((start + i) << self.cb, self.codec.empty())
+            for ci in range(start, data_start + n):
                 self.add(ci, 1)
-            self.free_hint = end
-            self.max_allocated = max(self.max_allocated, end)
-            return start
+            self.free_hint = data_start + n
+            self.max_allocated = max(self.max_allocated, data_start + n)
+            return data_start
 
     # ---- growth of the refcount table (qcow2_refcount_area) ----
     def _grow_table(self, min_clusters):
