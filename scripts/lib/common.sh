@@ -1,0 +1,55 @@
+# Shared helpers for scripts/test.d/*.sh stages; source it, don't run it.
+# shellcheck shell=bash
+
+set -euo pipefail
+
+# Stages normally run from scripts/test.sh, which exports REPO and activates
+# the venv. Make a stage runnable on its own too: bash scripts/test.d/NN-x.sh
+REPO="${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+export REPO
+if [[ -z "${VIRTUAL_ENV:-}" && -f "$REPO/.venv/bin/activate" ]]; then
+    # shellcheck disable=SC1091
+    source "$REPO/.venv/bin/activate"
+fi
+cd "$REPO"
+
+# Exit status scripts/test.sh reads as "skipped: nothing to run".
+SKIP_RC=77
+
+skip() {
+    echo "SKIP: $*"
+    exit "$SKIP_RC"
+}
+
+# True when a directory holds at least one file matching a name pattern.
+has_files() {
+    local dir="$1" pattern="$2"
+    [[ -d "$dir" ]] && [[ -n "$(find "$dir" -name "$pattern" -type f -print -quit)" ]]
+}
+
+galaxy_field() {
+    sed -n "s/^$1:[[:space:]]*//p" "$REPO/galaxy.yml" | head -n1
+}
+
+# ansible-test only works on a collection that sits at
+# .../ansible_collections/<namespace>/<name>/ and is a git checkout. A
+# checkout can live anywhere, so copy the working tree - committed, modified
+# and new-but-not-ignored files alike - into such a path under tests/output
+# (ignored by git), make it a one-commit repository, and print its path.
+# The copy is rebuilt from scratch on every call, so it never holds stale files.
+collection_tree() {
+    local ns name root dest
+    ns="$(galaxy_field namespace)"
+    name="$(galaxy_field name)"
+    root="$REPO/tests/output/collection-tree"
+    dest="$root/ansible_collections/$ns/$name"
+    rm -rf "$root"
+    mkdir -p "$dest"
+    git -C "$REPO" ls-files -z --cached --others --exclude-standard \
+        | rsync -a --from0 --files-from=- --ignore-missing-args "$REPO/" "$dest/"
+    git -C "$dest" init -q
+    git -C "$dest" add -A
+    git -C "$dest" -c user.name=test.sh -c user.email=test@backingchain.invalid \
+        commit -q --no-verify --no-gpg-sign -m "snapshot of $REPO for ansible-test"
+    printf '%s\n' "$dest"
+}
