@@ -11,7 +11,7 @@ if [[ -z "${VIRTUAL_ENV:-}" && -f "$REPO/.venv/bin/activate" ]]; then
     # shellcheck disable=SC1091
     source "$REPO/.venv/bin/activate"
 fi
-cd "$REPO"
+cd "$REPO" || exit 1
 
 # Exit status scripts/test.sh reads as "skipped: nothing to run".
 SKIP_RC=77
@@ -52,4 +52,50 @@ collection_tree() {
     git -C "$dest" -c user.name=test.sh -c user.email=test@backingchain.invalid \
         commit -q --no-verify --no-gpg-sign -m "snapshot of $REPO for ansible-test"
     printf '%s\n' "$dest"
+}
+
+controller_python_version() {
+    python -c 'import sys; print("%d.%d" % sys.version_info[:2])'
+}
+
+# Python versions that ansible-test supports and tests/config.yml allows for
+# modules and module_utils (run from the collection tree or the checkout).
+target_python_versions() {
+    python - <<'PY'
+import yaml
+from packaging.specifiers import SpecifierSet
+from ansible_test._internal.constants import SUPPORTED_PYTHON_VERSIONS
+with open('tests/config.yml') as f:
+    spec = SpecifierSet(yaml.safe_load(f)['modules']['python_requires'])
+print(' '.join(v for v in SUPPORTED_PYTHON_VERSIONS if v in spec))
+PY
+}
+
+# ansible-test finds interpreters as pythonX.Y on PATH; pyenv's shims only
+# answer for the active version. For each requested version, find a working
+# interpreter (PATH, then pyenv's versions) and link it into BINDIR as
+# pythonX.Y. Prints the versions found; reports the others on stderr.
+expose_pythons() {
+    local bindir="$1" v cand exe pyenv_root found=()
+    shift
+    rm -rf "$bindir"
+    mkdir -p "$bindir"
+    pyenv_root="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"
+    for v in "$@"; do
+        exe=""
+        for cand in "$(command -v "python$v" || true)" "$pyenv_root"/versions/"$v".*/bin/"python$v"; do
+            # It must run and be able to build the venvs ansible-test needs.
+            if [[ -x "$cand" ]] && "$cand" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+                exe="$cand"
+                break
+            fi
+        done
+        if [[ -n "$exe" ]]; then
+            ln -s "$exe" "$bindir/python$v"
+            found+=("$v")
+        else
+            echo "NOTE: no Python $v interpreter on this machine" >&2
+        fi
+    done
+    echo "${found[*]}"
 }
