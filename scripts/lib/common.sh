@@ -99,3 +99,18 @@ expose_pythons() {
     done
     echo "${found[*]}"
 }
+
+# Make the live checkout visible to Ansible (ansible-playbook, ansible-doc,
+# ansible-lint, molecule, antsibull-docs) as <ns>.<name>: a symlink
+# ansible_collections/<ns>/<name> -> $REPO under tests/output (ignored by
+# git), put first on ANSIBLE_COLLECTIONS_PATH so that no installed copy of
+# the collection (e.g. in ~/.ansible/collections) shadows the checkout.
+use_checkout_collection() {
+    local root="$REPO/tests/output/collections" link
+    link="$root/ansible_collections/$(galaxy_field namespace)/$(galaxy_field name)"
+    if [[ "$(readlink "$link" 2>/dev/null)" != "$REPO" ]]; then
+        mkdir -p "$(dirname "$link")"
+        ln -sfn "$REPO" "$link"
+    fi
+    export ANSIBLE_COLLECTIONS_PATH="$root${ANSIBLE_COLLECTIONS_PATH:+:$ANSIBLE_COLLECTIONS_PATH}"
+}
