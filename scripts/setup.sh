@@ -35,20 +35,23 @@ as_root() {
 # dpkg locks for minutes. DPkg::Lock::Timeout makes apt wait for the dpkg
 # lock; the retry loop also covers the lists lock taken by 'apt-get update'.
 apt_get() {
-    local attempt out rc
+    local attempt rc out
+    out="$(mktemp)"
     for attempt in $(seq 1 40); do
         rc=0
-        out="$(as_root env DEBIAN_FRONTEND=noninteractive \
-            apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 "$@" 2>&1)" || rc=$?
+        # Show apt's output as it comes, and keep it to spot lock errors.
+        as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 "$@" 2>&1 | tee "$out" >&2 || rc=$?
         if [[ $rc -eq 0 ]]; then
+            rm -f "$out"
             return 0
         fi
-        if grep -qiE 'could not get lock|unable to lock|is another process using it' <<<"$out"; then
+        if grep -qiE 'could not get lock|unable to lock|is another process using it' "$out"; then
             log "apt is busy (attempt $attempt), waiting 15s ..."
             sleep 15
             continue
         fi
-        printf '%s\n' "$out" >&2
+        rm -f "$out"
         return "$rc"
     done
     die "apt stayed locked for 10 minutes"
@@ -85,7 +88,7 @@ install_apt_packages() {
         log "Debian packages: all present"
         return
     fi
-    log "Debian packages to install: ${missing[*]}"
+    log "Debian packages to install: ${missing[*]} (waits while apt is busy elsewhere)"
 
     local need_update=0
     for pkg in "${missing[@]}"; do
