@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Prepare a machine for developing and testing backingchain.qcow2.
 #
-#   1. Debian packages from scripts/apt-packages.txt (only the missing ones).
-#   2. A virtual environment at <repo>/.venv from requirements-dev.txt
-#      (rebuilt only when the requirements or the Python change).
+#   1. Debian packages listed in scripts/apt-packages.txt and any
+#      scripts/apt-packages-*.txt (only the missing ones are installed).
+#   2. A virtual environment at <repo>/.venv from requirements-dev.txt and
+#      any requirements-*.txt (pip runs only when one of them or the Python
+#      changed).
 #   3. The offline pip bootstrap that ansible-test looks for in its cache.
 #
 # Idempotent and quick on re-run. Runs as root, or as a user with sudo.
@@ -57,8 +59,17 @@ apt_get() {
     die "apt stayed locked for 10 minutes"
 }
 
+# A part of the project with its own needs adds its own list file.
+apt_package_files() {
+    local f
+    for f in "$REPO"/scripts/apt-packages.txt "$REPO"/scripts/apt-packages-*.txt; do
+        [[ -f "$f" ]] && printf '%s\n' "$f"
+    done
+    return 0
+}
+
 apt_packages() {
-    sed -e 's/#.*//' -e 's/[[:space:]]\+$//' -e '/^[[:space:]]*$/d' "$REPO/scripts/apt-packages.txt"
+    apt_package_files | xargs sed -e 's/#.*//' -e 's/[[:space:]]\+$//' -e '/^[[:space:]]*$/d' | sort -u
 }
 
 is_installed() {
@@ -112,11 +123,19 @@ python_ok() {
     "$1" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] < (3, 14)))' 2>/dev/null
 }
 
-# The venv is rebuilt when this fingerprint changes.
+requirement_files() {
+    local f
+    for f in "$REPO"/requirements-*.txt; do  # requirements-dev.txt and any others
+        [[ -f "$f" ]] && printf '%s\n' "$f"
+    done
+    return 0
+}
+
+# pip runs again when this fingerprint changes.
 venv_fingerprint() {
     {
         "$PYTHON" -c 'import sys; print(sys.version)'
-        cat "$REPO/requirements-dev.txt"
+        requirement_files | xargs cat
     } | sha256sum | cut -d' ' -f1
 }
 
@@ -136,12 +155,16 @@ setup_venv() {
         rm -rf "$VENV"
         "$PYTHON" -m venv "$VENV"
     fi
-    log "venv: installing requirements-dev.txt"
+    local req args=()
+    while read -r req; do
+        args+=(-r "$req")
+    done < <(requirement_files)
+    log "venv: installing $(requirement_files | xargs -n1 basename | xargs)"
     # Some machines configure extra local index locations that do not exist;
     # pip warns once per package about them. Harmless, so filter them out.
-    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REPO/requirements-dev.txt" 2>&1 \
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q "${args[@]}" 2>&1 \
         | { grep -v "^WARNING: Location 'file://.*' is ignored" || true; }; then
-        die "pip install -r requirements-dev.txt failed"
+        die "pip install ${args[*]} failed"
     fi
     printf '%s\n' "$want" >"$stamp"
     log "venv: ready"
