@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# ansible-test units: tests/unit/plugins/** in ansible-test's own venv (only
+# ansible-test's unit requirements plus tests/unit/requirements.txt), on the
+# controller Python and on the oldest target Python tests/config.yml allows,
+# when this machine has it. UNITS_PYTHONS="3.11 3.12" overrides the list.
+# shellcheck source=../lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+
+has_files tests/unit/plugins 'test_*.py' || skip "no test_*.py under tests/unit/plugins"
+
+tree="$(collection_tree)"
+cd "$tree" || exit 1
+echo "ansible-test runs in $tree"
+
+controller="$(controller_python_version)"
+if [[ -n "${UNITS_PYTHONS:-}" ]]; then
+    read -r -a wanted <<<"$UNITS_PYTHONS"
+else
+    read -r -a targets <<<"$(target_python_versions)"
+    wanted=("$controller")
+    [[ "${targets[0]}" != "$controller" ]] && wanted+=("${targets[0]}")
+fi
+bindir="$REPO/tests/output/pythons"
+have="$(expose_pythons "$bindir" "${wanted[@]}")"
+[[ " $have " == *" $controller "* ]] || have="$controller $have"
+
+rc=0
+for v in $have; do
+    PATH="$bindir:$PATH" ansible-test units --venv --python "$v" --requirements --color no || rc=1
+done
+exit $rc

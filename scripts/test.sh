@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Run every test stage of backingchain.qcow2 (THE test command).
+#
+#   scripts/test.sh                 # all stages
+#   scripts/test.sh sanity units    # only stages whose file name contains one of the words
+#   scripts/test.sh '[12]0-*'       # shell patterns work too
+#
+# Stages are the executable-or-not *.sh files in scripts/test.d/, run in
+# lexical order with the venv active, REPO exported and the repo as working
+# directory. A stage exits 0 (passed), 77 (skipped: nothing to run; it prints
+# why) or anything else (failed). All selected stages run even when one
+# fails; the last line is "N passed, M failed" and the exit status is non-zero
+# when a stage failed. Each stage's output is also kept in
+# tests/output/stages/<stage>.log.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO
+STAGE_DIR="$REPO/scripts/test.d"
+LOG_DIR="$REPO/tests/output/stages"
+SKIP_RC=77
+
+"$REPO/scripts/setup.sh"
+
+selected() {
+    local name="$1" pat
+    [[ $# -eq 1 ]] && return 0  # no patterns: everything
+    shift
+    for pat in "$@"; do
+        # shellcheck disable=SC2053  # $pat is deliberately a glob
+        [[ "$name" == *$pat* ]] && return 0
+    done
+    return 1
+}
+
+stages=()
+for f in "$STAGE_DIR"/*.sh; do
+    [[ -e "$f" ]] || continue
+    name="$(basename "$f" .sh)"
+    selected "$name" "$@" && stages+=("$name")
+done
+if [[ ${#stages[@]} -eq 0 ]]; then
+    echo "no stage in scripts/test.d matches: $*" >&2
+    exit 2
+fi
+
+mkdir -p "$LOG_DIR"
+trap 'echo; echo "interrupted" >&2; exit 130' INT
+
+results=() times=() passed=0 failed=0 skipped=0
+for name in "${stages[@]}"; do
+    printf '\n==== stage %s ====\n' "$name"
+    start=$SECONDS
+    set +e
+    (
+        cd "$REPO"
+        # shellcheck disable=SC1091  # created by setup.sh
+        source "$REPO/.venv/bin/activate"
+        exec bash "$STAGE_DIR/$name.sh"
+    ) 2>&1 | tee "$LOG_DIR/$name.log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    elapsed=$((SECONDS - start))
+    case $rc in
+        0) result=PASS; passed=$((passed + 1)) ;;
+        "$SKIP_RC") result=SKIP; skipped=$((skipped + 1)) ;;
+        *) result="FAIL (exit $rc)"; failed=$((failed + 1)) ;;
+    esac
+    printf '==== stage %s: %s in %ss ====\n' "$name" "$result" "$elapsed"
+    results+=("$result")
+    times+=("$elapsed")
+done
+
+printf '\n%-28s %-16s %8s\n' STAGE RESULT SECONDS
+for i in "${!stages[@]}"; do
+    printf '%-28s %-16s %8s\n' "${stages[$i]}" "${results[$i]}" "${times[$i]}"
+done
+printf '%-28s %-16s %8s\n' total "" "$SECONDS"
+if [[ $skipped -gt 0 ]]; then
+    echo "$skipped stage(s) skipped because they had nothing to run (see their output above)"
+fi
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]

@@ -1,0 +1,161 @@
+"""Run qemu-img and qemu-io, the reference implementation the engine is checked against.
+
+Every helper raises QemuError (with the command, exit status and stderr) when
+the tool fails, so a test never mistakes a qemu error for a result. The tools
+come from Debian's qemu-utils, which scripts/setup.sh installs; a missing tool
+is an error, not a reason to skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import typing as t
+from pathlib import Path
+
+StrPath = t.Union[str, 'os.PathLike[str]']
+
+# qemu-img check exit statuses (qemu-img.c, img_check).
+CHECK_OK = 0
+CHECK_NOT_COMPLETED = 1
+CHECK_CORRUPTIONS = 2
+CHECK_LEAKS = 3
+CHECK_NOT_SUPPORTED = 63
+
+
+class QemuError(RuntimeError):
+    """A qemu-img or qemu-io command failed."""
+
+    def __init__(self, cmd: t.Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
+        self.cmd = list(cmd)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        super().__init__(f'{" ".join(self.cmd)} exited {returncode}: {stderr.strip() or stdout.strip()}')
+
+
+class CheckResult(t.NamedTuple):
+    """Outcome of 'qemu-img check --output=json'."""
+
+    returncode: int
+    report: dict
+
+    @property
+    def clean(self) -> bool:
+        """True when qemu-img found neither corruptions nor leaks."""
+        return (self.returncode == CHECK_OK
+                and not self.report.get('corruptions') and not self.report.get('leaks')
+                and not self.report.get('check-errors'))
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise QemuError([name], 127, '', f'{name} not found: install qemu-utils (scripts/setup.sh does)')
+    return path
+
+
+def _run(cmd: t.Sequence[str], cwd: StrPath | None, ok: t.Container[int] = (0,)) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode not in ok:
+        raise QemuError(proc.args, proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def qemu_img(*args: StrPath, cwd: StrPath | None = None) -> str:
+    """Run 'qemu-img ARGS...' and return its stdout."""
+    return _run([_tool('qemu-img'), *args], cwd).stdout
+
+
+def qemu_img_json(subcommand: str, *args: StrPath, cwd: StrPath | None = None) -> t.Any:
+    """Run 'qemu-img SUBCOMMAND --output=json ARGS...' and return the parsed output."""
+    return json.loads(qemu_img(subcommand, '--output=json', *args, cwd=cwd))
+
+
+def qemu_img_info(path: StrPath, backing_chain: bool = False, fmt: str | None = None) -> t.Any:
+    """Parsed 'qemu-img info' of an image; a list of dicts, top first, with backing_chain."""
+    args: list[StrPath] = ['-U']  # read-only shared open: works while another process holds the image
+    if fmt:
+        args += ['-f', fmt]
+    if backing_chain:
+        args.append('--backing-chain')
+    return qemu_img_json('info', *args, path)
+
+
+def qemu_img_create(path: StrPath, size: str | int | None = None, fmt: str = 'qcow2',
+                    backing: StrPath | None = None, backing_fmt: str | None = 'qcow2',
+                    options: dict[str, t.Any] | None = None, cwd: StrPath | None = None) -> Path:
+    """Create an image with 'qemu-img create'; size may be omitted for an overlay."""
+    args: list[StrPath] = ['create', '-q', '-f', fmt]
+    if backing is not None:
+        args += ['-b', backing]
+        if backing_fmt:
+            args += ['-F', backing_fmt]
+    if options:
+        args += ['-o', ','.join(f'{k}={v}' for k, v in options.items())]
+    args.append(path)
+    if size is not None:
+        args.append(str(size))
+    qemu_img(*args, cwd=cwd)
+    return Path(path)
+
+
+def qemu_io(path: StrPath, *cmds: str, fmt: str = 'qcow2', cwd: StrPath | None = None) -> str:
+    """Run each qemu-io command (e.g. 'write -P 0xab 0 64k') on the image; return stdout.
+
+    qemu-io exits non-zero when a command fails, including a 'read -P'
+    pattern mismatch, so that raises QemuError.
+    """
+    args: list[StrPath] = [_tool('qemu-io'), '-f', fmt]
+    for cmd in cmds:
+        args += ['-c', cmd]
+    args.append(path)
+    return _run(args, cwd).stdout
+
+
+def qemu_img_check(path: StrPath, fmt: str = 'qcow2') -> CheckResult:
+    """Run 'qemu-img check --output=json' and return its exit status and parsed report.
+
+    Corruptions (2) and leaks (3) are results, not errors; an image qemu
+    could not check at all raises QemuError.
+    """
+    proc = _run([_tool('qemu-img'), 'check', '--output=json', '-f', fmt, path], None,
+                ok=(CHECK_OK, CHECK_CORRUPTIONS, CHECK_LEAKS))
+    return CheckResult(proc.returncode, json.loads(proc.stdout))
+
+
+def qemu_compare(a: StrPath, b: StrPath, fmt_a: str | None = None, fmt_b: str | None = None,
+                 strict: bool = False) -> bool:
+    """True when both images show the same guest-visible content ('qemu-img compare').
+
+    Without strict, a size difference counts as equal when the extra area
+    reads as zeros; strict also requires equal sizes and allocation.
+    """
+    args: list[StrPath] = [_tool('qemu-img'), 'compare', '-q']
+    if fmt_a:
+        args += ['-f', fmt_a]
+    if fmt_b:
+        args += ['-F', fmt_b]
+    if strict:
+        args.append('-s')
+    args += [a, b]
+    return _run(args, None, ok=(0, 1)).returncode == 0
+
+
+def raw_of(path: StrPath, dest_dir: StrPath | None = None, fmt: str | None = None) -> Path:
+    """Flatten an image (with its whole backing chain) to a new raw file and return its path.
+
+    The file is created in dest_dir, by default the image's own directory
+    (normally a test's temporary directory).
+    """
+    src = Path(path)
+    fd, out = tempfile.mkstemp(prefix=f'{src.name}.', suffix='.raw', dir=dest_dir or src.parent)
+    os.close(fd)
+    args: list[StrPath] = ['convert', '-O', 'raw']
+    if fmt:
+        args += ['-f', fmt]
+    qemu_img(*args, src, out)
+    return Path(out)
