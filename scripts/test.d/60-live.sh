@@ -10,9 +10,20 @@ cd "$REPO"
 
 log() { echo "60-live: $*" >&2; }
 
+# Scratch space for images, reachable by the libvirt-qemu user (0755, not under a 0700 dir).
+BCQ_LIVE_TMPDIR=$(mktemp -d /var/tmp/bcq-live-run.XXXXXX)
+chmod 0755 "$BCQ_LIVE_TMPDIR"
+export BCQ_LIVE_TMPDIR
+
 # libvirt-down.sh only stops what libvirt-up.sh started; the pytest session runs it too,
 # this trap covers a pytest that was killed before its teardown.
-trap 'bash "$REPO/scripts/libvirt-down.sh" || true' EXIT
+cleanup() {
+    bash "$REPO/scripts/libvirt-down.sh" || true
+    rm -rf "$BCQ_LIVE_TMPDIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 apt_install_live_packages() {
     export DEBIAN_FRONTEND=noninteractive

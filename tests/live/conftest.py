@@ -20,10 +20,14 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(os.environ.get("REPO") or Path(__file__).resolve().parents[2])
+# The helpers next to this file are imported by name, whatever pytest's import mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from live_helpers import REPO  # noqa: E402
 DOMAIN_PREFIX = "bcq-test-"
 URI = "qemu:///system"
 JOB_DURATIONS: list[tuple[str, str, float]] = []
+# scripts/test.d/60-live.sh points this at a directory it removes even if pytest is killed.
+SCRATCH_PARENT = os.environ.get("BCQ_LIVE_TMPDIR") or "/var/tmp"
 
 
 def _make_collection_importable() -> str | None:
@@ -32,7 +36,7 @@ def _make_collection_importable() -> str | None:
     if REPO.parts[-3:] == ("ansible_collections", "backingchain", "qcow2"):
         sys.path.insert(0, str(REPO.parents[2]))
         return None
-    root = tempfile.mkdtemp(prefix="bcq-live-collections-")
+    root = tempfile.mkdtemp(prefix="bcq-live-collections-", dir=SCRATCH_PARENT)
     namespace = Path(root, "ansible_collections", "backingchain")
     namespace.mkdir(parents=True)
     (namespace / "qcow2").symlink_to(REPO)
@@ -105,7 +109,7 @@ def conn(libvirt_up):
 @pytest.fixture(scope="session")
 def images_root():
     """A 0755 directory outside /tmp's 0700 pytest dirs: qemu runs as libvirt-qemu and must reach it."""
-    root = tempfile.mkdtemp(prefix="bcq-live-", dir="/var/tmp")
+    root = tempfile.mkdtemp(prefix="bcq-live-images-", dir=SCRATCH_PARENT)
     os.chmod(root, 0o755)
     yield Path(root)
     shutil.rmtree(root, ignore_errors=True)

@@ -10,10 +10,12 @@ import json
 import os
 import subprocess
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import libvirt
 import libvirt_qemu
 
+REPO = Path(os.environ.get("REPO") or Path(__file__).resolve().parents[2])
 MiB = 1024 * 1024
 KiB = 1024
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import REPO
+from live_helpers import REPO
 
 
 def daemon_pids() -> dict:
