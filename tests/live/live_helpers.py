@@ -40,8 +40,9 @@ def write_offline(path: str, pattern: int, offset: int, length: int) -> None:
 def reads_pattern(path: str, pattern: int, offset: int, length: int, force_share: bool = False) -> bool:
     """True if the image (through its chain) reads ``pattern`` over the whole range."""
     argv = ["qemu-io", "-r"] + (["-U"] if force_share else []) + ["-c", "read -P 0x%02x %d %d" % (pattern, offset, length), path]
-    out = run(*argv).stdout
-    return "Pattern verification failed" not in out and ("read %d/%d bytes" % (length, length)) in out
+    proc = run(*argv, check=False)  # qemu-io exits 1 on a pattern mismatch
+    out = proc.stdout
+    return proc.returncode == 0 and "Pattern verification failed" not in out and ("read %d/%d bytes" % (length, length)) in out
 
 
 def image_info_chain(path: str) -> list[dict]:

@@ -34,6 +34,19 @@ def test_running_domain_is_found_for_every_image_of_its_chain(conn, make_domain,
     assert "backing image at depth 1" in in_use_message(base, [base_use])
 
 
+def test_a_base_shared_by_two_running_domains_names_both(conn, make_domain, image_dir):
+    base = create_image(str(image_dir / "base.qcow2"))
+    first = make_domain(create_image(str(image_dir / "a.qcow2"), backing=base))
+    second = make_domain(create_image(str(image_dir / "b.qcow2"), backing=base))
+
+    uses = find_image_users(conn, base)
+
+    assert sorted((use.domain, use.depth) for use in uses) == sorted([(first.name(), 1), (second.name(), 1)])
+    message = in_use_message(base, uses)
+    assert "shared by domains %s" % ", ".join(sorted([first.name(), second.name()])) in message
+    assert "pass domain" not in message
+
+
 def test_stopped_domain_holds_nothing(conn, make_domain, image_dir):
     image = create_image(str(image_dir / "disk.qcow2"))
     make_domain(image, start=False)

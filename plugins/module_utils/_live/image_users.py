@@ -63,5 +63,8 @@ def in_use_message(image: str, uses: list[ImageUse]) -> str:
         where = "disk %s" % use.target if use.depth == 0 else "disk %s, backing image at depth %d" % (use.target, use.depth)
         parts.append("%s domain '%s' (%s)" % (use.state, use.domain, where))
     domains = sorted(set(use.domain for use in uses))
-    hint = "pass domain: %s" % domains[0] if len(domains) == 1 else "it is shared by %d domains" % len(domains)
+    if len(domains) == 1:
+        hint = "pass domain: %s" % domains[0]
+    else:  # no single domain can change an image others read through their chains
+        hint = "it is shared by domains %s; change it only while they are shut off" % ", ".join(domains)
     return "image %s is in use by %s; %s" % (image, " and ".join(parts), hint)

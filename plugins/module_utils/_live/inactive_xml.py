@@ -31,7 +31,10 @@ def _parse_keeping_prefixes(domain_xml: str) -> ET.Element:
     serialising does not rename them to ns0."""
     for _event, (prefix, uri) in ET.iterparse(io.StringIO(domain_xml), events=("start-ns",)):
         if prefix:
-            ET.register_namespace(prefix, uri)
+            try:
+                ET.register_namespace(prefix, uri)
+            except ValueError:  # "ns0"-style prefixes are reserved by ElementTree and get renamed
+                pass
     return ET.fromstring(domain_xml)
 
 
