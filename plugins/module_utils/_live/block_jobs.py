@@ -7,8 +7,8 @@
 
 """Watching, pivoting and aborting libvirt block jobs by polling (no event loop needed).
 
-libvirt reports cur == end only once qemu says the job is READY, and the live XML's
-``<mirror ready='yes'>`` is exactly what libvirt checks before it allows a pivot.
+Readiness needs cur == end in blockJobInfo AND ``<mirror ready='yes'>`` in the live XML: the
+XML flag mirrors the job state libvirt checks before it allows a pivot; cur == end alone is a hint.
 """
 
 from __future__ import annotations
