@@ -1,0 +1,70 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""Which active domains have an image open, so the engine's lock error can name them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import domain_state_name
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import require_libvirt
+
+
+@dataclass
+class ImageUse:
+    """One place where an active domain uses the image."""
+
+    domain: str
+    state: str  # libvirt's state word: running, paused, ...
+    target: str  # disk target, e.g. vda
+    depth: int  # 0: the active image the guest writes; 1..: a backing image
+    path: str  # the path as libvirt reports it
+
+    @property
+    def role(self) -> str:
+        return "active image" if self.depth == 0 else "backing image"
+
+
+def find_image_users(conn, image: str) -> list[ImageUse]:
+    """Every disk of every active (running or paused) domain that has ``image`` anywhere in
+    its chain, compared by device+inode so any spelling of the path matches.
+
+    Only active domains hold images open; a shut-off domain that references the image
+    does not lock it.
+    """
+    libvirt = require_libvirt()
+    uses = []
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        try:
+            disks = domain_disks(dom)
+            state = domain_state_name(dom)
+        except libvirt.libvirtError:  # the domain stopped while we looked: it holds nothing now
+            continue
+        for disk in disks:
+            depth = disk.position_of(image)
+            if depth is not None:
+                uses.append(ImageUse(dom.name(), state, disk.target, depth, disk.images[depth].path))
+    return sorted(uses, key=lambda use: (use.domain, use.target))
+
+
+def in_use_message(image: str, uses: list[ImageUse]) -> str:
+    """A message turning a lock failure into advice, e.g.
+    "image /vm/a.qcow2 is in use by running domain 'web1' (disk vda); pass domain: web1"."""
+    if not uses:
+        return "image %s is locked by a process that is not a libvirt domain on this host" % image
+    parts = []
+    for use in uses:
+        where = "disk %s" % use.target if use.depth == 0 else "disk %s, backing image at depth %d" % (use.target, use.depth)
+        parts.append("%s domain '%s' (%s)" % (use.state, use.domain, where))
+    domains = sorted(set(use.domain for use in uses))
+    if len(domains) == 1:
+        hint = "pass domain: %s" % domains[0]
+    else:  # no single domain can change an image others read through their chains
+        hint = "it is shared by domains %s; change it only while they are shut off" % ", ".join(domains)
+    return "image %s is in use by %s; %s" % (image, " and ".join(parts), hint)

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Start virtlogd, virtlockd and libvirtd without systemd, as root, for the live tests.
+#
+# Idempotent: a daemon that already runs is left alone and NOT recorded; only the daemons
+# started here are recorded (pidfile copies in $BCQ_LIVE_STATE_DIR), so that
+# scripts/libvirt-down.sh stops exactly those. Installs the Debian packages from
+# scripts/apt-packages-live.txt when a needed binary is missing (fresh CI machine).
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STATE_DIR=${BCQ_LIVE_STATE_DIR:-/run/backingchain-live}
+URI=${BCQ_LIBVIRT_URI:-qemu:///system}
+WAIT_SECONDS=${BCQ_LIBVIRT_WAIT_SECONDS:-60}
+DAEMONS=(virtlogd virtlockd libvirtd)   # start order: libvirtd needs virtlogd for qemu logs
+
+log() { echo "libvirt-up: $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (libvirtd manages qemu:///system)"
+
+ensure_packages() {
+    local missing=0 bin
+    for bin in /usr/sbin/libvirtd /usr/sbin/virtlogd /usr/sbin/virtlockd /usr/bin/virsh \
+               /usr/bin/qemu-system-x86_64 /usr/bin/qemu-img /usr/bin/qemu-io; do
+        [ -x "$bin" ] || { log "missing $bin"; missing=1; }
+    done
+    [ "$missing" = 0 ] && return 0
+    log "installing Debian packages from scripts/apt-packages-live.txt"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2046
+    apt-get install -y -qq --no-install-recommends $(grep -v '^\s*#' "$SCRIPT_DIR/apt-packages-live.txt")
+}
+
+# Prints the pid recorded in a pidfile if that process is alive and is the named daemon.
+live_pid() {
+    local name=$1 pidfile=$2 pid
+    [ -s "$pidfile" ] || return 1
+    pid=$(tr -dc '0-9' <"$pidfile")
+    [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
+    [ "$(cat "/proc/$pid/comm")" = "$name" ] || return 1
+    echo "$pid"
+}
+
+start_daemon() {
+    local name=$1 pid i
+    if pid=$(live_pid "$name" "/run/$name.pid"); then
+        log "$name already running (pid $pid)$([ -e "$STATE_DIR/$name.pid" ] && echo ', started by us' || echo ', not ours: left alone')"
+        return 0
+    fi
+    rm -f "$STATE_DIR/$name.pid"
+    "/usr/sbin/$name" -d
+    for i in $(seq 1 50); do   # the daemon writes its pidfile right after forking
+        if pid=$(live_pid "$name" "/run/$name.pid"); then
+            echo "$pid" >"$STATE_DIR/$name.pid"
+            log "started $name (pid $pid)"
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name did not start (no live pid in /run/$name.pid)"
+}
+
+ensure_packages
+mkdir -p "$STATE_DIR" /run/libvirt /var/lib/libvirt/qemu /var/log/libvirt/qemu /var/cache/libvirt/qemu
+for daemon in "${DAEMONS[@]}"; do
+    start_daemon "$daemon"
+done
+
+deadline=$((SECONDS + WAIT_SECONDS))
+until timeout 10 virsh -c "$URI" list --all >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || die "virsh -c $URI did not answer within ${WAIT_SECONDS}s"
+    sleep 0.2
+done
+log "virsh -c $URI answers"

@@ -1,0 +1,142 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Live tests: a real libvirtd (started by scripts/libvirt-up.sh) and real TCG qemu domains.
+
+Everything started here is stopped at the end of the session, also when tests fail:
+domains by their finalizers and by libvirt-down.sh (name prefix), daemons by libvirt-down.sh
+(only those libvirt-up.sh started), image directories by rmtree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+# The helpers next to this file are imported by name, whatever pytest's import mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from live_helpers import REPO  # noqa: E402
+DOMAIN_PREFIX = "bcq-test-"
+URI = "qemu:///system"
+JOB_DURATIONS: list[tuple[str, str, float]] = []
+# scripts/test.d/60-live.sh points this at a directory it removes even if pytest is killed.
+SCRATCH_PARENT = os.environ.get("BCQ_LIVE_TMPDIR") or "/var/tmp"
+
+
+def _make_collection_importable() -> str | None:
+    """Put the checkout on sys.path as ansible_collections.backingchain.qcow2 (a symlink in a temp dir
+    unless the checkout already lives at such a path)."""
+    if REPO.parts[-3:] == ("ansible_collections", "backingchain", "qcow2"):
+        sys.path.insert(0, str(REPO.parents[2]))
+        return None
+    root = tempfile.mkdtemp(prefix="bcq-live-collections-", dir=SCRATCH_PARENT)
+    namespace = Path(root, "ansible_collections", "backingchain")
+    namespace.mkdir(parents=True)
+    (namespace / "qcow2").symlink_to(REPO)
+    sys.path.insert(0, root)
+    return root
+
+
+_COLLECTION_ROOT = _make_collection_importable()
+
+
+def pytest_unconfigure(config):
+    if _COLLECTION_ROOT:
+        shutil.rmtree(_COLLECTION_ROOT, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not JOB_DURATIONS:
+        return
+    terminalreporter.section("live block job durations (real libvirt + TCG qemu)")
+    for test, label, seconds in JOB_DURATIONS:
+        terminalreporter.write_line("%8.3fs  %-28s %s" % (seconds, label, test))
+
+
+@pytest.fixture
+def record_job(request):
+    """record_job(label, result_dict): keep the measured duration for the end-of-run table."""
+    def record(label: str, result: dict) -> dict:
+        JOB_DURATIONS.append((request.node.name, label, float(result["duration"])))
+        return result
+    return record
+
+
+def _remove_domain(conn, name: str) -> None:
+    import libvirt
+    try:
+        dom = conn.lookupByName(name)
+    except libvirt.libvirtError:
+        return
+    if dom.isActive():
+        dom.destroy()
+    if dom.isPersistent():
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+
+
+@pytest.fixture(scope="session")
+def libvirt_up():
+    """Start the daemons for the session; libvirt-down.sh runs at the end whatever happened."""
+    if os.geteuid() != 0:
+        pytest.fail("live tests must run as root (qemu:///system)")
+    up = subprocess.run(["bash", str(REPO / "scripts/libvirt-up.sh")], capture_output=True, text=True, timeout=900)
+    try:
+        assert up.returncode == 0, "libvirt-up.sh failed:\n%s%s" % (up.stdout, up.stderr)
+        yield up.stderr
+    finally:
+        down = subprocess.run(["bash", str(REPO / "scripts/libvirt-down.sh")], capture_output=True, text=True, timeout=300)
+        assert down.returncode == 0, "libvirt-down.sh failed:\n%s%s" % (down.stdout, down.stderr)
+
+
+@pytest.fixture(scope="session")
+def conn(libvirt_up):
+    from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import connect
+    connection = connect(URI)
+    yield connection
+    for name in connection.listDefinedDomains() + [d.name() for d in connection.listAllDomains()]:
+        if name.startswith(DOMAIN_PREFIX):
+            _remove_domain(connection, name)
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def images_root():
+    """A 0755 directory outside /tmp's 0700 pytest dirs: qemu runs as libvirt-qemu and must reach it."""
+    root = tempfile.mkdtemp(prefix="bcq-live-images-", dir=SCRATCH_PARENT)
+    os.chmod(root, 0o755)
+    yield Path(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def image_dir(images_root, request):
+    path = images_root / request.node.name.replace("[", "-").replace("]", "")
+    path.mkdir(mode=0o755)
+    os.chmod(path, 0o755)
+    return path
+
+
+@pytest.fixture
+def make_domain(conn):
+    """make_domain(image, start=True, agent_channel=False, ...) -> persistent virDomain, removed after the test."""
+    from live_helpers import domain_xml
+    names = []
+
+    def make(image, start: bool = True, **xml_options):
+        name = "%s%s" % (DOMAIN_PREFIX, uuid.uuid4().hex[:8])
+        names.append(name)
+        dom = conn.defineXML(domain_xml(name, str(image), **xml_options))
+        if start:
+            dom.create()
+        return dom
+
+    yield make
+    for name in names:
+        _remove_domain(conn, name)
