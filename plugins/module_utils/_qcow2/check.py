@@ -200,5 +200,3 @@ def exit_code(report):
     if report.leaks:
         return 3
     return 0
-
-

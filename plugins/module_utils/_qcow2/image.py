@@ -512,4 +512,3 @@ def probe_is_qcow2(path):
             return f.read(4) == C.QCOW_MAGIC
     except OSError as exc:
         raise Qcow2Error("Could not open '%s': %s" % (path, exc.strerror), path) from None
-

@@ -77,7 +77,7 @@ def apply_state(img, plan):
     for t in tables_in_plan:
         l2_refs[t] = l2_refs.get(t, 0) + 1
     for t, n in l2_refs.items():
-        for _ in range(n):
+        for _unused in range(n):
             logical.count_l2(t, active=False)
     if logical.report.corruptions:
         raise CorruptionError("Refusing to change the metadata of %s: %s" % (img.path, logical.report.messages[0]), img.path)
