@@ -7,13 +7,12 @@
 
 from __future__ import annotations
 
-import traceback
-
 from .errors import MissingDependencyError
 
 try:
     import construct  # noqa: F401  pylint: disable=unused-import
 except ImportError:
+    import traceback
     HAS_CONSTRUCT = False
     CONSTRUCT_IMPORT_ERROR = traceback.format_exc()
 else:
@@ -29,6 +28,7 @@ def _load_zstd():
     try:
         import zstandard
     except ImportError:
+        import traceback
         _zstd["error"] = traceback.format_exc()
         try:
             from compression import zstd as stdlib_zstd  # Python 3.14+

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 
 from .errors import NoSpaceError, Qcow2Error
 
@@ -39,6 +38,7 @@ def _io_event():
     global _io_events
     _io_events += 1
     if _crash_at and _io_events >= _crash_at:
+        import signal
         os.kill(os.getpid(), signal.SIGKILL)
 
 
