@@ -13,7 +13,7 @@ import os
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import locking
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import resolve_backing_path
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import InvalidArgumentError
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import ImageLockedError, InvalidArgumentError
 
 
 def file_identity(path):
@@ -56,11 +56,15 @@ def temp_path_beside(path):
 
 
 @contextlib.contextmanager
-def write_locked(path):
-    """Hold qemu's writer lock on path (ImageLockedError with qemu's message when a VM has it open)."""
+def locked(path, write=True):
+    """Hold qemu's writer (or reader) lock on path for a change made around the engine's own opens.
+
+    ImageLockedError with qemu's message when a VM has the image open in a conflicting way. A reader lock
+    still lets other readers in but keeps writers (a VM starting on the image) out.
+    """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        locking.acquire(fd, path, True)
+        locking.acquire(fd, path, write)
         try:
             yield
         finally:
@@ -69,6 +73,9 @@ def write_locked(path):
         os.close(fd)
 
 
-def lock_conflict(path):
-    """qemu's lock message if another process holds path in a way a writer conflicts with, else None."""
-    return locking.holders_conflict(path, True)
+def refuse_if_locked(path, write=True):
+    """ImageLockedError with qemu's message if another process holds path in a way a writer (or reader)
+    conflicts with; planning uses it so that check mode fails where the real run would."""
+    conflict = locking.holders_conflict(path, write)
+    if conflict:
+        raise ImageLockedError(conflict, path)

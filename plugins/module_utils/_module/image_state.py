@@ -26,16 +26,16 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._module.describ
 )
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.files import (
     backing_is,
-    lock_conflict,
+    locked,
+    refuse_if_locked,
     require_parent_directory,
     temp_path_beside,
-    write_locked,
 )
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import Operation
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.sizes import parse_size
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module import space
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import ImageLockedError, InvalidArgumentError
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import InvalidArgumentError
 
 # Properties fixed when an image is created: changing them means rewriting every cluster.
 FIXED_PROPERTIES = ("cluster_size", "compat", "refcount_bits", "extended_l2")
@@ -158,7 +158,7 @@ class ImageOperation(Operation):
     def _plan_remove(self):
         require_qcow2(self.path)  # never delete a file that is not an image (a mistyped path)
         self.diff_before = self._describe_existing(tolerant=True)
-        self._refuse_if_locked()
+        refuse_if_locked(self.path)
         self.action = "remove"
         self.changed = True
 
@@ -236,7 +236,7 @@ class ImageOperation(Operation):
             fallback = dict(have)
             if have["backing_file"] and not have["backing_format"]:
                 fallback["backing_format"] = infos[1]["format"]
-            self._refuse_if_locked()
+            refuse_if_locked(self.path)
             self._plan_build(req.create_options(fallback))
             self.action = "recreate"
             self.changed = True
@@ -249,7 +249,7 @@ class ImageOperation(Operation):
         if self.grow_to is None and self.lazy_refcounts is None:
             self.diff_after = dict(self.diff_before)
             return
-        self._refuse_if_locked()
+        refuse_if_locked(self.path)
         chain = describe_chain(infos)
         chain[0]["virtual_size"] = after["virtual_size"]
         self.diff_after = self._describe(after, chain)
@@ -285,11 +285,6 @@ class ImageOperation(Operation):
                 hints.append("Use backingchain.qcow2.qcow2_rebase with mode=unsafe to record the backing format.")
         return fixed, hints
 
-    def _refuse_if_locked(self):
-        conflict = lock_conflict(self.path)
-        if conflict:
-            raise ImageLockedError(conflict, self.path)
-
     def _describe(self, props, chain):
         description = {"path": self.path, "state": "present"}
         description.update(props)
@@ -309,12 +304,12 @@ class ImageOperation(Operation):
     # ---- applying ----
     def apply(self):
         if self.action == "remove":
-            with write_locked(self.path):
+            with locked(self.path):
                 os.unlink(self.path)
         elif self.action in ("create", "copy"):
             self._build_and_rename()
         elif self.action == "recreate":
-            with write_locked(self.path):
+            with locked(self.path):
                 self._build_and_rename()
         elif self.action == "amend":
             if self.grow_to is not None:
