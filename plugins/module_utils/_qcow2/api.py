@@ -15,14 +15,20 @@ from __future__ import annotations
 from .chain import ChainPolicy, open_chain
 from .check import check_image, exit_code, report_as_qemu_json
 from .create import CreateOptions, create
+from .errors import InvalidArgumentError
 from .info import chain_info
 from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, classify
 from . import snapshots as _snapshots
 from .resize import grow
+from . import commit as _commit
+from . import convert as _convert
+from . import measure as _measure
+from . import rebase as _rebase
 
 __all__ = [
     "ChainPolicy", "CreateOptions", "create_image", "image_info", "check", "list_snapshots", "create_snapshot",
-    "revert_snapshot", "delete_snapshot", "grow_image", "allocated_bytes", "open_chain",
+    "revert_snapshot", "delete_snapshot", "grow_image", "allocated_bytes", "open_chain", "commit", "rebase",
+    "convert", "measure",
 ]
 
 
@@ -91,3 +97,45 @@ def allocated_bytes(img):
                 if kind in (NORMAL, COMPRESSED, ZERO_ALLOC):
                     total += geo.cluster_size
     return total
+
+
+def commit(path, top=None, base=None, remove_committed=False, policy=None, dry_run=False, progress=None):
+    """Commit top (default path) into base (default: top's backing file); see commit.py for the order of steps.
+
+    Returns changed, top, base, committed (paths that left the chain), removed, bytes_copied, duration, msg.
+    """
+    return _commit.commit(path, top=top, base=base, remove_committed=remove_committed, policy=policy,
+                          dry_run=dry_run, progress=progress)
+
+
+def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, dry_run=False):
+    """Change path's backing file ("" = none); returns changed, old/new backing and format, header_only, bytes_copied."""
+    return _rebase.rebase(path, backing_file, backing_format=backing_format, unsafe=unsafe, policy=policy,
+                          dry_run=dry_run)
+
+
+def convert(source, dest, compress=False, backing_file=None, backing_format=None, options=None, policy=None,
+            dry_run=False, source_format=None, progress=None):
+    """Write dest as a new qcow2 image holding source's guest view (standalone, or above backing_file)."""
+    return _convert.convert(source, dest, compress=compress, backing_file=backing_file, backing_format=backing_format,
+                            options=options, policy=policy, dry_run=dry_run, source_format=source_format,
+                            progress=progress)
+
+
+def measure(source=None, size=None, options=None, source_format=None, backing_file=None, policy=None):
+    """qemu-img measure -O qcow2: {'required', 'fully-allocated'[, 'bitmaps']}."""
+    if source is None:
+        if size is None:
+            raise InvalidArgumentError("measure needs a source image or a size")
+        return _measure.measure_size(size, options)
+    with open_chain(source, fmt=source_format, policy=policy) as chain:
+        stop = None
+        if backing_file:
+            from .backing_name import same_file
+            stop = next((img for img in chain.images[1:] if same_file(img.path, backing_file)), chain.top.backing)
+        return _measure.measure_chain(chain.top, stop, options)
+
+
+def plan_commit(path, top=None, base=None, policy=None):
+    """What commit would do (same keys as commit's result), without writing."""
+    return _commit.plan(path, top=top, base=base, policy=policy)

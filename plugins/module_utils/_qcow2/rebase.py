@@ -1,0 +1,181 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Rebase: give an image another backing file.
+
+unsafe: only the header changes (for moved or renamed files). Also what a safe rebase reduces to when
+the new name designates the file already in use (same device and inode).
+
+safe: first copy into the image every range where the old and the new backing views differ, flush,
+then switch the header. When the new backing file is in the old chain, metadata alone says which
+ranges can differ: those the dropped layers decide; they are copied without reading the new base.
+Otherwise both views are read and compared (bytes against bytes, a memcmp), and only differing
+clusters are written. Backing "" flattens the image in place.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .backing_name import same_file, set_backing
+from .chain import check_backing_reference, open_chain, resolve_backing_path
+from .copyview import CopyStats, copy_runs
+from .errors import BackingChainError, InvalidArgumentError
+from .image import probe_is_qcow2
+from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, layer_runs, sweep
+from .space import require_space
+from .zeros import zero_bytes
+
+COMPARE_CHUNK = 2 << 20
+
+
+def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, dry_run=False):
+    started = time.time()
+    if backing_file is None:
+        raise InvalidArgumentError("backing_file is required (use an empty string to make the image standalone)")
+    if backing_file and not backing_format:
+        raise InvalidArgumentError("Backing format must be given with a backing file (qcow2 or raw)")
+    if backing_format and backing_format not in ("qcow2", "raw"):
+        raise InvalidArgumentError("Backing format must be qcow2 or raw (got %r)" % (backing_format,))
+    with open_chain(path, fmt="qcow2", force_share=True, backing=False) as chain:
+        old_name = chain.top.backing_filename or ""
+        old_format = chain.top.backing_format if old_name else None
+    new_format = backing_format if backing_file else None
+    result = {"changed": False, "old_backing": old_name, "old_format": old_format, "new_backing": backing_file,
+              "new_format": new_format, "header_only": True, "bytes_copied": 0, "duration": 0.0}
+    if old_name == backing_file and old_format == new_format:
+        return result
+    new_path = None
+    if backing_file:
+        new_path = check_backing_reference(backing_file, path, policy or _default_policy())
+        if os.path.exists(new_path):
+            _check_format(new_path, new_format, path)
+            if same_file(new_path, path):
+                raise BackingChainError("Backing file '%s' creates an infinite loop." % new_path, path)
+    header_only = unsafe or (
+        old_name and backing_file and same_file(resolve_backing_path(path, old_name), new_path))
+    result["changed"] = True
+    result["header_only"] = bool(header_only)
+    if header_only:
+        if not dry_run:
+            with open_chain(path, fmt="qcow2", writable=True, backing=False) as chain:
+                set_backing(chain.top, backing_file, new_format)
+        result["duration"] = time.time() - started
+        return result
+    if not dry_run:
+        result["bytes_copied"] = _safe_rebase(path, backing_file, new_path, new_format, policy)
+    result["duration"] = time.time() - started
+    return result
+
+
+def _default_policy():
+    from .chain import DEFAULT_POLICY
+    return DEFAULT_POLICY
+
+
+def _check_format(new_path, fmt, path):
+    if fmt == "qcow2" and not probe_is_qcow2(new_path):
+        raise BackingChainError("Backing format mismatch: %s is not a qcow2 image (backing_format=qcow2 for %s)"
+                                % (new_path, path), path)
+
+
+def _safe_rebase(path, backing_file, new_path, new_format, policy):
+    with open_chain(path, fmt="qcow2", writable=True, policy=policy) as old_chain:
+        img = old_chain.top
+        if img.backing is None:
+            raise InvalidArgumentError("%s has no backing file; nothing to rebase from (use mode=unsafe to add one)" % path)
+        stats = CopyStats()
+        in_chain = None
+        if new_path is not None:
+            for layer in old_chain.images[1:]:
+                if same_file(layer.path, new_path):
+                    in_chain = layer
+                    break
+        if in_chain is not None or new_path is None:
+            # Metadata decides: only what the dropped layers hold can differ (all of it, when flattening).
+            dropped = [r for r in layer_runs(img.backing, in_chain, 0, img.size) if r[2] in (RUN_DATA, RUN_ZERO)]
+            runs = _subtract_allocated(img, dropped)
+            require_space(path, data_bytes(runs), "rebase of %s" % path)
+            copy_runs(img, img, runs, zero_runs="zero" if new_path is not None else "skip", stats=stats)
+        else:
+            with open_chain(new_path, fmt=new_format, policy=policy) as new_chain:
+                for member in new_chain.images:
+                    if same_file(member.path, path):
+                        raise BackingChainError("Backing file '%s' creates an infinite loop." % new_path, path)
+                _copy_differences(img, new_chain.top, stats)
+        img.flush()
+        set_backing(img, backing_file, new_format)
+    return stats.bytes_written + stats.bytes_zeroed
+
+
+def _subtract_allocated(img, runs):
+    """Drop the parts of runs the image decides itself (its own data masks the backing anyway)."""
+    out = []
+    for start, end, kind in runs:
+        for s, e, own in layer_runs(img, img.backing, start, end - start):
+            if own == RUN_BELOW:
+                out.append((s, e, kind))
+    return out
+
+
+def _copy_differences(img, new_top, stats):
+    """Unrelated new base: compare old and new views where the image itself is unallocated."""
+    cs = img.geo.cluster_size
+    chunk = max(cs, (COMPARE_CHUNK // cs) * cs)
+    old_buf, new_buf = bytearray(chunk), bytearray(chunk)
+    old_view, new_view = memoryview(old_buf), memoryview(new_buf)
+    own = layer_runs(img, img.backing, 0, img.size)
+    old = layer_runs(img.backing, None, 0, img.size)
+    new = layer_runs(new_top, None, 0, min(img.size, new_top.size))
+    candidates = []
+    for start, end, (own_kind, old_kind, new_kind) in sweep(own, old, new):
+        # where the image decides nothing and at least one view holds data, the views may differ
+        if own_kind == RUN_BELOW and RUN_DATA in (old_kind, new_kind):
+            if candidates and candidates[-1][1] == start:
+                candidates[-1] = (candidates[-1][0], end)
+            else:
+                candidates.append((start, end))
+    for start, end in candidates:
+        pos = (start // cs) * cs
+        stop = min(img.size, -(-end // cs) * cs)
+        while pos < stop:
+            n = min(chunk, stop - pos)
+            img.read_backing_into(old_view[:n], pos)
+            _read_view(new_top, new_view[:n], pos)
+            if old_buf[:n] != new_buf[:n]:
+                _write_differing(img, old_buf, new_buf, pos, n, cs, stats, start, end)
+            pos += n
+
+
+def _read_view(top, view, offset):
+    if offset >= top.size:
+        view[:] = zero_bytes(len(view))
+        return
+    inside = min(len(view), top.size - offset)
+    top.read_into(view[:inside], offset)
+    if inside < len(view):
+        view[inside:] = zero_bytes(len(view) - inside)
+
+
+def _write_differing(img, old_buf, new_buf, offset, length, cs, stats, run_start, run_end):
+    """Write the old view's clusters where they differ from the new view (clipped to the unallocated run)."""
+    pos = 0
+    while pos < length:
+        n = min(cs, length - pos)
+        if old_buf[pos:pos + n] != new_buf[pos:pos + n]:
+            lo = max(offset + pos, run_start)
+            hi = min(offset + pos + n, run_end)
+            if hi > lo:
+                data = old_buf[lo - offset:hi - offset]
+                if data == zero_bytes(len(data)):
+                    img.write_zeroes(lo, hi - lo)
+                    stats.bytes_zeroed += hi - lo
+                else:
+                    img.write(lo, data)
+                    stats.bytes_written += hi - lo
+        pos += n
+
+
