@@ -33,9 +33,9 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._module.files i
 )
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import Operation
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.sizes import parse_size
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module import space
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import InvalidArgumentError
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.space import require_space
 
 # Properties fixed when an image is created: changing them means rewriting every cluster.
 FIXED_PROPERTIES = ("cluster_size", "compat", "refcount_bits", "extended_l2")
@@ -92,6 +92,13 @@ def options_properties(opts):
         "backing_file": opts.backing_file,
         "backing_format": opts.backing_format if opts.backing_file else None,
     }
+
+
+def _require_space_for_create(path, opts):
+    """falloc and full preallocation reserve every guest byte; off and metadata need the metadata only."""
+    measured = api.measure(size=opts.size, options=opts)
+    needed = measured["fully-allocated"] if opts.preallocation in ("falloc", "full") else measured["required"]
+    require_space(path, needed, "creating %s with preallocation=%s" % (path, opts.preallocation))
 
 
 class ImageRequest:
@@ -184,7 +191,7 @@ class ImageOperation(Operation):
         opts.validate()
         if opts.size % 512:
             raise InvalidArgumentError("Image size must be a multiple of 512 bytes (got %d)" % opts.size, self.path)
-        space.require_for_create(self.path, opts)
+        _require_space_for_create(self.path, opts)
         self.options = opts
         entry = {"filename": self.path, "format": "qcow2", "virtual_size": opts.size,
                  "backing_filename": opts.backing_file, "backing_format": opts.backing_format if opts.backing_file else None}
@@ -196,15 +203,19 @@ class ImageOperation(Operation):
             raise InvalidArgumentError("source and path are the same file (%s)" % self.path, self.path)
         source_chain = api.image_info(source, backing_chain=True, policy=self.policy)
         source_size = source_chain[0]["virtual-size"]
-        if opts.size is not None and opts.size < source_size:
+        wanted = self.request.size  # a copy has the source's size unless the task asks for more
+        if wanted is not None and wanted < source_size:
             raise InvalidArgumentError("size %d is smaller than source %s (%d bytes); a copy cannot shrink it"
-                                       % (opts.size, source, source_size), self.path)
-        wanted = opts.size if opts.size is not None else source_size
+                                       % (wanted, source, source_size), self.path)
+        if wanted is None:
+            wanted = source_size
         opts.size = None
         opts.validate()
         if wanted % 512:
             raise InvalidArgumentError("Image size must be a multiple of 512 bytes (got %d)" % wanted, self.path)
-        api.convert(source, self.path, compress=self.request.compress, options=opts, policy=self.policy, dry_run=True)
+        planned = api.convert(source, self.path, compress=self.request.compress, options=opts, policy=self.policy,
+                              dry_run=True)
+        require_space(self.path, planned["required"], "writing %s" % self.path)
         self.options = opts
         self.grow_to = wanted if wanted > source_size else None
         entry = {"filename": self.path, "format": "qcow2", "virtual_size": wanted, "backing_filename": None,
