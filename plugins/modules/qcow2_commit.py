@@ -57,7 +57,7 @@ seealso:
   - module: backingchain.qcow2.qcow2_snapshot
   - module: backingchain.qcow2.qcow2_rebase
 author:
-  - backingchain.qcow2 contributors
+  - backingchain.qcow2 contributors (@backingchain)
 """
 
 EXAMPLES = r"""

@@ -132,7 +132,7 @@ seealso:
   - module: backingchain.qcow2.qcow2_rebase
   - module: backingchain.qcow2.qcow2_snapshot
 author:
-  - backingchain.qcow2 contributors
+  - backingchain.qcow2 contributors (@backingchain)
 """
 
 EXAMPLES = r"""

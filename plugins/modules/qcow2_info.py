@@ -46,7 +46,7 @@ options:
 seealso:
   - module: backingchain.qcow2.qcow2_image
 author:
-  - backingchain.qcow2 contributors
+  - backingchain.qcow2 contributors (@backingchain)
 """
 
 EXAMPLES = r"""
@@ -124,7 +124,9 @@ image:
       returned: when the image records one
       sample: qcow2
     snapshots:
-      description: Internal snapshots, with qemu-img's keys (C(id), C(name), C(vm_state_size), C(date_sec), C(date_nsec), C(vm_clock_sec), C(vm_clock_nsec), C(icount)).
+      description:
+        - Internal snapshots, with qemu-img's keys (C(id), C(name), C(vm_state_size), C(date_sec), C(date_nsec),
+          C(vm_clock_sec), C(vm_clock_nsec), C(icount)).
       type: list
       elements: dict
       returned: when the image has internal snapshots
@@ -138,7 +140,9 @@ image:
           vm_clock_nsec: 0
           icount: 0
     format_specific:
-      description: qcow2 details (C(compat), C(compression_type), C(refcount_bits), C(lazy_refcounts), C(corrupt), C(extended_l2), C(bitmaps) ...).
+      description:
+        - qcow2 details (C(compat), C(compression_type), C(refcount_bits), C(lazy_refcounts), C(corrupt),
+          C(extended_l2), C(bitmaps) ...).
       type: dict
       returned: for qcow2 images
       sample:

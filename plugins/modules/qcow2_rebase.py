@@ -12,7 +12,7 @@ version_added: "0.1.0"
 description:
   - Changes the backing file recorded in the image's header, as C(qemu-img rebase) does.
   - In V(safe) mode the image first receives every range where the old and the new backing chain read differently,
-    so what the guest reads does not change. O(backing_file=\"\") makes the image standalone (flattens it in place).
+    so what the guest reads does not change. An empty O(backing_file) makes the image standalone (flattens it in place).
   - In V(unsafe) mode only the header changes; for files that were moved or renamed, or to record a missing backing
     format.
   - Nothing changes when the recorded backing file name and format already are the requested ones. When the name differs
@@ -58,7 +58,7 @@ seealso:
   - module: backingchain.qcow2.qcow2_commit
   - module: backingchain.qcow2.qcow2_image
 author:
-  - backingchain.qcow2 contributors
+  - backingchain.qcow2 contributors (@backingchain)
 """
 
 EXAMPLES = r"""

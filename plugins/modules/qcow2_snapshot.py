@@ -74,7 +74,7 @@ seealso:
   - module: backingchain.qcow2.qcow2_commit
   - module: backingchain.qcow2.qcow2_info
 author:
-  - backingchain.qcow2 contributors
+  - backingchain.qcow2 contributors (@backingchain)
 """
 
 EXAMPLES = r"""

@@ -119,4 +119,3 @@ class SnapshotOperation(Operation):
             if named:
                 result["snapshot"] = named[-1]
         return result
-
