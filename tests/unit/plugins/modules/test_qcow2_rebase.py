@@ -104,6 +104,6 @@ def test_locked(tmp_path):
     _base, top = _overlay(tmp_path)
     with api.open_chain(top, fmt="qcow2", writable=True):
         for check_mode in (True, False):
-            assert 'Failed to get "write" lock' in run_failed(qcow2_rebase, {"path": top, "backing_file": ""},
-                                                             check_mode=check_mode)["msg"]
+            result = run_failed(qcow2_rebase, {"path": top, "backing_file": ""}, check_mode=check_mode)
+            assert 'Failed to get "write" lock' in result["msg"]
     assert os.path.exists(top) and info(top)["backing-filename"] == "base.qcow2"
