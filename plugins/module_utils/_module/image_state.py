@@ -34,7 +34,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._module.files i
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import Operation
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.sizes import parse_size
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import InvalidArgumentError
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import InvalidArgumentError, Qcow2Error
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.space import require_space
 
 # Properties fixed when an image is created: changing them means rewriting every cluster.
@@ -306,7 +306,7 @@ class ImageOperation(Operation):
         """The image as it is; with tolerant, an unreadable backing chain still describes the top alone."""
         try:
             infos = read_chain(self.path, self.policy)
-        except Exception:  # pylint: disable=broad-exception-caught
+        except Qcow2Error:
             if not tolerant:
                 raise
             infos = read_chain(self.path, self.policy, backing_chain=False)
