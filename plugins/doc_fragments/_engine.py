@@ -34,6 +34,8 @@ notes:
   - The modules read and write qcow2 images with the collection's own Python code; C(qemu-img) is not needed.
   - Like qemu, every write takes qemu's image locks and fails with qemu's message (for example
     C(Failed to get "write" lock)) when a running VM or another qemu process has the image open.
+  - Reading an image to compare it with the task opens it without locks, like C(qemu-img info -U), so a task that
+    changes nothing also succeeds on an image a running VM uses.
   - Relative backing file names are relative to the directory of the image that records them, as in qemu.
   - The backing format is always recorded; an image whose backing file has no recorded format and looks
     like qcow2 is refused rather than probed.
