@@ -73,6 +73,8 @@ class RefBlockCodec:
 
     def first_free(self, block, start):
         """First index >= start whose refcount is 0, or None."""
+        if start < self.entries and not self.packed and block[start] == 0:
+            return start  # the usual case: the allocation hint points at a free cluster
         if self.packed:
             for i in range(start, self.entries):
                 if self.get(block, i) == 0:
@@ -90,15 +92,16 @@ class RefBlockCodec:
                 return pos // width
             pos += width - pos % width
 
-    def first_used(self, block, start):
-        """First index >= start whose refcount is not 0, or None."""
+    def first_used(self, block, start, stop=None):
+        """First index in [start, stop) whose refcount is not 0, or None."""
+        stop = self.entries if stop is None else min(stop, self.entries)
         if self.packed:
-            for i in range(start, self.entries):
+            for i in range(start, stop):
                 if self.get(block, i):
                     return i
             return None
         width = block.itemsize
-        raw = block.tobytes()[start * width:]
+        raw = block[start:stop].tobytes()
         rest = raw.lstrip(b"\0")
         if not rest:
             return None

@@ -152,7 +152,8 @@ class Refcounts:
             t = ci >> self.rbb
             offset = self._block_offset(t)
             if offset:
-                found = self.codec.first_used(self.cache.get(offset), ci & (self.rbe - 1))
+                first = ci & (self.rbe - 1)
+                found = self.codec.first_used(self.cache.get(offset), first, first + (limit - ci))
                 if found is not None:
                     return min(limit, (t << self.rbb) + found)
             ci = (t + 1) << self.rbb
@@ -198,6 +199,7 @@ class Refcounts:
                 self.add(ci, 1)
             self.free_hint = data_start + n
             self.max_allocated = max(self.max_allocated, data_start + n)
+            self.image.reserve_file((data_start + n) << self.cb)
             return data_start
 
     # ---- growth of the refcount table (qcow2_refcount_area) ----
