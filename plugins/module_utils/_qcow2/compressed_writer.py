@@ -106,5 +106,3 @@ def copy_runs_compressed(source, dest, runs, stats, progress=None):
                 if progress is not None:
                     progress(pos + n)
                 pos += n
-
-

@@ -164,6 +164,18 @@ class BlockFile:
             else:
                 _raise_os_error(exc, self.path, "allocating")
 
+    def reserve(self, offset, length):
+        """Give the file blocks for [offset, offset+length) ahead of writes (fallocate; ftruncate where the
+        filesystem cannot): writes into reserved blocks are several times faster than writes that grow the file."""
+        _io_event()
+        try:
+            os.posix_fallocate(self.fd, offset, length)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                _raise_os_error(exc, self.path, "allocating space for")
+            if self.size() < offset + length:
+                os.ftruncate(self.fd, offset + length)
+
     def write_zeros(self, offset, length):
         chunk = bytes(min(length, 4 << 20))
         while length > 0:

@@ -30,6 +30,7 @@ COMP = "compressed"  # ``host`` is the compressed cluster descriptor
 
 L2_CACHE_BYTES = 8 << 20
 RESERVE_STEP = 8 << 20
+RESERVE_MAX_STEP = 256 << 20
 
 
 class Extent:
@@ -507,11 +508,11 @@ class Qcow2Image:
         if end <= current:
             self._reserved_end = current
             return
-        step = max(RESERVE_STEP, current // 8)
+        step = min(RESERVE_MAX_STEP, max(RESERVE_STEP, current // 8))
         target = -(-max(end, current + step) // self.geo.cluster_size) * self.geo.cluster_size
         if self._size_at_open is None:
             self._size_at_open = self.file.size()
-        self.file.truncate(target)
+        self.file.reserve(current, target - current)
         self._reserved_end = target
 
     def _trim_reserve(self):
