@@ -117,8 +117,8 @@ class _DiskRefcounts:
         if t >= len(self.table):
             return None
         offset = self.table[t] & C.REFT_OFFSET_MASK
-        if not offset or offset & (self.img.geo.cluster_size - 1):
-            return None
+        if not offset or offset & (self.img.geo.cluster_size - 1) or offset > C.MAX_CLUSTER_OFFSET:
+            return None  # reported by count_refblocks; past qemu's 2^56 limit it cannot even be read
         if t not in self._cache:
             if len(self._cache) > 64:
                 self._cache.clear()
