@@ -517,7 +517,8 @@ class Qcow2Image:
     def _trim_reserve(self):
         if self._size_at_open is None or self.refcounts is None:
             return
-        keep = max(self._size_at_open, self.refcounts.max_allocated * self.geo.cluster_size)
+        # never cut what was written, even where hostile metadata pointed past every allocated cluster
+        keep = max(self._size_at_open, self.refcounts.max_allocated * self.geo.cluster_size, self.file.written_end)
         if self.file.size() > keep:
             self.file.truncate(keep)
 
