@@ -150,7 +150,10 @@ class ReferenceCounter:
     def count_l2(self, l2_offset, active):
         geo = self.geo
         cs, ext, words = geo.cluster_size, geo.extended_l2, geo.l2_entry_words
-        table = self.read_l2(l2_offset)
+        raw = self.file.pread(cs, l2_offset)
+        if raw == bytes(len(raw)):
+            return  # empty (or past the end of the file): nothing to count, skip the per-entry loop
+        table = be_array(raw + bytes(cs - len(raw)))
         report = self.report
         next_contiguous = 0
         for i in range(geo.l2_entries):
