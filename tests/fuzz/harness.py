@@ -233,7 +233,9 @@ def _child(case_dir, seed, write_side, wfd):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over-large writes fail with EFBIG instead of killing
         signal.alarm(int(TIMEOUT) + 2)  # backstop if the parent is gone
+        start_rss = _status_kib('VmRSS')
         result = CaseRun(case_dir, seed).run(write_side)
+        result['case_rss'] = (_status_kib('VmHWM') - start_rss) * 1024 if start_rss is not None else None
         payload = json.dumps(result).encode()
     except BaseException as exc:  # noqa: B902
         payload = json.dumps({'steps': [], 'failure': {'kind': 'harness', 'error': repr(exc)[:500],
@@ -246,6 +248,18 @@ def _child(case_dir, seed, write_side, wfd):
             break
         view = view[n:]
     os._exit(0)
+
+
+def _status_kib(key):
+    """A memory figure of this process from /proc/self/status, in KiB (None where there is no /proc)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(key + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def run_isolated(case_dir, seed, write_side=True, timeout=TIMEOUT):
@@ -282,13 +296,15 @@ def run_isolated(case_dir, seed, write_side=True, timeout=TIMEOUT):
                     raise
         _pid, status, usage = os.wait4(pid, 0)
     elapsed = time.monotonic() - start
-    rss = usage.ru_maxrss * 1024
+    rss = usage.ru_maxrss * 1024  # includes what the child shares with this process...
     if timed_out:
         result = {'steps': [], 'failure': {'kind': 'timeout', 'error': 'no result after %.1f s' % timeout}}
     elif os.WIFSIGNALED(status) or not chunks:
         result = {'steps': [], 'failure': {'kind': 'crash', 'error': 'child died (status %#x)' % status}}
     else:
         result = json.loads(b''.join(chunks).decode())
+    if result.get('case_rss') is not None:
+        rss = result['case_rss']  # ...so count what the case itself added: peak RSS minus RSS at the start
     if result.get('failure') is None and rss > RSS_LIMIT:
         result['failure'] = {'kind': 'memory', 'error': 'peak RSS %d MiB' % (rss >> 20)}
     result['seconds'] = round(elapsed, 4)
