@@ -133,7 +133,8 @@ class _DiskRefcounts:
         first = start & ((1 << rbb) - 1)
         if self.codec.packed:
             return array("I", [self.codec.get(block, first + i) for i in range(end - start)])
-        return array("I", block[first:first + end - start])
+        # 64-bit refcounts may hold values a 32-bit array cannot (compared elementwise with the references)
+        return array("Q" if self.codec.bits > 32 else "I", block[first:first + end - start])
 
     def get(self, cluster):
         rbb = self.img.geo.refblock_bits
