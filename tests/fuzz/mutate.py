@@ -328,7 +328,7 @@ def _cluster0(data):
         exts.append((etype, bytes(data[pos + 8:pos + 8 + elen])))
         pos += 8 + ((elen + 7) & ~7)
     name = bytes(data[bfo:bfo + min(bfs, 65536)]) if 0 < bfo < len(data) else None
-    old_end = max(pos + 8, bfo + bfs if 0 < bfo < cs else 0)
+    old_end = min(cs, max(pos + 8, bfo + bfs if 0 < bfo < cs else 0))  # a garbage size must not grow the file
     return fixed, exts, name, cs, old_end
 
 
