@@ -16,7 +16,7 @@ from . import constants as C
 from .errors import InvalidArgumentError, Qcow2Error
 from .layout import NORMAL, ZERO_ALLOC, classify
 from .refblock import RefBlockCodec
-from .references import CheckReport, MetadataState, ReferenceCounter
+from .references import CheckReport, MetadataState, ReferenceCounter, nonzero_entries
 
 REPAIR_MODES = (None, "leaks", "all")
 
@@ -150,7 +150,7 @@ def _check_copied(img, disk, report):
     cs, words, ext = geo.cluster_size, geo.l2_entry_words, geo.extended_l2
     counter = ReferenceCounter(img, CheckReport())
     l1 = counter.read_l1(img.header.l1_table_offset, img.header.l1_size) if img.header.l1_size else []
-    for index, entry in enumerate(l1):
+    for index, entry in nonzero_entries(l1) if l1 else ():
         l2 = entry & C.L1E_OFFSET_MASK
         if not l2 or l2 & (cs - 1):
             continue
