@@ -75,10 +75,20 @@ class CaseRun:
         self.digest = None
         self.size = None
         self.check_clean = False  # the engine's own check found nothing wrong with the original
+        self.peak_growth = 0  # largest memory one operation added (bytes)
 
     def step(self, name, fn, *args):
         if self.failure is not None:
             return None
+        base = _reset_peak_rss()
+        try:
+            return self._run_step(name, fn, args)
+        finally:
+            peak = _status_kib('VmHWM')
+            if base is not None and peak is not None:
+                self.peak_growth = max(self.peak_growth, (peak - base) * 1024)
+
+    def _run_step(self, name, fn, args):
         try:
             value = fn(*args)
             if value == 'differs-on-corrupt-image':
@@ -221,7 +231,8 @@ class CaseRun:
             self.step('revert', self.revert, copy)
             self.step('repair', self.repair, copy)
             self.step('grow', self.grow, copy)
-        return {'steps': self.steps, 'failure': self.failure, 'digest': self.digest, 'size': self.size}
+        return {'steps': self.steps, 'failure': self.failure, 'digest': self.digest, 'size': self.size,
+                'case_rss': self.peak_growth if _reset_peak_rss() is not None else None}
 
 
 def _engine_frame(exc):
@@ -244,9 +255,7 @@ def _child(case_dir, seed, write_side, wfd):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over-large writes fail with EFBIG instead of killing
         signal.alarm(int(TIMEOUT) + 2)  # backstop if the parent is gone
-        start_rss = _status_kib('VmRSS')
         result = CaseRun(case_dir, seed).run(write_side)
-        result['case_rss'] = (_status_kib('VmHWM') - start_rss) * 1024 if start_rss is not None else None
         payload = json.dumps(result).encode()
     except BaseException as exc:  # noqa: B902
         payload = json.dumps({'steps': [], 'failure': {'kind': 'harness', 'error': repr(exc)[:500],
@@ -271,6 +280,16 @@ def _status_kib(key):
     except OSError:
         pass
     return None
+
+
+def _reset_peak_rss():
+    """Reset this process's peak RSS to its current RSS (Linux clear_refs); returns that RSS in KiB or None."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+    except OSError:
+        return None
+    return _status_kib('VmRSS')
 
 
 def run_isolated(case_dir, seed, write_side=True, timeout=TIMEOUT):
@@ -315,7 +334,9 @@ def run_isolated(case_dir, seed, write_side=True, timeout=TIMEOUT):
     else:
         result = json.loads(b''.join(chunks).decode())
     if result.get('case_rss') is not None:
-        rss = result['case_rss']  # ...so count what the case itself added: peak RSS minus RSS at the start
+        # ...so count what the engine itself added: the largest growth of the peak RSS during one operation
+        # (each operation is one module run in real use; memory an earlier step left behind is not its own)
+        rss = result['case_rss']
     if result.get('failure') is None and rss > RSS_LIMIT:
         result['failure'] = {'kind': 'memory', 'error': 'peak RSS %d MiB' % (rss >> 20)}
     result['seconds'] = round(elapsed, 4)

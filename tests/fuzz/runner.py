@@ -4,6 +4,7 @@
     python tests/fuzz/runner.py --cases 100000 [--jobs 2] [--seed 1] [--qemu-every 4]
     python tests/fuzz/runner.py --replay tests/output/fuzz/failures/<sig>/case-123
     python tests/fuzz/runner.py --minimize tests/output/fuzz/failures/<sig>/case-123 --name short-name
+    python tests/fuzz/runner.py --summarize tests/output/fuzz/cases.jsonl
 
 scripts/fuzz.sh wraps it. Exit status: 0 when no case failed, 1 otherwise.
 """
@@ -193,6 +194,40 @@ def print_summary(s):
     print('%d passed, %d failed' % (s['cases'] - sum(s['failures'].values()), sum(s['failures'].values())))
 
 
+def summarize(path):
+    """Rebuild the summary of a run from its cases.jsonl (e.g. after it was stopped early)."""
+    primary = collections.Counter()
+    steps = collections.defaultdict(collections.Counter)
+    qemu = collections.Counter()
+    failures = collections.Counter()
+    examples = {}
+    slowest = (0, None)
+    peak = 0
+    cases = 0
+    with open(path) as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue  # a line cut by the stop
+            cases += 1
+            primary[r['primary']] += 1
+            for name, outcome in r['steps']:
+                steps[name][outcome] += 1
+            qemu[r['qemu']] += 1
+            if r['failure']:
+                failures[r['failure']] += 1
+                examples.setdefault(r['failure'], (r['index'], r.get('error')))
+            if (r['seconds'] or 0) > slowest[0]:
+                slowest = (r['seconds'], r['index'])
+            peak = max(peak, r['rss_mib'] or 0)
+    summary = {'cases': cases, 'seconds': 0, 'jobs': 0, 'seed': 0, 'outcomes': dict(primary.most_common()),
+               'steps': {k: dict(v) for k, v in steps.items()}, 'qemu': dict(qemu), 'failures': dict(failures),
+               'failure_examples': examples, 'slowest_case': slowest, 'peak_rss_mib': peak}
+    print_summary(summary)
+    return 1 if failures else 0
+
+
 def replay(args):
     from ansible_collections.backingchain.qcow2.tests.fuzz import harness
     case_dir = _materialize(args.replay)
@@ -250,10 +285,13 @@ def main(argv=None):
     parser.add_argument('--quiet', action='store_true')
     parser.add_argument('--replay', help='run one saved case (directory or regression .tar.xz) and print the result')
     parser.add_argument('--minimize', help='minimize a saved failing case into tests/fuzz/regressions/')
+    parser.add_argument('--summarize', help='print the summary of a run from its cases.jsonl')
     parser.add_argument('--name', help='file name (without .tar.xz) for --minimize')
     parser.add_argument('--note', help='what the regression is about, stored with it')
     args = parser.parse_args(argv)
     args.deadline = 0
+    if args.summarize:
+        return summarize(args.summarize)
     _bootstrap()
     if args.replay:
         return replay(args)
