@@ -258,8 +258,8 @@ def _child(case_dir, seed, write_side, wfd):
         result = CaseRun(case_dir, seed).run(write_side)
         payload = json.dumps(result).encode()
     except BaseException as exc:  # noqa: B902
-        payload = json.dumps({'steps': [], 'failure': {'kind': 'harness', 'error': repr(exc)[:500],
-                                                         'traceback': traceback.format_exc()[-4000:]}}).encode()
+        failure = {'kind': 'harness', 'error': repr(exc)[:500], 'traceback': traceback.format_exc()[-4000:]}
+        payload = json.dumps({'steps': [], 'failure': failure}).encode()
     view = memoryview(payload)
     while view:
         try:

@@ -257,8 +257,8 @@ def op_resize(case, name, draw):
     data = case.files[name]
     cs = case.layouts[name].cluster_size
     if draw.bool(0.6):
-        cut = draw.pick(_offsets_pool(case, name) + [len(data) - cs, len(data) - 1, cs, 512, 72, 104, 0,
-                                                      draw.int(0, max(0, len(data) - 1))])
+        cuts = [len(data) - cs, len(data) - 1, cs, 512, 72, 104, 0, draw.int(0, max(0, len(data) - 1))]
+        cut = draw.pick(_offsets_pool(case, name) + cuts)
         cut = max(0, min(len(data), cut))
         del data[cut:]
         return 'truncated to %d bytes' % cut
