@@ -103,8 +103,10 @@ class Qcow2Image:
         try:
             self.header = Header.parse(head, self.path)
         except NeedMoreData:
-            cluster_bits = int.from_bytes(head[20:24], "big")
-            self.header = Header.parse(self.file.pread(1 << cluster_bits, 0), self.path)
+            cluster_bits = int.from_bytes(head[20:24], "big")  # validated (9..21) before NeedMoreData
+            cluster0 = self.file.pread(1 << cluster_bits, 0)
+            # a file shorter than its first cluster: qemu reads the missing bytes as zeros (an end marker)
+            self.header = Header.parse(cluster0 + bytes((1 << cluster_bits) - len(cluster0)), self.path)
         hdr = self.header
         if hdr.refcount_table_clusters == 0 and not check_mode:
             raise FormatError("Image does not contain a reference count table", self.path, "refcount_table_clusters")
@@ -518,7 +520,8 @@ class Qcow2Image:
     def _trim_reserve(self):
         if self._size_at_open is None or self.refcounts is None:
             return
-        keep = max(self._size_at_open, self.refcounts.max_allocated * self.geo.cluster_size)
+        # never cut what was written, even where hostile metadata pointed past every allocated cluster
+        keep = max(self._size_at_open, self.refcounts.max_allocated * self.geo.cluster_size, self.file.written_end)
         if self.file.size() > keep:
             self.file.truncate(keep)
 

@@ -17,6 +17,7 @@ it the new state is complete; the old structures are simply free clusters of the
 from __future__ import annotations
 
 import struct
+from array import array
 
 from . import constants as C
 from .errors import CorruptionError
@@ -142,7 +143,7 @@ def apply_state(img, plan):
 
 def _write_table(img, bump, entries):
     cs = img.geo.cluster_size
-    raw = b"".join(struct.pack(">Q", e) for e in entries)
+    raw = array_to_be(array("Q", entries))  # one 8-byte word per entry; no per-entry bytes objects
     offset = bump.take(-(-len(raw) // cs)) << img.geo.cluster_bits
     img.file.pwrite(raw, offset)
     return offset
