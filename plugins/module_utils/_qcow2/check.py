@@ -16,7 +16,8 @@ from . import constants as C
 from .errors import InvalidArgumentError, Qcow2Error
 from .layout import NORMAL, ZERO_ALLOC, classify
 from .refblock import RefBlockCodec
-from .references import CheckReport, MetadataState, ReferenceCounter, nonzero_entries
+from .layout import nonzero_entries
+from .references import CheckReport, MetadataState, ReferenceCounter
 
 REPAIR_MODES = (None, "leaks", "all")
 

@@ -18,7 +18,7 @@ from .compression import decompress_cluster
 from .errors import CorruptionError, FormatError, InvalidArgumentError, Qcow2Error, ReadOnlyError, UnsupportedError
 from .fileio import BlockFile
 from .header import OFFSET_AUTOCLEAR, Header, NeedMoreData
-from .layout import COMPRESSED, NORMAL, UNALLOCATED, Geometry, array_to_be, be_array, classify
+from .layout import COMPRESSED, NORMAL, UNALLOCATED, Geometry, array_to_be, be_array, classify, nonzero_entries
 from .lru import MetadataCache
 from .zeros import fill_zero
 
@@ -115,7 +115,7 @@ class Qcow2Image:
         if hdr.autoclear_features & C.AUTOCLEAR_DATA_FILE_RAW and not hdr.incompatible_features & C.INCOMPAT_DATA_FILE:
             raise FormatError("data-file-raw requires a data file", self.path, "autoclear_features")
         self.geo = Geometry(hdr)
-        self.size = hdr.size
+        self.size = hdr.size - hdr.size % 512  # qemu counts whole 512-byte sectors only
         self._l1 = None  # read on first use: info and chain walks never need it
 
     @property
@@ -421,7 +421,7 @@ class Qcow2Image:
         if hdr.crypto_ext:
             add_range(hdr.crypto_ext["offset"], hdr.crypto_ext["length"])
         singles = set()
-        for entry in self.l1:
+        for _index, entry in nonzero_entries(self.l1):
             if entry & C.L1E_OFFSET_MASK:
                 singles.add((entry & C.L1E_OFFSET_MASK) >> cb)
         if self.refcounts is not None:

@@ -15,7 +15,7 @@ from array import array
 
 from . import constants as C
 from .bitmaps import read_directory, read_table
-from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, be_array, classify
+from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, be_array, classify, nonzero_entries
 from .refmap import RefMap
 
 
@@ -42,19 +42,6 @@ class CheckReport:
     def corruption(self, message):
         self.corruptions += 1
         self.say(message)
-
-
-def nonzero_entries(table, chunk=512):
-    """(index, entry) of a table's non-zero entries; zero runs are skipped a chunk at a time (a 4M-entry L1
-    is mostly zero, and a per-entry Python loop over it takes seconds)."""
-    zero = array(table.typecode, bytes(chunk * table.itemsize))
-    for start in range(0, len(table), chunk):
-        part = table[start:start + chunk]
-        if part == zero[:len(part)]:
-            continue
-        for i, entry in enumerate(part):
-            if entry:
-                yield start + i, entry
 
 
 class MetadataState:

@@ -84,7 +84,7 @@ def revert_snapshot(img, name_or_id):
                           img.path, "snapshot disk_size")
     active = current_l2_offsets(img, sn.l1_table_offset, sn.l1_size)
     if len(active) < needed:
-        active += [0] * (needed - len(active))
+        active.frombytes(bytes(8 * (needed - len(active))))
     apply_state(img, PlannedState(sn.disk_size, active, [s.copy() for s in img.snapshot_list()]))
 
 
