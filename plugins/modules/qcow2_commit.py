@@ -194,6 +194,11 @@ job:
       type: list
       elements: str
       sample: [/v/vm1.qcow2]
+    relative_backing:
+      description: Whether libvirt recorded the new backing file of the image above O(top) by a relative name.
+      type: bool
+      returned: when O(top) was below the active image
+      sample: true
 domain:
   description: The domain's disk after the task (in check mode, before it).
   returned: when O(domain) is set

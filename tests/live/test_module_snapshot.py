@@ -65,24 +65,25 @@ def test_snapshot_by_disk_target_with_metadata_keeps_a_named_libvirt_snapshot(ma
 
 def test_snapshot_refusals_change_nothing(make_domain, image_dir):
     base = create_image(str(image_dir / "base.qcow2"))
-    dom = make_domain(base)
+    dom = make_domain(base, agent_channel=True)  # a channel no agent answers on
     overlay = str(image_dir / "overlay.qcow2")
     args = {"path": base, "type": "external", "overlay": overlay, "domain": dom.name()}
 
-    quiesced = run_failed("qcow2_snapshot", dict(args, quiesce=True))
-    assert "guest agent of domain '%s' does not answer" % dom.name() in quiesced["msg"]
-    assert "No snapshot was taken" in quiesced["msg"]
+    for check in (True, False):
+        quiesced = run_failed("qcow2_snapshot", dict(args, quiesce=True), check=check, in_process=check)
+        assert "guest agent of domain '%s' does not answer" % dom.name() in quiesced["msg"]
+        assert "No snapshot was taken" in quiesced["msg"]
 
     existing = create_image(str(image_dir / "existing.qcow2"))
-    taken = run_failed("qcow2_snapshot", dict(args, overlay=existing))
+    taken = run_failed("qcow2_snapshot", dict(args, overlay=existing), in_process=True)
     assert "already exists" in taken["msg"]
 
-    missing = run_failed("qcow2_snapshot", dict(args, domain="bcq-test-no-such-domain"))
+    missing = run_failed("qcow2_snapshot", dict(args, domain="bcq-test-no-such-domain"), in_process=True)
     assert "domain 'bcq-test-no-such-domain' does not exist" in missing["msg"]
 
     assert live_chain(dom, "vda") == [base] and not os.path.exists(overlay)
 
-    run_ok("qcow2_snapshot", args)
-    deeper = run_failed("qcow2_snapshot", dict(args, overlay=str(image_dir / "second.qcow2")))
-    assert "is a backing image (depth 1) of disk vda" in deeper["msg"] or "not the active image" in deeper["msg"]
+    run_ok("qcow2_snapshot", args, in_process=True)
+    deeper = run_failed("qcow2_snapshot", dict(args, overlay=str(image_dir / "second.qcow2")), in_process=True)
+    assert "is a backing image (depth 1) of disk vda" in deeper["msg"]
     assert live_chain(dom, "vda") == [overlay, base]

@@ -121,7 +121,7 @@ class Domain:
         for disk in self.disks():
             try:
                 depth = disk.position(path)
-            except Qcow2Error:  # another disk's unreadable chain says nothing about path
+            except (Qcow2Error, OSError):  # another disk's unreadable chain says nothing about path
                 continue
             if depth is not None:
                 return disk, depth

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.snapshot import create_disk_only_snapshot
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.snapshot import (
+    agent_not_answering,
+    create_disk_only_snapshot,
+    guest_agent_state,
+)
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_target import require_active_image
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.files import require_parent_directory
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.snapshot_external import (
@@ -50,10 +54,20 @@ class LiveExternalSnapshot(ExternalSnapshotBackend):
                                        "another overlay path or remove it first" % (self.overlay, disk.target, self.path),
                                        self.overlay)
         require_parent_directory(self.overlay)
+        if self.module.params["quiesce"]:
+            self._require_agent()
         # Reading the chain applies allowed_backing_dirs, as offline.
         api.image_info(self.path, backing_chain=True, force_share=True, policy=self.policy)
         self.diff_after = self._describe([self.overlay] + disk.chain)
         self.changed = True
+
+    def _require_agent(self):
+        """Refuse in the plan (so check mode predicts it) what libvirt would refuse: quiesce without an agent."""
+        state = guest_agent_state(self.domain.dom)
+        if state is None:
+            raise agent_not_answering(self.domain.name, "the domain has no guest agent channel")
+        if state == "disconnected":
+            raise agent_not_answering(self.domain.name, "no agent has connected to its guest agent channel")
 
     def _describe(self, chain):
         return {"path": self.path, "overlay": self.overlay, "domain": self.domain.name, "disk": self.disk.target,
