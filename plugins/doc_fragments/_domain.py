@@ -55,7 +55,7 @@ options:
     description:
       - Seconds to wait for the libvirt block job on a running domain. When they pass, the job is aborted, the domain
         keeps running on its original chain, and the task fails with RV(job) telling what happened.
-      - Not set, the task waits as long as the job takes.
+      - Not set, the task waits as long as the job takes. When set, it must be positive.
       - Not used when the domain is shut off.
     type: int
   bandwidth:

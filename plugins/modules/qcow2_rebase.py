@@ -43,6 +43,7 @@ options:
   path:
     description:
       - The qcow2 image to rebase.
+      - With O(domain), the active image of the domain's disk.
     type: path
     required: true
   backing_file:

@@ -39,6 +39,7 @@ options:
       - The image to snapshot.
       - For O(type=internal), a qcow2 image. For O(type=external), a qcow2 or raw image; it becomes the overlay's backing
         file, recorded by its absolute path together with its format.
+      - With O(domain), the active image of the domain's disk.
     type: path
     required: true
   name:

@@ -35,6 +35,12 @@ class ModuleRun:
                    ANSIBLE_STDOUT_CALLBACK="module_result", ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="0")
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
+    def stop(self) -> None:
+        """Kill the run if it still goes (a test failed before waiting for it)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
     def result(self, timeout: float = 300) -> dict:
         """The module's result as Ansible received it; failures have failed=True and msg."""
         out, err = self.proc.communicate(timeout=timeout)

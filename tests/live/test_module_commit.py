@@ -55,14 +55,17 @@ def test_active_commit_pivots_onto_base_with_every_guest_write(make_domain, imag
     assert live_chain(dom, "vda") == [overlay, base] and os.path.exists(overlay)
 
     run = ModuleRun("qcow2_commit", dict(args, bandwidth="256K"))
-    job = wait_for_job(dom)
-    assert job["cur"] < job["end"], job  # still copying
-    guest_write(dom, 0x5A, 2 * MiB, MiB)  # during the job: a new area
-    guest_write(dom, 0x33, 1 * MiB + 64 * KiB, 64 * KiB)  # during the job: over data written before it
-    guest_write(dom, 0x44, 16 * MiB, MiB)  # during the job: far away
-    assert current_job(dom, "vda") is not None, "the writes must happen while the job runs"
-    set_job_bandwidth(dom, "vda", 0)
-    real = run.result()
+    try:
+        job = wait_for_job(dom)
+        assert job["cur"] < job["end"], job  # still copying
+        guest_write(dom, 0x5A, 2 * MiB, MiB)  # during the job: a new area
+        guest_write(dom, 0x33, 1 * MiB + 64 * KiB, 64 * KiB)  # during the job: over data written before it
+        guest_write(dom, 0x44, 16 * MiB, MiB)  # during the job: far away
+        assert current_job(dom, "vda") is not None, "the writes must happen while the job runs"
+        set_job_bandwidth(dom, "vda", 0)
+        real = run.result()
+    finally:
+        run.stop()
 
     assert not real["failed"], real["msg"]
     record_job("module active commit", real["job"])

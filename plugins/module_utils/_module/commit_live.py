@@ -17,7 +17,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._live.block_job
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.commit import intermediate_commit
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.commit_domain import DomainCommit
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.sizes import parse_size
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_args import job_limits
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
 
@@ -25,7 +25,7 @@ class LiveCommit(DomainCommit):
 
     def __init__(self, module, domain):
         super().__init__(module, domain)
-        self.bandwidth = parse_size(self.params["bandwidth"], "bandwidth")
+        self.timeout, self.bandwidth = job_limits(self.params)
         self.active = False
         self.job = None
 
@@ -36,7 +36,7 @@ class LiveCommit(DomainCommit):
         api.image_info(self.disk.active, backing_chain=True, force_share=True, policy=self.policy)
 
     def apply(self):
-        dom, target, timeout = self.domain.dom, self.disk.target, self.params["timeout"]
+        dom, target, timeout = self.domain.dom, self.disk.target, self.timeout
         if self.active:
             self.job = active_commit(dom, target, base=self.base, timeout=timeout, pivot=True, bandwidth=self.bandwidth)
         else:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import DEFAULT_URI
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import ArgumentSpec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.sizes import parse_size
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import InvalidArgumentError
 
 
 def domain_argument_spec():
@@ -33,3 +35,12 @@ def block_job_argument_spec():
         ),
         required_by={"timeout": "domain", "bandwidth": "domain"},
     )
+
+
+def job_limits(params):
+    """(timeout in seconds or None, bandwidth in bytes per second or None) for a block job."""
+    timeout = params["timeout"]
+    if timeout is not None and timeout <= 0:
+        raise InvalidArgumentError("timeout must be a positive number of seconds (leave it unset to wait as long as the "
+                                   "job takes), not %d" % timeout)
+    return timeout, parse_size(params["bandwidth"], "bandwidth") or None

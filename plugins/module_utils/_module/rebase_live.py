@@ -16,9 +16,9 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._live.block_job
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.pull import block_pull
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.describe import read_chain, underscore_keys
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_args import job_limits
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_target import require_active_image
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import Operation
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.sizes import parse_size
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import check_backing_reference
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import BackingChainError, InvalidArgumentError
@@ -31,7 +31,7 @@ class LiveRebase(Operation):
         self.domain = domain
         self.backing_file = self.params["backing_file"]
         self.backing_format = self.params["backing_format"] if self.backing_file else None
-        self.bandwidth = parse_size(self.params["bandwidth"], "bandwidth")
+        self.timeout, self.bandwidth = job_limits(self.params)
         self.disk = None
         self.base = None  # the image that becomes the backing file; None: pull everything
         self.old = None
@@ -80,7 +80,7 @@ class LiveRebase(Operation):
                 "chain": chain}
 
     def apply(self):
-        self.job = block_pull(self.domain.dom, self.disk.target, base=self.base, timeout=self.params["timeout"],
+        self.job = block_pull(self.domain.dom, self.disk.target, base=self.base, timeout=self.timeout,
                               bandwidth=self.bandwidth)
         if self.job["failed"]:
             raise LiveError(self.job["message"], job=self.job)
