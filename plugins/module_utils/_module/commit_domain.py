@@ -77,7 +77,7 @@ class DomainCommit(Operation):
     def plan_change(self, top_depth, base_depth):
         """Checks that need the change to be certain; may raise."""
 
-    def describe(self, chain, after):  # pylint: disable=unused-argument
+    def describe(self, chain, after):
         return {"path": self.path, "domain": self.domain.name, "disk": self.disk.target, "chain": chain}
 
     def remove_committed(self):

@@ -34,9 +34,9 @@ class ShutOffCommit(DomainCommit):
         self.planned = self._engine_commit(dry_run=True)
         if self.planned["changed"]:
             check_commit_can_write(read_chain(self.disk.active, self.policy), self.planned)
-        new_top = 0 if top_depth > 0 else base_depth
+        formats_after = self.disk.formats[:top_depth] + self.disk.formats[base_depth:]
         self.definition = DefinitionSync(self.domain, self.disk)
-        self.definition.plan(self.chain_after[0], self.disk.formats[new_top], self.planned["changed"])
+        self.definition.plan(self.chain_after[0], formats_after[0], self.planned["changed"], self.chain_after, formats_after)
 
     def describe(self, chain, after):
         description = super().describe(chain, after)

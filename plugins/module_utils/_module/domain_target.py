@@ -65,9 +65,6 @@ class DomainDisk:
         """Depth of path in the chain (0: the active image), compared by device and inode; None if absent."""
         return next((depth for depth, image in enumerate(self.chain) if same_file(image, path)), None)
 
-    def describe(self):
-        return {"domain": self.domain.name, "disk": self.target, "chain": self.chain}
-
 
 class Domain:
     """The domain a task names; ``running`` is true while a qemu process holds its images (running or paused)."""

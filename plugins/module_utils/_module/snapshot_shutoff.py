@@ -41,9 +41,10 @@ class ShutOffExternalSnapshot(OfflineExternalSnapshot):
         self.disk = disk
         super().plan()
         self.writes_overlay = self.changed
-        below = disk.position(self.path)  # 0: the disk starts on path; 1: already on the overlay
-        chain_after = [self.overlay] + disk.chain[below:]
-        formats_after = ["qcow2"] + disk.formats[below:]
+        if self._done(disk):
+            chain_after, formats_after = disk.chain, disk.formats
+        else:  # the disk starts on path, the overlay goes on top (or was made by an interrupted run)
+            chain_after, formats_after = [self.overlay] + disk.chain, ["qcow2"] + disk.formats
         self.definition = DefinitionSync(self.domain, disk)
         self.definition.plan(self.overlay, "qcow2", self.writes_overlay, chain_after, formats_after)
         self.changed = self.writes_overlay or self.definition.changed
