@@ -69,3 +69,15 @@ def test_pull_refusals_on_a_running_domain(make_domain, image_dir):
     by_disk = run_failed("qcow2_rebase", dict(args, path=chain.mid, backing_file="", disk="vda"))
     assert "is not the active image of disk vda" in by_disk["msg"]
     assert live_chain(dom, "vda") == [chain.top, chain.mid, chain.base]
+
+
+def test_a_pull_that_times_out_is_aborted_and_the_domain_keeps_its_chain(make_domain, image_dir):
+    chain = three_deep_chain(image_dir, mid_extra=8 * MiB)
+    dom = make_domain(chain.top)
+
+    failed = run_failed("qcow2_rebase", {"path": chain.top, "backing_file": "", "domain": dom.name(), "timeout": 1,
+                                         "bandwidth": "128K"}, in_process=True)
+
+    assert failed["job"]["job"] == "pull" and failed["job"]["outcome"] == "timeout" and failed["job"]["aborted"] is True
+    assert failed["job"]["cur"] < failed["job"]["end"] and "original chain" in failed["msg"]
+    assert live_chain(dom, "vda") == [chain.top, chain.mid, chain.base] and dom.isActive()

@@ -46,9 +46,10 @@ def test_snapshot_of_a_running_domain_converges_and_the_guest_writes_to_the_over
     assert reads_pattern(overlay, 0x5A, 0, MiB) and reads_pattern(base, 0x11, 0, MiB)
 
 
-def test_snapshot_by_disk_target_with_metadata_keeps_a_named_libvirt_snapshot(make_domain, image_dir):
+def test_snapshot_of_a_paused_domain_by_disk_target_with_metadata_keeps_a_named_libvirt_snapshot(make_domain, image_dir):
     base = create_image(str(image_dir / "base.qcow2"))
     dom = make_domain(base)
+    dom.suspend()  # qemu still holds the images: the live path
     overlay = str(image_dir / "overlay.qcow2")
     alias = str(image_dir / "alias.qcow2")
     os.symlink(base, alias)  # another spelling of the active image
@@ -58,6 +59,7 @@ def test_snapshot_by_disk_target_with_metadata_keeps_a_named_libvirt_snapshot(ma
     result = run_ok("qcow2_snapshot", args)
 
     assert result["changed"] is True and result["domain"]["snapshot"] == "before-upgrade"
+    assert result["domain"]["state"] == "paused"
     assert dom.snapshotListNames(0) == ["before-upgrade"]
     assert live_chain(dom, "vda") == [overlay, base]
     assert run_ok("qcow2_snapshot", args)["changed"] is False
