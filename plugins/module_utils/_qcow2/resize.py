@@ -7,15 +7,22 @@
 
 A larger L1 table is written into fresh clusters first; one write of header bytes 24..47 then switches
 size, L1 size and L1 offset together, and the old L1 is freed afterwards.
+
+When the image has a backing file longer than its old size, the new area must read zeros, not the backing
+file's data (qemu does the same: a truncate with BDRV_REQ_ZERO_WRITE). The zeros are written while the
+header still has the old size (guests see nothing past it, and qemu accepts an L1 table larger than the
+size needs), so the one write of the new size is the switch: interrupted anywhere, the image reads as
+before, or grown with zeros.
 """
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 from . import constants as C
 from .errors import InvalidArgumentError
-from .header import OFFSET_SIZE
+from .header import OFFSET_L1, OFFSET_SIZE
 from .layout import array_to_be
 
 
@@ -34,30 +41,62 @@ def grow(img, new_size):
     if new_l1_size > C.MAX_L1_BYTES // 8:
         raise InvalidArgumentError("Size %d is too large for cluster size %d (the L1 table would exceed 32 MiB)"
                                    % (new_size, geo.cluster_size), img.path)
-    img.flush()
-    if new_l1_size <= len(img.l1):
-        img.write_header_bytes(OFFSET_SIZE, struct.pack(">Q", new_size))
-    else:
-        clusters = -(-new_l1_size * 8 // geo.cluster_size)
-        first = img.refcounts.alloc(clusters)
-        img.flush()  # the new L1's refcounts are on disk before anything points at it
-        table = img.l1[:]
-        table.extend([0] * (new_l1_size - len(table)))
-        raw = array_to_be(table)
-        img.file.pwrite(raw + bytes(clusters * geo.cluster_size - len(raw)), first << geo.cluster_bits)
-        img.file.flush()
-        old_offset, old_size = hdr.l1_table_offset, hdr.l1_size
-        img.write_header_bytes(OFFSET_SIZE, struct.pack(">QIIQ", new_size, hdr.crypt_method, new_l1_size,
-                                                        first << geo.cluster_bits))
-        hdr.l1_size = new_l1_size
-        hdr.l1_table_offset = first << geo.cluster_bits
-        img.l1 = table
-        img.invalidate_metadata_map()
-        if old_offset and old_size:
-            old_first = old_offset >> geo.cluster_bits
-            for i in range(-(-old_size * 8 // geo.cluster_size)):
-                img.refcounts.queue_decref(old_first + i)
-    hdr.size = new_size
-    img.size = new_size
-    img.flush()
+    old_size = img.size
+    # growing from 0 is how create() sizes a new overlay, whose backing file must show through
+    with _backing_attached(img, old_size > 0) as backing:
+        hide_end = min(new_size, backing.size) if backing is not None else 0
+        img.flush()
+        switched = False
+        if new_l1_size > len(img.l1):
+            clusters = -(-new_l1_size * 8 // geo.cluster_size)
+            first = img.refcounts.alloc(clusters)
+            img.flush()  # the new L1's refcounts are on disk before anything points at it
+            table = img.l1[:]
+            table.extend([0] * (new_l1_size - len(table)))
+            raw = array_to_be(table)
+            img.file.pwrite(raw + bytes(clusters * geo.cluster_size - len(raw)), first << geo.cluster_bits)
+            img.file.flush()
+            old_offset, old_size_l1 = hdr.l1_table_offset, hdr.l1_size
+            if hide_end > old_size:
+                img.write_header_bytes(OFFSET_L1, struct.pack(">IQ", new_l1_size, first << geo.cluster_bits))
+            else:
+                img.write_header_bytes(OFFSET_SIZE, struct.pack(">QIIQ", new_size, hdr.crypt_method, new_l1_size,
+                                                                first << geo.cluster_bits))
+                switched = True
+            hdr.l1_size = new_l1_size
+            hdr.l1_table_offset = first << geo.cluster_bits
+            img.l1 = table
+            img.invalidate_metadata_map()
+            if old_offset and old_size_l1:
+                old_first = old_offset >> geo.cluster_bits
+                for i in range(-(-old_size_l1 * 8 // geo.cluster_size)):
+                    img.refcounts.queue_decref(old_first + i)
+        if hide_end > old_size:
+            img.size = new_size  # in memory only, so the writer reaches the new area; the header still says old_size
+            try:
+                img.write_zeroes(old_size, hide_end - old_size)
+                img.flush()
+            finally:
+                img.size = old_size
+        if not switched:
+            img.write_header_bytes(OFFSET_SIZE, struct.pack(">Q", new_size))
+        hdr.size = new_size
+        img.size = new_size
+        img.flush()
     return True
+
+
+@contextlib.contextmanager
+def _backing_attached(img, wanted):
+    """img.backing, opening the backing chain for the duration when the caller opened the image without it."""
+    if not wanted or img.backing is not None or not img.backing_filename:
+        yield img.backing if wanted else None
+        return
+    from .chain import DEFAULT_POLICY, _backing_format, check_backing_reference, open_chain
+    path = check_backing_reference(img.backing_filename, img.path, DEFAULT_POLICY)
+    with open_chain(path, fmt=_backing_format(img, path)) as chain:
+        img.backing = chain.top
+        try:
+            yield chain.top
+        finally:
+            img.backing = None
