@@ -25,7 +25,7 @@ from .chain import open_chain
 from .copyview import CopyStats, copy_runs
 from .errors import InvalidArgumentError
 from .metadata_commit import PlannedState, apply_state
-from .segments import RUN_DATA, RUN_ZERO, data_bytes, layer_runs
+from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, layer_runs
 from .space import require_space
 
 
@@ -111,6 +111,8 @@ def commit(path, top=None, base=None, remove_committed=False, policy=None, dry_r
         stats = copy_runs(top_img, base_img, runs, zero_runs="zero", stats=CopyStats(), progress=progress)
         base_img.flush()  # durable before anything stops masking these ranges
         repoint = chain.images[ti - 1] if ti > 0 else (top_img if bi > ti + 1 else None)
+        if ti > 0:
+            _mask_past_top(repoint, top_img, base_img)
         if repoint is not None:
             set_backing(repoint, name_for(repoint.path, base_img.path, repoint.backing_filename), base_img.format_name)
         if ti == 0:
@@ -122,6 +124,24 @@ def commit(path, top=None, base=None, remove_committed=False, policy=None, dry_r
             removed.append(committed)
     result.update(removed=removed, bytes_copied=stats.bytes_written + stats.bytes_zeroed, duration=time.time() - started)
     return result
+
+
+def _mask_past_top(above, top_img, base_img):
+    """Past top's end the image above read zeros; base may hold data there. Write zeros into the image above
+    where it holds nothing, before it is pointed at base (until then it reads zeros there either way)."""
+    lo, hi = top_img.size, min(above.size, base_img.size)
+    if hi <= lo:
+        return
+    gaps = [(start, end) for start, end, kind in layer_runs(above, top_img, lo, hi - lo) if kind == RUN_BELOW]
+    if not gaps:
+        return
+    above.backing = base_img  # the writer judges what a zero write must mask by what lies below: base, from now on
+    try:
+        for start, end in gaps:
+            above.write_zeroes(start, end - start)
+    finally:
+        above.backing = top_img
+    above.flush()
 
 
 def _grow(img, size):
