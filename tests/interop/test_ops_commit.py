@@ -185,3 +185,24 @@ def test_commit_of_a_short_intermediate_layer_keeps_zeros_past_its_end(tmp_path,
             'read -P 0 1M 2M', 'read -P 3 3M 512', 'read -P 0 3146240 1048064')
     assert backing_chain(top) == [(str(top), 'qcow2'), (str(base), 'qcow2')]
     assert_clean([top, base])
+
+
+def test_commit_of_an_empty_overlay_larger_than_its_base_grows_the_base(tmp_path):
+    """qemu iotest 274 (commit top -> mid): the base grows to the top's size even when there is no data to copy."""
+    base = qemu_img_create(tmp_path / 'base.qcow2', '2M')
+    qemu_io(base, 'write -P 1 0 2M')
+    mid = qemu_img_create(tmp_path / 'mid.qcow2', '1M', backing='base.qcow2', cwd=tmp_path)
+    top = qemu_img_create(tmp_path / 'top.qcow2', '2M', backing='mid.qcow2', cwd=tmp_path)
+    theirs = copy_images(tmp_path, tmp_path / 'qemu')
+
+    plan = api.plan_commit(str(top))
+    result = api.commit(str(top))
+    qemu_img('commit', '-q', theirs / 'top.qcow2')
+
+    assert plan['changed'] is result['changed'] is True
+    assert qemu_img_info(mid)['virtual-size'] == qemu_img_info(theirs / 'mid.qcow2')['virtual-size'] == 2 * 1024 * 1024
+    qemu_io(mid, 'read -P 1 0 1M', 'read -P 0 1M 1M')
+    qemu_io(top, 'read -P 1 0 1M', 'read -P 0 1M 1M')
+    assert same_view(mid, theirs / 'mid.qcow2')
+    assert_clean([top, mid, base])
+    assert api.commit(str(top))['changed'] is False

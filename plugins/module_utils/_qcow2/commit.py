@@ -80,7 +80,7 @@ def _plan(chain, path, top, base):
     runs = layer_runs(top_img, base_img, 0, top_img.size)
     result["bytes_copied"] = data_bytes(runs)
     result["base_size"] = max(base_img.size, top_img.size)
-    if ti == 0 and bi == 1 and not _holds_data(top_img):
+    if ti == 0 and bi == 1 and not _holds_data(top_img) and top_img.size <= base_img.size:
         result["msg"] = "%s holds no data above %s: nothing to commit" % (top_img.path, base_img.path)
         return result
     result["changed"] = True
