@@ -12,6 +12,7 @@ its Nth write, flush or truncate; the dry run reports how many it issued.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -143,6 +144,25 @@ def count_events(op: str, kwargs: dict[str, t.Any], cwd: StrPath | None = None) 
     proc = run_engine(op, kwargs, cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)['events']
+
+
+def fill_filesystem(directory: StrPath, leave: int) -> None:
+    """Use up the free space of directory's filesystem but about ``leave`` bytes (a file named 'filler')."""
+    st = os.statvfs(directory)
+    free = st.f_bavail * st.f_frsize
+    if free > leave:
+        with open(Path(directory) / 'filler', 'wb') as f:
+            os.posix_fallocate(f.fileno(), 0, free - leave)
+
+
+def file_digests(directory: StrPath) -> dict[str, str]:
+    """name -> sha256 of every file of a directory."""
+    out = {}
+    for entry in sorted(Path(directory).iterdir()):
+        if entry.is_file():
+            with open(entry, 'rb') as f:
+                out[entry.name] = hashlib.sha256(f.read()).hexdigest()
+    return out
 
 
 def reset_dir(directory: StrPath, pristine: StrPath) -> None:

@@ -104,10 +104,10 @@ def commit(path, top=None, base=None, remove_committed=False, policy=None, dry_r
                     writable_backing=writable) as chain:
         top_img = chain.images[ti]
         base_img = chain.images[bi]
-        if top_img.size > base_img.size:
-            _grow(base_img, top_img.size)
         runs = layer_runs(top_img, base_img, 0, top_img.size)
         require_space(base_img.path, data_bytes(runs), "commit into %s" % base_img.path)
+        if top_img.size > base_img.size:
+            _grow(base_img, top_img.size)
         stats = copy_runs(top_img, base_img, runs, zero_runs="zero", stats=CopyStats(), progress=progress)
         base_img.flush()  # durable before anything stops masking these ranges
         repoint = chain.images[ti - 1] if ti > 0 else (top_img if bi > ti + 1 else None)
