@@ -67,6 +67,10 @@ def _refused(directory, exc_type, match, fn, *args, **kwargs):
 
 # ---- commit ----------------------------------------------------------------------------------------------------
 
+def test_commit_of_an_image_that_never_was_in_the_chain(chain):
+    _refused(chain, InvalidArgumentError, 'other.qcow2 is not in the backing chain of .*top.qcow2',
+             api.commit, str(chain / 'top.qcow2'), top=str(chain / 'other.qcow2'))
+
 
 def test_commit_of_a_missing_top_is_nothing_to_do(chain):
     """The file a commit with removal deleted: running the task again reports no change, with the reason."""

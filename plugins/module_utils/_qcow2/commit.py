@@ -23,7 +23,7 @@ import time
 from .backing_name import name_for, same_file, set_backing
 from .chain import open_chain
 from .copyview import CopyStats, copy_runs
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, Qcow2Error
 from .metadata_commit import PlannedState, apply_state
 from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, layer_runs
 from .space import require_space
@@ -47,16 +47,28 @@ def _holds_data(img):
 def plan(path, top=None, base=None, policy=None):
     """What commit would do, without writing: a dict (see commit())."""
     with open_chain(path, force_share=True, policy=policy) as chain:
-        return _plan(chain, path, top, base)
+        return _plan(chain, path, top, base, policy)
 
 
-def _plan(chain, path, top, base):
+def _left_chain(top, chain, policy):
+    """True if top's own backing chain reaches an image of chain: a layer an earlier commit took out of it."""
+    try:
+        with open_chain(top, force_share=True, policy=policy) as own:
+            return any(same_file(img.path, member.path) for img in own.images[1:] for member in chain.images)
+    except Qcow2Error:
+        return False
+
+
+def _plan(chain, path, top, base, policy=None):
     top = top or path
     ti = _index_of(chain, top)
     result = {"changed": False, "top": top, "base": base, "committed": [], "removed": [], "bytes_copied": 0,
               "duration": 0.0}
     if ti is None:
         if os.path.exists(top):
+            if not _left_chain(top, chain, policy):
+                raise InvalidArgumentError("%s is not in the backing chain of %s (and never was: its own backing chain "
+                                           "does not meet it)" % (top, path), path)
             result["msg"] = "%s is not in the backing chain of %s: nothing to commit" % (top, path)
         else:
             result["msg"] = "%s does not exist and is not in the chain of %s: nothing to commit" % (top, path)
@@ -91,7 +103,7 @@ def commit(path, top=None, base=None, remove_committed=False, policy=None, dry_r
     """Commit top (default: path) into base (default: top's backing file) in path's chain."""
     started = time.time()
     with open_chain(path, force_share=True, policy=policy) as chain:
-        result = _plan(chain, path, top, base)
+        result = _plan(chain, path, top, base, policy)
         if not result["changed"] or dry_run:
             if dry_run and remove_committed:
                 result["removed"] = list(result["committed"])
