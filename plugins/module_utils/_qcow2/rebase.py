@@ -99,7 +99,8 @@ def _safe_rebase(path, backing_file, new_path, new_format, policy):
             dropped = [r for r in layer_runs(img.backing, in_chain, 0, img.size) if r[2] in (RUN_DATA, RUN_ZERO)]
             runs = _subtract_allocated(img, dropped)
             require_space(path, data_bytes(runs), "rebase of %s" % path)
-            copy_runs(img, img, runs, zero_runs="zero" if new_path is not None else "skip", stats=stats)
+            copy_runs(img, _ZeroesAgainst(img, in_chain), runs, zero_runs="zero" if new_path is not None else "skip",
+                      stats=stats)
         else:
             with open_chain(new_path, fmt=new_format, policy=policy) as new_chain:
                 for member in new_chain.images:
@@ -109,6 +110,34 @@ def _safe_rebase(path, backing_file, new_path, new_format, policy):
         img.flush()
         set_backing(img, backing_file, new_format)
     return stats.bytes_written + stats.bytes_zeroed
+
+
+class _ZeroesAgainst:
+    """The image as a copy destination whose zero writes are judged against the new backing file.
+
+    The writer skips (or, in a v2 image, drops) a zero write where nothing lies below, and "below" is about to
+    become the new backing file: judged against the old one, a range past the old backing file's end would be
+    left reading the new backing file's data after the switch. Data writes and their copy-on-write keep
+    reading the old view, which is the view being preserved.
+    """
+
+    def __init__(self, img, below):
+        self.img = img
+        self.below = below
+        self.cluster_size = img.cluster_size
+        self.size = img.size
+
+    def write(self, offset, data):
+        self.img.write(offset, data)
+
+    def write_zeroes(self, offset, length):
+        img = self.img
+        old = img.backing
+        img.backing = self.below
+        try:
+            img.write_zeroes(offset, length)
+        finally:
+            img.backing = old
 
 
 def _subtract_allocated(img, runs):
@@ -127,6 +156,7 @@ def _copy_differences(img, new_top, stats):
     chunk = max(cs, (COMPARE_CHUNK // cs) * cs)
     old_buf, new_buf = bytearray(chunk), bytearray(chunk)
     old_view, new_view = memoryview(old_buf), memoryview(new_buf)
+    zeroes = _ZeroesAgainst(img, new_top)
     own = layer_runs(img, img.backing, 0, img.size)
     old = layer_runs(img.backing, None, 0, img.size)
     new = layer_runs(new_top, None, 0, min(img.size, new_top.size))
@@ -146,7 +176,7 @@ def _copy_differences(img, new_top, stats):
             img.read_backing_into(old_view[:n], pos)
             _read_view(new_top, new_view[:n], pos)
             if old_buf[:n] != new_buf[:n]:
-                _write_differing(img, old_buf, new_buf, pos, n, cs, stats, start, end)
+                _write_differing(zeroes, old_buf, new_buf, pos, n, cs, stats, start, end)
             pos += n
 
 
