@@ -21,6 +21,7 @@ from ansible_collections.backingchain.qcow2.tests.helpers.chains import (
     fill_filesystem,
 )
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
+    backing_chain,
     qemu_img_create,
     qemu_io,
     qemu_io_holding,
@@ -124,6 +125,14 @@ def test_commit_refuses_when_the_base_filesystem_is_too_small(small_fs):
 def test_rebase_onto_itself(chain, unsafe):
     _refused(chain, BackingChainError, 'creates an infinite loop', api.rebase, str(chain / 'top.qcow2'), 'top.qcow2',
              'qcow2', unsafe=unsafe)
+
+
+@pytest.mark.parametrize('unsafe', [False, True])
+@pytest.mark.parametrize('image,onto', [('mid.qcow2', 'top.qcow2'), ('base.qcow2', 'top.qcow2')])
+def test_rebase_onto_its_own_overlay(chain, image, onto, unsafe):
+    _refused(chain, BackingChainError, "Backing file '.*top.qcow2' creates an infinite loop", api.rebase,
+             str(chain / image), onto, 'qcow2', unsafe=unsafe)
+    assert len(backing_chain(chain / 'top.qcow2')) == 3
 
 
 @pytest.mark.parametrize('backing,fmt,exc,match', [

@@ -23,7 +23,7 @@ import time
 from .backing_name import same_file, set_backing
 from .chain import check_backing_reference, open_chain, resolve_backing_path
 from .copyview import CopyStats, copy_runs
-from .errors import BackingChainError, InvalidArgumentError
+from .errors import BackingChainError, InvalidArgumentError, Qcow2Error
 from .image import probe_is_qcow2
 from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, layer_runs, sweep
 from .space import require_space
@@ -53,8 +53,7 @@ def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, d
         new_path = check_backing_reference(backing_file, path, policy or _default_policy())
         if os.path.exists(new_path):
             _check_format(new_path, new_format, path)
-            if same_file(new_path, path):
-                raise BackingChainError("Backing file '%s' creates an infinite loop." % new_path, path)
+            _refuse_loop(path, new_path, new_format, policy or _default_policy())
     header_only = unsafe or (
         old_name and backing_file and same_file(resolve_backing_path(path, old_name), new_path))
     result["changed"] = True
@@ -74,6 +73,29 @@ def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, d
 def _default_policy():
     from .chain import DEFAULT_POLICY
     return DEFAULT_POLICY
+
+
+def _refuse_loop(path, new_path, new_format, policy):
+    """Neither the new backing file nor any image below it may be the image itself (its own overlay, say).
+
+    Walks the headers only, without locks, and stops where the chain cannot be followed: an unsafe rebase may
+    point at a chain that is not complete yet.
+    """
+    current, fmt = new_path, new_format
+    for _unused in range(policy.max_depth):
+        if same_file(current, path):
+            raise BackingChainError("Backing file '%s' creates an infinite loop." % new_path, path)
+        if fmt != "qcow2" or not os.path.exists(current):
+            return
+        try:
+            with open_chain(current, fmt="qcow2", force_share=True, backing=False, policy=policy) as one:
+                name, fmt = one.top.backing_filename, one.top.backing_format
+            if not name:
+                return
+            current = check_backing_reference(name, current, policy)
+            fmt = fmt or ("qcow2" if os.path.exists(current) and probe_is_qcow2(current) else "raw")
+        except Qcow2Error:
+            return
 
 
 def _check_format(new_path, fmt, path):
