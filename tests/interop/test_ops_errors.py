@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
@@ -132,6 +134,17 @@ def test_rebase_onto_itself(chain, unsafe):
 def test_rebase_onto_its_own_overlay(chain, image, onto, unsafe):
     _refused(chain, BackingChainError, "Backing file '.*top.qcow2' creates an infinite loop", api.rebase,
              str(chain / image), onto, 'qcow2', unsafe=unsafe)
+    assert len(backing_chain(chain / 'top.qcow2')) == 3
+
+
+def test_safe_rebase_with_its_old_backing_file_missing_suggests_unsafe(chain):
+    os.rename(chain / 'mid.qcow2', chain / 'moved.qcow2')
+    _refused(chain, BackingChainError, 'unsafe', api.rebase, str(chain / 'top.qcow2'), 'base.qcow2', 'qcow2', dry_run=True)
+    err = _refused(chain, BackingChainError, 'mid.qcow2', api.rebase, str(chain / 'top.qcow2'), 'base.qcow2', 'qcow2')
+    assert 'No such file or directory' in str(err)
+    assert 'unsafe' in str(err)
+    # the remedy it suggests works: unsafe only rewrites the header
+    assert api.rebase(str(chain / 'top.qcow2'), 'moved.qcow2', 'qcow2', unsafe=True)['changed'] is True
     assert len(backing_chain(chain / 'top.qcow2')) == 3
 
 

@@ -64,6 +64,7 @@ def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, d
                 set_backing(chain.top, backing_file, new_format)
         result["duration"] = time.time() - started
         return result
+    _check_old_chain(path, policy)
     if not dry_run:
         result["bytes_copied"] = _safe_rebase(path, backing_file, new_path, new_format, policy)
     result["duration"] = time.time() - started
@@ -73,6 +74,17 @@ def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, d
 def _default_policy():
     from .chain import DEFAULT_POLICY
     return DEFAULT_POLICY
+
+
+def _check_old_chain(path, policy):
+    """A safe rebase reads the whole old chain; say what to do when it cannot be opened (also in check mode)."""
+    try:
+        with open_chain(path, fmt="qcow2", force_share=True, policy=policy):
+            pass
+    except BackingChainError as exc:
+        raise type(exc)("%s. A safe rebase reads the old backing chain to keep the image's content; if the old "
+                        "backing file was moved or renamed, an unsafe rebase (mode=unsafe) rewrites only the header "
+                        "to point at its new name" % str(exc).rstrip("."), path) from None
 
 
 def _refuse_loop(path, new_path, new_format, policy):
