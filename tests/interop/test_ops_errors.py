@@ -148,6 +148,13 @@ def test_safe_rebase_with_its_old_backing_file_missing_suggests_unsafe(chain):
     assert len(backing_chain(chain / 'top.qcow2')) == 3
 
 
+def test_safe_rebase_onto_a_missing_file(chain):
+    _refused(chain, BackingChainError, 'nowhere.qcow2', api.rebase, str(chain / 'top.qcow2'), 'nowhere.qcow2', 'qcow2',
+             dry_run=True)
+    _refused(chain, BackingChainError, "New backing file '.*nowhere.qcow2' of '.*top.qcow2'.*No such file or directory",
+             api.rebase, str(chain / 'top.qcow2'), 'nowhere.qcow2', 'qcow2')
+
+
 @pytest.mark.parametrize('backing,fmt,exc,match', [
     ('base.qcow2', None, InvalidArgumentError, 'Backing format must be given'),
     ('base.qcow2', 'vmdk', InvalidArgumentError, 'Backing format must be qcow2 or raw'),

@@ -65,6 +65,10 @@ def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, d
         result["duration"] = time.time() - started
         return result
     _check_old_chain(path, policy)
+    if new_path is not None and not os.path.exists(new_path):
+        raise BackingChainError("New backing file '%s' of '%s' could not be opened: No such file or directory (a safe "
+                                "rebase reads it; mode=unsafe records a backing file that does not exist yet)"
+                                % (new_path, path), path)
     if not dry_run:
         result["bytes_copied"] = _safe_rebase(path, backing_file, new_path, new_format, policy)
     result["duration"] = time.time() - started
