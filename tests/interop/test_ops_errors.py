@@ -155,6 +155,15 @@ def test_safe_rebase_onto_a_missing_file(chain):
              api.rebase, str(chain / 'top.qcow2'), 'nowhere.qcow2', 'qcow2')
 
 
+@pytest.mark.parametrize('unsafe', [False, True])
+@pytest.mark.parametrize('onto,fmt,match', [
+    ('plain.raw', 'qcow2', 'Backing format mismatch: .*plain.raw is not a qcow2 image'),
+    ('other.qcow2', 'raw', 'Backing format mismatch: .*other.qcow2 is a qcow2 image'),
+])
+def test_rebase_with_the_wrong_backing_format(chain, onto, fmt, match, unsafe):
+    _refused(chain, BackingChainError, match, api.rebase, str(chain / 'top.qcow2'), onto, fmt, unsafe=unsafe)
+
+
 @pytest.mark.parametrize('backing,fmt,exc,match', [
     ('base.qcow2', None, InvalidArgumentError, 'Backing format must be given'),
     ('base.qcow2', 'vmdk', InvalidArgumentError, 'Backing format must be qcow2 or raw'),

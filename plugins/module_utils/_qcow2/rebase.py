@@ -118,6 +118,9 @@ def _check_format(new_path, fmt, path):
     if fmt == "qcow2" and not probe_is_qcow2(new_path):
         raise BackingChainError("Backing format mismatch: %s is not a qcow2 image (backing_format=qcow2 for %s)"
                                 % (new_path, path), path)
+    if fmt == "raw" and probe_is_qcow2(new_path):
+        raise BackingChainError("Backing format mismatch: %s is a qcow2 image (backing_format=raw for %s would show "
+                                "its qcow2 metadata to the guest)" % (new_path, path), path)
 
 
 def _safe_rebase(path, backing_file, new_path, new_format, policy):
