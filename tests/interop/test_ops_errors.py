@@ -17,6 +17,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors i
 from ansible_collections.backingchain.qcow2.tests.helpers.chains import (
     MiB,
     Layer,
+    assert_clean,
     build_chain,
     file_digests,
     file_states,
@@ -190,6 +191,23 @@ def test_flatten_refuses_when_the_filesystem_is_too_small(small_fs):
 
 
 # ---- convert and grow ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('dest', ['top.qcow2', 'mid.qcow2', 'base.qcow2'])
+def test_convert_refuses_to_replace_an_image_of_the_source_chain(chain, dest):
+    _refused(chain, InvalidArgumentError, 'is part of the backing chain of the source', api.convert,
+             str(chain / 'top.qcow2'), str(chain / dest))
+
+
+def test_convert_refuses_to_replace_its_own_backing_file(chain):
+    _refused(chain, InvalidArgumentError, 'would be its own backing file', api.convert, str(chain / 'top.qcow2'),
+             str(chain / 'other.qcow2'), backing_file='other.qcow2', backing_format='qcow2')
+
+
+def test_convert_refuses_a_destination_a_running_qemu_holds(chain):
+    dest = qemu_img_create(chain / 'dest.qcow2', MiB)
+    with qemu_io_holding(dest):
+        _refused(chain, ImageLockedError, 'dest.qcow2', api.convert, str(chain / 'top.qcow2'), str(dest))
+    assert_clean([dest])
 
 
 def test_convert_refuses_a_source_a_running_qemu_writes(chain):

@@ -23,7 +23,8 @@ from .chain import check_backing_reference, detect_format, open_chain, DEFAULT_P
 from .compressed_writer import copy_runs_compressed
 from .copyview import CopyStats, copy_runs
 from .create import CreateOptions, create
-from .errors import InvalidArgumentError
+from .errors import ImageLockedError, InvalidArgumentError
+from .locking import holders_conflict
 from .measure import measure_chain
 from .segments import RUN_ZERO, data_bytes, layer_runs
 from .space import require_space
@@ -47,10 +48,20 @@ def convert(source, dest, compress=False, backing_file=None, backing_format=None
         raise InvalidArgumentError("Backing format must be given with a backing file (qcow2 or raw)")
     with open_chain(source, fmt=source_format or detect_format(source), policy=policy) as chain:
         top = chain.top
+        for img in chain.images:
+            if same_file(img.path, dest):
+                raise InvalidArgumentError("Destination %s is part of the backing chain of the source %s (%s); "
+                                           "replacing it would destroy what is being read" % (dest, source, img.path), dest)
         stop = None
         if backing_file:
             target = check_backing_reference(backing_file, dest, policy)
+            if same_file(target, dest):
+                raise InvalidArgumentError("Destination %s would be its own backing file (%s)" % (dest, backing_file), dest)
             stop = next((img for img in chain.images[1:] if same_file(img.path, target)), top.backing)
+        if os.path.exists(dest):
+            conflict = holders_conflict(dest, True)
+            if conflict:
+                raise ImageLockedError(conflict, dest)
         opts = _options_for(options, top.size, backing_file, backing_format)
         runs = layer_runs(top, stop, 0, top.size)
         measured = measure_chain(top, stop, opts)
