@@ -230,3 +230,12 @@ def test_convert_with_a_backing_file_but_no_format(chain):
 def test_grow_refuses_an_image_a_running_qemu_holds(chain):
     with qemu_io_holding(chain / 'top.qcow2'):
         _refused(chain, ImageLockedError, 'top.qcow2', api.grow_image, str(chain / 'top.qcow2'), 8 * MiB)
+
+
+@pytest.mark.parametrize('dest,match', [('adir', 'Destination .*adir is a directory'),
+                                        ('nowhere/flat.qcow2', 'The directory of destination .*nowhere/flat.qcow2 does not')])
+def test_convert_to_an_impossible_destination(chain, dest, match):
+    (chain / 'adir').mkdir()
+    for dry_run in (True, False):
+        _refused(chain, InvalidArgumentError, match, api.convert, str(chain / 'top.qcow2'), str(chain / dest),
+                 dry_run=dry_run)

@@ -46,6 +46,10 @@ def convert(source, dest, compress=False, backing_file=None, backing_format=None
     policy = policy or DEFAULT_POLICY
     if backing_file and not backing_format:
         raise InvalidArgumentError("Backing format must be given with a backing file (qcow2 or raw)")
+    if os.path.isdir(dest):
+        raise InvalidArgumentError("Destination %s is a directory" % dest, dest)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
+        raise InvalidArgumentError("The directory of destination %s does not exist" % dest, dest)
     with open_chain(source, fmt=source_format or detect_format(source), policy=policy) as chain:
         top = chain.top
         for img in chain.images:
