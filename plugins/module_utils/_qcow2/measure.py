@@ -67,7 +67,8 @@ def measure_chain(top, stop=None, options=None):
         clusters.add(0)  # qemu's raw driver always reports the first block as data
     required_data = len(clusters) * cs
     fully = prealloc_size(size, cs, order, opts.extended_l2)
-    result = {"required": fully - size + required_data, "fully-allocated": fully}
+    aligned = -(-size // cs) * cs  # qemu counts whole clusters on both sides of the subtraction
+    result = {"required": fully - aligned + required_data, "fully-allocated": fully}
     if COMPAT_VERSIONS[opts.compat] >= 3 and top.format_name == "qcow2" and top.header.version >= 3:
         result["bitmaps"] = _bitmaps_size(top, cs)
     return result
@@ -77,4 +78,5 @@ def measure_size(size, options=None):
     """Measure an empty image of a given virtual size (qemu-img measure --size)."""
     opts = options or CreateOptions()
     fully = prealloc_size(size, opts.cluster_size, opts.refcount_bits.bit_length() - 1, opts.extended_l2)
-    return {"required": fully - size, "fully-allocated": fully}
+    aligned = -(-size // opts.cluster_size) * opts.cluster_size
+    return {"required": fully - aligned, "fully-allocated": fully}

@@ -1,0 +1,60 @@
+"""Measure against qemu-img measure -O qcow2: the same numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
+from ansible_collections.backingchain.qcow2.tests.helpers.chains import MiB, STANDARD_CHAINS, build_chain
+from ansible_collections.backingchain.qcow2.tests.helpers.qemu import qemu_img, qemu_img_create, qemu_img_json, qemu_io
+
+
+def _chain(tmp_path, name):
+    layers = STANDARD_CHAINS[name]()
+    images = tmp_path / 'images'
+    images.mkdir()
+    build_chain(images, layers)
+    return layers, images
+
+
+def _qemu_opts(opts):
+    return ','.join('%s=%s' % (k, 'on' if v is True else v) for k, v in opts.items())
+
+
+MEASURE_OPTIONS = [{}, {'cluster_size': 512}, {'cluster_size': 2 * MiB}, {'compat': '0.10'},
+                   {'extended_l2': True}, {'refcount_bits': 1}, {'refcount_bits': 64}]
+
+
+def _qemu_measure(*args, opts=None):
+    extra = ['-o', _qemu_opts(opts)] if opts else []
+    return qemu_img_json('measure', '-O', 'qcow2', *extra, *args)
+
+
+def test_measure_counts_persistent_bitmaps_like_qemu(tmp_path):
+    """'bitmaps': the bytes the source's persistent bitmaps need in the target (its cluster size)."""
+    layers, images = _chain(tmp_path, 'two-deep')
+    top = images / layers[-1].name
+    qemu_img('bitmap', '--add', top, 'b0')
+    qemu_img('bitmap', '--add', '-g', '512', '--disable', top, 'fine-grained')
+    for opts in MEASURE_OPTIONS:
+        theirs = _qemu_measure('-f', 'qcow2', top, opts=opts)
+        ours = api.measure(str(top), options=CreateOptions(**opts))
+        assert ('bitmaps' in ours) == ('bitmaps' in theirs), opts
+        assert ours.get('bitmaps') == theirs.get('bitmaps'), opts
+        assert ours['fully-allocated'] == theirs['fully-allocated'], opts
+
+
+@pytest.mark.parametrize('size', [0, 512, 65536 + 512, MiB, 3 * 1024 ** 3 + 1536, 2 * 1024 ** 4])
+def test_measure_sizes_like_qemu(size):
+    for opts in MEASURE_OPTIONS:
+        if opts.get('cluster_size') == 512 and size > 1024 ** 4:
+            continue  # qemu refuses: the L1 table would be too large for 512-byte clusters
+        ours = api.measure(size=size, options=CreateOptions(**opts))
+        assert ours == _qemu_measure('--size', str(size), opts=opts), (size, opts)
+
+
+def test_measure_of_an_odd_sized_fully_written_image(tmp_path):
+    img = qemu_img_create(tmp_path / 'odd.qcow2', MiB + 512)
+    qemu_io(img, 'write -P 7 0 %d' % (MiB + 512))
+    assert api.measure(str(img)) == _qemu_measure(img)
