@@ -45,6 +45,32 @@ def test_measure_counts_persistent_bitmaps_like_qemu(tmp_path):
         assert ours['fully-allocated'] == theirs['fully-allocated'], opts
 
 
+def _raw_files(tmp_path):
+    made = {}
+    made['created by qemu-img'] = qemu_img_create(tmp_path / 'created.raw', 30 * MiB, fmt='raw')
+    dense = qemu_img_create(tmp_path / 'dense.raw', 3 * MiB + 512, fmt='raw')
+    qemu_io(dense, 'write -P 1 0 3M', 'write -P 2 3M 512', fmt='raw')
+    made['written, odd size'] = dense
+    sparse = tmp_path / 'sparse.raw'
+    with open(sparse, 'wb') as f:
+        f.truncate(30 * MiB)
+    made['all hole'] = sparse
+    late = tmp_path / 'late.raw'
+    with open(late, 'wb') as f:
+        f.truncate(30 * MiB)
+        f.seek(20 * MiB + 4096)
+        f.write(b'\x01' * 70000)
+    made['data far from the start'] = late
+    return made
+
+
+def test_measure_raw_files_like_qemu(tmp_path):
+    for what, path in _raw_files(tmp_path).items():
+        for opts in MEASURE_OPTIONS:
+            ours = api.measure(str(path), options=CreateOptions(**opts), source_format='raw')
+            assert ours == _qemu_measure('-f', 'raw', path, opts=opts), (what, opts)
+
+
 @pytest.mark.parametrize('size', [0, 512, 65536 + 512, MiB, 3 * 1024 ** 3 + 1536, 2 * 1024 ** 4])
 def test_measure_sizes_like_qemu(size):
     for opts in MEASURE_OPTIONS:

@@ -63,8 +63,6 @@ def measure_chain(top, stop=None, options=None):
     for start, end, kind in layer_runs(top, stop, 0, size):
         if kind == RUN_DATA:
             clusters.update(range(start // cs, -(-end // cs)))
-    if top.format_name == "raw" and size:
-        clusters.add(0)  # qemu's raw driver always reports the first block as data
     required_data = len(clusters) * cs
     fully = prealloc_size(size, cs, order, opts.extended_l2)
     aligned = -(-size // cs) * cs  # qemu counts whole clusters on both sides of the subtraction
