@@ -31,6 +31,14 @@ def _qemu_measure(*args, opts=None):
     return qemu_img_json('measure', '-O', 'qcow2', *extra, *args)
 
 
+@pytest.mark.parametrize('name', ['c64k-v3', 'mixed-clusters', 'raw-base', 'snapshots', 'short-mid'])
+def test_measure_chains_like_qemu(tmp_path, name):
+    layers, images = _chain(tmp_path, name)
+    top = images / layers[-1].name
+    for opts in MEASURE_OPTIONS:
+        assert api.measure(str(top), options=CreateOptions(**opts)) == _qemu_measure('-f', 'qcow2', top, opts=opts), opts
+
+
 def test_measure_counts_persistent_bitmaps_like_qemu(tmp_path):
     """'bitmaps': the bytes the source's persistent bitmaps need in the target (its cluster size)."""
     layers, images = _chain(tmp_path, 'two-deep')
@@ -84,3 +92,18 @@ def test_measure_of_an_odd_sized_fully_written_image(tmp_path):
     img = qemu_img_create(tmp_path / 'odd.qcow2', MiB + 512)
     qemu_io(img, 'write -P 7 0 %d' % (MiB + 512))
     assert api.measure(str(img)) == _qemu_measure(img)
+
+
+def test_measure_metadata_preallocated_images_like_qemu(tmp_path):
+    """qemu takes an image with far more clusters in use than its file allocates for metadata-preallocated, and
+    counts only the data clusters the file really holds (holes read as zeros)."""
+    base = qemu_img_create(tmp_path / 'base.qcow2', 64 * MiB, options={'preallocation': 'metadata'})
+    qemu_io(base, 'write -P 1 1M 3M', 'write -P 2 40M 64k')
+    top = qemu_img_create(tmp_path / 'top.qcow2', 80 * MiB, backing='base.qcow2', cwd=tmp_path,
+                          options={'preallocation': 'metadata', 'extended_l2': 'on'})
+    qemu_io(top, 'write -P 3 2M 8k', 'write -P 4 70M 1M')
+    for image in (base, top):
+        for opts in MEASURE_OPTIONS:
+            ours = api.measure(str(image), options=CreateOptions(**opts))
+            assert ours == _qemu_measure('-f', 'qcow2', image, opts=opts), (image.name, opts)
+    assert api.measure(str(base))['required'] < 5 * MiB  # not the 64M the preallocated clusters would say
