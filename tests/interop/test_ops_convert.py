@@ -96,7 +96,7 @@ def test_convert_compressed_like_qemu(tmp_path, name):
 
 
 @pytest.mark.parametrize('name,compress', [('c64k-v3', False), ('c4k-v2', False), ('raw-base', False),
-                                           ('c512-v3', True), ('short-mid', False)])
+                                           ('c512-v3', True), ('c4k-v2', True), ('short-mid', False)])
 def test_convert_keeping_a_deeper_backing_file_of_the_chain(tmp_path, name, compress):
     """Ours copies everything above the kept backing file, so the result reads what the source reads.
 

@@ -96,7 +96,8 @@ def convert(source, dest, compress=False, backing_file=None, backing_format=None
                     top.backing = out.backing
                 try:
                     if compress:
-                        copy_runs_compressed(top, out, runs, stats, progress)
+                        copy_runs_compressed(top, out, runs, stats, progress,
+                                             zero_runs="zero" if backing_file else "skip")
                         if backing_file:
                             copy_runs(top, out, [r for r in runs if r[2] == RUN_ZERO], zero_runs="zero", stats=stats)
                     else:
