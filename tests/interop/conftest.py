@@ -47,3 +47,21 @@ def small_fs(tmp_path: Path):
     finally:
         subprocess.run(['umount', str(mnt)], check=False)
 
+
+
+_CRASH_POINTS: list[tuple[str, int]] = []
+
+
+def pytest_runtest_logreport(report):
+    """Collect the crash points the crash tests report (record_property, which also reaches the xdist controller)."""
+    if report.when == 'call' and report.passed:
+        _CRASH_POINTS.extend((report.nodeid, value) for key, value in report.user_properties if key == 'crash_points')
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _CRASH_POINTS:
+        return
+    terminalreporter.section('crash points tried')
+    for nodeid, count in sorted(_CRASH_POINTS):
+        terminalreporter.write_line('%5d  %s' % (count, nodeid.split('::', 1)[-1]))
+    terminalreporter.write_line('%5d  in total' % sum(count for _nodeid, count in _CRASH_POINTS))
