@@ -32,7 +32,13 @@ from ansible_collections.backingchain.qcow2.tests.helpers.chains import (
     start_engine,
     view_of,
 )
-from ansible_collections.backingchain.qcow2.tests.helpers.qemu import backing_chain, qemu_img_create, qemu_io
+from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
+    backing_chain,
+    dirty_ranges,
+    qemu_img,
+    qemu_img_create,
+    qemu_io,
+)
 
 KILLED = -9
 
@@ -178,28 +184,36 @@ def test_convert_crash_at_every_io_event(tmp_path, compress, record_property):
     print('convert%s: %d crash points' % (' -c' if compress else '', total))
 
 
-def test_grow_crash_at_every_io_event(tmp_path, record_property):
-    """Growing an overlay shorter than its backing file: interrupted, it reads as before or grown with zeros."""
-    base = qemu_img_create(tmp_path / 'base.qcow2', 8 * MiB)
-    qemu_io(base, 'write -P 1 0 8M')
+@pytest.mark.parametrize('bitmaps', [False, True])
+def test_grow_crash_at_every_io_event(tmp_path, bitmaps, record_property):
+    """Growing an overlay shorter than its backing file (and, with bitmaps, past what one bitmap table cluster
+    covers): interrupted, it reads as before or grown with zeros, and qemu can open it."""
     pristine = tmp_path / 'pristine'
     pristine.mkdir()
-    shutil.move(str(base), pristine / 'base.qcow2')
+    base = qemu_img_create(pristine / 'base.qcow2', 300 * MiB)
+    qemu_io(base, 'write -P 1 0 8M', 'write -P 1 290M 10M')
     over = qemu_img_create(pristine / 'top.qcow2', MiB + 512, backing='base.qcow2', cwd=pristine,
-                           options={'cluster_size': 4096})
+                           options={'cluster_size': 4096 if not bitmaps else 65536})
     qemu_io(over, 'write -P 2 64k 4k')
+    if bitmaps:
+        qemu_img('bitmap', '--add', '-g', '512', over, 'fine')
+        qemu_img('bitmap', '--add', over, 'coarse')
+        qemu_io(over, 'write -P 3 128k 4k')
     before = view_of(over, tmp_path)
     work = tmp_path / 'work'
     _reset(work, pristine)
-    kwargs = {'path': str(work / 'top.qcow2'), 'size': 3 * MiB}
+    new_size = (400 if bitmaps else 3) * MiB
+    kwargs = {'path': str(work / 'top.qcow2'), 'size': new_size}
     total = count_events('grow_image', kwargs, cwd=work)
     for n in range(1, total + 1):
         _reset(work, pristine)
         assert run_engine('grow_image', kwargs, crash_at=n, cwd=work).returncode == KILLED
-        assert_clean([work / 'top.qcow2'], leaks_ok=True)
+        assert_clean([work / 'top.qcow2'], leaks_ok=True)  # also: qemu opens it, bitmaps included
         assert same_view(work / 'top.qcow2', before)  # the grown part, if any, reads zeros like past the old end
         api.grow_image(**kwargs)
-        qemu_io(work / 'top.qcow2', 'read -P 2 64k 4k', 'read -P 0 %d %d' % (MiB + 512, 2 * MiB - 512))
+        qemu_io(work / 'top.qcow2', 'read -P 2 64k 4k', 'read -P 0 %d %d' % (MiB + 512, new_size - MiB - 512))
+        if bitmaps:
+            assert dirty_ranges(work / 'top.qcow2', 'fine') == [(128 * 1024, 4096)], n
     record_property('crash_points', total)
 
 

@@ -16,12 +16,16 @@ from ansible_collections.backingchain.qcow2.tests.helpers.chains import (
     view_of,
 )
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
+    dirty_ranges,
     qemu_compare,
     qemu_img,
     qemu_img_create,
     qemu_img_info,
     qemu_io,
 )
+
+
+GiB = 1024 * MiB
 
 
 def _chain(tmp_path, name):
@@ -84,3 +88,25 @@ def test_grow_refuses_to_shrink_and_changes_nothing(tmp_path):
 
     with open(top, 'rb') as f:
         assert f.read() == content
+
+
+def test_grow_resizes_persistent_bitmap_tables(tmp_path):
+    """qemu opens an image only if each bitmap table is exactly as large as the size needs: growing past what one
+    table cluster covers must grow the tables, and the bits set so far must survive."""
+    img = qemu_img_create(tmp_path / 'img.qcow2', MiB)
+    qemu_img('bitmap', '--add', '-g', '512', img, 'fine')  # one 64k table cluster covers 256 MiB at this granularity
+    qemu_img('bitmap', '--add', img, 'coarse')
+    qemu_img('bitmap', '--add', '--disable', '-g', '512', img, 'frozen')
+    qemu_io(img, 'write -P 1 4k 4k')
+    theirs = copy_images(tmp_path, tmp_path / 'qemu') / 'img.qcow2'
+
+    assert api.grow_image(str(img), GiB + 512) is True
+    qemu_img('resize', '-q', theirs, str(GiB + 512))
+
+    assert_clean([img])  # qemu-img check opens the image, loading every bitmap
+    for name in ('fine', 'coarse', 'frozen'):
+        assert dirty_ranges(img, name) == dirty_ranges(theirs, name), name
+    qemu_io(img, 'write -P 2 %d 4k' % (700 * MiB))
+    assert dirty_ranges(img, 'fine') == [(4096, 4096), (700 * MiB, 4096)]
+    assert dirty_ranges(img, 'frozen') == []
+    assert_clean([img])
