@@ -23,7 +23,8 @@ def _qemu_opts(opts):
 
 
 MEASURE_OPTIONS = [{}, {'cluster_size': 512}, {'cluster_size': 2 * MiB}, {'compat': '0.10'},
-                   {'extended_l2': True}, {'refcount_bits': 1}, {'refcount_bits': 64}]
+                   {'extended_l2': True}, {'refcount_bits': 1}, {'refcount_bits': 64}, {'preallocation': 'metadata'},
+                   {'preallocation': 'falloc', 'cluster_size': 4096}, {'preallocation': 'full'}]
 
 
 def _qemu_measure(*args, opts=None):

@@ -70,6 +70,8 @@ def measure_chain(top, stop=None, options=None):
         if kind == RUN_DATA:
             clusters.update(range(start // cs, -(-end // cs)))
     required_data = len(clusters) * cs
+    if opts.preallocation in ("falloc", "full"):
+        required_data = -(-size // cs) * cs  # every cluster is written (qcow2_measure)
     fully = prealloc_size(size, cs, order, opts.extended_l2)
     aligned = -(-size // cs) * cs  # qemu counts whole clusters on both sides of the subtraction
     result = {"required": fully - aligned + required_data, "fully-allocated": fully}
@@ -169,4 +171,6 @@ def measure_size(size, options=None):
     opts = options or CreateOptions()
     fully = prealloc_size(size, opts.cluster_size, opts.refcount_bits.bit_length() - 1, opts.extended_l2)
     aligned = -(-size // opts.cluster_size) * opts.cluster_size
+    if opts.preallocation in ("falloc", "full"):
+        return {"required": fully, "fully-allocated": fully}
     return {"required": fully - aligned, "fully-allocated": fully}
