@@ -208,3 +208,19 @@ def test_flattened_image_boots_the_same_bytes_as_qemus(tmp_path):
     with open(dumped, 'rb') as a, open(before, 'rb') as b:
         assert a.read() == b.read()
     assert os.path.getsize(dumped) == qemu_img_info(ours)['virtual-size']
+
+
+@pytest.mark.parametrize('length', [1000, 512 * 3 + 1, 65536 * 3 - 7])
+def test_convert_a_raw_file_of_any_length(tmp_path, length):
+    src = tmp_path / 'odd.raw'
+    with open(src, 'wb') as f:
+        f.write(bytes(range(256)) * (length // 256) + b'\x5a' * (length % 256))
+    ours, theirs = tmp_path / 'ours.qcow2', tmp_path / 'theirs.qcow2'
+
+    api.convert(str(src), str(ours), source_format='raw')
+    qemu_img('convert', '-f', 'raw', '-O', 'qcow2', src, theirs)
+
+    assert qemu_img_info(ours)['virtual-size'] == qemu_img_info(theirs)['virtual-size'] == -(-length // 512) * 512
+    assert qemu_compare(ours, theirs, strict=True)
+    assert qemu_compare(ours, src, fmt_b='raw')
+    assert_clean([ours])

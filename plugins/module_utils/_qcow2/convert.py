@@ -32,7 +32,7 @@ from .space import require_space
 
 def _options_for(options, size, backing_file, backing_format):
     opts = CreateOptions(**vars(options)) if options is not None else CreateOptions()
-    opts.size = size
+    opts.size = -(-size // 512) * 512  # a raw source of any length: qemu-img convert rounds up to whole sectors
     opts.backing_file = backing_file or None
     opts.backing_format = backing_format if backing_file else None
     if opts.backing_file:
