@@ -48,7 +48,6 @@ def small_fs(tmp_path: Path):
         subprocess.run(['umount', str(mnt)], check=False)
 
 
-
 _CRASH_POINTS: list[tuple[str, int]] = []
 
 

@@ -168,6 +168,6 @@ def test_safe_rebase_of_an_intermediate_layer(tmp_path):
     assert same_view(ours / 'mid.qcow2', mid_before)
     assert same_view(ours / 'top.qcow2', before)
     assert same_view(ours / 'mid.qcow2', theirs / 'mid.qcow2')
-    assert backing_chain(ours / 'top.qcow2') == [(str(ours / 'top.qcow2'), 'qcow2'), (str(ours / 'mid.qcow2'), 'qcow2'),
-                                                  (str(ours / 'other.qcow2'), 'qcow2')]
+    expected = [(str(ours / name), 'qcow2') for name in ('top.qcow2', 'mid.qcow2', 'other.qcow2')]
+    assert backing_chain(ours / 'top.qcow2') == expected
     assert_clean([ours / 'mid.qcow2', ours / 'top.qcow2', ours / 'other.qcow2'])

@@ -111,5 +111,3 @@ def copy_runs_compressed(source, dest, runs, stats, progress=None, zero_runs="sk
                 if progress is not None:
                     progress(pos + n)
                 pos += n
-
-

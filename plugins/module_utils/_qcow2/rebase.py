@@ -248,5 +248,3 @@ def _write_differing(img, old_buf, new_buf, offset, length, cs, stats, run_start
                     img.write(lo, data)
                     stats.bytes_written += hi - lo
         pos += n
-
-
