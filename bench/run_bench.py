@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) backingchain.qcow2 contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -34,7 +33,7 @@ def timed(cmd, cwd):
     """Wall seconds and peak RSS (MiB) of one command."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    _pid, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit("command failed: %s" % " ".join(cmd))
@@ -198,8 +197,8 @@ def table(rows):
     out = ["| operation | engine (s) | qemu-img (s) | ratio engine/qemu-img | engine peak RSS (MiB) | qemu-img peak RSS (MiB) |",
            "|---|---|---|---|---|---|"]
     for r in rows:
-        out.append("| %s | %.3f | %.3f | %.2f | %.1f | %.1f |" % (r["operation"], r["engine_s"], r["qemu_s"], r["ratio"],
-                                                                 r["engine_rss_mib"], r["qemu_rss_mib"]))
+        values = (r["operation"], r["engine_s"], r["qemu_s"], r["ratio"], r["engine_rss_mib"], r["qemu_rss_mib"])
+        out.append("| %s | %.3f | %.3f | %.2f | %.1f | %.1f |" % values)
     return "\n".join(out)
 
 
