@@ -206,3 +206,25 @@ def test_commit_of_an_empty_overlay_larger_than_its_base_grows_the_base(tmp_path
     assert same_view(mid, theirs / 'mid.qcow2')
     assert_clean([top, mid, base])
     assert api.commit(str(top))['changed'] is False
+
+
+def test_commit_of_zeros_into_a_sparse_raw_base_keeps_it_sparse(tmp_path):
+    """Zero ranges committed into a raw base must not allocate disk space (qemu punches holes / keeps them).
+
+    Fails while RawImage.write_zeroes (plugins/module_utils/_qcow2/raw.py) writes zero bytes instead of
+    deallocating the range (fallocate PUNCH_HOLE|KEEP_SIZE, as qemu's file-posix does): a top zeroed over a
+    sparse 64 MiB raw base makes the commit allocate all 64 MiB in the base.
+    """
+    base = qemu_img_create(tmp_path / 'base.raw', '64M', fmt='raw')
+    qemu_io(base, 'write -P 1 0 1M', fmt='raw')
+    top = qemu_img_create(tmp_path / 'top.qcow2', backing='base.raw', backing_fmt='raw', cwd=tmp_path)
+    qemu_io(top, 'write -z 0 64M')
+    theirs = copy_images(tmp_path, tmp_path / 'qemu')
+
+    api.commit(str(top))
+    qemu_img('commit', '-q', theirs / 'top.qcow2')
+
+    qemu_io(base, 'read -P 0 0 64M', fmt='raw')
+    assert same_view(base, theirs / 'base.raw')
+    assert os.stat(theirs / 'base.raw').st_blocks * 512 < 1024 * 1024  # qemu: holes
+    assert os.stat(base).st_blocks * 512 < 1024 * 1024
