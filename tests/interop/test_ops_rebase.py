@@ -171,3 +171,24 @@ def test_safe_rebase_of_an_intermediate_layer(tmp_path):
     expected = [(str(ours / name), 'qcow2') for name in ('top.qcow2', 'mid.qcow2', 'other.qcow2')]
     assert backing_chain(ours / 'top.qcow2') == expected
     assert_clean([ours / 'mid.qcow2', ours / 'top.qcow2', ours / 'other.qcow2'])
+
+
+@pytest.mark.parametrize('unrelated', [False, True])
+def test_safe_rebase_where_a_zero_range_ends_inside_a_cluster(tmp_path, unrelated):
+    """The dropped layer (512-byte clusters) holds zeros then data inside one 64k cluster of the image: the zeros'
+    copy-on-write must keep the old view for the rest of that cluster, not read the new backing file."""
+    base = qemu_img_create(tmp_path / 'base.qcow2', 2 * 1024 * 1024)
+    qemu_io(base, 'write -P 0x11 0 2M')
+    mid = qemu_img_create(tmp_path / 'mid.qcow2', backing='base.qcow2', options={'cluster_size': 512}, cwd=tmp_path)
+    qemu_io(mid, 'write -P 0x22 0 256k', 'write -z 60k 40k')
+    top = qemu_img_create(tmp_path / 'top.qcow2', backing='mid.qcow2', cwd=tmp_path)
+    before = view_of(top, tmp_path)
+    if unrelated:
+        other = qemu_img_create(tmp_path / 'other.qcow2', 2 * 1024 * 1024)
+        qemu_io(other, 'write -P 0x33 0 2M')
+
+    api.rebase(str(top), 'other.qcow2' if unrelated else 'base.qcow2', 'qcow2')
+
+    qemu_io(top, 'read -P 0x22 0 60k', 'read -P 0 60k 40k', 'read -P 0x22 100k 156k', 'read -P 0x11 256k 1792k')
+    assert same_view(top, before)
+    assert_clean([top])

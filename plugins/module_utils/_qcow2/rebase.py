@@ -158,7 +158,7 @@ class _ZeroesAgainst:
 
     The writer skips (or, in a v2 image, drops) a zero write where nothing lies below, and "below" is about to
     become the new backing file: judged against the old one, a range past the old backing file's end would be
-    left reading the new backing file's data after the switch. Data writes and their copy-on-write keep
+    left reading the new backing file's data after the switch. Data writes and every copy-on-write keep
     reading the old view, which is the view being preserved.
     """
 
@@ -172,11 +172,28 @@ class _ZeroesAgainst:
         self.img.write(offset, data)
 
     def write_zeroes(self, offset, length):
+        """Zero [offset, offset+length). Partial clusters (or subclusters) are written as zero data through the old
+        view, whose copy-on-write keeps the rest of the cluster as the image reads it now; only the aligned middle,
+        which the writer turns into zero clusters without reading anything, is judged against the new backing file."""
         img = self.img
+        geo = img.geo
+        gran = geo.subcluster_size if geo.extended_l2 else geo.cluster_size
+        end = offset + length
+        a = -(-offset // gran) * gran
+        b = end // gran * gran
+        if end == img.size:
+            b = max(b, min(end, -(-end // gran) * gran))  # the last partial cluster is whole for the guest
+        if a >= b:
+            img.write(offset, zero_bytes(length))
+            return
+        if offset < a:
+            img.write(offset, zero_bytes(a - offset))
+        if b < end:
+            img.write(b, zero_bytes(end - b))
         old = img.backing
         img.backing = self.below
         try:
-            img.write_zeroes(offset, length)
+            img.write_zeroes(a, b - a)
         finally:
             img.backing = old
 
