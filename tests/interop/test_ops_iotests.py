@@ -380,3 +380,21 @@ def test_rebase_records_what_it_copies_in_the_images_enabled_bitmap(tmp_path):
     assert ours == [(6 * MiB, 2 * MiB)]
     assert ours == dirty_ranges(theirs / 'top.qcow2', 'top-tracked')
     assert_clean([top])
+
+
+def test_commit_grows_a_base_with_bitmaps_past_their_tables(tmp_path):
+    """The base grows to the top's size: its bitmap tables grow with it, and the committed ranges are recorded."""
+    base = _create(tmp_path, 'base.qcow2', 1 * MiB)
+    qemu_io(base, 'write -P 1 0 1M')
+    qemu_img('bitmap', '--add', '-g', '512', base, 'fine')  # one table cluster covers 256 MiB
+    top = _create(tmp_path, 'top.qcow2', 300 * MiB, backing='base.qcow2')
+    qemu_io(top, 'write -P 2 4k 4k', 'write -P 3 290M 64k')
+    theirs = copy_images(tmp_path, tmp_path / 'qemu')
+
+    api.commit(str(top))
+    qemu_img('commit', '-q', theirs / 'top.qcow2')
+
+    assert_clean([base, top])
+    # the top's 64k clusters are copied whole, as qemu copies them
+    assert dirty_ranges(base, 'fine') == dirty_ranges(theirs / 'base.qcow2', 'fine') == [(0, 64 * KiB), (290 * MiB, 64 * KiB)]
+    qemu_io(base, 'read -P 1 0 4k', 'read -P 2 4k 4k', 'read -P 3 290M 64k')
