@@ -239,3 +239,13 @@ def test_convert_to_an_impossible_destination(chain, dest, match):
     for dry_run in (True, False):
         _refused(chain, InvalidArgumentError, match, api.convert, str(chain / 'top.qcow2'), str(chain / dest),
                  dry_run=dry_run)
+
+
+@pytest.mark.parametrize('backing,fmt,match', [
+    ('base.qcow2', 'raw', 'Backing format mismatch: .*base.qcow2 is a qcow2 image'),
+    ('plain.raw', 'qcow2', 'Backing format mismatch: .*plain.raw is not a qcow2 image'),
+])
+def test_convert_keeping_a_backing_file_of_the_wrong_format(chain, backing, fmt, match):
+    for dry_run in (True, False):
+        _refused(chain, BackingChainError, match, api.convert, str(chain / 'top.qcow2'), str(chain / 'flat.qcow2'),
+                 backing_file=backing, backing_format=fmt, dry_run=dry_run)

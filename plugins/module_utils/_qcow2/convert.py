@@ -23,7 +23,8 @@ from .chain import check_backing_reference, detect_format, open_chain, DEFAULT_P
 from .compressed_writer import copy_runs_compressed
 from .copyview import CopyStats, copy_runs
 from .create import CreateOptions, create
-from .errors import ImageLockedError, InvalidArgumentError
+from .errors import BackingChainError, ImageLockedError, InvalidArgumentError
+from .image import probe_is_qcow2
 from .locking import holders_conflict
 from .measure import measure_chain
 from .segments import RUN_BELOW, RUN_ZERO, data_bytes, layer_runs
@@ -62,6 +63,9 @@ def convert(source, dest, compress=False, backing_file=None, backing_format=None
             target = check_backing_reference(backing_file, dest, policy)
             if same_file(target, dest):
                 raise InvalidArgumentError("Destination %s would be its own backing file (%s)" % (dest, backing_file), dest)
+            if os.path.exists(target) and probe_is_qcow2(target) != (backing_format == "qcow2"):
+                raise BackingChainError("Backing format mismatch: %s is %sa qcow2 image (backing_format=%s for %s)"
+                                        % (target, "" if backing_format == "raw" else "not ", backing_format, dest), dest)
             stop = next((img for img in chain.images[1:] if same_file(img.path, target)), None)
             outside = stop is None
             if outside:
