@@ -55,7 +55,7 @@ V2 = {'cluster_size': 16384, 'compat': '0.10'}  # v2 has no zero clusters: zeros
 CHAINS = {
     # mid shorter than base, top longer than both: commit grows mid over base's data, re-points past mid's end
     'short-mid': [BASE, MID_SHORT, TOP],
-    'v2': [BASE._replace(options=V2, size=3 * MiB, steps=('write -P 0x11 0 256k', 'write -P 0x12 2M 1M')),
+    'v2': [BASE._replace(options=V2, size=2 * MiB + 512 * 1024, steps=('write -P 0x11 0 256k', 'write -P 0x12 2M 512k')),
            MID_SHORT._replace(options=V2),
            TOP._replace(options=V2)],
     'snapshots': [BASE._replace(steps=BASE.steps + ('snapshot b1', 'write -P 0x14 0 64k')), MID_SHORT,
