@@ -192,3 +192,19 @@ def test_safe_rebase_where_a_zero_range_ends_inside_a_cluster(tmp_path, unrelate
     qemu_io(top, 'read -P 0x22 0 60k', 'read -P 0 60k 40k', 'read -P 0x22 100k 156k', 'read -P 0x11 256k 1792k')
     assert same_view(top, before)
     assert_clean([top])
+
+
+def test_in_chain_rebase_copies_only_what_the_dropped_layers_hold(tmp_path):
+    """Metadata decides: only the dropped layer's 64k can differ, not the 64M of data the new base holds."""
+    base = qemu_img_create(tmp_path / 'base.qcow2', 64 * 1024 * 1024)
+    qemu_io(base, 'write -P 1 0 64M')
+    mid = qemu_img_create(tmp_path / 'mid.qcow2', backing='base.qcow2', cwd=tmp_path)
+    qemu_io(mid, 'write -P 2 1M 64k')
+    top = qemu_img_create(tmp_path / 'top.qcow2', backing='mid.qcow2', cwd=tmp_path)
+    before = view_of(top, tmp_path)
+
+    result = api.rebase(str(top), 'base.qcow2', 'qcow2')
+
+    assert result['bytes_copied'] == 64 * 1024
+    assert same_view(top, before)
+    assert [(e['start'], e['length']) for e in qemu_img_map(top) if e['depth'] == 0 and e['data']] == [(1024 * 1024, 65536)]
