@@ -102,15 +102,20 @@ def test_commit_with_a_base_not_below_the_top(chain, top, base, match):
 ])
 def test_commit_refuses_images_a_running_qemu_holds(chain, held, read_only, top):
     with qemu_io_holding(chain / held, read_only=read_only):
-        _refused(chain, ImageLockedError, r'Failed to get "write" lock\nIs another process using the image',
-                 api.commit, str(chain / 'top.qcow2'), top=str(chain / top) if top else None)
+        for dry_run in (True, False):  # check mode fails the same way
+            _refused(chain, ImageLockedError, r'Failed to get "write" lock\nIs another process using the image',
+                     api.commit, str(chain / 'top.qcow2'), top=str(chain / top) if top else None, dry_run=dry_run)
+        _refused(chain, ImageLockedError, 'Is another process using the image', api.plan_commit, str(chain / 'top.qcow2'),
+                 top=str(chain / top) if top else None)
 
 
 def test_commit_refuses_a_base_another_running_vm_reads(chain):
     """A golden image: a second overlay of base is open in qemu, which forbids writes to base."""
     qemu_img_create(chain / 'vm2.qcow2', backing='base.qcow2', cwd=chain)
     with qemu_io_holding(chain / 'vm2.qcow2'):
-        _refused(chain, ImageLockedError, 'base.qcow2', api.commit, str(chain / 'top.qcow2'), base=str(chain / 'base.qcow2'))
+        for dry_run in (True, False):
+            _refused(chain, ImageLockedError, 'base.qcow2', api.commit, str(chain / 'top.qcow2'),
+                     base=str(chain / 'base.qcow2'), dry_run=dry_run)
 
 
 def test_commit_refuses_when_the_base_filesystem_is_too_small(small_fs):
@@ -179,8 +184,9 @@ def test_rebase_with_bad_arguments(chain, backing, fmt, exc, match):
 @pytest.mark.parametrize('held,unsafe', [('top.qcow2', False), ('top.qcow2', True), ('other.qcow2', False)])
 def test_rebase_refuses_images_a_running_qemu_holds(chain, held, unsafe):
     with qemu_io_holding(chain / held):
-        _refused(chain, ImageLockedError, 'Is another process using the image', api.rebase, str(chain / 'top.qcow2'),
-                 'other.qcow2', 'qcow2', unsafe=unsafe)
+        for dry_run in (True, False):
+            _refused(chain, ImageLockedError, 'Is another process using the image', api.rebase, str(chain / 'top.qcow2'),
+                     'other.qcow2', 'qcow2', unsafe=unsafe, dry_run=dry_run)
 
 
 def test_flatten_refuses_when_the_filesystem_is_too_small(small_fs):

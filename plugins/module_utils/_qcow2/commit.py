@@ -23,7 +23,8 @@ import time
 from .backing_name import name_for, same_file, set_backing
 from .chain import open_chain
 from .copyview import CopyStats, copy_runs
-from .errors import InvalidArgumentError, Qcow2Error
+from .errors import ImageLockedError, InvalidArgumentError, Qcow2Error
+from .locking import holders_conflict
 from .metadata_commit import PlannedState, apply_state
 from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, layer_runs
 from .space import require_space
@@ -47,7 +48,10 @@ def _holds_data(img):
 def plan(path, top=None, base=None, policy=None):
     """What commit would do, without writing: a dict (see commit())."""
     with open_chain(path, force_share=True, policy=policy) as chain:
-        return _plan(chain, path, top, base, policy)
+        result = _plan(chain, path, top, base, policy)
+        if result["changed"]:
+            _refuse_held(chain, result)
+        return result
 
 
 def _left_chain(top, chain, policy):
@@ -57,6 +61,16 @@ def _left_chain(top, chain, policy):
             return any(same_file(img.path, member.path) for img in own.images[1:] for member in chain.images)
     except Qcow2Error:
         return False
+
+
+def _refuse_held(chain, result):
+    """Check mode: the locks the real run will take must be free (a running qemu holding an image makes it fail)."""
+    ti = _index_of(chain, result["top"])
+    writes = [result["base"], chain.images[ti - 1].path if ti > 0 else chain.images[0].path]
+    for img in chain.images:
+        conflict = holders_conflict(img.path, any(same_file(img.path, w) for w in writes))
+        if conflict:
+            raise ImageLockedError(conflict, img.path)
 
 
 def _plan(chain, path, top, base, policy=None):
@@ -104,6 +118,8 @@ def commit(path, top=None, base=None, remove_committed=False, policy=None, dry_r
     started = time.time()
     with open_chain(path, force_share=True, policy=policy) as chain:
         result = _plan(chain, path, top, base, policy)
+        if dry_run and result["changed"]:
+            _refuse_held(chain, result)
         if not result["changed"] or dry_run:
             if dry_run and remove_committed:
                 result["removed"] = list(result["committed"])

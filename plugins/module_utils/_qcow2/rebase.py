@@ -23,7 +23,8 @@ import time
 from .backing_name import same_file, set_backing
 from .chain import check_backing_reference, open_chain, resolve_backing_path
 from .copyview import CopyStats, copy_runs
-from .errors import BackingChainError, InvalidArgumentError, Qcow2Error
+from .errors import BackingChainError, ImageLockedError, InvalidArgumentError, Qcow2Error
+from .locking import holders_conflict
 from .image import probe_is_qcow2
 from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, layer_runs, sweep
 from .space import require_space
@@ -58,6 +59,8 @@ def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, d
         old_name and backing_file and same_file(resolve_backing_path(path, old_name), new_path))
     result["changed"] = True
     result["header_only"] = bool(header_only)
+    if dry_run:
+        _refuse_held(path, new_path, not header_only, policy)
     if header_only:
         if not dry_run:
             with open_chain(path, fmt="qcow2", writable=True, backing=False) as chain:
@@ -78,6 +81,22 @@ def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, d
 def _default_policy():
     from .chain import DEFAULT_POLICY
     return DEFAULT_POLICY
+
+
+def _refuse_held(path, new_path, safe, policy):
+    """Check mode: the locks the real run will take must be free. It writes the image; a safe rebase also reads
+    the old backing chain and the new backing file's chain."""
+    reads = []
+    for top in ((path, new_path) if new_path else (path,)) if safe else ():
+        try:
+            with open_chain(top, force_share=True, policy=policy) as chain:
+                reads.extend(img.path for img in chain.images if not same_file(img.path, path))
+        except Qcow2Error:
+            pass  # the real run reports what cannot be opened
+    for candidate, write in [(path, True)] + [(p, False) for p in reads]:
+        conflict = holders_conflict(candidate, write)
+        if conflict:
+            raise ImageLockedError(conflict, candidate)
 
 
 def _check_old_chain(path, policy):
