@@ -209,11 +209,8 @@ def test_commit_of_an_empty_overlay_larger_than_its_base_grows_the_base(tmp_path
 
 
 def test_commit_of_zeros_into_a_sparse_raw_base_keeps_it_sparse(tmp_path):
-    """Zero ranges committed into a raw base must not allocate disk space (qemu punches holes / keeps them).
-
-    Fails while RawImage.write_zeroes (plugins/module_utils/_qcow2/raw.py) writes zero bytes instead of
-    deallocating the range (fallocate PUNCH_HOLE|KEEP_SIZE, as qemu's file-posix does): a top zeroed over a
-    sparse 64 MiB raw base makes the commit allocate all 64 MiB in the base.
+    """Zero ranges committed into a raw base must not allocate disk space: RawImage.write_zeroes punches a
+    hole (fallocate PUNCH_HOLE|KEEP_SIZE, as qemu's file-posix does) instead of writing 64 MiB of zeros.
     """
     base = qemu_img_create(tmp_path / 'base.raw', '64M', fmt='raw')
     qemu_io(base, 'write -P 1 0 1M', fmt='raw')

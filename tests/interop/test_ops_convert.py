@@ -26,6 +26,7 @@ from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     qemu_img_info,
     qemu_img_map,
     qemu_io,
+    qemu_io_holding,
 )
 
 
@@ -224,3 +225,18 @@ def test_convert_a_raw_file_of_any_length(tmp_path, length):
     assert qemu_compare(ours, theirs, strict=True)
     assert qemu_compare(ours, src, fmt_b='raw')
     assert_clean([ours])
+
+
+def test_convert_removes_what_an_interrupted_run_left_but_not_a_live_run_s_file(tmp_path):
+    """A crash leaves .DEST.*.tmp beside the destination; the next run deletes it, unless a process (a
+    concurrent convert) still holds it locked."""
+    src = qemu_img_create(tmp_path / 'src.qcow2', '4M')
+    qemu_io(src, 'write -P 5 0 1M')
+    stale = tmp_path / '.out.qcow2.crashed.tmp'
+    stale.write_bytes(b'left by a killed run')
+    held = qemu_img_create(tmp_path / '.out.qcow2.running.tmp', '1M')
+    with qemu_io_holding(held):
+        api.convert(str(src), str(tmp_path / 'out.qcow2'))
+        assert not stale.exists()
+        assert held.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['.out.qcow2.running.tmp', 'out.qcow2', 'src.qcow2']

@@ -208,3 +208,38 @@ def test_in_chain_rebase_copies_only_what_the_dropped_layers_hold(tmp_path):
     assert result['bytes_copied'] == 64 * 1024
     assert same_view(top, before)
     assert [(e['start'], e['length']) for e in qemu_img_map(top) if e['depth'] == 0 and e['data']] == [(1024 * 1024, 65536)]
+
+
+def test_safe_rebase_of_a_standalone_image_keeps_its_zeros_like_qemu(tmp_path):
+    """An image without a backing file reads zeros where it is unallocated; a safe rebase onto a base full of
+    data must keep those zeros (qemu-img rebase does), and check mode predicts the bytes it then writes."""
+    img = qemu_img_create(tmp_path / 'img.qcow2', '8M')
+    qemu_io(img, 'write -P 3 1M 1M')
+    base = qemu_img_create(tmp_path / 'base.qcow2', '8M')
+    qemu_io(base, 'write -P 9 0 8M')
+    theirs = tmp_path / 'theirs'
+    theirs.mkdir()
+    for name in ('img.qcow2', 'base.qcow2'):
+        qemu_img('convert', '-O', 'qcow2', tmp_path / name, theirs / name)
+    before = view_of(img, tmp_path)
+
+    planned = api.rebase(str(img), 'base.qcow2', 'qcow2', dry_run=True)
+    done = api.rebase(str(img), 'base.qcow2', 'qcow2')
+    qemu_img('rebase', '-q', '-b', 'base.qcow2', '-F', 'qcow2', theirs / 'img.qcow2', cwd=theirs)
+
+    assert planned['changed'] and done['changed']
+    assert planned['bytes_copied'] == done['bytes_copied'] == 7 * 1024 * 1024
+    assert same_view(img, before) and same_view(img, theirs / 'img.qcow2')
+    assert backing_chain(img)[1:] == [(str(base), 'qcow2')]
+    assert_clean([img])
+
+
+def test_check_mode_predicts_the_bytes_of_an_in_chain_rebase(tmp_path):
+    layers, before, ours, _theirs = _setup(tmp_path, THREE_DEEP[0])
+    top = ours / layers[-1].name
+    base_name = layers[0].name
+    base_format = formats(layers)[base_name]
+    planned = api.rebase(str(top), base_name, base_format, dry_run=True)
+    done = api.rebase(str(top), base_name, base_format)
+    assert planned['bytes_copied'] == done['bytes_copied'] > 0
+    assert same_view(top, before)

@@ -85,6 +85,7 @@ def convert(source, dest, compress=False, backing_file=None, backing_format=None
             return result
         require_space(dest, measured["required"], "writing %s" % dest)
         directory = os.path.dirname(os.path.abspath(dest))
+        _remove_stale_temporaries(directory, os.path.basename(dest))
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".tmp", dir=directory)
         os.close(fd)
         try:
@@ -133,6 +134,23 @@ def _zeros_past(runs, end):
         else:
             out.append((start, stop, kind))
     return out
+
+
+def _remove_stale_temporaries(directory, name):
+    """Delete what an interrupted earlier run left (.NAME.*.tmp) unless a live run still holds it locked."""
+    prefix, suffix = "." + name + ".", ".tmp"
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.startswith(prefix) and entry.endswith(suffix):
+            path = os.path.join(directory, entry)
+            try:
+                if os.path.isfile(path) and holders_conflict(path, True) is None:
+                    os.unlink(path)
+            except OSError:
+                continue
 
 
 def _umask():

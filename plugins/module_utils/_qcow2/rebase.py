@@ -22,7 +22,7 @@ import time
 
 from .backing_name import same_file, set_backing
 from .chain import check_backing_reference, open_chain, resolve_backing_path
-from .copyview import CopyStats, copy_runs
+from .copyview import CopyStats, copy_runs, planned_bytes
 from .errors import BackingChainError, ImageLockedError, InvalidArgumentError, Qcow2Error
 from .locking import holders_conflict
 from .image import probe_is_qcow2
@@ -72,10 +72,26 @@ def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, d
         raise BackingChainError("New backing file '%s' of '%s' could not be opened: No such file or directory (a safe "
                                 "rebase reads it; mode=unsafe records a backing file that does not exist yet)"
                                 % (new_path, path), path)
-    if not dry_run:
+    if dry_run:
+        result["bytes_copied"] = _estimate(path, new_path, new_format, policy)
+    else:
         result["bytes_copied"] = _safe_rebase(path, backing_file, new_path, new_format, policy)
     result["duration"] = time.time() - started
     return result
+
+
+def _estimate(path, new_path, new_format, policy):
+    """Check mode's figure: what an in-chain rebase or a flatten will copy, or at most what an unrelated base
+    makes it compare and copy (metadata only, no guest data read)."""
+    with open_chain(path, fmt="qcow2", force_share=True, policy=policy) as old_chain:
+        img = old_chain.top
+        in_chain = next((layer for layer in old_chain.images[1:] if new_path and same_file(layer.path, new_path)), None)
+        if in_chain is not None or new_path is None:
+            dropped = [r for r in layer_runs(img.backing, in_chain, 0, img.size) if r[2] in (RUN_DATA, RUN_ZERO)]
+            return planned_bytes(_subtract_allocated(img, dropped), img.cluster_size, img.size,
+                                 "zero" if new_path is not None else "skip")
+        with open_chain(new_path, fmt=new_format, force_share=True, policy=policy) as new_chain:
+            return sum(end - start for start, end in _candidates(img, new_chain.top))
 
 
 def _default_policy():
@@ -145,9 +161,7 @@ def _check_format(new_path, fmt, path):
 def _safe_rebase(path, backing_file, new_path, new_format, policy):
     with open_chain(path, fmt="qcow2", writable=True, policy=policy) as old_chain:
         img = old_chain.top
-        if img.backing is None:
-            raise InvalidArgumentError("%s has no backing file; nothing to rebase from (use mode=unsafe to add one)" % path)
-        stats = CopyStats()
+        stats = CopyStats()  # a standalone image reads zeros below: a safe rebase keeps that view too
         in_chain = None
         if new_path is not None:
             for layer in old_chain.images[1:]:
@@ -234,18 +248,7 @@ def _copy_differences(img, new_top, stats):
     old_buf, new_buf = bytearray(chunk), bytearray(chunk)
     old_view, new_view = memoryview(old_buf), memoryview(new_buf)
     zeroes = _ZeroesAgainst(img, new_top)
-    own = layer_runs(img, img.backing, 0, img.size)
-    old = layer_runs(img.backing, None, 0, img.size)
-    new = layer_runs(new_top, None, 0, min(img.size, new_top.size))
-    candidates = []
-    for start, end, (own_kind, old_kind, new_kind) in sweep(own, old, new):
-        # where the image decides nothing and at least one view holds data, the views may differ
-        if own_kind == RUN_BELOW and RUN_DATA in (old_kind, new_kind):
-            if candidates and candidates[-1][1] == start:
-                candidates[-1] = (candidates[-1][0], end)
-            else:
-                candidates.append((start, end))
-    for start, end in candidates:
+    for start, end in _candidates(img, new_top):
         pos = (start // cs) * cs
         stop = min(img.size, -(-end // cs) * cs)
         while pos < stop:
@@ -255,6 +258,21 @@ def _copy_differences(img, new_top, stats):
             if old_buf[:n] != new_buf[:n]:
                 _write_differing(zeroes, old_buf, new_buf, pos, n, cs, stats, start, end)
             pos += n
+
+
+def _candidates(img, new_top):
+    """Ranges where the image decides nothing and the old or the new view holds data: only there can they differ."""
+    own = layer_runs(img, img.backing, 0, img.size)
+    old = layer_runs(img.backing, None, 0, img.size)
+    new = layer_runs(new_top, None, 0, min(img.size, new_top.size))
+    candidates = []
+    for start, end, (own_kind, old_kind, new_kind) in sweep(own, old, new):
+        if own_kind == RUN_BELOW and RUN_DATA in (old_kind, new_kind):
+            if candidates and candidates[-1][1] == start:
+                candidates[-1] = (candidates[-1][0], end)
+            else:
+                candidates.append((start, end))
+    return candidates
 
 
 def _read_view(top, view, offset):
