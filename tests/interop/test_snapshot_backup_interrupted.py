@@ -12,6 +12,7 @@ qemu-img checks the result.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -106,7 +107,7 @@ def _exporting(setup):
 @pytest.mark.parametrize("kill_point", ["overlay", "export"])
 def test_killed_backup_is_committed_back_and_redone(setup, kill_point):
     overlay, image, backups = setup["overlay"], setup["image"], setup["backup_dir"]
-    ready = (lambda: overlay.exists()) if kill_point == "overlay" else (lambda: _exporting(setup))
+    ready = overlay.exists if kill_point == "overlay" else functools.partial(_exporting, setup)
 
     _run_and_kill(setup, ready)
 
