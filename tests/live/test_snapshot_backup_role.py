@@ -7,6 +7,7 @@ snapshot, export of the frozen image while the guest writes, active commit with 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -26,6 +27,17 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._live.snapshot 
 STAMP_TIME = 1767225600  # 2026-01-01T00:00:00Z
 STAMP = "2026-01-01"
 SUFFIX = ".backup-overlay.qcow2"
+
+RESTORE_PLAYBOOK = """
+- name: Restore
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Restore
+      ansible.builtin.include_role:
+        name: backingchain.qcow2.snapshot_backup
+        tasks_from: restore
+"""
 
 PLAYBOOK = """
 - name: Back up, then keep the report
@@ -59,7 +71,8 @@ def collections_path():
 class Backup:
     """The role run by ansible-playbook on one domain disk, backups under ``work/backups``."""
 
-    def __init__(self, collections: Path, work: Path, domain: str):
+    def __init__(self, collections: Path, work: Path, domain: str, **extra):
+        self.collections = collections
         self.work = work
         self.backups = work / "backups" / ("%s-vda" % domain)
         self.report_file = work / "report.json"
@@ -71,6 +84,7 @@ class Backup:
             "report_file": str(self.report_file),
             "ansible_python_interpreter": sys.executable,
         }
+        settings.update(extra)
         (work / "settings.json").write_text(json.dumps(settings))
         (work / "playbook.yml").write_text(PLAYBOOK)
         self.argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", "-c", "local",
@@ -89,6 +103,15 @@ class Backup:
 
     def run(self) -> dict:
         return self.finish(self.start())
+
+    def restore(self, **settings) -> None:
+        """tasks_from: restore with these variables (and the backup directory)."""
+        (self.work / "restore.yml").write_text(RESTORE_PLAYBOOK)
+        (self.work / "restore.json").write_text(json.dumps(dict(settings, snapshot_backup_dir=str(self.work / "backups"),
+                                                                ansible_python_interpreter=sys.executable)))
+        argv = self.argv[:5] + [str(self.work / "restore.yml"), "-e", "@%s" % (self.work / "restore.json")]
+        proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
     def manifest(self) -> dict:
         return json.loads((self.backups / ("%s.manifest.json" % STAMP)).read_text())
@@ -207,3 +230,36 @@ def test_running_domain_left_on_overlay(collections_path, make_domain, image_dir
     assert reads_pattern(backup.file, 0x66, 2 * MiB, MiB)
     stop_gracefully(dom)
     assert reads_pattern(image, 0x66, 2 * MiB, MiB)
+
+
+def test_instant_restore_boots_and_is_finished_while_running(collections_path, make_domain, image_dir):
+    image = create_image(str(image_dir / "src.qcow2"), "16M")
+    write_offline(image, 0x77, 0, 2 * MiB)
+    source = make_domain(image, start=False)
+    # qemu (libvirt-qemu) must reach the backup that the instant restore boots from
+    backup = Backup(collections_path, image_dir, source.name(), snapshot_backup_dir_mode="0755")
+    assert backup.run()["action"] == "created"
+    restored = str(image_dir / "restored.qcow2")
+    pin = backup.backups / ("%s.pin-%s.json" % (STAMP, hashlib.sha1(restored.encode()).hexdigest()[:12]))
+
+    backup.restore(snapshot_backup_restore_name="%s-vda" % source.name(), snapshot_backup_restore_mode="instant",
+                   snapshot_backup_restore_path=restored)
+
+    assert image_info_chain(restored)[0]["backing-filename"] == backup.file
+    assert pin.exists()
+    dom = make_domain(restored)  # boots at once from the backup
+    guest_write(dom, 0x78, MiB, MiB)
+    guest_flush(dom)
+
+    backup.restore(snapshot_backup_restore_mode="finish", snapshot_backup_restore_path=restored,
+                   snapshot_backup_restore_domain=dom.name())
+
+    assert dom.isActive()
+    assert live_chain(dom, "vda") == [restored]
+    assert current_job(dom, "vda") is None
+    assert not pin.exists()
+    stop_gracefully(dom)
+    assert "backing-filename" not in image_info_chain(restored)[0]
+    assert reads_pattern(restored, 0x77, 0, MiB) and reads_pattern(restored, 0x78, MiB, MiB)
+    # the backup itself never changed
+    assert reads_pattern(backup.file, 0x77, 0, 2 * MiB)
