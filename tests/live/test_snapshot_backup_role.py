@@ -52,6 +52,7 @@ PLAYBOOK = """
         content: "{{ snapshot_backup_report | to_nice_json }}"
         dest: "{{ report_file }}"
         mode: "0644"
+      check_mode: false
 """
 
 
@@ -92,8 +93,9 @@ class Backup:
         self.env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_NOCOLOR="1",
                         ANSIBLE_LOCALHOST_WARNING="0")
 
-    def start(self) -> subprocess.Popen:
-        return subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    def start(self, check: bool = False) -> subprocess.Popen:
+        return subprocess.Popen(self.argv + (["--check"] if check else []), env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
 
     def finish(self, proc: subprocess.Popen) -> dict:
         out = proc.communicate(timeout=600)[0]
@@ -101,8 +103,12 @@ class Backup:
         self.output = out
         return json.loads(self.report_file.read_text())["disks"][0]
 
-    def run(self) -> dict:
-        return self.finish(self.start())
+    def run(self, check: bool = False) -> dict:
+        return self.finish(self.start(check))
+
+    def check(self) -> dict:
+        """A --check run: the report of the plan (written by the test's own task, which runs for real)."""
+        return self.run(check=True)
 
     def restore(self, **settings) -> None:
         """tasks_from: restore with these variables (and the backup directory)."""
@@ -141,6 +147,11 @@ def test_running_domain(collections_path, make_domain, image_dir, conn):
     guest_flush(dom)
     overlay = str(image_dir / ("web" + SUFFIX))
     backup = Backup(collections_path, image_dir, dom.name())
+
+    plan = backup.check()
+    assert plan["action"] == "planned" and plan["source"]["state"] == "running"
+    assert live_chain(dom, "vda") == [image, base]
+    assert not os.path.exists(overlay) and not backup.backups.exists()
 
     proc = backup.start()
     deadline = time.monotonic() + 120
@@ -216,6 +227,11 @@ def test_running_domain_left_on_overlay(collections_path, make_domain, image_dir
     guest_flush(dom)
     assert live_chain(dom, "vda") == [overlay, image]
     backup = Backup(collections_path, image_dir, dom.name())
+
+    plan = backup.check()
+    assert plan["recovered"] == [overlay] and plan["action"] == "planned"
+    assert live_chain(dom, "vda") == [overlay, image] and current_job(dom, "vda") is None
+    assert not backup.backups.exists()
 
     report = backup.run()
 
