@@ -45,6 +45,8 @@ def _make_collection_importable() -> str | None:
 
 
 _COLLECTION_ROOT = _make_collection_importable()
+# ansible (tests/live/module_runner.py) finds the collection here, as ansible_collections/backingchain/qcow2.
+os.environ["BCQ_LIVE_COLLECTIONS_PATH"] = _COLLECTION_ROOT or str(REPO.parents[2])
 
 
 def pytest_unconfigure(config):

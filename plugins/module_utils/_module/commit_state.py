@@ -13,6 +13,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._module.describ
     read_chain,
     underscore_keys,
 )
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_args import block_job_argument_spec, domain_argument_spec
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.files import refuse_if_locked, same_file
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import Operation
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
@@ -27,7 +28,19 @@ def commit_argument_spec():
         top=dict(type="path"),
         base=dict(type="path"),
         remove_committed=dict(type="bool", default=False),
-    ))
+    )).merge(domain_argument_spec()).merge(block_job_argument_spec())
+
+
+def check_commit_can_write(infos, planned):
+    """Fail now where the engine's commit would: on qemu's lock (the engine writes base and the image that
+    gets re-pointed, or top when top is the chain's first image, and reads the rest), or on free space in
+    base. infos: the chain, top first. Returns the chain indexes of top and base."""
+    ti, bi = _index(infos, planned["top"]), _index(infos, planned["base"])
+    written = {bi, ti - 1 if ti > 0 else ti}
+    for i in range(len(infos)):
+        refuse_if_locked(infos[i]["filename"], write=i in written)
+    require_space(planned["base"], planned["bytes_copied"], "commit into %s" % planned["base"])
+    return ti, bi
 
 
 def _index(infos, path):
@@ -54,17 +67,8 @@ class CommitOperation(Operation):
         if not self.changed:
             self.diff_after = dict(self.diff_before)
             return
-        ti, bi = _index(infos, self.planned["top"]), _index(infos, self.planned["base"])
-        self._refuse_locked(infos, ti, bi)
-        require_space(self.planned["base"], self.planned["bytes_copied"], "commit into %s" % self.planned["base"])
+        ti, bi = check_commit_can_write(infos, self.planned)
         self.diff_after = {"path": self.path, "chain": self._chain_after(chain, ti, bi)}
-
-    def _refuse_locked(self, infos, ti, bi):
-        """The engine writes base and the image that gets re-pointed (or top, when top is path), and reads
-        the rest: fail now, with qemu's message, where the real run would fail on the lock."""
-        written = {bi, ti - 1 if ti > 0 else ti}
-        for i in range(len(infos)):
-            refuse_if_locked(infos[i]["filename"], write=i in written)
 
     def _chain_after(self, chain, ti, bi):
         """Path's chain once top..base-1 are committed: those layers leave (top stays when it is path)."""

@@ -11,6 +11,7 @@ import contextlib
 
 from ansible.module_utils.basic import missing_required_lib
 
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import deps
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import ChainPolicy
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import MissingDependencyError, Qcow2Error
@@ -45,5 +46,8 @@ def engine_errors(module):
         module.fail_json(msg=missing_required_lib(err.library), exception=err.import_error)
     except Qcow2Error as err:
         module.fail_json(msg=str(err))
+    except LiveError as err:
+        # A block job that failed or timed out reports its progress and what was done about it.
+        module.fail_json(msg=str(err), **dict((key, err.details[key]) for key in ("job",) if key in err.details))
     except OSError as err:
         module.fail_json(msg=os_error_message(err))

@@ -12,6 +12,7 @@ between the two can only come from apply, which must do exactly what plan decide
 from __future__ import annotations
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.engine import chain_policy, engine_errors, require_engine
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.lock_holders import naming_lock_holders
 
 
 class Operation:
@@ -51,9 +52,12 @@ class Operation:
 
 
 def run_operation(module, operation_class):
-    """Plan, apply unless check mode, exit; every engine error ends in fail_json."""
+    """Plan, apply unless check mode, exit; every engine error ends in fail_json.
+
+    operation_class may be a function of the module choosing the class (offline, live, shut-off domain).
+    """
     require_engine(module)
-    with engine_errors(module):
+    with engine_errors(module), naming_lock_holders(module.params):
         operation = operation_class(module)
         operation.plan()
         if operation.changed and not operation.check_mode:

@@ -16,6 +16,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._module.describ
     read_chain,
     underscore_keys,
 )
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_args import block_job_argument_spec, domain_argument_spec
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.files import refuse_if_locked, same_file
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import Operation
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
@@ -30,7 +31,7 @@ def rebase_argument_spec():
         backing_file=dict(type="str", required=True),
         backing_format=dict(type="str", default="qcow2", choices=["qcow2", "raw"]),
         mode=dict(type="str", default="safe", choices=["safe", "unsafe"]),
-    ))
+    )).merge(domain_argument_spec()).merge(block_job_argument_spec())
 
 
 class RebaseOperation(Operation):

@@ -5,9 +5,10 @@
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
 """External snapshots: a new qcow2 overlay becomes the writable top, the image below it its backing file.
 
-Backends decide where the snapshot is taken. OfflineExternalSnapshot writes the overlay itself and
-needs the image to be idle; a backend for running domains (libvirt) plugs in through
-select_external_backend() with the same plan/apply/results interface.
+Backends decide where the snapshot is taken, chosen by snapshot_backends.select_external_backend(): OfflineExternalSnapshot
+writes the overlay itself and needs the image to be idle; with ``domain`` set, LiveExternalSnapshot has
+libvirt take it on a running domain and ShutOffExternalSnapshot writes it offline, then points the
+domain's definition at it.
 """
 
 from __future__ import annotations
@@ -116,12 +117,12 @@ class OfflineExternalSnapshot(ExternalSnapshotBackend):
             self.module.atomic_move(tmp, self.overlay)
 
     def results(self):
-        if not os.path.exists(self.overlay):
-            return {}
-        infos = read_chain(self.overlay, self.policy)
-        return {"overlay": underscore_keys(infos[0]), "chain": underscore_keys(infos)}
+        return overlay_results(self.overlay, self.policy)
 
 
-def select_external_backend(module, path, overlay, policy):
-    """The backend for this task; only offline so far."""
-    return OfflineExternalSnapshot(module, path, overlay, policy)
+def overlay_results(overlay, policy):
+    """The overlay and its chain as the module returns them; nothing before the overlay exists."""
+    if not os.path.exists(overlay):
+        return {}
+    infos = read_chain(overlay, policy)
+    return {"overlay": underscore_keys(infos[0]), "chain": underscore_keys(infos)}

@@ -63,6 +63,6 @@ def compare_with_snapshot(path, snapshot_id):
         active = current_l2_offsets(img)
         saved = current_l2_offsets(img, sn.l1_table_offset, sn.l1_size)
         length = max(len(active), len(saved))
-        active += [0] * (length - len(active))
-        saved += [0] * (length - len(saved))
+        active.frombytes(bytes(8 * (length - len(active))))
+        saved.frombytes(bytes(8 * (length - len(saved))))
         return all(_same_table(img, a, s) for a, s in zip(active, saved)), sn.disk_size

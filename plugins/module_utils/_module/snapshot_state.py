@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.describe import describe_chain, read_chain, underscore_keys
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_args import domain_argument_spec
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.files import refuse_if_locked
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import Operation
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.snapshot_external import select_external_backend
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.snapshot_backends import select_external_backend
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.snapshot_internal import (
     compare_with_snapshot,
     only_snapshot_named,
@@ -28,9 +29,12 @@ def snapshot_argument_spec():
             type=dict(type="str", default="internal", choices=["internal", "external"]),
             state=dict(type="str", default="present", choices=["present", "absent", "reverted"]),
             overlay=dict(type="path"),
+            quiesce=dict(type="bool", default=False),
+            metadata=dict(type="bool", default=False),
         ),
-        required_if=[("type", "internal", ("name",)), ("type", "external", ("overlay",))],
-    )
+        required_if=[("type", "internal", ("name",)), ("type", "external", ("overlay",)),
+                     ("quiesce", True, ("domain",)), ("metadata", True, ("domain",))],
+    ).merge(domain_argument_spec())
 
 
 class SnapshotOperation(Operation):
@@ -56,6 +60,9 @@ class SnapshotOperation(Operation):
             return
         if self.params["overlay"] is not None:
             raise InvalidArgumentError("overlay is only used with type=external")
+        if self.params["domain"]:
+            raise InvalidArgumentError("domain is only used with type=external: internal snapshots of a running domain's "
+                                       "image are not supported")
         self._plan_internal()
 
     def _plan_internal(self):
@@ -101,6 +108,7 @@ class SnapshotOperation(Operation):
     def apply(self):
         if self.external is not None:
             self.external.apply()
+            self.diff_after = self.external.diff_after
         elif self.state == "present":
             api.create_snapshot(self.path, self.name)
         elif self.state == "absent":

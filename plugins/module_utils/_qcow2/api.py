@@ -15,7 +15,7 @@ from __future__ import annotations
 from .chain import ChainPolicy, open_chain
 from .create import CreateOptions
 from .errors import InvalidArgumentError
-from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, classify
+from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, classify, nonzero_entries
 
 # Operations are imported where they are used: a module needs one of them, and start-up time counts
 # (qcow2_info on a 1000-deep chain is benchmarked against qemu-img info).
@@ -86,7 +86,7 @@ def allocated_bytes(img):
         return img.size
     geo = img.geo
     total = 0
-    for l1_index in range(len(img.l1)):
+    for l1_index, _entry in nonzero_entries(img.l1):
         table = img.l2_table_offset(l1_index)
         if not table:
             continue

@@ -134,4 +134,4 @@ def _grow(img, size):
 
 def _make_empty(img):
     """Drop every cluster of the active state (snapshots keep theirs), atomically."""
-    apply_state(img, PlannedState(img.size, [0] * len(img.l1), [s.copy() for s in img.snapshot_list()]))
+    apply_state(img, PlannedState(img.size, bytes(8 * len(img.l1)), [s.copy() for s in img.snapshot_list()]))

@@ -71,6 +71,7 @@ class BlockFile:
         except OSError as exc:
             _raise_os_error(exc, path, "opening")
         self.data_written = False
+        self.written_end = 0  # one past the highest byte written through this object
 
     # ---- reads ----
     def pread(self, length, offset):
@@ -109,6 +110,7 @@ class BlockFile:
     def pwrite(self, data, offset):
         _io_event()
         view = memoryview(data)
+        self.written_end = max(self.written_end, offset + view.nbytes)
         try:
             while len(view):
                 n = os.pwrite(self.fd, view, offset)
@@ -124,6 +126,7 @@ class BlockFile:
         try:
             pos = 0
             views = [memoryview(b) for b in buffers if len(b)]
+            self.written_end = max(self.written_end, offset + sum(v.nbytes for v in views))
             while views:
                 batch = views[:IOV_MAX]
                 expected = sum(len(v) for v in batch)
@@ -187,6 +190,7 @@ class BlockFile:
     def copy_from(self, src, src_offset, dst_offset, length, buffer=None):
         """Copy bytes from another BlockFile without going through Python where the kernel can."""
         _io_event()
+        self.written_end = max(self.written_end, dst_offset + length)
         try:
             while length > 0:
                 n = 0

@@ -18,7 +18,7 @@ from .compression import decompress_cluster
 from .errors import CorruptionError, FormatError, InvalidArgumentError, Qcow2Error, ReadOnlyError, UnsupportedError
 from .fileio import BlockFile
 from .header import OFFSET_AUTOCLEAR, Header, NeedMoreData
-from .layout import COMPRESSED, NORMAL, UNALLOCATED, Geometry, array_to_be, be_array, classify
+from .layout import COMPRESSED, NORMAL, UNALLOCATED, Geometry, array_to_be, be_array, classify, nonzero_entries
 from .lru import MetadataCache
 from .zeros import fill_zero
 
@@ -103,8 +103,10 @@ class Qcow2Image:
         try:
             self.header = Header.parse(head, self.path)
         except NeedMoreData:
-            cluster_bits = int.from_bytes(head[20:24], "big")
-            self.header = Header.parse(self.file.pread(1 << cluster_bits, 0), self.path)
+            cluster_bits = int.from_bytes(head[20:24], "big")  # validated (9..21) before NeedMoreData
+            cluster0 = self.file.pread(1 << cluster_bits, 0)
+            # a file shorter than its first cluster: qemu reads the missing bytes as zeros (an end marker)
+            self.header = Header.parse(cluster0 + bytes((1 << cluster_bits) - len(cluster0)), self.path)
         hdr = self.header
         if hdr.refcount_table_clusters == 0 and not check_mode:
             raise FormatError("Image does not contain a reference count table", self.path, "refcount_table_clusters")
@@ -113,7 +115,7 @@ class Qcow2Image:
         if hdr.autoclear_features & C.AUTOCLEAR_DATA_FILE_RAW and not hdr.incompatible_features & C.INCOMPAT_DATA_FILE:
             raise FormatError("data-file-raw requires a data file", self.path, "autoclear_features")
         self.geo = Geometry(hdr)
-        self.size = hdr.size
+        self.size = hdr.size - hdr.size % 512  # qemu counts whole 512-byte sectors only
         self._l1 = None  # read on first use: info and chain walks never need it
 
     @property
@@ -419,7 +421,7 @@ class Qcow2Image:
         if hdr.crypto_ext:
             add_range(hdr.crypto_ext["offset"], hdr.crypto_ext["length"])
         singles = set()
-        for entry in self.l1:
+        for _index, entry in nonzero_entries(self.l1):
             if entry & C.L1E_OFFSET_MASK:
                 singles.add((entry & C.L1E_OFFSET_MASK) >> cb)
         if self.refcounts is not None:
@@ -518,7 +520,8 @@ class Qcow2Image:
     def _trim_reserve(self):
         if self._size_at_open is None or self.refcounts is None:
             return
-        keep = max(self._size_at_open, self.refcounts.max_allocated * self.geo.cluster_size)
+        # never cut what was written, even where hostile metadata pointed past every allocated cluster
+        keep = max(self._size_at_open, self.refcounts.max_allocated * self.geo.cluster_size, self.file.written_end)
         if self.file.size() > keep:
             self.file.truncate(keep)
 

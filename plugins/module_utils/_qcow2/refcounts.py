@@ -55,6 +55,9 @@ class Refcounts:
         offset = entry & C.REFT_OFFSET_MASK
         if offset & (self.cs - 1):
             raise CorruptionError("Refblock offset %#x unaligned (reftable index: %#x)" % (offset, t), self.image.path)
+        if offset > C.MAX_CLUSTER_OFFSET:
+            raise CorruptionError("Refblock offset %#x is past the largest host offset (reftable index: %#x)"
+                                  % (offset, t), self.image.path)
         return offset
 
     def _load_block(self, offset):
