@@ -74,8 +74,9 @@ def _kind(entry, extended_l2):
     return classify(entry, extended_l2)
 
 
-def copy_runs_compressed(source, dest, runs, stats, progress=None):
-    """Like copyview.copy_runs for a new standalone image, with every data cluster compressed."""
+def copy_runs_compressed(source, dest, runs, stats, progress=None, zero_runs="skip"):
+    """Like copyview.copy_runs, with every data cluster compressed. zero_runs="zero" when dest has a backing file:
+    all-zero clusters of the data runs are then written as zeros, which mask it."""
     cs = dest.cluster_size
     writer = CompressedWriter(dest)
     ctype = dest.header.compression_type
@@ -98,6 +99,10 @@ def copy_runs_compressed(source, dest, runs, stats, progress=None):
                         part += bytes(cs - len(part))  # the last cluster of an odd-sized image
                     if part != zero:
                         clusters.append((pos + off, part))
+                    elif zero_runs == "zero":
+                        length = min(cs, dest.size - pos - off)
+                        dest.write_zeroes(pos + off, length)
+                        stats.bytes_zeroed += length
                 results = pool.map(lambda item: compress_cluster(item[1], ctype), clusters)
                 for (guest, part), comp in zip(clusters, results):
                     if guest + cs > dest.size and comp is None:

@@ -26,6 +26,18 @@ class CopyStats:
         self.bytes_zeroed = 0
 
 
+def planned_bytes(runs, cluster_size, size, zero_runs="skip"):
+    """What copy_runs will report as written plus zeroed: exact when zero ranges are zeroed ("zero"), an upper
+    bound when they are skipped (which all-zero data clusters are cannot be known without reading them)."""
+    total = 0
+    for start, end, kind in runs:
+        if kind == RUN_ZERO and zero_runs == "zero":
+            total += end - start
+        elif kind == RUN_DATA:
+            total += min(size, -(-end // cluster_size) * cluster_size) - (start // cluster_size) * cluster_size
+    return total
+
+
 def copy_runs(source, dest, runs, zero_runs="skip", chunk=CHUNK, stats=None, progress=None):
     """Copy runs (from segments.layer_runs) of source's view into dest.
 

@@ -179,6 +179,17 @@ class BlockFile:
             if self.size() < offset + length:
                 os.ftruncate(self.fd, offset + length)
 
+    def punch_hole(self, offset, length):
+        """Deallocate [offset, offset+length) keeping the file size (reads return zeros); False if unsupported."""
+        fallocate = _libc_fallocate()
+        if fallocate is None:
+            return False
+        _io_event()
+        if fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+            return False
+        self.data_written = True
+        return True
+
     def write_zeros(self, offset, length):
         chunk = bytes(min(length, 4 << 20))
         while length > 0:
@@ -240,6 +251,26 @@ class BlockFile:
 
 
 _copy_file_range_ok = hasattr(os, "copy_file_range")
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+_fallocate = []
+
+
+def _libc_fallocate():
+    """libc's fallocate(2) through ctypes (the stdlib only has posix_fallocate), or None."""
+    if not _fallocate:
+        try:
+            import ctypes
+            import ctypes.util
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            func = libc.fallocate
+            func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            func.restype = ctypes.c_int
+            _fallocate.append(func)
+        except (OSError, AttributeError):
+            _fallocate.append(None)
+    return _fallocate[0]
 
 
 def _disable_copy_file_range():

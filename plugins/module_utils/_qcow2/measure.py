@@ -7,8 +7,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
+from . import constants as C
 from .bitmaps import read_directory
 from .create import COMPAT_VERSIONS, CreateOptions
+from .image import DATA, ZERO, Extent
+from .refblock import RefBlockCodec
 from .segments import RUN_DATA, layer_runs
 
 
@@ -60,21 +66,111 @@ def measure_chain(top, stop=None, options=None):
     order = opts.refcount_bits.bit_length() - 1
     size = top.size
     clusters = set()
-    for start, end, kind in layer_runs(top, stop, 0, size):
+    for start, end, kind in layer_runs(*_as_qemu_reports(top, stop), 0, size):
         if kind == RUN_DATA:
             clusters.update(range(start // cs, -(-end // cs)))
-    if top.format_name == "raw" and size:
-        clusters.add(0)  # qemu's raw driver always reports the first block as data
     required_data = len(clusters) * cs
+    if opts.preallocation in ("falloc", "full"):
+        required_data = -(-size // cs) * cs  # every cluster is written (qcow2_measure)
     fully = prealloc_size(size, cs, order, opts.extended_l2)
-    result = {"required": fully - size + required_data, "fully-allocated": fully}
+    aligned = -(-size // cs) * cs  # qemu counts whole clusters on both sides of the subtraction
+    result = {"required": fully - aligned + required_data, "fully-allocated": fully}
     if COMPAT_VERSIONS[opts.compat] >= 3 and top.format_name == "qcow2" and top.header.version >= 3:
         result["bitmaps"] = _bitmaps_size(top, cs)
     return result
+
+
+class _Layer:
+    """A layer as qemu's block status reports it to measure.
+
+    qemu takes a qcow2 image for metadata-preallocated when it has clearly more clusters in use than its file
+    really allocates (qcow2_detect_metadata_preallocation), and then asks the file about each data cluster:
+    where the file has a hole, the cluster reads zeros and is not counted. Other layers report as they are.
+    """
+
+    def __init__(self, img, backing):
+        self.img = img
+        self.backing = backing
+        self.size = img.size
+        self.format_name = img.format_name
+        self.holes = img.format_name == "qcow2" and _looks_metadata_preallocated(img)
+
+    def extents(self, offset, length):
+        out = self.img.extents(offset, length)
+        if not self.holes:
+            return out
+        fd = (self.img.data_file or self.img.file).fd
+        split = []
+        for ext in out:
+            if ext.kind != DATA:
+                split.append(ext)
+                continue
+            pos = ext.offset
+            while pos < ext.end:
+                host = ext.host + (pos - ext.offset)
+                data = _seek(fd, host, os.SEEK_DATA)
+                if data is None or data > host:
+                    end = ext.end if data is None else min(ext.end, pos + data - host)
+                    split.append(Extent(pos, end - pos, ZERO, 0))
+                    pos = end
+                    continue
+                hole = _seek(fd, host, os.SEEK_HOLE)
+                end = ext.end if hole is None else min(ext.end, pos + hole - host)
+                split.append(Extent(pos, end - pos, DATA, host))
+                pos = end
+        return split
+
+
+def _seek(fd, offset, whence):
+    try:
+        return os.lseek(fd, offset, whence)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return None  # no more data past offset (SEEK_DATA), or offset past the end
+        raise
+
+
+def _as_qemu_reports(top, stop):
+    images = []
+    layer = top
+    while layer is not None:
+        images.append(layer)
+        layer = layer.backing
+    wrapped = {}
+    below = None
+    for img in reversed(images):
+        below = wrapped[id(img)] = _Layer(img, below)
+    return wrapped[id(top)], (wrapped.get(id(stop)) if stop is not None else None)
+
+
+def _looks_metadata_preallocated(img):
+    """qemu's heuristic: at least max(real * 10 / 9, real + 2) clusters in use, real = clusters the file allocates."""
+    st = img.file.stat()
+    cs = img.geo.cluster_size
+    real = st.st_blocks * 512 // cs
+    threshold = max(real * 10 // 9, real + 2)
+    end_cluster = -(-st.st_size // cs)
+    hdr = img.header
+    codec = RefBlockCodec(1 << hdr.refcount_order, cs * 8 >> hdr.refcount_order)
+    table = img.file.pread(hdr.refcount_table_clusters * cs, hdr.refcount_table_offset)
+    in_use = 0
+    for index in range(-(-end_cluster // codec.entries)):
+        entry = int.from_bytes(table[index * 8:index * 8 + 8], "big") & C.REFT_OFFSET_MASK if index * 8 < len(table) else 0
+        if not entry:
+            continue
+        block = codec.decode(img.file.pread(cs, entry))
+        in_use += codec.used_count(block) if (index + 1) * codec.entries <= end_cluster else \
+            sum(1 for i in range(end_cluster - index * codec.entries) if codec.get(block, i))
+        if in_use >= threshold:
+            return True
+    return False
 
 
 def measure_size(size, options=None):
     """Measure an empty image of a given virtual size (qemu-img measure --size)."""
     opts = options or CreateOptions()
     fully = prealloc_size(size, opts.cluster_size, opts.refcount_bits.bit_length() - 1, opts.extended_l2)
-    return {"required": fully - size, "fully-allocated": fully}
+    aligned = -(-size // opts.cluster_size) * opts.cluster_size
+    if opts.preallocation in ("falloc", "full"):
+        return {"required": fully, "fully-allocated": fully}
+    return {"required": fully - aligned, "fully-allocated": fully}
