@@ -11,8 +11,6 @@ must have). Problems found on the way are reported with qemu-img check's wording
 
 from __future__ import annotations
 
-from array import array
-
 from . import constants as C
 from .bitmaps import read_directory, read_table
 from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, be_array, classify, nonzero_entries

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.backing_name import set_backing
 from ansible_collections.backingchain.qcow2.plugins.modules import qcow2_info
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import MIB, fingerprint, make_image
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.modules.harness import run_failed, run_ok
@@ -70,7 +71,9 @@ def test_errors(tmp_path):
     (tmp_path / "plain.txt").write_text("hello")
     make_image(tmp_path / "b.qcow2", size=MIB)
     loop_a = make_image(tmp_path / "a.qcow2", backing="b.qcow2")
-    api.rebase(str(tmp_path / "b.qcow2"), "a.qcow2", "qcow2", unsafe=True)
+    # the engine's rebase refuses to write a loop, so write the header of one directly
+    with api.open_chain(str(tmp_path / "b.qcow2"), fmt="qcow2", writable=True, backing=False) as chain:
+        set_backing(chain.top, "a.qcow2", "qcow2")
     assert "No such file" in run_failed(qcow2_info, {"path": str(tmp_path / "none.qcow2")})["msg"]
     assert "not a qcow2 image" in run_failed(qcow2_info, {"path": str(tmp_path / "plain.txt")})["msg"]
     assert "infinite loop" in run_failed(qcow2_info, {"path": loop_a})["msg"]

@@ -85,7 +85,7 @@ def test_errors(tmp_path):
     cases = [
         ({"path": top, "backing_file": "missing.qcow2"}, "No such file"),
         ({"path": top, "backing_file": "disk.raw"}, "not a qcow2 image"),
-        ({"path": top, "backing_file": "base.qcow2", "backing_format": "raw"}, "backing_format is raw"),
+        ({"path": top, "backing_file": "base.qcow2", "backing_format": "raw"}, "is a qcow2 image"),
         ({"path": base, "backing_file": "top.qcow2"}, "infinite loop"),
         ({"path": base, "backing_file": "top.qcow2", "mode": "unsafe"}, "infinite loop"),
         ({"path": str(raw), "backing_file": ""}, "not a qcow2 image"),
