@@ -14,6 +14,7 @@ ROLES = sorted(p.name for p in (REPO / 'roles').iterdir() if (p / 'meta' / 'argu
 FACTS = {
     'golden_image': {'golden_image_base', 'golden_image_report', 'golden_image_reports'},
     'chain_flatten': {'chain_flatten_host_report', 'chain_flatten_report'},
+    'snapshot_backup': {'snapshot_backup_report', 'snapshot_backup_restore_report', 'snapshot_backup_schedule_report'},
 }
 
 
@@ -21,14 +22,26 @@ def load(role, *parts):
     return yaml.safe_load((REPO / 'roles' / role).joinpath(*parts).read_text(encoding='utf-8'))
 
 
+def all_options(role):
+    """The options of every entry point (main, and tasks_from ones such as restore); an option that several
+    entry points document must have the same type, default and choices in each."""
+    options = {}
+    for entry, spec in load(role, 'meta', 'argument_specs.yml')['argument_specs'].items():
+        for name, option in spec['options'].items():
+            first = options.setdefault(name, option)
+            for key in ('type', 'default', 'choices', 'elements'):
+                assert first.get(key) == option.get(key), '%s: %s differs between entry points (%s)' % (name, key, entry)
+    return options
+
+
 def test_the_roles_are_there():
-    assert ROLES == ['chain_flatten', 'golden_image']
+    assert ROLES == ['chain_flatten', 'golden_image', 'snapshot_backup']
 
 
 @pytest.mark.parametrize('role', ROLES)
 def test_every_default_is_documented_with_the_same_value(role):
     defaults = load(role, 'defaults', 'main.yml')
-    options = load(role, 'meta', 'argument_specs.yml')['argument_specs']['main']['options']
+    options = all_options(role)
     assert set(defaults) <= set(options)
     for name, spec in options.items():
         assert name.startswith(role + '_'), name
@@ -54,7 +67,7 @@ def test_every_option_has_a_description_and_type(role):
 
 @pytest.mark.parametrize('role', ROLES)
 def test_tasks_and_templates_use_only_documented_public_variables(role):
-    options = set(load(role, 'meta', 'argument_specs.yml')['argument_specs']['main']['options'])
+    options = set(all_options(role))
     # public names have one underscore after the prefix; internal ones (two) are free
     public = re.compile(r'\b%s_[a-z][a-z0-9_]*' % re.escape(role))
     used = set()
