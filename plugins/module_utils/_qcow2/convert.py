@@ -93,6 +93,7 @@ def convert(source, dest, compress=False, backing_file=None, backing_format=None
             create(tmp, opts, policy=policy, overwrite=True)
             with open_chain(tmp, fmt="qcow2", writable=True, policy=policy) as out_chain:
                 out = out_chain.top
+                out.ordered_flushes = False  # nobody sees the file before the rename: one flush at the end suffices
                 stats = CopyStats()
                 saved_backing = top.backing
                 if outside:
@@ -111,6 +112,7 @@ def convert(source, dest, compress=False, backing_file=None, backing_format=None
                 finally:
                     top.backing = saved_backing
                 out.flush()
+                out.file.flush()  # durable before the rename makes it visible
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600; give it the mode a new file would get
             os.replace(tmp, dest)
             _fsync_dir(directory)

@@ -17,6 +17,7 @@ from .segments import RUN_DATA, RUN_ZERO
 from .zeros import zero_bytes
 
 CHUNK = 4 << 20
+BUFFERS = 3
 
 
 class CopyStats:
@@ -45,10 +46,21 @@ def copy_runs(source, dest, runs, zero_runs="skip", chunk=CHUNK, stats=None, pro
     told (commit into a base, an image with a backing file).
     """
     stats = stats or CopyStats()
+    with dest.file.write_behind():
+        try:
+            _copy(source, dest, runs, zero_runs, chunk, stats, progress)
+        finally:
+            dest.file.buffer_tag = None
+    return stats
+
+
+def _copy(source, dest, runs, zero_runs, chunk, stats, progress):
     cs = dest.cluster_size
     chunk = max(cs, (chunk // cs) * cs)
-    buf = bytearray(chunk)
-    view = memoryview(buf)
+    # a few buffers in turn: one is filled while the writes from the others run behind (reusing them spares
+    # the page faults of fresh memory)
+    ring = [bytearray(chunk) for _unused in range(BUFFERS)]
+    turn = 0
     for start, end, kind in runs:
         if kind == RUN_ZERO:
             if zero_runs == "zero":
@@ -61,14 +73,16 @@ def copy_runs(source, dest, runs, zero_runs="skip", chunk=CHUNK, stats=None, pro
         stop = min(dest.size, -(-end // cs) * cs)
         while pos < stop:
             n = min(chunk, stop - pos)
-            part = view[:n]
-            source.read_into(part, pos)
+            turn = (turn + 1) % BUFFERS
+            dest.file.wait_for_buffer(turn)
+            dest.file.buffer_tag = turn
+            buf = ring[turn]
+            source.read_into(memoryview(buf)[:n], pos)
             stats.bytes_read += n
             _write_nonzero(dest, buf, pos, n, cs, zero_runs, stats)
             if progress is not None:
                 progress(pos + n)
             pos += n
-    return stats
 
 
 def _write_nonzero(dest, buf, offset, length, cs, zero_runs, stats):

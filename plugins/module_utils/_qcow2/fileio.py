@@ -11,10 +11,12 @@ the process at exactly the Nth of them (BACKINGCHAIN_QCOW2_CRASH_AT=N) and check
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from concurrent.futures import ThreadPoolExecutor
 
-from .errors import NoSpaceError, Qcow2Error
+from .errors import CorruptionError, NoSpaceError, Qcow2Error
 
 IOV_MAX = 1024
 
@@ -40,6 +42,16 @@ def _io_event():
     if _crash_at and _io_events >= _crash_at:
         import signal
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+MAX_OFFSET = (1 << 63) - 1
+
+
+def _check_range(path, offset, length):
+    """Offsets come from metadata that may be hostile: refuse what no file can hold before the OS call does."""
+    if offset < 0 or length < 0 or offset + length > MAX_OFFSET:
+        raise CorruptionError("Offset %#x (+%d bytes) in %s lies beyond any possible file size; the metadata pointing "
+                              "there is corrupt" % (offset, length, path), path)
 
 
 def _raise_os_error(exc, path, what):
@@ -72,10 +84,17 @@ class BlockFile:
             _raise_os_error(exc, path, "opening")
         self.data_written = False
         self.written_end = 0  # one past the highest byte written through this object
+        self._executor = None  # set inside write_behind()
+        self._pending = []  # (future, start, end, buffer tag) of writes still running
+        self.buffer_tag = None  # which caller buffer the writes being issued come from
+        self._max_pending = 8
 
     # ---- reads ----
     def pread(self, length, offset):
         """Read up to length bytes; shorter only at end of file."""
+        _check_range(self.path, offset, length)
+        if self._pending:
+            self.drain()
         try:
             data = os.pread(self.fd, length, offset)
             if len(data) == length or not data:
@@ -94,6 +113,9 @@ class BlockFile:
 
     def read_into(self, view, offset):
         """Fill the writable memoryview from offset; bytes past end of file read as zeros."""
+        _check_range(self.path, offset, len(view))
+        if self._pending:
+            self.drain()
         total = len(view)
         done = 0
         try:
@@ -108,25 +130,32 @@ class BlockFile:
 
     # ---- writes ----
     def pwrite(self, data, offset):
-        _io_event()
-        view = memoryview(data)
-        self.written_end = max(self.written_end, offset + view.nbytes)
-        try:
-            while len(view):
-                n = os.pwrite(self.fd, view, offset)
-                view = view[n:]
-                offset += n
-        except OSError as exc:
-            _raise_os_error(exc, self.path, "writing")
-        self.data_written = True
+        self.pwritev([data], offset)
 
     def pwritev(self, buffers, offset):
-        """Write a list of buffers contiguously at offset (one syscall per IOV_MAX buffers)."""
+        """Write a list of buffers contiguously at offset (one syscall per IOV_MAX buffers).
+
+        Under write_behind() the write runs in a worker thread and the buffers must not change until drain().
+        """
+        views = [memoryview(b) for b in buffers if len(b)]
+        total = sum(v.nbytes for v in views)
+        _check_range(self.path, offset, total)
         _io_event()
+        self.written_end = max(self.written_end, offset + total)
+        self.data_written = True
+        if self._executor is None:
+            self._write_views(views, offset)
+            return
+        end = offset + total
+        if any(start < end and offset < stop for _f, start, stop, _tag in self._pending):
+            self.drain()  # overlapping writes must land in the order they were issued
+        while len(self._pending) >= self._max_pending:
+            self._pending.pop(0)[0].result()
+        self._pending.append((self._executor.submit(self._write_views, views, offset), offset, end, self.buffer_tag))
+
+    def _write_views(self, views, offset):
         try:
             pos = 0
-            views = [memoryview(b) for b in buffers if len(b)]
-            self.written_end = max(self.written_end, offset + sum(v.nbytes for v in views))
             while views:
                 batch = views[:IOV_MAX]
                 expected = sum(len(v) for v in batch)
@@ -147,9 +176,51 @@ class BlockFile:
                 views = rest
         except OSError as exc:
             _raise_os_error(exc, self.path, "writing")
-        self.data_written = True
+
+    @contextlib.contextmanager
+    def write_behind(self, workers=2, max_pending=8):
+        """Let data writes run in worker threads while the caller prepares the next ones (qemu writes from a
+        thread pool too). Every read, flush, resize and the end of the block wait for them first."""
+        if self._executor is not None:
+            yield
+            return
+        self._executor = ThreadPoolExecutor(max_workers=workers)
+        self._max_pending = max_pending
+        try:
+            yield
+            self.drain()
+        finally:
+            executor, self._executor = self._executor, None
+            try:
+                self.drain()
+            except Qcow2Error:
+                pass  # the first error was raised above
+            executor.shutdown(wait=True)
+
+    def wait_for_buffer(self, tag):
+        """Wait for the writes issued while buffer_tag was ``tag``, so that buffer can be refilled."""
+        still = []
+        for item in self._pending:
+            if item[3] == tag:
+                item[0].result()
+            else:
+                still.append(item)
+        self._pending = still
+
+    def drain(self):
+        """Wait for every write still running in write_behind(); raise the first failure."""
+        pending, self._pending = self._pending, []
+        error = None
+        for future, _start, _end, _tag in pending:
+            try:
+                future.result()
+            except Qcow2Error as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def truncate(self, length):
+        self.drain()
         _io_event()
         try:
             os.ftruncate(self.fd, length)
@@ -158,6 +229,7 @@ class BlockFile:
 
     def fallocate(self, offset, length):
         """Reserve blocks (preallocation=falloc); falls back to writing zeros where unsupported."""
+        self.drain()
         _io_event()
         try:
             os.posix_fallocate(self.fd, offset, length)
@@ -170,6 +242,7 @@ class BlockFile:
     def reserve(self, offset, length):
         """Give the file blocks for [offset, offset+length) ahead of writes (fallocate; ftruncate where the
         filesystem cannot): writes into reserved blocks are several times faster than writes that grow the file."""
+        self.drain()
         _io_event()
         try:
             os.posix_fallocate(self.fd, offset, length)
@@ -181,6 +254,7 @@ class BlockFile:
 
     def punch_hole(self, offset, length):
         """Deallocate [offset, offset+length) keeping the file size (reads return zeros); False if unsupported."""
+        self.drain()
         fallocate = _libc_fallocate()
         if fallocate is None:
             return False
@@ -200,6 +274,8 @@ class BlockFile:
 
     def copy_from(self, src, src_offset, dst_offset, length, buffer=None):
         """Copy bytes from another BlockFile without going through Python where the kernel can."""
+        self.drain()
+        src.drain()
         _io_event()
         self.written_end = max(self.written_end, dst_offset + length)
         try:
@@ -229,6 +305,7 @@ class BlockFile:
         self.data_written = True
 
     def flush(self):
+        self.drain()
         _io_event()
         try:
             os.fdatasync(self.fd)
@@ -245,6 +322,10 @@ class BlockFile:
     def close(self):
         if self.fd >= 0:
             try:
+                try:
+                    self.drain()  # never close the descriptor under a running write
+                except Qcow2Error:
+                    pass  # closing after a failure that was already raised
                 os.close(self.fd)
             finally:
                 self.fd = -1

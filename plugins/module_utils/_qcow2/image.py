@@ -83,6 +83,7 @@ class Qcow2Image:
         self._decompressed = (None, None)
         self._reserved_end = 0
         self._size_at_open = None
+        self.ordered_flushes = True
         self.file = BlockFile(path, writable)
         try:
             self.locked = False if force_share else locking.acquire(self.file.fd, path, writable)
@@ -469,7 +470,10 @@ class Qcow2Image:
         return min(self.geo.cluster_size, 4096)
 
     def flush(self):
-        """Write back metadata in crash-safe order; frees take effect only at the end."""
+        """Write back metadata in crash-safe order; frees take effect only at the end.
+
+        With ordered_flushes off (a new image nobody can see yet, renamed into place after one final flush),
+        the barriers between the steps are skipped: only the end state has to be durable."""
         if not self.writable or self._flushing or self.refcounts is None or self._closed:
             return
         self._flushing = True
@@ -479,25 +483,26 @@ class Qcow2Image:
             needed = refcounts.max_allocated * self.geo.cluster_size
             if needed > f.size():
                 f.truncate(needed)  # every refcounted cluster must lie inside the file
+            barrier = f.flush if self.ordered_flushes else f.drain
             if f.data_written:
-                f.flush()
+                barrier()
             if refcounts.dirty:
                 refcounts.write_dirty()
-                f.flush()
+                barrier()
             if self.l2cache.dirty:
                 self.l2cache.write_dirty()
-                f.flush()
+                barrier()
             if self._l1_dirty_sectors:
                 raw = array_to_be(self.l1)
                 for sector in sorted(self._l1_dirty_sectors):
                     f.pwrite(raw[sector * 512:(sector + 1) * 512], self.header.l1_table_offset + sector * 512)
                 self._l1_dirty_sectors.clear()
-                f.flush()
+                barrier()
             if refcounts.pending_decrefs:
                 for cluster in refcounts.apply_pending():
                     self.forget_cluster(cluster)
                 refcounts.write_dirty()
-                f.flush()
+                barrier()
         finally:
             self._flushing = False
 

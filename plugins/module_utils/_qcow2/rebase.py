@@ -197,6 +197,7 @@ class _ZeroesAgainst:
 
     def __init__(self, img, below):
         self.img = img
+        self.file = img.file
         self.below = below
         self.cluster_size = img.cluster_size
         self.size = img.size
