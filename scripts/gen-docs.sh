@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Regenerate the reference pages in docs/reference/ from the modules', roles' and filter's own
+# documentation (antsibull-docs). Stage 32-changelog-docs fails when they are out of date.
+#   scripts/gen-docs.sh            # rewrite docs/reference/
+#   scripts/gen-docs.sh --check    # only compare
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ -z "${VIRTUAL_ENV:-}" ]]; then
+    "$REPO/scripts/setup.sh" >/dev/null
+    # shellcheck disable=SC1091  # created by setup.sh
+    source "$REPO/.venv/bin/activate"
+fi
+# shellcheck source=lib/common.sh
+source "$REPO/scripts/lib/common.sh"
+use_checkout_collection
+
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+antsibull-docs collection --use-current --dest-dir "$out" backingchain.qcow2 >/dev/null
+generated="$out/collections/backingchain/qcow2"
+target="$REPO/docs/reference"
+if [[ "${1:-}" == "--check" ]]; then
+    if ! diff -r -q "$generated" "$target" >/dev/null 2>&1; then
+        diff -r -u "$target" "$generated" | head -40 || true
+        echo "docs/reference/ is out of date: run scripts/gen-docs.sh"
+        exit 1
+    fi
+    echo "docs/reference/ is up to date"
+else
+    rm -rf "$target"
+    mkdir -p "$target"
+    cp -r "$generated"/. "$target"/
+    echo "wrote $(find "$target" -type f | wc -l) pages to docs/reference/"
+fi
