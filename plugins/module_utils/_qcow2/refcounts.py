@@ -15,13 +15,20 @@ import struct
 from array import array
 
 from . import constants as C
-from .errors import CorruptionError
+from .errors import CorruptionError, UnsupportedError
 from .header import OFFSET_REFTABLE
 from .layout import array_to_be, be_array
 from .lru import MetadataCache
 from .refblock import RefBlockCodec
 
 REFBLOCK_CACHE_BYTES = 4 << 20
+
+
+def check_reftable_size(nbytes, path):
+    """qemu refuses to open an image whose refcount table exceeds 8 MiB; never write one (qemu: EFBIG)."""
+    if nbytes > C.MAX_REFTABLE_BYTES:
+        raise UnsupportedError("File too large: the image would need a refcount table of %d bytes, more than qemu's "
+                               "limit of %d bytes" % (nbytes, C.MAX_REFTABLE_BYTES), path)
 
 
 class Refcounts:
@@ -224,6 +231,7 @@ class Refcounts:
             if len(ranges) == nb and new_table_clusters == table_clusters:
                 break
             nb, table_clusters = len(ranges), new_table_clusters
+        check_reftable_size(table_clusters * cs, self.image.path)
         table_start = start + nb
         new_table = array("Q", self.table)
         new_table.extend([0] * (table_clusters * cs // 8 - old_entries))

@@ -1,0 +1,66 @@
+"""Refcounts: lookups, allocation, table growth, and the limits qemu puts on the refcount table."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import constants as C
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import create_image, create_snapshot
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import Qcow2Error
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.image import Qcow2Image
+from ansible_collections.backingchain.qcow2.tests.helpers import qcow2_poke as poke
+
+MiB = 1 << 20
+TiB = 1 << 40
+
+
+def _image(tmp_path, size=4 * MiB, **opts):
+    path = str(tmp_path / 'a.qcow2')
+    create_image(path, CreateOptions(size=size, **opts))
+    return path
+
+
+def _sparse_tail_image(tmp_path):
+    """512-byte clusters and 64-bit refcounts (64 clusters per refblock), then a 1 TiB sparse tail.
+
+    A new refcount structure goes past the end of the file, so it would need a table far beyond
+    qemu's 8 MiB limit (QCOW_MAX_REFTABLE_SIZE); qemu answers EFBIG there.
+    """
+    path = _image(tmp_path, size=64 * MiB, cluster_size=512, refcount_bits=64)
+    with open_chain(path, writable=True) as chain:
+        chain.top.write(0, b'\x5a' * (64 * 1024))
+    os.truncate(path, TiB)
+    return path
+
+
+def _assert_opens_with_bounded_reftable(path):
+    with Qcow2Image(path) as img:
+        assert img.header.refcount_table_clusters * img.cluster_size <= C.MAX_REFTABLE_BYTES
+        assert img.read(0, 64 * 1024) == b'\x5a' * (64 * 1024)
+
+
+def test_table_growth_past_qemus_reftable_limit_is_refused(tmp_path):
+    path = _sparse_tail_image(tmp_path)
+    header_before = poke.header(path)
+
+    with open_chain(path, writable=True) as chain:
+        with pytest.raises(Qcow2Error, match='refcount table'):
+            chain.top.write(MiB, b'\x01' * (8 * MiB))
+
+    _assert_opens_with_bounded_reftable(path)
+    assert poke.header(path)['refcount_table_offset'] == header_before['refcount_table_offset']
+
+
+def test_metadata_switch_past_qemus_reftable_limit_is_refused(tmp_path):
+    path = _sparse_tail_image(tmp_path)
+    header_before = poke.header(path)
+
+    with pytest.raises(Qcow2Error, match='refcount table'):
+        create_snapshot(path, 'snap')
+
+    _assert_opens_with_bounded_reftable(path)
+    assert poke.header(path) == header_before
