@@ -23,11 +23,7 @@ from .refcounts import check_reftable_size
 def plan_refcount_structure(geo, refs, start, path=None):
     """(block ranges, table clusters) for a structure placed at cluster ``start`` and counting ``refs``."""
     rbb, cs = geo.refblock_bits, geo.cluster_size
-    used = set()
-    highest = refs.highest_nonzero()
-    for r in range(0, (highest >> rbb) + 1 if highest >= 0 else 0):
-        if refs.any_in(r << rbb, (r + 1) << rbb):
-            used.add(r)
+    used = set(refs.used_groups(rbb))
     nb, tc = 0, 1
     while True:
         area_end = start + nb + tc

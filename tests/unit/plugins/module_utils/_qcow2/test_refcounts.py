@@ -7,12 +7,13 @@ import os
 import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import constants as C
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import create_image, create_snapshot
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import check, create_image, create_snapshot
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import Qcow2Error
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.image import Qcow2Image
 from ansible_collections.backingchain.qcow2.tests.helpers import qcow2_poke as poke
+from ansible_collections.backingchain.qcow2.tests.helpers.limits import time_limit
 
 MiB = 1 << 20
 TiB = 1 << 40
@@ -59,8 +60,20 @@ def test_metadata_switch_past_qemus_reftable_limit_is_refused(tmp_path):
     path = _sparse_tail_image(tmp_path)
     header_before = poke.header(path)
 
-    with pytest.raises(Qcow2Error, match='refcount table'):
+    with time_limit(30), pytest.raises(Qcow2Error, match='refcount table'):
         create_snapshot(path, 'snap')
 
     _assert_opens_with_bounded_reftable(path)
     assert poke.header(path) == header_before
+
+
+def test_check_of_a_huge_sparse_file_is_bounded_by_what_is_referenced(tmp_path):
+    """2 TiB of file at 512-byte clusters: 2^32 clusters, 2^26 refcount ranges, almost all empty."""
+    path = _sparse_tail_image(tmp_path)
+    os.truncate(path, 2 * TiB)
+
+    with time_limit(30):
+        result = check(path)
+
+    assert result['exit_code'] == 0, result['messages']
+    assert result['result']['image-end-offset'] < MiB
