@@ -259,6 +259,7 @@ class Refcounts:
         self.image.header.refcount_table_clusters = table_clusters
         self.table = new_table
         self.table_offset = table_start << self.cb
+        self.image.invalidate_metadata_map()  # the old table is about to become free clusters
         for r, block in new_blocks.items():
             self.cache.put_clean(new_table[r] & C.REFT_OFFSET_MASK, block)
         self.max_allocated = max(self.max_allocated, table_start + table_clusters)

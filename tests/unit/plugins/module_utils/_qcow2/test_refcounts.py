@@ -77,3 +77,20 @@ def test_check_of_a_huge_sparse_file_is_bounded_by_what_is_referenced(tmp_path):
 
     assert result['exit_code'] == 0, result['messages']
     assert result['result']['image-end-offset'] < MiB
+
+
+def test_clusters_of_a_replaced_refcount_table_are_reused(tmp_path):
+    """After the table moves, its old clusters are free; the next allocation may take them."""
+    path = _image(tmp_path, size=64 * MiB, cluster_size=512, refcount_bits=64)
+    with open_chain(path, writable=True) as chain:
+        img = chain.top
+        old_table = img.header.refcount_table_offset
+        img.write(0, b'a' * (3 * MiB))  # 64 entries x 64 clusters cover 2 MiB: the table must grow
+        img.flush()
+        assert img.header.refcount_table_offset != old_table
+        assert img.refcounts.get(old_table // 512) == 0
+
+        img.write(8 * MiB, b'b' * 512)  # one new L2 table and one data cluster
+
+        assert img.refcounts.get(old_table // 512) == 1
+    assert check(path)['exit_code'] == 0
