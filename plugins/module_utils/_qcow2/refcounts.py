@@ -133,6 +133,7 @@ class Refcounts:
         self.table[t] = at << self.cb
         self._dirty_table_sectors.add((t * 8) // 512)
         self.cache.put_new(at << self.cb, block)
+        self.image.note_refblock(at)
         self.max_allocated = max(self.max_allocated, at + 1)
 
     def _free_cluster_in_range(self, t, exclude):
@@ -201,6 +202,7 @@ class Refcounts:
                 self.table[t] = (start + i) << self.cb
                 self._dirty_table_sectors.add((t * 8) // 512)
                 self.cache.put_new((start + i) << self.cb, self.codec.empty())
+                self.image.note_refblock(start + i)
             for ci in range(start, data_start + n):
                 self.add(ci, 1)
             self.free_hint = data_start + n
