@@ -72,3 +72,68 @@ def test_in_place_rewrites_of_own_clusters_still_work(tmp_path):
     with open_chain(path) as chain:
         assert chain.top.read(0, 2 * CS) == b'\x11' * 10 + b'\x22' * (2 * CS - 20) + b'\x11' * 10
     assert check(path)['exit_code'] == 0
+
+
+# ---- a model: what the guest reads back after any sequence of writes ----
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+GEOMETRIES = {
+    '512b': dict(cluster_size=512),
+    '4k-1bit': dict(cluster_size=4096, refcount_bits=1),
+    'v2': dict(compat='0.10', cluster_size=4096),
+    '64k-extl2': dict(cluster_size=65536, extended_l2=True),
+    '64k-64bit': dict(cluster_size=65536, refcount_bits=64),
+    '2m': dict(cluster_size=2 << 20),
+}
+
+ops = st.lists(st.tuples(
+    st.sampled_from(['write', 'write', 'zero', 'zero_keep', 'flush']),
+    st.floats(0, 1), st.integers(1, 3), st.integers(0, 3), st.integers(1, 255)), min_size=1, max_size=12)
+
+
+def _length(cs, kind, clusters):
+    """1 byte up to several clusters, often unaligned."""
+    return {0: 1 + clusters * 37, 1: cs * clusters, 2: cs * clusters + 511, 3: (cs * clusters) // 2 + 1}[kind]
+
+
+def _run_model(tmp_path, geometry, operations, backing):
+    opts = GEOMETRIES[geometry]
+    cs = opts['cluster_size']
+    size = 5 * cs + 3 * 512 if cs >= 65536 else 40 * cs + 512
+    path = str(tmp_path / 'top.qcow2')
+    model = bytearray(size)
+    if backing:
+        base = str(tmp_path / 'base.qcow2')
+        create_image(base, CreateOptions(size=size - 2 * 512))  # shorter than the overlay
+        with open_chain(base, writable=True) as chain:
+            chain.top.write(0, bytes(range(256)) * ((size - 1024) // 256))
+        model[:size - 1024] = bytes(range(256)) * ((size - 1024) // 256)
+        create_image(path, CreateOptions(size=size, backing_file='base.qcow2', backing_format='qcow2', **opts))
+    else:
+        create_image(path, CreateOptions(size=size, **opts))
+    with open_chain(path, writable=True) as chain:
+        img = chain.top
+        for op, where, clusters, kind, byte in operations:
+            length = min(_length(cs, kind, clusters), size)
+            offset = min(int(where * size), size - length)
+            if op == 'write':
+                img.write(offset, bytes([byte]) * length)
+                model[offset:offset + length] = bytes([byte]) * length
+            elif op in ('zero', 'zero_keep'):
+                img.write_zeroes(offset, length, unmap=op == 'zero')
+                model[offset:offset + length] = bytes(length)
+            else:
+                img.flush()
+        assert img.read(0, size) == model
+    with open_chain(path) as chain:
+        assert chain.top.read(0, size) == model
+    result = check(path)
+    assert result['exit_code'] == 0, result['messages']
+
+
+@pytest.mark.parametrize('geometry', sorted(GEOMETRIES))
+@settings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(operations=ops, backing=st.booleans())
+def test_writes_read_back_and_leave_a_clean_image(tmp_path_factory, geometry, operations, backing):
+    _run_model(tmp_path_factory.mktemp('model'), geometry, operations, backing)
