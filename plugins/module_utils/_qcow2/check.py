@@ -14,6 +14,7 @@ from array import array
 
 from . import constants as C
 from .errors import InvalidArgumentError, Qcow2Error
+from .header import OFFSET_INCOMPAT
 from .layout import NORMAL, ZERO_ALLOC, classify
 from .refblock import RefBlockCodec
 from .references import CheckReport, MetadataState, ReferenceCounter
@@ -27,6 +28,8 @@ def check_image(img, repair=None):
         raise InvalidArgumentError("repair must be one of leaks, all (got %r)" % (repair,))
     report = _check(img)
     if not repair or (not report.leaks and not report.corruptions):
+        if repair and not report.check_errors:
+            _mark_clean_and_consistent(img)
         return report
     if repair == "leaks" and report.corruptions:
         report.say("Leaks were not repaired: the image also has errors; repair them all at once with repair=all")
@@ -48,6 +51,16 @@ def check_image(img, repair=None):
                                         "    %d leaked clusters" % after.leaks_fixed,
                                         "    %d corruptions" % after.corruptions_fixed] + after.messages
     return after
+
+
+def _mark_clean_and_consistent(img):
+    """qemu clears the dirty and corrupt bits after a check -r that found nothing left to fix."""
+    hdr = img.header
+    bits = hdr.incompatible_features & (C.INCOMPAT_DIRTY | C.INCOMPAT_CORRUPT)
+    if bits and hdr.version >= 3:
+        img._require_writable()
+        hdr.incompatible_features &= ~bits
+        img.write_header_bytes(OFFSET_INCOMPAT, hdr.incompatible_features.to_bytes(8, "big"))
 
 
 def _check(img):

@@ -1,0 +1,145 @@
+"""check and repair on images with injected faults (the engine alone; qemu agreement is in tests/interop)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import constants as C
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import check, create_image, create_snapshot
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import ReadOnlyError
+from ansible_collections.backingchain.qcow2.tests.helpers import qcow2_poke as poke
+
+CS = 65536
+MiB = 1 << 20
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = str(tmp_path / 'a.qcow2')
+    create_image(path, CreateOptions(size=8 * MiB))
+    with open_chain(path, writable=True) as chain:
+        chain.top.write(0, b'\x01' * (4 * CS))
+        chain.top.write(MiB, b'\x02' * CS)
+    return path
+
+
+def content(path):
+    with open_chain(path) as chain:
+        return bytes(chain.top.read(0, chain.top.size))
+
+
+def add_leaked_clusters(path, count):
+    first = poke.file_clusters(path)
+    with open(path, 'ab') as f:
+        f.write(bytes(count * CS))
+    for cluster in range(first, first + count):
+        poke.set_refcount(path, cluster, 1)
+    return first
+
+
+def test_clean_image_report(image):
+    result = check(image)
+    assert result['exit_code'] == 0
+    assert result['result'] == {'image-end-offset': os.path.getsize(image), 'total-clusters': 128, 'check-errors': 0,
+                                'allocated-clusters': 5, 'filename': image, 'format': 'qcow2'}
+
+
+def test_leaks_then_repair_leaks(image):
+    before = content(image)
+    first = add_leaked_clusters(image, 3)
+
+    result = check(image)
+    assert result['exit_code'] == 3 and result['result']['leaks'] == 3
+    assert 'Leaked cluster %d refcount=1 reference=0' % first in result['messages']
+
+    repaired = check(image, repair='leaks')
+    assert repaired['exit_code'] == 0 and repaired['result']['leaks-fixed'] == 3
+    assert check(image)['exit_code'] == 0
+    assert content(image) == before
+
+
+def test_refcount_below_references_is_a_corruption_and_repair_all_fixes_it(image):
+    before = content(image)
+    data = poke.host_cluster(image, 0)
+    poke.set_refcount(image, data, 0)
+
+    result = check(image)
+    assert result['exit_code'] == 2 and result['result']['corruptions'] == 2
+    assert 'ERROR cluster %d refcount=0 reference=1' % data in result['messages']
+    assert any(m.startswith('ERROR OFLAG_COPIED data cluster') for m in result['messages'])
+
+    assert check(image, repair='leaks')['exit_code'] == 2  # leaks mode leaves errors alone
+    assert check(image, repair='all')['exit_code'] == 0
+    assert check(image)['exit_code'] == 0
+    assert content(image) == before
+
+
+def test_wrong_copied_flag(image):
+    poke.set_l2_entry(image, MiB, poke.l2_entry(image, MiB) & ~poke.OFLAG_COPIED)
+    result = check(image)
+    assert result['exit_code'] == 2 and result['result']['corruptions'] == 1
+    assert check(image, repair='all')['exit_code'] == 0
+    assert poke.l2_entry(image, MiB) & poke.OFLAG_COPIED
+
+
+def test_broken_refcount_table_entry(image):
+    before = content(image)
+    poke.set_reftable_entry(image, 0, poke.reftable_entry(image, 0) | 1)  # reserved bit
+    result = check(image)
+    assert result['exit_code'] == 2
+    assert 'ERROR refcount table entry 0 has reserved bits set' in result['messages']
+    assert check(image, repair='all')['exit_code'] == 0
+    assert content(image) == before
+
+
+def test_snapshot_shared_clusters_have_refcount_two(image):
+    create_snapshot(image, 'snap')
+    assert poke.refcount(image, poke.host_cluster(image, 0)) == 2
+    assert not poke.l2_entry(image, 0) & poke.OFLAG_COPIED
+    assert check(image)['exit_code'] == 0
+
+
+def test_dirty_image_is_repaired_before_the_first_write(tmp_path):
+    path = str(tmp_path / 'lazy.qcow2')
+    create_image(path, CreateOptions(size=8 * MiB, lazy_refcounts=True))
+    with open_chain(path, writable=True) as chain:
+        chain.top.write(0, b'\x03' * CS)
+    poke.set_refcount(path, poke.host_cluster(path, 0), 0)  # what a crash with lazy refcounts can leave
+    poke.set_header_field(path, 'incompatible_features', C.INCOMPAT_DIRTY)
+    assert check(path)['exit_code'] == 2
+
+    with open_chain(path, writable=True) as chain:
+        chain.top.write(CS, b'\x04' * CS)
+
+    assert poke.header(path)['incompatible_features'] & C.INCOMPAT_DIRTY == 0
+    assert check(path)['exit_code'] == 0
+    assert content(path)[:2 * CS] == b'\x03' * CS + b'\x04' * CS
+
+
+def test_corrupt_bit_refuses_writes_until_repaired(image):
+    poke.set_header_field(image, 'incompatible_features', C.INCOMPAT_CORRUPT)
+    with pytest.raises(ReadOnlyError, match='Image is corrupt; cannot be opened read/write'):
+        open_chain(image, writable=True)
+    assert check(image, repair='all')['exit_code'] == 0
+    assert poke.header(image)['incompatible_features'] == 0
+    with open_chain(image, writable=True):
+        pass
+
+
+@pytest.mark.parametrize('repair', ['leaks', 'all'])
+def test_repair_of_a_consistent_image_clears_the_corrupt_bit(image, repair):
+    """qemu-img check -r marks a consistent image clean and consistent even when there is nothing to fix."""
+    poke.set_header_field(image, 'incompatible_features', C.INCOMPAT_CORRUPT | C.INCOMPAT_DIRTY)
+    assert check(image, repair=repair)['exit_code'] == 0
+    assert poke.header(image)['incompatible_features'] == 0
+
+
+def test_writable_open_of_a_dirty_but_consistent_image_clears_the_dirty_bit(image):
+    poke.set_header_field(image, 'incompatible_features', C.INCOMPAT_DIRTY)
+    with open_chain(image, writable=True) as chain:
+        chain.top.write(0, b'x')
+    assert poke.header(image)['incompatible_features'] == 0
