@@ -8,11 +8,14 @@ is an error, not a reason to skip.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 import typing as t
 from pathlib import Path
 
@@ -103,17 +106,63 @@ def qemu_img_create(path: StrPath, size: str | int | None = None, fmt: str = 'qc
     return Path(path)
 
 
-def qemu_io(path: StrPath, *cmds: str, fmt: str = 'qcow2', cwd: StrPath | None = None) -> str:
+def qemu_io(path: StrPath, *cmds: str, fmt: str = 'qcow2', cwd: StrPath | None = None,
+            options: t.Sequence[str] = ()) -> str:
     """Run each qemu-io command (e.g. 'write -P 0xab 0 64k') on the image; return stdout.
 
     qemu-io exits non-zero when a command fails, including a 'read -P'
-    pattern mismatch, so that raises QemuError.
+    pattern mismatch, so that raises QemuError. options go before the
+    image (e.g. ['-t', 'writeback'], ['-r', '-U']).
     """
-    args: list[StrPath] = [_tool('qemu-io'), '-f', fmt]
+    args: list[StrPath] = [_tool('qemu-io'), '-f', fmt, *options]
     for cmd in cmds:
         args += ['-c', cmd]
     args.append(path)
     return _run(args, cwd).stdout
+
+
+def qemu_io_script(path: StrPath, cmds: t.Iterable[str], fmt: str = 'qcow2',
+                   options: t.Sequence[str] = ('-t', 'writeback')) -> str:
+    """Feed many qemu-io commands on stdin (no argv limit); every command must succeed.
+
+    qemu-io keeps going after a failed command in this mode, so failures are
+    found in its output. The default cache mode is writeback: qemu-io
+    otherwise flushes after every write.
+    """
+    script = ''.join(cmd + '\n' for cmd in cmds) + 'quit\n'
+    args = [_tool('qemu-io'), '-f', fmt, *options, str(path)]
+    proc = subprocess.run(args, input=script, capture_output=True, text=True, check=False)
+    failed = [line for line in (proc.stdout + proc.stderr).splitlines()
+              if 'failed' in line or 'error' in line.lower() or "can't open" in line]
+    if proc.returncode != 0 or failed:
+        raise QemuError(args, proc.returncode, proc.stdout, proc.stderr or '\n'.join(failed))
+    return proc.stdout
+
+
+@contextlib.contextmanager
+def qemu_io_session(path: StrPath, *options: str, fmt: str = 'qcow2') -> t.Iterator[subprocess.Popen]:
+    """A qemu-io process that keeps the image open (and locked) until the block ends.
+
+    Raises QemuError if qemu-io cannot open the image (e.g. a lock conflict).
+    """
+    args = [_tool('qemu-io'), '-f', fmt, *options, str(path)]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write('read 0 512\n')  # answered only once the image is open
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        if 'bytes at offset 0' not in line:
+            proc.wait(timeout=30)
+            raise QemuError(args, proc.returncode or -1, line, proc.stderr.read() if proc.stderr else '')
+        yield proc
+    finally:
+        if proc.poll() is None:
+            try:
+                proc.communicate('quit\n', timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def qemu_img_check(path: StrPath, fmt: str = 'qcow2') -> CheckResult:
@@ -159,3 +208,47 @@ def raw_of(path: StrPath, dest_dir: StrPath | None = None, fmt: str | None = Non
         args += ['-f', fmt]
     qemu_img(*args, src, out)
     return Path(out)
+
+
+def qemu_img_map(path: StrPath, fmt: str = 'qcow2') -> list:
+    """'qemu-img map --output=json' of an image (read-only, shared)."""
+    return qemu_img_json('map', '-U', '-f', fmt, path)
+
+
+@functools.lru_cache(maxsize=None)
+def qemu_supports(**create_options: str) -> bool:
+    """True if this qemu-img can create a qcow2 image with these -o options (e.g. compression_type='zstd')."""
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            qemu_img_create(Path(d, 'probe.qcow2'), '1M', options=create_options)
+        except QemuError:
+            return False
+    return True
+
+
+def dirty_bitmap_extents(path: StrPath, bitmap: str) -> list:
+    """(start, length) of the ranges a persistent dirty bitmap marks dirty, as qemu itself reads it.
+
+    qemu-nbd exports the image with the bitmap (-B), and 'qemu-img map' over
+    NBD with x-dirty-bitmap reports dirty areas as "data": false. qemu-nbd
+    refuses inconsistent (in-use) bitmaps; that raises QemuError.
+    """
+    sockdir = tempfile.mkdtemp(prefix='qemu-nbd-')  # short path: unix sockets are limited to 108 bytes
+    sock = os.path.join(sockdir, 'sock')
+    args = [_tool('qemu-nbd'), '-r', '-f', 'qcow2', '-B', bitmap, '-k', sock, str(path)]
+    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock):
+            if server.poll() is not None:
+                raise QemuError(args, server.returncode, server.stdout.read(), server.stderr.read())
+            if time.monotonic() > deadline:
+                raise QemuError(args, -1, '', 'qemu-nbd did not create its socket')
+            time.sleep(0.02)
+        extents = qemu_img_json('map', '--image-opts', 'driver=nbd,server.type=unix,server.path=%s,'
+                                'x-dirty-bitmap=qemu:dirty-bitmap:%s' % (sock, bitmap))
+    finally:
+        server.kill()
+        server.wait()
+        shutil.rmtree(sockdir, ignore_errors=True)
+    return [(e['start'], e['length']) for e in extents if not e['data']]
