@@ -30,6 +30,11 @@ class RefBlockCodec:
         self.packed = self.typecode is None
         self.mask = (1 << refcount_bits) - 1
         self.per_byte = 8 // refcount_bits if self.packed else 0
+        if self.packed:
+            # byte value -> 1 if it holds a zero entry / a non-zero entry: lets bytes.find() do the scanning
+            fields = [[(b >> (i * refcount_bits)) & self.mask for i in range(self.per_byte)] for b in range(256)]
+            self._has_free = bytes(1 if 0 in f else 0 for f in fields)
+            self._has_used = bytes(1 if any(f) else 0 for f in fields)
 
     def empty(self):
         if self.packed:
@@ -71,13 +76,24 @@ class RefBlockCodec:
         shift = (index % self.per_byte) * self.bits
         block[pos] = (block[pos] & ~(self.mask << shift) & 0xFF) | (value << shift)
 
+    def _packed_find(self, block, start, flags, want_zero):
+        """First index >= start whose entry is zero (want_zero) or non-zero, in a packed block."""
+        first_byte = start // self.per_byte
+        for i in range(start, min(self.entries, (first_byte + 1) * self.per_byte)):
+            if (self.get(block, i) == 0) == want_zero:
+                return i
+        pos = bytes(block).translate(flags).find(1, first_byte + 1)
+        if pos < 0:
+            return None
+        for i in range(pos * self.per_byte, (pos + 1) * self.per_byte):
+            if (self.get(block, i) == 0) == want_zero:
+                return i
+        return None  # not reached: the flags table said this byte has one
+
     def first_free(self, block, start):
         """First index >= start whose refcount is 0, or None."""
         if self.packed:
-            for i in range(start, self.entries):
-                if self.get(block, i) == 0:
-                    return i
-            return None
+            return self._packed_find(block, start, self._has_free, True)
         width = block.itemsize
         raw = block.tobytes()
         zero = bytes(width)
@@ -93,10 +109,7 @@ class RefBlockCodec:
     def first_used(self, block, start):
         """First index >= start whose refcount is not 0, or None."""
         if self.packed:
-            for i in range(start, self.entries):
-                if self.get(block, i):
-                    return i
-            return None
+            return self._packed_find(block, start, self._has_used, False)
         width = block.itemsize
         raw = block.tobytes()[start * width:]
         rest = raw.lstrip(b"\0")

@@ -94,3 +94,13 @@ def test_clusters_of_a_replaced_refcount_table_are_reused(tmp_path):
 
         assert img.refcounts.get(old_table // 512) == 1
     assert check(path)['exit_code'] == 0
+
+
+@pytest.mark.parametrize('bits', [1, 2, 4])
+def test_allocation_with_sub_byte_refcounts_does_not_scan_entry_by_entry(tmp_path, bits):
+    """A 64 KiB refblock holds 524288 one-bit entries; finding the next free/used one must not be a Python loop."""
+    path = _image(tmp_path, size=1 << 30, refcount_bits=bits)
+    with time_limit(5), open_chain(path, writable=True) as chain:
+        for i in range(50):
+            chain.top.write((i * 7919 % 16384) * 65536, b'x' * 4096)
+    assert check(path)['exit_code'] == 0
