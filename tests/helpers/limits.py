@@ -19,3 +19,9 @@ def time_limit(seconds):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def examples(default):
+    """Hypothesis example count for a long interop property: INTEROP_EXAMPLES overrides the CI default."""
+    import os
+    return int(os.environ.get('INTEROP_EXAMPLES') or default)
