@@ -231,3 +231,6 @@ class ReferenceCounter:
                 self.report.corruption("ERROR refcount block %d is outside image" % i)
                 continue
             self.inc(offset, cs)
+            count = self.refs.get(offset >> self.geo.cluster_bits)
+            if count != 1:  # it overlaps other metadata or data (qemu's check_refblocks)
+                self.report.corruption("ERROR refcount block %d refcount=%d" % (i, count))

@@ -143,3 +143,11 @@ def test_writable_open_of_a_dirty_but_consistent_image_clears_the_dirty_bit(imag
     with open_chain(image, writable=True) as chain:
         chain.top.write(0, b'x')
     assert poke.header(image)['incompatible_features'] == 0
+
+
+def test_refcount_block_shared_with_other_metadata(image):
+    """qemu's check_refblocks: a refcount block must be referenced exactly once."""
+    poke.set_reftable_entry(image, 0, poke.header(image)['l1_table_offset'])
+    result = check(image)
+    assert 'ERROR refcount block 0 refcount=2' in result['messages']
+    assert result['exit_code'] == 2
