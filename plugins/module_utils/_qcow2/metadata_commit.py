@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 
 from . import constants as C
-from .errors import CorruptionError
+from .errors import CorruptionError, FormatError
 from .header import OFFSET_SIZE
 from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, array_to_be, classify
 from .references import CheckReport, MetadataState, ReferenceCounter
@@ -52,6 +52,10 @@ class _Bump:
 def current_l2_offsets(img, l1_offset=None, l1_size=None):
     if l1_offset is None:
         return [e & C.L1E_OFFSET_MASK for e in img.l1]
+    if l1_offset % img.geo.cluster_size or l1_offset > C.MAX_CLUSTER_OFFSET:  # a snapshot's L1 (qcow2_validate_table)
+        raise FormatError("Snapshot L1 table offset invalid", img.path, "snapshot l1_table_offset")
+    if l1_size > C.MAX_L1_BYTES // 8:
+        raise FormatError("Snapshot L1 table too large", img.path, "snapshot l1_size")
     counter = ReferenceCounter(img, CheckReport())
     return [e & C.L1E_OFFSET_MASK for e in counter.read_l1(l1_offset, l1_size)]
 

@@ -7,10 +7,11 @@ import os
 import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import constants as C
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import check, create_image, create_snapshot
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import (
+    check, create_image, create_snapshot, list_snapshots, revert_snapshot)
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import ReadOnlyError
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import FormatError, ReadOnlyError
 from ansible_collections.backingchain.qcow2.tests.helpers import qcow2_poke as poke
 
 CS = 65536
@@ -151,3 +152,34 @@ def test_refcount_block_shared_with_other_metadata(image):
     result = check(image)
     assert 'ERROR refcount block 0 refcount=2' in result['messages']
     assert result['exit_code'] == 2
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('l1_table_offset', 'unaligned', "ERROR snapshot 1 (snap) l1_offset=%#x: L1 table is not cluster aligned; "
+                                     "snapshot table entry corrupted"),
+    ('l1_size', (32 << 20) // 8 + 1, 'ERROR snapshot 1 (snap) l1_size=0x400001: L1 table is too large; snapshot '
+                                     'table entry corrupted'),
+])
+def test_a_broken_snapshot_entry_is_a_corruption_not_an_unreadable_image(image, field, value, message):
+    """qemu reads the table, reports the entry, and still counts everything else (exit 2, not 1)."""
+    create_snapshot(image, 'snap')
+    entry = poke.header(image)['snapshots_offset']
+    if field == 'l1_table_offset':
+        value = poke.read_u64(image, entry) + 512
+        poke.write_u64(image, entry, value)
+        message = message % value
+    else:
+        with open(image, 'r+b') as f:
+            f.seek(entry + 8)
+            f.write(value.to_bytes(4, 'big'))
+
+    result = check(image)
+    assert result['exit_code'] == 2 and result['result']['check-errors'] == 0
+    assert message in result['messages']
+    # the image stays usable where qemu's is: listing, reading and writing the active state
+    assert [s['name'] for s in list_snapshots(image)] == ['snap']
+    with open_chain(image, writable=True) as chain:
+        chain.top.write(0, b'still writable')
+    # but the broken snapshot cannot be used
+    with pytest.raises(FormatError, match='Snapshot L1 table'):
+        revert_snapshot(image, 'snap')
