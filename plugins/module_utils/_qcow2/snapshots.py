@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import time
 
-from .errors import InvalidArgumentError
+from . import constants as C
+from .errors import FormatError, InvalidArgumentError
 from .metadata_commit import PlannedState, apply_state, current_l2_offsets
 from .snapshot_table import Snapshot
 
@@ -79,6 +80,9 @@ def revert_snapshot(img, name_or_id):
         raise InvalidArgumentError("Could not find snapshot '%s' in %s" % (name_or_id, img.path), img.path)
     active = current_l2_offsets(img, sn.l1_table_offset, sn.l1_size)
     needed = img.geo.size_to_l1(sn.disk_size)
+    if sn.disk_size % 512 or needed > C.MAX_L1_BYTES // 8:
+        raise FormatError("Snapshot %s has an invalid disk size (%d bytes)" % (sn.id_str, sn.disk_size), img.path,
+                          "snapshot disk_size")
     if len(active) < needed:
         active += [0] * (needed - len(active))
     apply_state(img, PlannedState(sn.disk_size, active, [s.copy() for s in img.snapshot_list()]))

@@ -217,3 +217,12 @@ def test_refcount_overflow_is_a_typed_error(tmp_path):
     with pytest.raises(CorruptionError, match='overflow'):  # one more reference would need refcount 4 > 3
         api.create_snapshot(path, 'third')
     assert api.check(path)['exit_code'] == 0
+
+
+@pytest.mark.parametrize('disk_size', [1 << 62, (1 << 63) - 512, 12345])
+def test_snapshot_with_an_absurd_disk_size(image, disk_size):
+    entry = poke.header(image)['snapshots_offset']
+    poke.write_u64(image, entry + 48, disk_size)  # extra data: vm_state_size_large, then disk_size
+    assert 'invalid disk size' in str(run_bounded('snapshots', image))  # reverting to it is refused
+    for operation in ('check', 'info'):
+        assert run_bounded(operation, image) is None
