@@ -170,7 +170,7 @@ def _check_copied(img, disk, report):
     l1 = counter.read_l1(img.header.l1_table_offset, img.header.l1_size) if img.header.l1_size else []
     for index, entry in enumerate(l1):
         l2 = entry & C.L1E_OFFSET_MASK
-        if not l2 or l2 & (cs - 1):
+        if not l2:
             continue
         rc = disk.get(l2 >> geo.cluster_bits)
         if (rc == 1) != bool(entry & C.OFLAG_COPIED):
@@ -184,7 +184,7 @@ def _check_copied(img, disk, report):
             if kind not in (NORMAL, ZERO_ALLOC):
                 continue
             offset = e & C.L2E_OFFSET_MASK
-            if not offset or offset & (cs - 1):
+            if not offset:
                 continue
             rc = disk.get(offset >> geo.cluster_bits)
             if (rc == 1) != bool(e & C.OFLAG_COPIED):

@@ -183,3 +183,26 @@ def test_a_broken_snapshot_entry_is_a_corruption_not_an_unreadable_image(image, 
     # but the broken snapshot cannot be used
     with pytest.raises(FormatError, match='Snapshot L1 table'):
         revert_snapshot(image, 'snap')
+
+
+def test_unaligned_data_cluster_is_still_counted_like_qemu(image):
+    """qemu 7.2 reports the entry and still counts the cluster-sized range it names (two clusters here)."""
+    entry = poke.l2_entry(image, MiB)
+    poke.set_l2_entry(image, MiB, entry | 0x200)
+    result = check(image)
+    assert result['messages'][0] == 'ERROR offset=%x: Data cluster is not properly aligned; L2 entry corrupted.' % (
+        (entry & poke.OFFSET_MASK) | 0x200)
+    next_cluster = ((entry & poke.OFFSET_MASK) >> 16) + 1
+    refcount = poke.refcount(image, next_cluster)
+    assert 'ERROR cluster %d refcount=%d reference=%d' % (next_cluster, refcount, refcount + 1) in result['messages']
+    assert (result['result']['corruptions'], result['result'].get('leaks', 0)) == (2, 0)
+    assert result['result']['allocated-clusters'] == 5
+
+
+def test_unaligned_l2_table_is_still_read_like_qemu(image):
+    poke.set_l1_entry(image, 0, poke.l1_entry(image, 0) | 0x200)
+    result = check(image)
+    assert 'ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted' % (
+        (poke.l1_entry(image, 0) & poke.OFFSET_MASK)) in result['messages']
+    assert result['result']['corruptions'] > 1  # the entries read at the shifted offset are garbage to qemu too
+

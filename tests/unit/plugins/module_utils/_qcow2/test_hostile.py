@@ -105,7 +105,7 @@ def _apply(path, edits, data):
     size = os.path.getsize(path)
     hdr = poke.header(path)
     tables = [hdr['l1_table_offset'], hdr['refcount_table_offset'], poke.l1_entry(path, 0) & poke.OFFSET_MASK,
-              poke.reftable_entry(path, 0) & poke.REFT_OFFSET_MASK]
+              poke.reftable_entry(path, 0) & poke.REFT_OFFSET_MASK, hdr['snapshots_offset']]
     with open(path, 'r+b') as f:
         for area, where, how in edits:
             if area == 'header':
