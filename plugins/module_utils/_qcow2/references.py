@@ -136,6 +136,8 @@ class ReferenceCounter:
             l2 = entry & C.L1E_OFFSET_MASK
             if not l2:
                 continue
+            if entry & C.L1E_RESERVED_MASK:
+                self.report.corruption("ERROR found L1 entry with reserved bits set: %x" % entry)
             self.inc(l2, cs)
             if l2 & (cs - 1):  # qemu reports it and still reads the table where the entry says
                 self.report.corruption("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted" % l2)
@@ -158,6 +160,8 @@ class ReferenceCounter:
             if not entry and not bitmap:
                 continue
             kind = classify(entry, ext, self.has_data_file)
+            if kind != COMPRESSED and entry & C.L2E_STD_RESERVED_MASK:
+                report.corruption("ERROR found l2 entry with reserved bits set: %x" % entry)
             if ext and kind != COMPRESSED:
                 if bitmap & C.EXTL2_ALLOC_MASK & (bitmap >> 32):
                     report.corruption("ERROR: Invalid cluster entry found (L2 offset: %#x, L2 index: %#x): bitmap %#x"

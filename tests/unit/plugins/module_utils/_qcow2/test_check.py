@@ -206,3 +206,20 @@ def test_unaligned_l2_table_is_still_read_like_qemu(image):
         (poke.l1_entry(image, 0) & poke.OFFSET_MASK)) in result['messages']
     assert result['result']['corruptions'] > 1  # the entries read at the shifted offset are garbage to qemu too
 
+
+@pytest.mark.parametrize('where, value, message', [
+    ('l2', lambda p: poke.l2_entry(p, 0) | 2, 'ERROR found l2 entry with reserved bits set: %x'),
+    ('l2', lambda p: poke.l2_entry(p, 0) | (1 << 56), 'ERROR found l2 entry with reserved bits set: %x'),
+    ('l2-unallocated', lambda p: 2, 'ERROR found l2 entry with reserved bits set: %x'),
+    ('l1', lambda p: poke.l1_entry(p, 0) | 2, 'ERROR found L1 entry with reserved bits set: %x'),
+])
+def test_reserved_bits_in_l1_and_l2_entries(image, where, value, message):
+    """qemu 7.2 counts each table entry with reserved bits set as a corruption."""
+    new = value(image)
+    if where == 'l1':
+        poke.set_l1_entry(image, 0, new)
+    else:
+        poke.set_l2_entry(image, 0 if where == 'l2' else 2 * MiB, new)
+    result = check(image)
+    assert result['messages'] == [message % new]
+    assert result['exit_code'] == 2 and result['result']['corruptions'] == 1
