@@ -162,23 +162,23 @@ class ReferenceCounter:
             kind = classify(entry, ext, self.has_data_file)
             if kind != COMPRESSED and entry & C.L2E_STD_RESERVED_MASK:
                 report.corruption("ERROR found l2 entry with reserved bits set: %x" % entry)
-            if ext and kind != COMPRESSED:
-                if bitmap & C.EXTL2_ALLOC_MASK & (bitmap >> 32):
-                    report.corruption("ERROR: Invalid cluster entry found (L2 offset: %#x, L2 index: %#x): bitmap %#x"
-                                      % (l2_offset, i, bitmap))
-                if kind == UNALLOCATED and bitmap & C.EXTL2_ALLOC_MASK:
-                    report.corruption("ERROR: Invalid cluster entry found (L2 offset: %#x, L2 index: %#x): subclusters "
-                                      "allocated in an unallocated cluster" % (l2_offset, i))
-            if kind == COMPRESSED:
-                if self.has_data_file:
-                    report.corruption("ERROR compressed cluster %d with data file, entry=0x%x" % (i, entry))
-                    continue
+            if ext and kind == UNALLOCATED:
+                if bitmap & C.EXTL2_ALLOC_MASK:
+                    report.corruption("ERROR: Unallocated cluster has non-zero subcluster allocation map")
+            elif ext and kind != COMPRESSED and bitmap & C.EXTL2_ALLOC_MASK & (bitmap >> 32):
+                report.corruption("ERROR offset=%x: Allocated cluster has corrupted subcluster allocation bitmap"
+                                  % (entry & C.L2E_OFFSET_MASK))
+            if kind == COMPRESSED:  # qemu's order; an entry it cannot trust is not counted
                 if entry & C.OFLAG_COPIED:
                     report.corruption("ERROR: coffset=0x%x: copied flag must never be set for compressed clusters"
                                       % (entry & geo.compressed_offset_mask))
+                if self.has_data_file:
+                    report.corruption("ERROR compressed cluster %d with data file, entry=0x%x" % (i, entry))
+                    continue
                 if ext and bitmap:
                     report.corruption("ERROR compressed cluster %d with non-zero subcluster allocation bitmap, entry=0x%x"
                                       % (i, entry))
+                    continue
                 coffset, csize = geo.compressed_location(entry)
                 if active:
                     report.allocated_clusters += 1

@@ -223,3 +223,40 @@ def test_reserved_bits_in_l1_and_l2_entries(image, where, value, message):
     result = check(image)
     assert result['messages'] == [message % new]
     assert result['exit_code'] == 2 and result['result']['corruptions'] == 1
+
+
+@pytest.fixture
+def extl2_image(tmp_path):
+    path = str(tmp_path / 'x.qcow2')
+    create_image(path, CreateOptions(size=8 * MiB, extended_l2=True))
+    with open_chain(path, writable=True) as chain:
+        chain.top.write(0, b'\x05' * CS)
+    return path
+
+
+def set_bitmap(path, guest_offset, value):
+    poke.write_u64(path, poke.l2_entry_offset(path, guest_offset) + 8, value)
+
+
+@pytest.mark.parametrize('guest_offset, bitmap, messages', [
+    (0, 0x1_00000001, ['ERROR offset=%x: Allocated cluster has corrupted subcluster allocation bitmap']),
+    (CS, 0x1, ['ERROR: Unallocated cluster has non-zero subcluster allocation map']),
+    (CS, 0x1_00000001, ['ERROR: Unallocated cluster has non-zero subcluster allocation map']),
+    (CS, 0xFFFFFFFF_00000000, []),  # all zero: fine
+])
+def test_subcluster_bitmap_errors_are_counted_like_qemu(extl2_image, guest_offset, bitmap, messages):
+    data = poke.l2_entry(extl2_image, 0) & poke.OFFSET_MASK
+    set_bitmap(extl2_image, guest_offset, bitmap)
+    result = check(extl2_image)
+    assert result['messages'] == [m % data if '%' in m else m for m in messages]
+    assert result['result'].get('corruptions', 0) == len(messages)
+
+
+def test_compressed_cluster_with_a_subcluster_bitmap_is_not_counted(extl2_image):
+    """qemu reports the entry and skips it, so the compressed data's clusters show up as leaked."""
+    data = poke.l2_entry(extl2_image, 0) & poke.OFFSET_MASK
+    poke.set_l2_entry(extl2_image, 0, poke.OFLAG_COMPRESSED | data)  # a one-sector compressed descriptor
+    set_bitmap(extl2_image, 0, 1)
+    result = check(extl2_image)
+    assert result['messages'][0].startswith('ERROR compressed cluster 0 with non-zero subcluster allocation bitmap')
+    assert (result['result']['corruptions'], result['result']['leaks']) == (1, 1)
