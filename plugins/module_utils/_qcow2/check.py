@@ -36,9 +36,9 @@ def check_image(img, repair=None):
         return report
     img._require_writable()
     from .metadata_commit import PlannedState, apply_state, current_l2_offsets
-    plan = PlannedState(img.size, current_l2_offsets(img), img.snapshot_list(),
-                        clear_incompatible=C.INCOMPAT_DIRTY | C.INCOMPAT_CORRUPT)
     try:
+        plan = PlannedState(img.size, current_l2_offsets(img), img.snapshot_list(),
+                            clear_incompatible=C.INCOMPAT_DIRTY | C.INCOMPAT_CORRUPT)
         apply_state(img, plan)
     except Qcow2Error as exc:
         report.check_errors += 1

@@ -260,3 +260,13 @@ def test_compressed_cluster_with_a_subcluster_bitmap_is_not_counted(extl2_image)
     result = check(extl2_image)
     assert result['messages'][0].startswith('ERROR compressed cluster 0 with non-zero subcluster allocation bitmap')
     assert (result['result']['corruptions'], result['result']['leaks']) == (1, 1)
+
+
+def test_a_repair_of_an_unreadable_snapshot_table_is_reported_not_raised(image):
+    create_snapshot(image, 'snap')
+    with open(image, 'r+b') as f:
+        f.seek(poke.header(image)['snapshots_offset'] + 36)
+        f.write((2000).to_bytes(4, 'big'))  # more extra data than qemu accepts
+    result = check(image, repair='all')
+    assert result['exit_code'] == 1
+    assert 'Too much extra metadata in snapshot table entry 0' in result['messages'][0]
