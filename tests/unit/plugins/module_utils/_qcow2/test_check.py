@@ -262,6 +262,15 @@ def test_compressed_cluster_with_a_subcluster_bitmap_is_not_counted(extl2_image)
     assert (result['result']['corruptions'], result['result']['leaks']) == (1, 1)
 
 
+def test_a_repair_that_cannot_fix_the_image_reports_its_corruptions(image):
+    """Like qemu-img check -r all: the check completed, the image is still corrupt: exit 2, not 1."""
+    poke.set_l2_entry(image, 0, poke.l2_entry(image, 0) | (1 << 57))
+    result = check(image, repair='all')
+    assert result['exit_code'] == 2
+    assert result['result']['corruptions'] == 1 and result['result']['check-errors'] == 0
+    assert any(m.startswith('Repair failed: ') for m in result['messages'])
+
+
 def test_a_repair_of_an_unreadable_snapshot_table_is_reported_not_raised(image):
     create_snapshot(image, 'snap')
     with open(image, 'r+b') as f:
