@@ -68,9 +68,9 @@ def _run(cmd: t.Sequence[str], cwd: StrPath | None, ok: t.Container[int] = (0,))
     return proc
 
 
-def qemu_img(*args: StrPath, cwd: StrPath | None = None) -> str:
-    """Run 'qemu-img ARGS...' and return its stdout."""
-    return _run([_tool('qemu-img'), *args], cwd).stdout
+def qemu_img(*args: StrPath, cwd: StrPath | None = None, ok_codes: t.Container[int] = (0,)) -> str:
+    """Run 'qemu-img ARGS...' and return its stdout; other exit statuses than ok_codes raise QemuError."""
+    return _run([_tool('qemu-img'), *args], cwd, ok=ok_codes).stdout
 
 
 def qemu_img_json(subcommand: str, *args: StrPath, cwd: StrPath | None = None) -> t.Any:
@@ -165,14 +165,17 @@ def qemu_io_session(path: StrPath, *options: str, fmt: str = 'qcow2') -> t.Itera
                 proc.wait()
 
 
-def qemu_img_check(path: StrPath, fmt: str = 'qcow2') -> CheckResult:
+def qemu_img_check(path: StrPath, fmt: str = 'qcow2', incomplete_ok: bool = False) -> CheckResult:
     """Run 'qemu-img check --output=json' and return its exit status and parsed report.
 
     Corruptions (2) and leaks (3) are results, not errors; an image qemu
-    could not check at all raises QemuError.
+    could not check at all (1) raises QemuError, unless incomplete_ok: then
+    the report is {'stderr': ...} (qemu prints no JSON in that case).
     """
-    proc = _run([_tool('qemu-img'), 'check', '--output=json', '-f', fmt, path], None,
-                ok=(CHECK_OK, CHECK_CORRUPTIONS, CHECK_LEAKS))
+    ok = (CHECK_OK, CHECK_CORRUPTIONS, CHECK_LEAKS) + ((CHECK_NOT_COMPLETED,) if incomplete_ok else ())
+    proc = _run([_tool('qemu-img'), 'check', '--output=json', '-f', fmt, path], None, ok=ok)
+    if proc.returncode == CHECK_NOT_COMPLETED:
+        return CheckResult(proc.returncode, {'stderr': proc.stderr})
     return CheckResult(proc.returncode, json.loads(proc.stdout))
 
 
