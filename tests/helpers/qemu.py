@@ -248,8 +248,19 @@ def dirty_bitmap_extents(path: StrPath, bitmap: str) -> list:
             if time.monotonic() > deadline:
                 raise QemuError(args, -1, '', 'qemu-nbd did not create its socket')
             time.sleep(0.02)
-        extents = qemu_img_json('map', '--image-opts', 'driver=nbd,server.type=unix,server.path=%s,'
-                                'x-dirty-bitmap=qemu:dirty-bitmap:%s' % (sock, bitmap))
+        while True:
+            try:
+                extents = qemu_img_json('map', '--image-opts', 'driver=nbd,server.type=unix,server.path=%s,'
+                                        'x-dirty-bitmap=qemu:dirty-bitmap:%s' % (sock, bitmap))
+                break
+            except QemuError:
+                try:  # qemu-nbd creates the socket before it is ready, or before it gives up on the bitmap
+                    server.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        raise
+                    continue
+                raise QemuError(args, server.returncode, server.stdout.read(), server.stderr.read()) from None
     finally:
         server.kill()
         server.wait()
