@@ -153,9 +153,16 @@ def _command(task):
     return [sys.executable, '-m', 'ansible_collections.backingchain.qcow2.tests.helpers.engine_worker', json.dumps(task)]
 
 
-def run_worker(task, env=None, timeout=600):
-    """Run a task to its end (or its death); returns the CompletedProcess."""
-    return subprocess.run(_command(task), env=worker_env(env), capture_output=True, text=True, timeout=timeout,
+def run_worker(task, env=None, timeout=600, fresh_rss=False):
+    """Run a task to its end (or its death); returns the CompletedProcess.
+
+    fresh_rss: start the child from a small shell. Linux carries the peak RSS of the image a process
+    had before exec into ru_maxrss, so a child forked straight from pytest starts at pytest's size.
+    """
+    command = _command(task)
+    if fresh_rss:
+        command = ['/bin/sh', '-c', '"$0" "$@"; exit $?'] + command  # sh forks the child: no exec from pytest
+    return subprocess.run(command, env=worker_env(env), capture_output=True, text=True, timeout=timeout,
                           check=False)
 
 
