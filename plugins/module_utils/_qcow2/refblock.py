@@ -76,19 +76,22 @@ class RefBlockCodec:
         shift = (index % self.per_byte) * self.bits
         block[pos] = (block[pos] & ~(self.mask << shift) & 0xFF) | (value << shift)
 
-    def _packed_find(self, block, start, flags, want_zero):
-        """First index >= start whose entry is zero (want_zero) or non-zero, in a packed block."""
-        first_byte = start // self.per_byte
-        for i in range(start, min(self.entries, (first_byte + 1) * self.per_byte)):
+    def _packed_find(self, block, start, flags, want_zero, end=None):
+        """First index in [start, end) whose entry is zero (want_zero) or non-zero, in a packed block."""
+        end = self.entries if end is None else end
+        per_byte = self.per_byte
+        first_byte = start // per_byte
+        for i in range(start, min(end, (first_byte + 1) * per_byte)):
             if (self.get(block, i) == 0) == want_zero:
                 return i
-        pos = bytes(block).translate(flags).find(1, first_byte + 1)
+        pos = bytes(block[first_byte + 1:-(-end // per_byte)]).translate(flags).find(1)
         if pos < 0:
             return None
-        for i in range(pos * self.per_byte, (pos + 1) * self.per_byte):
+        pos += first_byte + 1
+        for i in range(pos * per_byte, min(end, (pos + 1) * per_byte)):
             if (self.get(block, i) == 0) == want_zero:
                 return i
-        return None  # not reached: the flags table said this byte has one
+        return None  # the wanted entry of the last byte lies past end
 
     def first_free(self, block, start):
         """First index >= start whose refcount is 0, or None."""
@@ -106,12 +109,13 @@ class RefBlockCodec:
                 return pos // width
             pos += width - pos % width
 
-    def first_used(self, block, start):
-        """First index >= start whose refcount is not 0, or None."""
+    def first_used(self, block, start, end=None):
+        """First index in [start, end) (end: the block's end) whose refcount is not 0, or None."""
+        end = self.entries if end is None else min(end, self.entries)
         if self.packed:
-            return self._packed_find(block, start, self._has_used, False)
+            return self._packed_find(block, start, self._has_used, False, end)
         width = block.itemsize
-        raw = block.tobytes()[start * width:]
+        raw = block[start:end].tobytes()
         rest = raw.lstrip(b"\0")
         if not rest:
             return None

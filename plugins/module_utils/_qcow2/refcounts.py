@@ -160,7 +160,8 @@ class Refcounts:
             t = ci >> self.rbb
             offset = self._block_offset(t)
             if offset:
-                found = self.codec.first_used(self.cache.get(offset), ci & (self.rbe - 1))
+                found = self.codec.first_used(self.cache.get(offset), ci & (self.rbe - 1),
+                                              min(self.rbe, limit - (t << self.rbb)))
                 if found is not None:
                     return min(limit, (t << self.rbb) + found)
             ci = (t + 1) << self.rbb

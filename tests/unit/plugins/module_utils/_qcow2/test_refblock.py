@@ -94,3 +94,15 @@ def test_sub_byte_entries_start_at_the_least_significant_bit():
     codec.set(block, 0, 1)
     codec.set(block, 3, 2)
     assert codec.encode(block)[0] == 0b10000001
+
+
+@given(blocks(), st.data())
+def test_first_used_within_a_bound(case, data):
+    """Allocation asks only whether [start, end) is free: the scan stops at end."""
+    bits, cs, entries, values = case
+    codec = RefBlockCodec(bits, entries)
+    block = codec.decode(spec_encode(values, bits, cs))
+    start = data.draw(st.integers(0, entries - 1))
+    end = data.draw(st.integers(start, entries))
+    used = [i for i in range(start, end) if values[i] != 0]
+    assert codec.first_used(block, start, end) == (used[0] if used else None)
