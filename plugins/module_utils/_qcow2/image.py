@@ -57,6 +57,12 @@ def _append(out, offset, length, kind, host):
     out.append(Extent(offset, length, kind, host))
 
 
+def _first_nonzero_entry(table, idx, words):
+    """Index of the first L2 entry at or after idx with a non-zero word (the slice's length if none)."""
+    raw = table[idx * words:].tobytes()
+    return idx + (len(raw) - len(raw.lstrip(b"\0"))) // (8 * words)
+
+
 class Qcow2Image:
     """One qcow2 file. ``backing`` is set by the chain opener (chain.py)."""
 
@@ -232,8 +238,15 @@ class Qcow2Image:
             in_table = cluster & (geo.l2_entries - 1)
             table = self.l2_slice(table_offset, in_table // geo.slice_entries)
             idx = in_table % geo.slice_entries
-            slice_end = min(end, (cluster - idx + geo.slice_entries) << cb)
+            slice_first = cluster - idx
+            slice_end = min(end, (slice_first + geo.slice_entries) << cb)
             while pos < slice_end:
+                if not table[idx * words] and not (ext and table[idx * 2 + 1]):
+                    idx = _first_nonzero_entry(table, idx, words)  # a run of unallocated clusters at C speed
+                    nxt = min(slice_end, (slice_first + idx) << cb)
+                    _append(out, pos, nxt - pos, UNALLOC, 0)
+                    pos = nxt
+                    continue
                 cluster_start = (pos >> cb) << cb
                 cend = min(slice_end, cluster_start + geo.cluster_size)
                 entry = table[idx * words]
