@@ -17,7 +17,7 @@ from .errors import InvalidArgumentError, Qcow2Error
 from .header import OFFSET_INCOMPAT
 from .layout import NORMAL, ZERO_ALLOC, classify
 from .refblock import RefBlockCodec
-from .references import CheckReport, MetadataState, ReferenceCounter
+from .references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
 
 REPAIR_MODES = (None, "leaks", "all")
 
@@ -175,7 +175,7 @@ def _check_copied(img, disk, report):
         if (rc == 1) != bool(entry & C.OFLAG_COPIED):
             report.corruption("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d" % (index, entry, rc))
         table = counter.read_l2(l2)
-        for i in range(geo.l2_entries):
+        for i in used_l2_indexes(table, words, geo.l2_entries):
             e = table[i * words]
             if not e:
                 continue

@@ -22,7 +22,7 @@ from . import constants as C
 from .errors import CorruptionError, FormatError
 from .header import OFFSET_SIZE
 from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, array_to_be, classify
-from .references import CheckReport, MetadataState, ReferenceCounter
+from .references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
 from .refstructure import write_refcount_structure
 from .snapshot_table import build_snapshot_table
 
@@ -157,7 +157,7 @@ def _fix_copied_flags(table, geo, data_refs):
     words = geo.l2_entry_words
     changed = False
     cb = geo.cluster_bits
-    for i in range(geo.l2_entries):
+    for i in used_l2_indexes(table, words, geo.l2_entries):
         entry = table[i * words]
         if not entry:
             continue

@@ -17,6 +17,20 @@ from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, be_array, class
 from .refmap import RefMap
 
 
+_GROUP = 64  # entries compared at once against zeros
+
+
+def used_l2_indexes(table, words, entries):
+    """Indexes of L2 entries that may be non-zero: groups of entries that are all zero are skipped at C speed."""
+    raw = table.tobytes()
+    step = _GROUP * words * 8
+    zeros = bytes(step)
+    for base in range(0, entries, _GROUP):
+        if raw[base * words * 8:base * words * 8 + step] != zeros:
+            for i in range(base, min(entries, base + _GROUP)):
+                yield i
+
+
 class CheckReport:
     """Counters and messages in qemu-img check's terms."""
 
@@ -154,7 +168,7 @@ class ReferenceCounter:
         table = self.read_l2(l2_offset)
         report = self.report
         next_contiguous = 0
-        for i in range(geo.l2_entries):
+        for i in used_l2_indexes(table, words, geo.l2_entries):
             entry = table[i * words]
             bitmap = table[i * 2 + 1] if ext else 0
             if not entry and not bitmap:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from array import array
 
 import pytest
+from hypothesis import given, strategies as st
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import constants as C
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import (
@@ -12,7 +14,9 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api impo
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import FormatError, ReadOnlyError
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.references import used_l2_indexes
 from ansible_collections.backingchain.qcow2.tests.helpers import qcow2_poke as poke
+from ansible_collections.backingchain.qcow2.tests.helpers.limits import time_limit
 
 CS = 65536
 MiB = 1 << 20
@@ -279,3 +283,25 @@ def test_a_repair_of_an_unreadable_snapshot_table_is_reported_not_raised(image):
     result = check(image, repair='all')
     assert result['exit_code'] == 1
     assert 'Too much extra metadata in snapshot table entry 0' in result['messages'][0]
+
+
+def test_check_and_a_snapshot_of_a_sparse_1tib_image_do_not_walk_every_l2_entry(tmp_path):
+    path = str(tmp_path / 'sparse.qcow2')
+    create_image(path, CreateOptions(size=1 << 40))
+    with open_chain(path, writable=True) as chain:
+        for i in range(1024):  # 1024 L2 tables of 8192 entries, one used in each
+            chain.top.write(i << 30, b'\x01' * 100)
+    with time_limit(8):
+        assert check(path)['exit_code'] == 0
+        create_snapshot(path, 'quick')
+        assert check(path)['exit_code'] == 0
+
+
+@given(st.lists(st.integers(0, 8191), max_size=30), st.sampled_from([1, 2]))
+def test_used_l2_indexes_never_skips_a_used_entry(used, words):
+    table = array('Q', bytes(8 * 8192 * words))
+    for i in used:
+        table[i * words + (i % words)] = 1 << 9  # the offset word, or only the bitmap word
+    listed = set(used_l2_indexes(table, words, 8192))
+    assert set(used) <= listed
+    assert len(listed) <= 64 * len(set(i // 64 for i in used))

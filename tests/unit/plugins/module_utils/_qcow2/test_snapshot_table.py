@@ -55,7 +55,7 @@ def test_old_entries_without_extra_data():
     """Before qemu 1.1 entries had no extra data: disk size is the image's, vm state the 32-bit field."""
     raw = struct.pack('>QIHHIIQII', 3 * CS, 2, 1, 1, 0, 0, 0, 4096, 0) + b'1a'
     raw += bytes(-len(raw) % 8)
-    (sn,), _ = parse_snapshot_table(raw, 1, CS, 777 * 512)
+    (sn,), _length = parse_snapshot_table(raw, 1, CS, 777 * 512)
     assert (sn.disk_size, sn.vm_state_size, sn.icount, sn.extra_data_size) == (777 * 512, 4096, -1, 0)
     # rewritten, it gets qemu's 24 bytes of extra data
     assert struct.unpack_from('>I', build_snapshot_table([sn]), 36)[0] == 24
@@ -70,7 +70,7 @@ def test_too_much_extra_data_makes_the_table_unreadable():
 
 def test_a_bad_l1_reference_is_kept_for_check_to_report():
     raw = build_snapshot_table([Snapshot('1', 'a', l1_table_offset=CS + 512, l1_size=(32 << 20) // 8 + 1)])
-    (sn,), _ = parse_snapshot_table(raw, 1, CS, 0)
+    (sn,), _length = parse_snapshot_table(raw, 1, CS, 0)
     assert (sn.l1_table_offset, sn.l1_size) == (CS + 512, (32 << 20) // 8 + 1)
 
 
