@@ -119,7 +119,7 @@ def damaged(request, tmp_image_dir):
 
 
 def test_check_reports_what_qemu_reports(damaged):
-    fault, img, _ = damaged
+    fault, img, _original = damaged
     theirs = qemu_img_check(img, incomplete_ok=True)
     ours = check(str(img))
 

@@ -36,7 +36,7 @@ RANDOM_KILLS = examples(4)
 
 
 def start_image(d, config):
-    opts, size, _ = CONFIGS[config]
+    opts, size, _snapshots = CONFIGS[config]
     img = qemu_img_create(d / 'crash.qcow2', size, options=opts or None)
     qemu_io(img, 'write -P 0xee 0 %d' % (size // 4), 'write -z %d %d' % (size // 2, size // 8))
     return img
@@ -79,7 +79,7 @@ def verify(img, log, initial):
     uncertain = [ops[i] for i in sorted(ops) if i > durable]
     content = raw_of(img, dest_dir=img.parent).read_bytes()
     sector_ok = bytearray(b'\x01') * (len(content) // 512)
-    for kind, offset, length, _ in uncertain:
+    for kind, offset, length, _byte in uncertain:
         if kind != 'snapshot':
             for s in range(offset // 512, (offset + length - 1) // 512 + 1):
                 sector_ok[s] = 0
@@ -119,7 +119,7 @@ def io_events(tmp_path_factory):
 def test_crash_at_the_nth_io(tmp_path_factory, io_events, config):
     total = io_events[config]
     rng = random.Random(config)
-    points = sorted({1, 2, 3, total} | {rng.randint(1, total) for _ in range(POINTS_PER_CONFIG - 4)})
+    points = sorted({1, 2, 3, total} | {rng.randint(1, total) for _point in range(POINTS_PER_CONFIG - 4)})
     durable_counts = []
     for n in points:
         d = tmp_path_factory.mktemp('crash-%s-%d' % (config, n))

@@ -70,7 +70,7 @@ def test_engine_writes_dirty_the_same_ranges_as_qemu(start, ops):
 
 
 def test_written_ranges_are_dirty(start):
-    ours, _ = apply_both(start, [('write', 5 * MiB + 100, 5000), ('zero', 9 * MiB, 200000)])
+    ours, _theirs = apply_both(start, [('write', 5 * MiB + 100, 5000), ('zero', 9 * MiB, 200000)])
     assert dirty_bitmap_extents(ours, 'b4k') == [(3 * MiB, 102400), (5 * MiB, 8192), (9 * MiB, 200704)]
     assert dirty_bitmap_extents(ours, 'b64k') == [(3 * MiB, 131072), (5 * MiB, 65536), (9 * MiB, 262144)]
     assert dirty_bitmap_extents(ours, 'disabled') == []

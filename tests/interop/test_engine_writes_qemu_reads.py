@@ -70,15 +70,15 @@ def _backing(d, cs, size, fmt):
 
 # name -> (cluster size, image size, builder)
 CONFIGS = {
-    'default-64k': (65536, 4 * MiB, lambda d, cs, size: _plain(d, cs, size)),
+    'default-64k': (65536, 4 * MiB, _plain),
     'v2-4k': (4096, 2 * MiB, lambda d, cs, size: _plain(d, cs, size, compat='0.10')),
     '512-refcount1': (512, MiB, lambda d, cs, size: _plain(d, cs, size, refcount_bits=1)),
     'extl2-64k': (65536, 4 * MiB, lambda d, cs, size: _plain(d, cs, size, extended_l2='on')),
     'extl2-compressed': (65536, 4 * MiB, lambda d, cs, size: _compressed(d, cs, size, extended_l2='on')),
-    '2m': (2 << 20, 12 * MiB, lambda d, cs, size: _plain(d, cs, size)),
+    '2m': (2 << 20, 12 * MiB, _plain),
     'snapshots': (65536, 4 * MiB, _snapshots),
     'snapshots-4k-refcount2': (4096, MiB, _snapshots_refcount2),
-    'compressed-4k': (4096, 2 * MiB, lambda d, cs, size: _compressed(d, cs, size)),
+    'compressed-4k': (4096, 2 * MiB, _compressed),
     'backing-qcow2': (65536, 4 * MiB, lambda d, cs, size: _backing(d, cs, size, 'qcow2')),
     'backing-raw-4k': (4096, MiB, lambda d, cs, size: _backing(d, cs, size, 'raw')),
     'prealloc-metadata': (65536, 4 * MiB, lambda d, cs, size: _plain(d, cs, size, preallocation='metadata')),
@@ -100,7 +100,7 @@ def starts(tmp_path_factory):
 def guest_ops(draw, cs, size):
     """Writes and zero writes from 1 byte to several clusters, aligned or not."""
     ops = []
-    for _ in range(draw(st.integers(1, 10))):
+    for _op in range(draw(st.integers(1, 10))):
         kind = draw(st.sampled_from(['write', 'write', 'zero', 'zero-unmap']))
         align = draw(st.sampled_from([1, 512, cs]))
         length = draw(st.one_of(st.integers(1, 600), st.integers(1, 4 * cs)))
@@ -131,7 +131,7 @@ def _engine_apply(path, ops):
 @settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_engine_writes_match_qemu_io(starts, config, data):
-    cs, size, _ = CONFIGS[config]
+    cs, size, _builder = CONFIGS[config]
     ops = data.draw(guest_ops(cs, size), label='ops')
     start = starts[config]
     ours, theirs = start.with_name('engine.qcow2'), start.with_name('qemu.qcow2')

@@ -88,4 +88,3 @@ def test_engine_writer_on_an_overlay_protects_its_backing_file_from_qemu(tmp_ima
         with pytest.raises(QemuError, match='Failed to get "write" lock'):
             qemu_io(image, 'write 0 512')
         qemu_io(image, 'read 0 512', options=['-r'])
-

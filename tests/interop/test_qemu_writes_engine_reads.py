@@ -45,8 +45,8 @@ def valid(geo, scenario):
 
 
 def case_id(geo, scenario):
-    return '%s-%s-rc%d%s-%s' % (geo['cluster_size'], geo['compat'], geo['refcount_bits'],
-                                 '-extl2' if geo['extended_l2'] == 'on' else '', scenario)
+    extl2 = '-extl2' if geo['extended_l2'] == 'on' else ''
+    return '%s-%s-rc%d%s-%s' % (geo['cluster_size'], geo['compat'], geo['refcount_bits'], extl2, scenario)
 
 
 CASES = [(geo, s) for geo in geometries() for s in SCENARIOS if valid(geo, s)]
@@ -164,7 +164,7 @@ def test_engine_reads_what_qemu_wrote(tmp_image_dir, geo, scenario):
         img = chain.top
         assert img.size == len(expected)
         assert img.read(0, img.size) == expected
-        for _ in range(60):
+        for _read in range(60):
             offset = rng.randrange(img.size)
             length = rng.randint(1, min(img.size - offset, 3 * cs + 1000))
             assert img.read(offset, length) == expected[offset:offset + length], (offset, length)
@@ -179,7 +179,7 @@ def test_engine_reads_what_qemu_wrote(tmp_image_dir, geo, scenario):
 
 def test_matrix_size():
     """The matrix is as large as the brief says; the count is printed in the summary."""
-    per_scenario = {s: sum(1 for _, sc in CASES if sc == s) for s in SCENARIOS}
+    per_scenario = {s: sum(1 for _geo, sc in CASES if sc == s) for s in SCENARIOS}
     stats.record('qemu-writes-engine-reads matrix', cases=len(CASES), geometries=len(list(geometries())),
                  **{s.replace('-', '_'): n for s, n in per_scenario.items()})
     assert len(list(geometries())) == 46
