@@ -81,7 +81,7 @@ def _crash_sequence(task):
 
 
 def _write_and_die(task):
-    _, _, open_chain = _engine()
+    open_chain = _engine()[2]
     chain = open_chain(task['path'], writable=True)
     for offset, length in task['writes']:
         chain.top.write(offset, b'\xd1' * length)
@@ -94,7 +94,7 @@ def _maxrss_mib():
 
 
 def _measure(task):
-    api, _, open_chain = _engine()
+    api, _fileio, open_chain = _engine()
     path, op = task['path'], task['op']
     before = _maxrss_mib()
     started = time.monotonic()
@@ -122,7 +122,7 @@ def _measure(task):
         rng = random.Random(task.get('seed', 1))
         with open_chain(path, writable=True) as chain:
             size = chain.top.size
-            for _ in range(task.get('count', 2000)):
+            for _write in range(task.get('count', 2000)):
                 chain.top.write(rng.randrange(0, size - 65536), b'\x77' * rng.randint(1, 65536))
         result = {'writes': task.get('count', 2000)}
     elif op == 'check':
