@@ -38,12 +38,12 @@ kill_orphan_test_qemus() {
 }
 
 stop_recorded_daemon() {
-    local name=$1 record="$STATE_DIR/$1.pid" pid i
+    local name=$1 record="$STATE_DIR/$1.pid" pid
     [ -s "$record" ] || return 0
     pid=$(tr -dc '0-9' <"$record")
     if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]; then
         kill -TERM "$pid" 2>/dev/null
-        for i in $(seq 1 150); do
+        for _ in $(seq 1 150); do
             [ -e "/proc/$pid" ] || break
             sleep 0.1
         done

@@ -44,14 +44,14 @@ live_pid() {
 }
 
 start_daemon() {
-    local name=$1 pid i
+    local name=$1 pid
     if pid=$(live_pid "$name" "/run/$name.pid"); then
         log "$name already running (pid $pid)$([ -e "$STATE_DIR/$name.pid" ] && echo ', started by us' || echo ', not ours: left alone')"
         return 0
     fi
     rm -f "$STATE_DIR/$name.pid"
     "/usr/sbin/$name" -d
-    for i in $(seq 1 50); do   # the daemon writes its pidfile right after forking
+    for _ in $(seq 1 50); do   # the daemon writes its pidfile right after forking
         if pid=$(live_pid "$name" "/run/$name.pid"); then
             echo "$pid" >"$STATE_DIR/$name.pid"
             log "started $name (pid $pid)"

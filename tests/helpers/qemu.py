@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -139,32 +140,6 @@ def qemu_io_script(path: StrPath, cmds: t.Iterable[str], fmt: str = 'qcow2',
     return proc.stdout
 
 
-@contextlib.contextmanager
-def qemu_io_session(path: StrPath, *options: str, fmt: str = 'qcow2') -> t.Iterator[subprocess.Popen]:
-    """A qemu-io process that keeps the image open (and locked) until the block ends.
-
-    Raises QemuError if qemu-io cannot open the image (e.g. a lock conflict).
-    """
-    args = [_tool('qemu-io'), '-f', fmt, *options, str(path)]
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write('read 0 512\n')  # answered only once the image is open
-        proc.stdin.flush()
-        line = proc.stdout.readline()
-        if 'bytes at offset 0' not in line:
-            proc.wait(timeout=30)
-            raise QemuError(args, proc.returncode or -1, line, proc.stderr.read() if proc.stderr else '')
-        yield proc
-    finally:
-        if proc.poll() is None:
-            try:
-                proc.communicate('quit\n', timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def qemu_img_check(path: StrPath, fmt: str = 'qcow2', incomplete_ok: bool = False) -> CheckResult:
     """Run 'qemu-img check --output=json' and return its exit status and parsed report.
 
@@ -213,9 +188,92 @@ def raw_of(path: StrPath, dest_dir: StrPath | None = None, fmt: str | None = Non
     return Path(out)
 
 
-def qemu_img_map(path: StrPath, fmt: str = 'qcow2') -> list:
-    """'qemu-img map --output=json' of an image (read-only, shared)."""
-    return qemu_img_json('map', '-U', '-f', fmt, path)
+def qemu_img_map(path: StrPath, fmt: str | None = None) -> list[dict]:
+    """Parsed 'qemu-img map --output=json' of an image (its whole chain)."""
+    args: list[StrPath] = ['-U']
+    if fmt:
+        args += ['-f', fmt]
+    return qemu_img_json('map', *args, path)
+
+
+def backing_chain(path: StrPath) -> list[tuple[str, str]]:
+    """(filename, format) of every image of the chain, top first, as 'qemu-img info --backing-chain' sees it."""
+    return [(entry['filename'], entry['format']) for entry in qemu_img_info(path, backing_chain=True)]
+
+
+@contextlib.contextmanager
+def qemu_io_holding(path: StrPath, fmt: str = 'qcow2', read_only: bool = False,
+                    cwd: StrPath | None = None, options: t.Sequence[str] = ()) -> t.Iterator[subprocess.Popen]:
+    """Keep the image open in a background qemu-io, with the locks a running VM takes, until the block ends.
+
+    read_only holds it as a VM holds a backing file (reads, lets nobody write
+    it); otherwise as a VM holds its active image. options go to qemu-io
+    (e.g. ['-t', 'writeback'] when the test sends writes through stdin).
+    """
+    args: list[StrPath] = [_tool('qemu-io'), '-f', fmt, *options]
+    if read_only:
+        args.append('-r')
+    args.append(path)
+    proc = subprocess.Popen([str(a) for a in args], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write('read 0 512\n')  # answered only once the image (and its locks) are open
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        if 'read 512/512 bytes' not in line:
+            raise QemuError(proc.args, proc.poll() or 0, line, proc.stdout.read() if proc.poll() is not None else '')
+        yield proc
+    finally:
+        if proc.poll() is None:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write('quit\n')
+                proc.stdin.close()
+                proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+
+
+def dirty_ranges(path: StrPath, bitmap: str) -> list[tuple[int, int]]:
+    """(start, length) of the ranges a persistent dirty bitmap marks, as qemu reads it (qemu-nbd -B, map).
+
+    qemu-nbd exports the bitmap as the qemu:dirty-bitmap:NAME metadata
+    context; 'qemu-img map' over that context reports dirty ranges as
+    holes (data: false).
+    """
+    sock_dir = tempfile.mkdtemp(prefix='nbd-')
+    sock = os.path.join(sock_dir, 's')
+    proc = subprocess.Popen([_tool('qemu-nbd'), '-r', '-t', '-f', 'qcow2', '-B', bitmap, '-k', sock, str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                raise QemuError(proc.args, proc.returncode, '', proc.stderr.read() if proc.stderr else '')
+            if os.path.exists(sock):
+                with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(sock)
+                    break
+            if time.monotonic() > deadline:
+                raise QemuError(proc.args, -1, '', 'qemu-nbd did not start listening')
+            time.sleep(0.02)
+        opts = f'driver=nbd,server.type=unix,server.path={sock},x-dirty-bitmap=qemu:dirty-bitmap:{bitmap}'
+        extents = qemu_img_json('map', '--image-opts', opts)
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    out: list[tuple[int, int]] = []
+    for ext in extents:
+        if ext['data']:
+            continue
+        if out and out[-1][0] + out[-1][1] == ext['start']:
+            out[-1] = (out[-1][0], out[-1][1] + ext['length'])
+        else:
+            out.append((ext['start'], ext['length']))
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -227,42 +285,3 @@ def qemu_supports(**create_options: str) -> bool:
         except QemuError:
             return False
     return True
-
-
-def dirty_bitmap_extents(path: StrPath, bitmap: str) -> list:
-    """(start, length) of the ranges a persistent dirty bitmap marks dirty, as qemu itself reads it.
-
-    qemu-nbd exports the image with the bitmap (-B), and 'qemu-img map' over
-    NBD with x-dirty-bitmap reports dirty areas as "data": false. qemu-nbd
-    refuses inconsistent (in-use) bitmaps; that raises QemuError.
-    """
-    sockdir = tempfile.mkdtemp(prefix='qemu-nbd-')  # short path: unix sockets are limited to 108 bytes
-    sock = os.path.join(sockdir, 'sock')
-    args = [_tool('qemu-nbd'), '-r', '-f', 'qcow2', '-B', bitmap, '-k', sock, str(path)]
-    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sock):
-            if server.poll() is not None:
-                raise QemuError(args, server.returncode, server.stdout.read(), server.stderr.read())
-            if time.monotonic() > deadline:
-                raise QemuError(args, -1, '', 'qemu-nbd did not create its socket')
-            time.sleep(0.02)
-        while True:
-            try:
-                extents = qemu_img_json('map', '--image-opts', 'driver=nbd,server.type=unix,server.path=%s,'
-                                        'x-dirty-bitmap=qemu:dirty-bitmap:%s' % (sock, bitmap))
-                break
-            except QemuError:
-                try:  # qemu-nbd creates the socket before it is ready, or before it gives up on the bitmap
-                    server.wait(timeout=0.2)
-                except subprocess.TimeoutExpired:
-                    if time.monotonic() > deadline:
-                        raise
-                    continue
-                raise QemuError(args, server.returncode, server.stdout.read(), server.stderr.read()) from None
-    finally:
-        server.kill()
-        server.wait()
-        shutil.rmtree(sockdir, ignore_errors=True)
-    return [(e['start'], e['length']) for e in extents if not e['data']]

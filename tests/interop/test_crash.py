@@ -13,7 +13,6 @@ import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import check
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
-from ansible_collections.backingchain.qcow2.tests.helpers import stats
 from ansible_collections.backingchain.qcow2.tests.helpers.engine_worker import run_worker, start_worker
 from ansible_collections.backingchain.qcow2.tests.helpers.limits import examples
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
@@ -116,7 +115,7 @@ def io_events(tmp_path_factory):
 
 
 @pytest.mark.parametrize('config', sorted(CONFIGS))
-def test_crash_at_the_nth_io(tmp_path_factory, io_events, config):
+def test_crash_at_the_nth_io(tmp_path_factory, io_events, config, record_property):
     total = io_events[config]
     rng = random.Random(config)
     points = sorted({1, 2, 3, total} | {rng.randint(1, total) for _point in range(POINTS_PER_CONFIG - 4)})
@@ -128,13 +127,15 @@ def test_crash_at_the_nth_io(tmp_path_factory, io_events, config):
         proc = run_worker(task(img, config, d / 'log'), env={'BACKINGCHAIN_QCOW2_CRASH_AT': str(n)})
         assert proc.returncode == -9, (n, proc.returncode, proc.stderr[-2000:])
         durable_counts.append(verify(img, d / 'log', initial))
-    stats.record('crash points', mode='BACKINGCHAIN_QCOW2_CRASH_AT', config=config, points=len(points),
-                 io_events=total, ops_durable_min=min(durable_counts), ops_durable_max=max(durable_counts))
+    record_property('crash_points', len(points))
+    record_property('interop_figures', ('crash at the Nth I/O', {
+        'config': config, 'points': len(points), 'io_events': total,
+        'ops_durable_min': min(durable_counts), 'ops_durable_max': max(durable_counts)}))
     assert max(durable_counts) > min(durable_counts)  # the points really were spread over the sequence
 
 
 @pytest.mark.parametrize('config', sorted(CONFIGS))
-def test_sigkill_at_random_moments(tmp_path_factory, config):
+def test_sigkill_at_random_moments(tmp_path_factory, config, record_property):
     rng = random.Random('sigkill-' + config)
     killed = 0
     for attempt in range(RANDOM_KILLS):
@@ -147,4 +148,6 @@ def test_sigkill_at_random_moments(tmp_path_factory, config):
         proc.communicate()
         killed += proc.returncode == -9
         verify(img, d / 'log', initial)
-    stats.record('crash points', mode='SIGKILL', config=config, points=RANDOM_KILLS, killed_mid_sequence=killed)
+    record_property('crash_points', RANDOM_KILLS)
+    record_property('interop_figures', ('SIGKILL at random moments', {
+        'config': config, 'points': RANDOM_KILLS, 'killed_mid_sequence': killed}))

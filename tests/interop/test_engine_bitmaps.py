@@ -10,11 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
-from ansible_collections.backingchain.qcow2.tests.helpers import stats
 from ansible_collections.backingchain.qcow2.tests.helpers.engine_worker import run_worker
 from ansible_collections.backingchain.qcow2.tests.helpers.limits import examples
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
-    QemuError, dirty_bitmap_extents, qemu_img, qemu_img_check, qemu_img_create, qemu_img_info, qemu_io,
+    QemuError, dirty_ranges, qemu_img, qemu_img_check, qemu_img_create, qemu_img_info, qemu_io,
     qemu_io_script)
 
 MiB = 1 << 20
@@ -63,7 +62,7 @@ def apply_both(start, ops):
 def test_engine_writes_dirty_the_same_ranges_as_qemu(start, ops):
     ours, theirs = apply_both(start, ops)
     for name in BITMAPS:
-        assert dirty_bitmap_extents(ours, name) == dirty_bitmap_extents(theirs, name), name
+        assert dirty_ranges(ours, name) == dirty_ranges(theirs, name), name
     assert bitmap_flags(ours) == bitmap_flags(theirs) == {
         'b64k': ['auto'], 'b4k': ['auto'], 'b1m': ['auto'], 'disabled': []}
     assert qemu_img_check(ours).clean
@@ -71,12 +70,12 @@ def test_engine_writes_dirty_the_same_ranges_as_qemu(start, ops):
 
 def test_written_ranges_are_dirty(start):
     ours, _theirs = apply_both(start, [('write', 5 * MiB + 100, 5000), ('zero', 9 * MiB, 200000)])
-    assert dirty_bitmap_extents(ours, 'b4k') == [(3 * MiB, 102400), (5 * MiB, 8192), (9 * MiB, 200704)]
-    assert dirty_bitmap_extents(ours, 'b64k') == [(3 * MiB, 131072), (5 * MiB, 65536), (9 * MiB, 262144)]
-    assert dirty_bitmap_extents(ours, 'disabled') == []
+    assert dirty_ranges(ours, 'b4k') == [(3 * MiB, 102400), (5 * MiB, 8192), (9 * MiB, 200704)]
+    assert dirty_ranges(ours, 'b64k') == [(3 * MiB, 131072), (5 * MiB, 65536), (9 * MiB, 262144)]
+    assert dirty_ranges(ours, 'disabled') == []
 
 
-def test_a_crash_leaves_the_bitmaps_in_use_and_qemu_refuses_them(tmp_image_dir, start):
+def test_a_crash_leaves_the_bitmaps_in_use_and_qemu_refuses_them(tmp_image_dir, start, record_property):
     img = tmp_image_dir / 'crashed.qcow2'
     shutil.copyfile(start, img)
     proc = run_worker({'task': 'write-and-die', 'path': str(img), 'writes': [[7 * MiB, 4096]]})
@@ -89,13 +88,14 @@ def test_a_crash_leaves_the_bitmaps_in_use_and_qemu_refuses_them(tmp_image_dir, 
     assert result.clean, result.report
     # ... but will not let the inconsistent bitmaps be used
     with pytest.raises(QemuError, match="Bitmap 'b64k' is inconsistent and cannot be used"):
-        dirty_bitmap_extents(img, 'b64k')
+        dirty_ranges(img, 'b64k')
     with pytest.raises(QemuError, match="Cannot copy inconsistent bitmap 'b(64k|4k|1m)'"):
         qemu_img('convert', '--bitmaps', '-O', 'qcow2', img, tmp_image_dir / 'copy.qcow2')
     qemu_img('convert', '--bitmaps', '--skip-broken-bitmaps', '-O', 'qcow2', img, tmp_image_dir / 'copy2.qcow2')
-    assert dirty_bitmap_extents(img, 'disabled') == []
-    stats.record('bitmaps after a crash', qemu_check_exit=result.returncode, flags='in-use,auto',
-                 nbd_export='refused', convert_bitmaps='refused unless --skip-broken-bitmaps')
+    assert dirty_ranges(img, 'disabled') == []
+    record_property('interop_figures', ('bitmaps after a crash', {
+        'qemu_check_exit': result.returncode, 'flags': 'in-use,auto', 'nbd_export': 'refused',
+        'convert_bitmaps': 'refused unless --skip-broken-bitmaps'}))
 
     # the engine neither trusts nor "repairs" them on its next write; removing them is the way out, as in qemu
     with open_chain(str(img), writable=True) as chain:
@@ -106,6 +106,6 @@ def test_a_crash_leaves_the_bitmaps_in_use_and_qemu_refuses_them(tmp_image_dir, 
     assert qemu_img_check(img).clean
 
 
-def test_example_counts_are_recorded():
-    stats.record('hypothesis examples', test='engine writes vs qemu-io, dirty bitmaps', per_config=EXAMPLES,
-                 configs=1, total=EXAMPLES)
+def test_example_counts_are_recorded(record_property):
+    record_property('interop_figures', ('hypothesis examples', {
+        'test': 'engine writes vs qemu-io, dirty bitmaps', 'per_config': EXAMPLES, 'configs': 1, 'total': EXAMPLES}))

@@ -10,7 +10,6 @@ import pytest
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import create_image, image_info
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import InvalidArgumentError
-from ansible_collections.backingchain.qcow2.tests.helpers import stats
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     QemuError, qemu_img, qemu_img_check, qemu_img_create, qemu_img_info, qemu_io, raw_of)
 
@@ -107,6 +106,6 @@ def test_qemu_accepts_exactly_the_combinations_the_engine_accepts(tmp_image_dir,
     assert accepted
 
 
-def test_combination_count_is_recorded():
-    stats.record('engine-create combinations', cases=len(CASES))
+def test_combination_count_is_recorded(record_property):
+    record_property('interop_figures', ('engine-create combinations', {'cases': len(CASES)}))
     assert len(CASES) > 300

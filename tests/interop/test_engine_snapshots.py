@@ -12,7 +12,6 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api impo
     create_image, create_snapshot, delete_snapshot, list_snapshots, revert_snapshot)
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
-from ansible_collections.backingchain.qcow2.tests.helpers import stats
 from ansible_collections.backingchain.qcow2.tests.helpers.limits import examples
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     qemu_img, qemu_img_check, qemu_img_info, raw_of)
@@ -135,6 +134,7 @@ def test_qemu_and_the_engine_take_turns(tmp_image_dir):
     model.verify()
 
 
-def test_example_counts_are_recorded():
-    stats.record('hypothesis examples', test='engine snapshots vs qemu', per_config=EXAMPLES,
-                 configs=len(GEOMETRIES), total=EXAMPLES * len(GEOMETRIES))
+def test_example_counts_are_recorded(record_property):
+    record_property('interop_figures', ('hypothesis examples', {
+        'test': 'engine snapshots vs qemu', 'per_config': EXAMPLES, 'configs': len(GEOMETRIES),
+        'total': EXAMPLES * len(GEOMETRIES)}))

@@ -7,7 +7,7 @@ import pytest
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import ImageLockedError
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
-    QemuError, qemu_img, qemu_img_create, qemu_io, qemu_io_session)
+    QemuError, qemu_img, qemu_img_create, qemu_io, qemu_io_holding)
 
 WRITE = 'Failed to get "write" lock\nIs another process using the image [%s]?'
 SHARED_WRITE = 'Failed to get shared "write" lock\nIs another process using the image [%s]?'
@@ -27,7 +27,7 @@ def engine_open_error(path, **kwargs):
 
 
 def test_qemu_writer_blocks_engine_writer_and_reader(image):
-    with qemu_io_session(image, '-t', 'writeback') as qemu:
+    with qemu_io_holding(image, options=['-t', 'writeback']) as qemu:
         assert engine_open_error(image, writable=True) == WRITE % image
         assert engine_open_error(image) == SHARED_WRITE % image
         qemu.stdin.write('write -P 0x62 0 4k\nflush\nread -P 0x62 0 4k\n')
@@ -41,7 +41,7 @@ def test_qemu_writer_blocks_engine_writer_and_reader(image):
 
 
 def test_qemu_reader_blocks_only_engine_writers(image):
-    with qemu_io_session(image, '-r'):
+    with qemu_io_holding(image, read_only=True):
         assert engine_open_error(image, writable=True) == WRITE % image
         with open_chain(str(image)) as chain:
             assert chain.top.read(0, 4) == b'aaaa'
@@ -49,7 +49,7 @@ def test_qemu_reader_blocks_only_engine_writers(image):
 
 def test_running_vm_style_holder_of_an_overlay_protects_its_backing_file(tmp_image_dir, image):
     top = qemu_img_create(tmp_image_dir / 'top.qcow2', backing=image.name, cwd=tmp_image_dir)
-    with qemu_io_session(top):
+    with qemu_io_holding(top):
         assert engine_open_error(image, writable=True) == WRITE % image
         with open_chain(str(image)):
             pass  # reading the base of a running VM is fine

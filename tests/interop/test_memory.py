@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.backingchain.qcow2.tests.helpers import stats
 from ansible_collections.backingchain.qcow2.tests.helpers.engine_worker import run_worker
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     qemu_img_check, qemu_img_create, qemu_img_info, qemu_io_script)
@@ -27,26 +26,27 @@ def build(path):
     return path
 
 
-def measure(path, op, **extra):
+def measure(record_property, path, op, **extra):
     proc = run_worker(dict(task='measure', path=str(path), op=op, **extra), fresh_rss=True)
     assert proc.returncode == 0, proc.stderr
     figures = json.loads(proc.stdout.splitlines()[-1])
-    stats.record('memory', op=op, rss_before_mib=round(figures['rss_before_mib'], 1),
-                 rss_peak_mib=round(figures['rss_peak_mib'], 1), seconds=round(figures['seconds'], 1))
+    record_property('interop_figures', ('memory', {'op': op, 'rss_before_mib': round(figures['rss_before_mib'], 1),
+                                                   'rss_peak_mib': round(figures['rss_peak_mib'], 1),
+                                                   'seconds': round(figures['seconds'], 1)}))
     return figures
 
 
-def test_operations_on_a_1tib_image_stay_small(tmp_image_dir):
+def test_operations_on_a_1tib_image_stay_small(tmp_image_dir, record_property):
     img = build(tmp_image_dir / 'big.qcow2')
 
-    extents = measure(img, 'extents')
+    extents = measure(record_property, img, 'extents')
     assert extents['result']['data_bytes'] == CHUNKS * MiB
-    read = measure(img, 'read-data')
+    read = measure(record_property, img, 'read-data')
     assert read['result']['bytes_read'] == CHUNKS * MiB
-    writes = measure(img, 'scattered-writes', count=2000)
-    check = measure(img, 'check')
+    writes = measure(record_property, img, 'scattered-writes', count=2000)
+    check = measure(record_property, img, 'check')
     assert check['result']['exit_code'] == 0
-    snapshot = measure(img, 'snapshot', name='after-writes')
+    snapshot = measure(record_property, img, 'snapshot', name='after-writes')
     assert snapshot['result']['name'] == 'after-writes'
 
     for figures in (extents, read, writes, check, snapshot):

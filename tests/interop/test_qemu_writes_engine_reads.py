@@ -11,9 +11,8 @@ import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import image_info
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
-from ansible_collections.backingchain.qcow2.tests.helpers import stats
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
-    qemu_img, qemu_img_create, qemu_img_info, qemu_io, qemu_io_session, qemu_supports, raw_of)
+    qemu_img, qemu_img_create, qemu_img_info, qemu_io, qemu_io_holding, qemu_supports, raw_of)
 
 CLUSTER_SIZES = [512, 4096, 65536, 2 << 20]
 REFCOUNT_BITS = [1, 2, 4, 8, 16, 32, 64]
@@ -142,7 +141,7 @@ def build(d, geo, scenario):
         qemu_io(top, *guest_writes(cs, size, 5))
     elif scenario == 'lazy-refcounts-crashed':
         qemu_img_create(top, size, options=_opts(geo, lazy_refcounts='on'))
-        with qemu_io_session(top, '-t', 'writeback') as session:
+        with qemu_io_holding(top, options=['-t', 'writeback']) as session:
             session.stdin.write(''.join(cmd + '\n' for cmd in guest_writes(cs, size, 6)) + 'flush\nread 0 512\n')
             session.stdin.flush()
             while 'bytes at offset 0' not in session.stdout.readline():
@@ -177,10 +176,11 @@ def test_engine_reads_what_qemu_wrote(tmp_image_dir, geo, scenario):
         assert ours == qemu_img_info(top)['format-specific']['data']['bitmaps']
 
 
-def test_matrix_size():
+def test_matrix_size(record_property):
     """The matrix is as large as the brief says; the count is printed in the summary."""
     per_scenario = {s: sum(1 for _geo, sc in CASES if sc == s) for s in SCENARIOS}
-    stats.record('qemu-writes-engine-reads matrix', cases=len(CASES), geometries=len(list(geometries())),
-                 **{s.replace('-', '_'): n for s, n in per_scenario.items()})
+    figures = dict(cases=len(CASES), geometries=len(list(geometries())))
+    figures.update((s.replace('-', '_'), n) for s, n in per_scenario.items())
+    record_property('interop_figures', ('qemu-writes-engine-reads matrix', figures))
     assert len(list(geometries())) == 46
     assert per_scenario['zero'] == 46 and per_scenario['snapshot'] == 40

@@ -12,7 +12,7 @@ from live_helpers import MiB, create_image, domblklist, guest_write, image_info_
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.chain_state import backing_of, disk_runs_on, image_in_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.snapshot import create_disk_only_snapshot
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.snapshot import create_disk_only_snapshot, guest_agent_state
 
 
 def test_snapshot_puts_overlay_on_top_with_backing_format(make_domain, image_dir, record_job):
@@ -78,3 +78,5 @@ def test_quiesce_without_guest_agent_gives_clear_error_and_changes_nothing(make_
     assert not os.path.exists(overlay)
     assert domblklist(dom.name())["vda"] == base
     assert dom.isActive()
+    # What the modules check before asking libvirt (so check mode fails too).
+    assert guest_agent_state(dom) == ("disconnected" if agent_channel else None)

@@ -64,6 +64,25 @@ def _is_agent_failure(libvirt, exc) -> bool:
     return code in _agent_error_codes(libvirt) or "guest agent" in libvirt_error_text(exc).lower()
 
 
+def agent_not_answering(domain: str, reason: str, **details: object) -> LiveError:
+    """The error for a quiesce the guest agent cannot do; nothing has been changed when it is raised."""
+    return LiveError("quiesce was requested but the QEMU guest agent of domain '%s' does not answer (%s). Run "
+                     "qemu-guest-agent in the guest with a virtio-serial channel named org.qemu.guest_agent.0, or "
+                     "set quiesce to false. No snapshot was taken; the disks are unchanged." % (domain, reason),
+                     domain=domain, **details)
+
+
+def guest_agent_state(dom) -> str | None:
+    """The live XML's state of the guest agent channel: 'connected', 'disconnected', 'unknown' (no
+    state reported), or None without a channel. libvirt follows the virtio-serial port, so
+    'connected' means an agent in the guest opened it."""
+    root = ET.fromstring(dom.XMLDesc(0))
+    for target in root.findall("./devices/channel/target"):
+        if target.get("name") == "org.qemu.guest_agent.0":
+            return target.get("state", "unknown")
+    return None
+
+
 def _check_request(disks, overlays: dict[str, str], domain: str) -> None:
     if not overlays:
         raise LiveError("no overlay requested: give at least one disk target and overlay path")
@@ -107,10 +126,7 @@ def create_disk_only_snapshot(dom, overlays: dict[str, str], name: str | None = 
         snap = dom.snapshotCreateXML(snapshot_xml(overlays, [disk.target for disk in disks], name, description), flags)
     except libvirt.libvirtError as exc:
         if quiesce and _is_agent_failure(libvirt, exc):
-            raise LiveError("quiesce was requested but the QEMU guest agent of domain '%s' does not answer (%s). Run "
-                            "qemu-guest-agent in the guest with a virtio-serial channel named org.qemu.guest_agent.0, or "
-                            "set quiesce to false. No snapshot was taken; the disks are unchanged."
-                            % (domain, libvirt_error_text(exc)), domain=domain, libvirt_code=libvirt_error_code(exc))
+            raise agent_not_answering(domain, libvirt_error_text(exc), libvirt_code=libvirt_error_code(exc))
         raise LiveError("disk-only snapshot of domain '%s' failed: %s" % (domain, libvirt_error_text(exc)),
                         domain=domain, libvirt_code=libvirt_error_code(exc))
     duration = round(time.monotonic() - started, 3)

@@ -35,6 +35,7 @@ if HAS_CONSTRUCT:
 
 DIR_ENTRY_FIXED = 24
 MAX_TABLE_ENTRIES = 0x8000000
+MAX_PHYS_SIZE = 0x20000000  # qemu's BME_MAX_PHYS_SIZE: at most 512 MiB of bitmap data (table_size * cluster_size)
 BITMAP_FLAG_NAMES = ((C.BITMAP_IN_USE, "in-use"), (C.BITMAP_AUTO, "auto"))
 
 
@@ -83,7 +84,7 @@ def read_directory(img):
             raise FormatError("Bitmap directory entry %d has an invalid name length" % i, img.path, "bitmap name_size")
         if e.bitmap_table_offset % img.geo.cluster_size or e.bitmap_table_offset > C.MAX_CLUSTER_OFFSET:
             raise FormatError("Bitmap table offset of entry %d invalid" % i, img.path, "bitmap_table_offset")
-        if e.bitmap_table_size > MAX_TABLE_ENTRIES:
+        if e.bitmap_table_size > MAX_TABLE_ENTRIES or e.bitmap_table_size * img.geo.cluster_size > MAX_PHYS_SIZE:
             raise FormatError("Bitmap table of entry %d too large" % i, img.path, "bitmap_table_size")
         if e.flags & C.BITMAP_RESERVED_FLAGS:
             raise FormatError("Bitmap directory entry %d has reserved flags set" % i, img.path, "bitmap flags")

@@ -107,6 +107,8 @@ def _file_identity(path):
         st = os.stat(path)
     except FileNotFoundError:
         return None
+    except OSError as exc:  # a hostile name: too long, a file used as a directory, a symlink loop...
+        raise BackingChainError("Could not open '%s': %s" % (path, exc.strerror or exc), path) from None
     return (st.st_dev, st.st_ino)
 
 

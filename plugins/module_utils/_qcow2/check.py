@@ -17,6 +17,7 @@ from .errors import InvalidArgumentError, Qcow2Error
 from .header import OFFSET_INCOMPAT
 from .layout import NORMAL, ZERO_ALLOC, classify
 from .refblock import RefBlockCodec
+from .layout import nonzero_entries
 from .references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
 
 REPAIR_MODES = (None, "leaks", "all")
@@ -135,8 +136,8 @@ class _DiskRefcounts:
         if t >= len(self.table):
             return None
         offset = self.table[t] & C.REFT_OFFSET_MASK
-        if not offset or offset & (self.img.geo.cluster_size - 1):
-            return None
+        if not offset or offset & (self.img.geo.cluster_size - 1) or offset > C.MAX_CLUSTER_OFFSET:
+            return None  # reported by count_refblocks; past qemu's 2^56 limit it cannot even be read
         if t not in self._cache:
             if len(self._cache) > 64:
                 self._cache.clear()
@@ -151,7 +152,8 @@ class _DiskRefcounts:
         first = start & ((1 << rbb) - 1)
         if self.codec.packed:
             return array("I", [self.codec.get(block, first + i) for i in range(end - start)])
-        return array("I", block[first:first + end - start])
+        # 64-bit refcounts may hold values a 32-bit array cannot (compared elementwise with the references)
+        return array("Q" if self.codec.bits > 32 else "I", block[first:first + end - start])
 
     def get(self, cluster):
         rbb = self.img.geo.refblock_bits
@@ -164,10 +166,10 @@ class _DiskRefcounts:
 def _check_copied(img, disk, report):
     """OFLAG_COPIED must be set exactly where the refcount is 1, in the active L1 and its L2 tables."""
     geo = img.geo
-    cs, words, ext = geo.cluster_size, geo.l2_entry_words, geo.extended_l2
+    words, ext = geo.l2_entry_words, geo.extended_l2
     counter = ReferenceCounter(img, CheckReport())
     l1 = counter.read_l1(img.header.l1_table_offset, img.header.l1_size) if img.header.l1_size else []
-    for index, entry in enumerate(l1):
+    for index, entry in nonzero_entries(l1) if l1 else ():
         l2 = entry & C.L1E_OFFSET_MASK
         if not l2:
             continue

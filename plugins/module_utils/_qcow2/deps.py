@@ -7,39 +7,44 @@
 
 from __future__ import annotations
 
-import traceback
-
 from .errors import MissingDependencyError
 
 try:
     import construct  # noqa: F401  pylint: disable=unused-import
 except ImportError:
+    import traceback
     HAS_CONSTRUCT = False
     CONSTRUCT_IMPORT_ERROR = traceback.format_exc()
 else:
     HAS_CONSTRUCT = True
     CONSTRUCT_IMPORT_ERROR = None
 
-_zstd_decompressor_factory = None
-_zstd_compress = None
-ZSTD_IMPORT_ERROR = None
-try:
-    import zstandard as _zstandard
-except ImportError:
-    ZSTD_IMPORT_ERROR = traceback.format_exc()
-    try:
-        from compression import zstd as _stdlib_zstd  # Python 3.14+
-    except ImportError:
-        _stdlib_zstd = None
-    if _stdlib_zstd is not None:
-        _zstd_decompressor_factory = _stdlib_zstd.ZstdDecompressor
-        _zstd_compress = _stdlib_zstd.compress
-        ZSTD_IMPORT_ERROR = None
-else:
-    _zstd_decompressor_factory = _zstandard.ZstdDecompressor
-    _zstd_compress = _zstandard.ZstdCompressor().compress
+_zstd = {}  # imported on first use: most images never need zstd, and the import costs start-up time
 
-HAS_ZSTD = _zstd_decompressor_factory is not None
+
+def _load_zstd():
+    if _zstd:
+        return _zstd
+    try:
+        import zstandard
+    except ImportError:
+        import traceback
+        _zstd["error"] = traceback.format_exc()
+        try:
+            from compression import zstd as stdlib_zstd  # Python 3.14+
+        except ImportError:
+            _zstd["factory"] = None
+        else:
+            _zstd["factory"] = stdlib_zstd.ZstdDecompressor
+            _zstd["compress"] = stdlib_zstd.compress
+    else:
+        _zstd["factory"] = zstandard.ZstdDecompressor
+        _zstd["compress"] = zstandard.ZstdCompressor().compress
+    return _zstd
+
+
+def has_zstd():
+    return _load_zstd().get("factory") is not None
 
 
 def require_construct():
@@ -52,17 +57,17 @@ def require_construct():
 
 def require_zstd(path=None):
     """Raise MissingDependencyError unless a zstd implementation is importable."""
-    if not HAS_ZSTD:
+    if not has_zstd():
         raise MissingDependencyError(
             "Image %s uses zstd compression; the Python library zstandard is required to read its compressed clusters"
-            % (path or ""), library="zstandard", import_error=ZSTD_IMPORT_ERROR)
+            % (path or ""), library="zstandard", import_error=_zstd.get("error"))
 
 
 def zstd_decompressor():
     require_zstd()
-    return _zstd_decompressor_factory()
+    return _zstd["factory"]()
 
 
 def zstd_compress(data):
     require_zstd()
-    return _zstd_compress(data)
+    return _zstd["compress"](data)

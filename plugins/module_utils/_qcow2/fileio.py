@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 
 from .errors import NoSpaceError, Qcow2Error
 
@@ -39,6 +38,7 @@ def _io_event():
     global _io_events
     _io_events += 1
     if _crash_at and _io_events >= _crash_at:
+        import signal
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -71,6 +71,7 @@ class BlockFile:
         except OSError as exc:
             _raise_os_error(exc, path, "opening")
         self.data_written = False
+        self.written_end = 0  # one past the highest byte written through this object
 
     # ---- reads ----
     def pread(self, length, offset):
@@ -109,6 +110,7 @@ class BlockFile:
     def pwrite(self, data, offset):
         _io_event()
         view = memoryview(data)
+        self.written_end = max(self.written_end, offset + view.nbytes)
         try:
             while len(view):
                 n = os.pwrite(self.fd, view, offset)
@@ -124,6 +126,7 @@ class BlockFile:
         try:
             pos = 0
             views = [memoryview(b) for b in buffers if len(b)]
+            self.written_end = max(self.written_end, offset + sum(v.nbytes for v in views))
             while views:
                 batch = views[:IOV_MAX]
                 expected = sum(len(v) for v in batch)
@@ -164,6 +167,29 @@ class BlockFile:
             else:
                 _raise_os_error(exc, self.path, "allocating")
 
+    def reserve(self, offset, length):
+        """Give the file blocks for [offset, offset+length) ahead of writes (fallocate; ftruncate where the
+        filesystem cannot): writes into reserved blocks are several times faster than writes that grow the file."""
+        _io_event()
+        try:
+            os.posix_fallocate(self.fd, offset, length)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                _raise_os_error(exc, self.path, "allocating space for")
+            if self.size() < offset + length:
+                os.ftruncate(self.fd, offset + length)
+
+    def punch_hole(self, offset, length):
+        """Deallocate [offset, offset+length) keeping the file size (reads return zeros); False if unsupported."""
+        fallocate = _libc_fallocate()
+        if fallocate is None:
+            return False
+        _io_event()
+        if fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+            return False
+        self.data_written = True
+        return True
+
     def write_zeros(self, offset, length):
         chunk = bytes(min(length, 4 << 20))
         while length > 0:
@@ -175,6 +201,7 @@ class BlockFile:
     def copy_from(self, src, src_offset, dst_offset, length, buffer=None):
         """Copy bytes from another BlockFile without going through Python where the kernel can."""
         _io_event()
+        self.written_end = max(self.written_end, dst_offset + length)
         try:
             while length > 0:
                 n = 0
@@ -224,6 +251,26 @@ class BlockFile:
 
 
 _copy_file_range_ok = hasattr(os, "copy_file_range")
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+_fallocate = []
+
+
+def _libc_fallocate():
+    """libc's fallocate(2) through ctypes (the stdlib only has posix_fallocate), or None."""
+    if not _fallocate:
+        try:
+            import ctypes
+            import ctypes.util
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            func = libc.fallocate
+            func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            func.restype = ctypes.c_int
+            _fallocate.append(func)
+        except (OSError, AttributeError):
+            _fallocate.append(None)
+    return _fallocate[0]
 
 
 def _disable_copy_file_range():

@@ -71,6 +71,10 @@ def _pad8(n):
     return (n + 7) & ~7
 
 
+class NeedMoreData(Exception):
+    """The first bytes read do not hold the whole extension area / backing name; read cluster 0 entirely."""
+
+
 class Header:
     """Everything cluster 0 says about an image."""
 
@@ -97,7 +101,7 @@ class Header:
         self.backing_file = None
         self.backing_format = None
         self.data_file = None
-        self.feature_names = []  # (type, bit, name) as read from the image
+        self._feature_table = b""  # raw feature name table payload, parsed only when a name is needed
         self.bitmaps_ext = None  # dict(nb_bitmaps, bitmap_directory_size, bitmap_directory_offset)
         self.crypto_ext = None  # dict(offset, length)
         self.unknown_extensions = []  # (type, payload) in file order
@@ -122,7 +126,6 @@ class Header:
     def copy(self):
         new = Header()
         new.__dict__.update(self.__dict__)
-        new.feature_names = list(self.feature_names)
         new.unknown_extensions = list(self.unknown_extensions)
         new.bitmaps_ext = dict(self.bitmaps_ext) if self.bitmaps_ext else None
         new.crypto_ext = dict(self.crypto_ext) if self.crypto_ext else None
@@ -171,6 +174,9 @@ class Header:
                 pass
         hdr._validate_fields(path)
         hdr._parse_extensions(buf, path)
+        unknown = hdr.incompatible_features & ~C.INCOMPAT_MASK
+        if unknown:
+            raise UnsupportedError("Unsupported qcow2 feature(s): %s" % hdr._feature_list(unknown, 0), path)
         hdr._parse_backing_name(buf, path)
         return hdr
 
@@ -178,9 +184,6 @@ class Header:
         cs = self.cluster_size
         if self.refcount_order > 6:
             raise FormatError("Reference count entry width too large; may not exceed 64 bits", path, "refcount_order")
-        unknown = self.incompatible_features & ~C.INCOMPAT_MASK
-        if unknown:
-            raise UnsupportedError("Unsupported qcow2 feature(s): %s" % self._feature_list(unknown, 0), path)
         if self.compression_type not in C.COMPRESSION_NAMES:
             raise UnsupportedError("Unknown compression type %d" % self.compression_type, path)
         has_bit = bool(self.incompatible_features & C.INCOMPAT_COMPRESSION)
@@ -211,6 +214,16 @@ class Header:
         if self.l1_size < l1_needed:
             raise FormatError("L1 table is too small", path, "l1_size")
 
+    @property
+    def feature_names(self):
+        """(type, bit, name) entries of the image's feature name table."""
+        entries = []
+        payload = self._feature_table
+        for i in range(len(payload) // 48):
+            entry = FEATURE_NAME.parse(payload[i * 48:(i + 1) * 48])
+            entries.append((entry.type, entry.bit, entry.name.split(b"\0", 1)[0].decode("utf-8", "replace")))
+        return entries
+
     def _feature_list(self, bits, ftype):
         names = {(t, b): n for t, b, n in self.feature_names}
         out = []
@@ -224,16 +237,22 @@ class Header:
             offset = C.V2_HEADER_LENGTH
         else:
             offset = self.header_length
-        end = self.backing_file_offset or self.cluster_size
-        end = min(end, len(buf))
+        declared_end = self.backing_file_offset or self.cluster_size
+        end = min(declared_end, len(buf))
         seen = set()
-        while offset + 8 <= end:
+        while True:
+            if offset + 8 > end:
+                if declared_end > len(buf) and offset + 8 <= declared_end:
+                    raise NeedMoreData()
+                break
             ext = EXTENSION_HEADER.parse(buf[offset:offset + 8])
             offset += 8
             etype, length = ext.type, ext.length
             if etype == C.EXT_END:
                 return
             if length > end - offset:
+                if declared_end > len(buf):
+                    raise NeedMoreData()
                 raise FormatError("Header extension too large", path, "extension 0x%08x" % etype)
             payload = bytes(buf[offset:offset + length])
             offset += _pad8(length)
@@ -249,12 +268,7 @@ class Header:
                 raise FormatError("ERROR: ext_backing_format: len=%d too large" % len(payload), path, "backing format")
             self.backing_format = _decode_name(payload, path, "backing format")
         elif etype == C.EXT_FEATURE_TABLE:
-            entries = []
-            for i in range(len(payload) // 48):
-                entry = FEATURE_NAME.parse(payload[i * 48:(i + 1) * 48])
-                name = entry.name.split(b"\0", 1)[0].decode("utf-8", "replace")
-                entries.append((entry.type, entry.bit, name))
-            self.feature_names = entries
+            self._feature_table = payload
         elif etype == C.EXT_BITMAPS:
             if len(payload) != 24:
                 raise FormatError("bitmaps_ext: Invalid extension length", path, "bitmaps extension")
@@ -287,6 +301,8 @@ class Header:
             self.backing_file = None
             return
         start, length = self.backing_file_offset, self.backing_file_size
+        if start + length > len(buf) and start + length <= self.cluster_size:
+            raise NeedMoreData()
         if start + length > len(buf):
             raise FormatError("Backing file name extends past the end of the file", path, "backing_file_size")
         self.backing_file = _decode_name(buf[start:start + length], path, "backing file name")

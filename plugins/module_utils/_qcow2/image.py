@@ -17,8 +17,8 @@ from . import locking
 from .compression import decompress_cluster
 from .errors import CorruptionError, FormatError, InvalidArgumentError, Qcow2Error, ReadOnlyError, UnsupportedError
 from .fileio import BlockFile
-from .header import OFFSET_AUTOCLEAR, Header
-from .layout import COMPRESSED, NORMAL, UNALLOCATED, Geometry, array_to_be, be_array, classify
+from .header import OFFSET_AUTOCLEAR, Header, NeedMoreData
+from .layout import COMPRESSED, NORMAL, UNALLOCATED, Geometry, array_to_be, be_array, classify, nonzero_entries
 from .lru import MetadataCache
 from .zeros import fill_zero
 
@@ -29,6 +29,8 @@ UNALLOC = "unallocated"  # whatever the backing file (or zeros past it) says
 COMP = "compressed"  # ``host`` is the compressed cluster descriptor
 
 L2_CACHE_BYTES = 8 << 20
+RESERVE_STEP = 8 << 20
+RESERVE_MAX_STEP = 256 << 20
 
 
 class Extent:
@@ -57,12 +59,6 @@ def _append(out, offset, length, kind, host):
     out.append(Extent(offset, length, kind, host))
 
 
-def _first_nonzero_entry(table, idx, words):
-    """Index of the first L2 entry at or after idx with a non-zero word (the slice's length if none)."""
-    raw = table[idx * words:].tobytes()
-    return idx + (len(raw) - len(raw.lstrip(b"\0"))) // (8 * words)
-
-
 class Qcow2Image:
     """One qcow2 file. ``backing`` is set by the chain opener (chain.py)."""
 
@@ -86,6 +82,8 @@ class Qcow2Image:
         self._meta_ranges = None
         self._l1_dirty_sectors = set()
         self._decompressed = (None, None)
+        self._reserved_end = 0
+        self._size_at_open = None
         self.file = BlockFile(path, writable)
         try:
             self.locked = False if force_share else locking.acquire(self.file.fd, path, writable)
@@ -103,10 +101,13 @@ class Qcow2Image:
         head = self.file.pread(4096, 0)
         if len(head) < 24 or head[:4] != C.QCOW_MAGIC:
             raise FormatError("Image is not in qcow2 format", self.path, "magic")
-        cluster_bits = int.from_bytes(head[20:24], "big")
-        if C.MIN_CLUSTER_BITS <= cluster_bits <= C.MAX_CLUSTER_BITS and (1 << cluster_bits) > len(head):
-            head = self.file.pread(1 << cluster_bits, 0)
-        self.header = Header.parse(head, self.path)
+        try:
+            self.header = Header.parse(head, self.path)
+        except NeedMoreData:
+            cluster_bits = int.from_bytes(head[20:24], "big")  # validated (9..21) before NeedMoreData
+            cluster0 = self.file.pread(1 << cluster_bits, 0)
+            # a file shorter than its first cluster: qemu reads the missing bytes as zeros (an end marker)
+            self.header = Header.parse(cluster0 + bytes((1 << cluster_bits) - len(cluster0)), self.path)
         hdr = self.header
         if hdr.refcount_table_clusters == 0 and not check_mode:
             raise FormatError("Image does not contain a reference count table", self.path, "refcount_table_clusters")
@@ -115,11 +116,22 @@ class Qcow2Image:
         if hdr.autoclear_features & C.AUTOCLEAR_DATA_FILE_RAW and not hdr.incompatible_features & C.INCOMPAT_DATA_FILE:
             raise FormatError("data-file-raw requires a data file", self.path, "autoclear_features")
         self.geo = Geometry(hdr)
-        self.size = hdr.size
-        raw = self.file.pread(hdr.l1_size * 8, hdr.l1_table_offset) if hdr.l1_size else b""
-        if len(raw) < hdr.l1_size * 8:
-            raw += bytes(hdr.l1_size * 8 - len(raw))
-        self.l1 = be_array(raw)
+        self.size = hdr.size - hdr.size % 512  # qemu counts whole 512-byte sectors only
+        self._l1 = None  # read on first use: info and chain walks never need it
+
+    @property
+    def l1(self):
+        if self._l1 is None:
+            hdr = self.header
+            raw = self.file.pread(hdr.l1_size * 8, hdr.l1_table_offset) if hdr.l1_size else b""
+            if len(raw) < hdr.l1_size * 8:
+                raw += bytes(hdr.l1_size * 8 - len(raw))
+            self._l1 = be_array(raw)
+        return self._l1
+
+    @l1.setter
+    def l1(self, table):
+        self._l1 = table
 
     def _open_for_write(self, check_mode):
         hdr = self.header
@@ -238,18 +250,23 @@ class Qcow2Image:
             in_table = cluster & (geo.l2_entries - 1)
             table = self.l2_slice(table_offset, in_table // geo.slice_entries)
             idx = in_table % geo.slice_entries
-            slice_first = cluster - idx
-            slice_end = min(end, (slice_first + geo.slice_entries) << cb)
+            slice_end = min(end, (cluster - idx + geo.slice_entries) << cb)
+            raw = None
             while pos < slice_end:
-                if not table[idx * words] and not (ext and table[idx * 2 + 1]):
-                    idx = _first_nonzero_entry(table, idx, words)  # a run of unallocated clusters at C speed
-                    nxt = min(slice_end, (slice_first + idx) << cb)
-                    _append(out, pos, nxt - pos, UNALLOC, 0)
-                    pos = nxt
-                    continue
                 cluster_start = (pos >> cb) << cb
-                cend = min(slice_end, cluster_start + geo.cluster_size)
                 entry = table[idx * words]
+                if not entry and not (ext and table[idx * 2 + 1]):
+                    # a run of empty entries: find its end with one C-level scan instead of entry by entry
+                    if raw is None:
+                        raw = table.tobytes()
+                    rest = raw[idx * 8 * words:]
+                    nxt = idx + (len(rest) - len(rest.lstrip(b"\0"))) // (8 * words)
+                    run_end = min(slice_end, cluster_start + ((nxt - idx) << cb))
+                    _append(out, pos, run_end - pos, UNALLOC, 0)
+                    pos = run_end
+                    idx = nxt
+                    continue
+                cend = min(slice_end, cluster_start + geo.cluster_size)
                 kind = classify(entry, ext, has_df)
                 if ext and kind != COMPRESSED:
                     self._subcluster_extents(out, pos, cend, cluster_start, entry, table[idx * 2 + 1], kind)
@@ -406,7 +423,7 @@ class Qcow2Image:
         if hdr.crypto_ext:
             add_range(hdr.crypto_ext["offset"], hdr.crypto_ext["length"])
         singles = set()
-        for entry in self.l1:
+        for _index, entry in nonzero_entries(self.l1):
             if entry & C.L1E_OFFSET_MASK:
                 singles.add((entry & C.L1E_OFFSET_MASK) >> cb)
         refblocks = set()
@@ -494,6 +511,30 @@ class Qcow2Image:
         finally:
             self._flushing = False
 
+    def reserve_file(self, end):
+        """Extend the file ahead of new clusters in large steps: writes inside the file's size are several times
+        faster than writes that extend it a little at a time. close() trims what was not used."""
+        if end <= self._reserved_end:
+            return
+        current = max(self._reserved_end, self.file.size())
+        if end <= current:
+            self._reserved_end = current
+            return
+        step = min(RESERVE_MAX_STEP, max(RESERVE_STEP, current // 8))
+        target = -(-max(end, current + step) // self.geo.cluster_size) * self.geo.cluster_size
+        if self._size_at_open is None:
+            self._size_at_open = self.file.size()
+        self.file.reserve(current, target - current)
+        self._reserved_end = target
+
+    def _trim_reserve(self):
+        if self._size_at_open is None or self.refcounts is None:
+            return
+        # never cut what was written, even where hostile metadata pointed past every allocated cluster
+        keep = max(self._size_at_open, self.refcounts.max_allocated * self.geo.cluster_size, self.file.written_end)
+        if self.file.size() > keep:
+            self.file.truncate(keep)
+
     def forget_cluster(self, cluster):
         """A cluster was freed: drop cached metadata that lived in it."""
         key = cluster << self.geo.cluster_bits
@@ -510,6 +551,7 @@ class Qcow2Image:
                 if self.bitmaps is not None:
                     self.bitmaps.finish()
                 self.flush()
+                self._trim_reserve()
         finally:
             self._closed = True
             if self.locked:

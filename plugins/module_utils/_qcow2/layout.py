@@ -103,3 +103,16 @@ def array_to_be(table):
         swapped.byteswap()
         return swapped.tobytes()
     return table.tobytes()
+
+
+def nonzero_entries(table, chunk=512):
+    """(index, entry) of a table's non-zero entries; zero runs are skipped a chunk at a time (a 4M-entry L1
+    is mostly zero, and a per-entry Python loop over it takes seconds)."""
+    zero = array(table.typecode, bytes(chunk * table.itemsize))
+    for start in range(0, len(table), chunk):
+        part = table[start:start + chunk]
+        if part == zero[:len(part)]:
+            continue
+        for i, entry in enumerate(part):
+            if entry:
+                yield start + i, entry

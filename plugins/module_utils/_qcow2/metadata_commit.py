@@ -17,11 +17,12 @@ it the new state is complete; the old structures are simply free clusters of the
 from __future__ import annotations
 
 import struct
+from array import array
 
 from . import constants as C
 from .errors import CorruptionError, FormatError
 from .header import OFFSET_SIZE
-from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, array_to_be, classify
+from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, array_to_be, classify, nonzero_entries
 from .references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
 from .refstructure import write_refcount_structure
 from .snapshot_table import build_snapshot_table
@@ -32,7 +33,7 @@ class PlannedState:
 
     def __init__(self, size, active_l1, snapshots, clear_incompatible=0):
         self.size = size
-        self.active_l1 = list(active_l1)  # L2 table offsets, 0 = none
+        self.active_l1 = array("Q", active_l1)  # L2 table offsets, 0 = none
         self.snapshots = snapshots
         self.clear_incompatible = clear_incompatible  # e.g. the dirty and corrupt bits after a repair
 
@@ -50,14 +51,17 @@ class _Bump:
 
 
 def current_l2_offsets(img, l1_offset=None, l1_size=None):
-    if l1_offset is None:
-        return [e & C.L1E_OFFSET_MASK for e in img.l1]
-    if l1_offset % img.geo.cluster_size or l1_offset > C.MAX_CLUSTER_OFFSET:  # a snapshot's L1 (qcow2_validate_table)
-        raise FormatError("Snapshot L1 table offset invalid", img.path, "snapshot l1_table_offset")
-    if l1_size > C.MAX_L1_BYTES // 8:
-        raise FormatError("Snapshot L1 table too large", img.path, "snapshot l1_size")
-    counter = ReferenceCounter(img, CheckReport())
-    return [e & C.L1E_OFFSET_MASK for e in counter.read_l1(l1_offset, l1_size)]
+    """The L2 table offsets of the active L1 (or of an L1 at l1_offset), flags masked off, as an array."""
+    if l1_offset is not None:  # a snapshot's L1: qcow2_validate_table's checks before reading it
+        if l1_offset % img.geo.cluster_size or l1_offset > C.MAX_CLUSTER_OFFSET:
+            raise FormatError("Snapshot L1 table offset invalid", img.path, "snapshot l1_table_offset")
+        if l1_size > C.MAX_L1_BYTES // 8:
+            raise FormatError("Snapshot L1 table too large", img.path, "snapshot l1_size")
+    l1 = img.l1 if l1_offset is None else ReferenceCounter(img, CheckReport()).read_l1(l1_offset, l1_size)
+    offsets = array("Q", bytes(8 * len(l1)))
+    for index, entry in nonzero_entries(l1):
+        offsets[index] = entry & C.L1E_OFFSET_MASK
+    return offsets
 
 
 def apply_state(img, plan):
@@ -73,10 +77,10 @@ def apply_state(img, plan):
 
     # 1. who references each L2 table and data cluster in the planned state (only tables' contents matter here)
     logical = ReferenceCounter(img, CheckReport(), nb_clusters=bump.next)
-    tables_in_plan = [t for t in plan.active_l1 if t]
+    tables_in_plan = [t for _index, t in nonzero_entries(plan.active_l1)]
     for sn in plan.snapshots:
         l2s = sn.new_l1 if getattr(sn, "new_l1", None) is not None else current_l2_offsets(img, sn.l1_table_offset, sn.l1_size)
-        tables_in_plan.extend(t for t in l2s if t)
+        tables_in_plan.extend(t for _index, t in nonzero_entries(array("Q", l2s)))
     l2_refs = {}
     for t in tables_in_plan:
         l2_refs[t] = l2_refs.get(t, 0) + 1
@@ -88,10 +92,8 @@ def apply_state(img, plan):
     data_refs = logical.refs
 
     # 2. active L2 tables whose OFLAG_COPIED flags disagree with the planned refcounts get corrected copies
-    active_tables = list(plan.active_l1)
-    for index, t in enumerate(active_tables):
-        if not t:
-            continue
+    active_tables = array("Q", plan.active_l1)
+    for index, t in nonzero_entries(plan.active_l1):
         table = logical.read_l2(t)
         if _fix_copied_flags(table, geo, data_refs):
             copy = bump.take(1) << cb
@@ -99,7 +101,10 @@ def apply_state(img, plan):
             l2_refs[t] -= 1
             l2_refs[copy] = 1
             active_tables[index] = copy
-    l1_entries = [t | C.OFLAG_COPIED if t and l2_refs.get(t) == 1 else t for t in active_tables]
+    l1_entries = active_tables
+    for index, t in nonzero_entries(active_tables):
+        if l2_refs.get(t) == 1:
+            l1_entries[index] = t | C.OFLAG_COPIED
 
     # 3. new active L1, new snapshot L1s, new snapshot table
     l1_size = len(l1_entries)
@@ -146,7 +151,7 @@ def apply_state(img, plan):
 
 def _write_table(img, bump, entries):
     cs = img.geo.cluster_size
-    raw = b"".join(struct.pack(">Q", e) for e in entries)
+    raw = array_to_be(array("Q", entries))  # one 8-byte word per entry; no per-entry bytes objects
     offset = bump.take(-(-len(raw) // cs)) << img.geo.cluster_bits
     img.file.pwrite(raw, offset)
     return offset

@@ -85,7 +85,10 @@ class RawImage:
         self.file.pwrite(data, offset)
 
     def write_zeroes(self, offset, length, unmap=True):
+        """Zero a range: punch a hole as qemu does (the file stays sparse), write zeros where that fails."""
         self._require_writable()
+        if unmap and self.file.punch_hole(offset, length):
+            return
         pos = offset
         while pos < offset + length:
             n = min(offset + length - pos, 4 << 20)

@@ -95,6 +95,8 @@ class RefBlockCodec:
 
     def first_free(self, block, start):
         """First index >= start whose refcount is 0, or None."""
+        if start < self.entries and not self.packed and block[start] == 0:
+            return start  # the usual case: the allocation hint points at a free cluster
         if self.packed:
             return self._packed_find(block, start, self._has_free, True)
         width = block.itemsize
@@ -109,13 +111,13 @@ class RefBlockCodec:
                 return pos // width
             pos += width - pos % width
 
-    def first_used(self, block, start, end=None):
-        """First index in [start, end) (end: the block's end) whose refcount is not 0, or None."""
-        end = self.entries if end is None else min(end, self.entries)
+    def first_used(self, block, start, stop=None):
+        """First index in [start, stop) whose refcount is not 0, or None."""
+        stop = self.entries if stop is None else min(stop, self.entries)
         if self.packed:
-            return self._packed_find(block, start, self._has_used, False, end)
+            return self._packed_find(block, start, self._has_used, False, stop)
         width = block.itemsize
-        raw = block[start:end].tobytes()
+        raw = block[start:stop].tobytes()
         rest = raw.lstrip(b"\0")
         if not rest:
             return None

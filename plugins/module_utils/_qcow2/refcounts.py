@@ -62,6 +62,9 @@ class Refcounts:
         offset = entry & C.REFT_OFFSET_MASK
         if offset & (self.cs - 1):
             raise CorruptionError("Refblock offset %#x unaligned (reftable index: %#x)" % (offset, t), self.image.path)
+        if offset > C.MAX_CLUSTER_OFFSET:
+            raise CorruptionError("Refblock offset %#x is past the largest host offset (reftable index: %#x)"
+                                  % (offset, t), self.image.path)
         return offset
 
     def _load_block(self, offset):
@@ -160,8 +163,8 @@ class Refcounts:
             t = ci >> self.rbb
             offset = self._block_offset(t)
             if offset:
-                found = self.codec.first_used(self.cache.get(offset), ci & (self.rbe - 1),
-                                              min(self.rbe, limit - (t << self.rbb)))
+                first = ci & (self.rbe - 1)
+                found = self.codec.first_used(self.cache.get(offset), first, first + (limit - ci))
                 if found is not None:
                     return min(limit, (t << self.rbb) + found)
             ci = (t + 1) << self.rbb
@@ -208,6 +211,7 @@ class Refcounts:
                 self.add(ci, 1)
             self.free_hint = data_start + n
             self.max_allocated = max(self.max_allocated, data_start + n)
+            self.image.reserve_file((data_start + n) << self.cb)
             return data_start
 
     # ---- growth of the refcount table (qcow2_refcount_area) ----

@@ -11,9 +11,11 @@ must have). Problems found on the way are reported with qemu-img check's wording
 
 from __future__ import annotations
 
+from array import array
+
 from . import constants as C
 from .bitmaps import read_directory, read_table
-from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, be_array, classify
+from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, be_array, classify, nonzero_entries
 from .refmap import RefMap
 
 
@@ -146,7 +148,7 @@ class ReferenceCounter:
         self.inc(offset, size * 8)
         l1 = self.read_l1(offset, size)
         cs = self.geo.cluster_size
-        for index, entry in enumerate(l1):
+        for index, entry in nonzero_entries(l1):
             l2 = entry & C.L1E_OFFSET_MASK
             if not l2:
                 continue
@@ -165,7 +167,10 @@ class ReferenceCounter:
     def count_l2(self, l2_offset, active):
         geo = self.geo
         cs, ext, words = geo.cluster_size, geo.extended_l2, geo.l2_entry_words
-        table = self.read_l2(l2_offset)
+        raw = self.file.pread(cs, l2_offset)
+        if raw == bytes(len(raw)):
+            return  # empty (or past the end of the file): nothing to count, skip the per-entry loop
+        table = be_array(raw + bytes(cs - len(raw)))
         report = self.report
         next_contiguous = 0
         for i in used_l2_indexes(table, words, geo.l2_entries):

@@ -7,15 +7,22 @@
 
 A larger L1 table is written into fresh clusters first; one write of header bytes 24..47 then switches
 size, L1 size and L1 offset together, and the old L1 is freed afterwards.
+
+When the image has a backing file longer than its old size, the new area must read zeros, not the backing
+file's data (qemu does the same: a truncate with BDRV_REQ_ZERO_WRITE). The zeros are written while the
+header still has the old size (guests see nothing past it, and qemu accepts an L1 table larger than the
+size needs), so the one write of the new size is the switch: interrupted anywhere, the image reads as
+before, or grown with zeros.
 """
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 from . import constants as C
 from .errors import InvalidArgumentError
-from .header import OFFSET_SIZE
+from .header import OFFSET_L1, OFFSET_SIZE
 from .layout import array_to_be
 
 
@@ -34,30 +41,122 @@ def grow(img, new_size):
     if new_l1_size > C.MAX_L1_BYTES // 8:
         raise InvalidArgumentError("Size %d is too large for cluster size %d (the L1 table would exceed 32 MiB)"
                                    % (new_size, geo.cluster_size), img.path)
-    img.flush()
-    if new_l1_size <= len(img.l1):
-        img.write_header_bytes(OFFSET_SIZE, struct.pack(">Q", new_size))
-    else:
-        clusters = -(-new_l1_size * 8 // geo.cluster_size)
-        first = img.refcounts.alloc(clusters)
-        img.flush()  # the new L1's refcounts are on disk before anything points at it
-        table = img.l1[:]
-        table.extend([0] * (new_l1_size - len(table)))
-        raw = array_to_be(table)
-        img.file.pwrite(raw + bytes(clusters * geo.cluster_size - len(raw)), first << geo.cluster_bits)
-        img.file.flush()
-        old_offset, old_size = hdr.l1_table_offset, hdr.l1_size
-        img.write_header_bytes(OFFSET_SIZE, struct.pack(">QIIQ", new_size, hdr.crypt_method, new_l1_size,
-                                                        first << geo.cluster_bits))
-        hdr.l1_size = new_l1_size
-        hdr.l1_table_offset = first << geo.cluster_bits
-        img.l1 = table
-        img.invalidate_metadata_map()
-        if old_offset and old_size:
-            old_first = old_offset >> geo.cluster_bits
-            for i in range(-(-old_size * 8 // geo.cluster_size)):
-                img.refcounts.queue_decref(old_first + i)
-    hdr.size = new_size
-    img.size = new_size
-    img.flush()
+    old_size = img.size
+    # growing from 0 is how create() sizes a new overlay, whose backing file must show through
+    with _backing_attached(img, old_size > 0) as backing:
+        hide_end = min(new_size, backing.size) if backing is not None else 0
+        if img.bitmaps is not None:
+            img.bitmaps.finish()  # pending bits go into the current tables first
+        tables = _bitmap_tables_needed(img, new_size)
+        img.flush()
+        switched = False
+        if new_l1_size > len(img.l1):
+            clusters = -(-new_l1_size * 8 // geo.cluster_size)
+            first = img.refcounts.alloc(clusters)
+            img.flush()  # the new L1's refcounts are on disk before anything points at it
+            table = img.l1[:]
+            table.extend([0] * (new_l1_size - len(table)))
+            raw = array_to_be(table)
+            img.file.pwrite(raw + bytes(clusters * geo.cluster_size - len(raw)), first << geo.cluster_bits)
+            img.file.flush()
+            old_offset, old_size_l1 = hdr.l1_table_offset, hdr.l1_size
+            if hide_end > old_size or tables:
+                img.write_header_bytes(OFFSET_L1, struct.pack(">IQ", new_l1_size, first << geo.cluster_bits))
+            else:
+                img.write_header_bytes(OFFSET_SIZE, struct.pack(">QIIQ", new_size, hdr.crypt_method, new_l1_size,
+                                                                first << geo.cluster_bits))
+                switched = True
+            hdr.l1_size = new_l1_size
+            hdr.l1_table_offset = first << geo.cluster_bits
+            img.l1 = table
+            img.invalidate_metadata_map()
+            if old_offset and old_size_l1:
+                old_first = old_offset >> geo.cluster_bits
+                for i in range(-(-old_size_l1 * 8 // geo.cluster_size)):
+                    img.refcounts.queue_decref(old_first + i)
+        if hide_end > old_size:
+            img.size = new_size  # in memory only, so the writer reaches the new area; the header still says old_size
+            tracker, img.bitmaps = img.bitmaps, None  # not a guest write: qemu leaves the new area's bits clear
+            try:
+                img.write_zeroes(old_size, hide_end - old_size)
+                img.flush()
+            finally:
+                img.size = old_size
+                img.bitmaps = tracker
+        if tables:
+            _switch_with_bitmap_tables(img, new_size, tables)
+        elif not switched:
+            img.write_header_bytes(OFFSET_SIZE, struct.pack(">Q", new_size))
+        hdr.size = new_size
+        img.size = new_size
+        img.flush()
     return True
+
+
+def _bitmap_tables_needed(img, new_size):
+    """[(bitmap, entries)] for the persistent bitmaps whose table must grow to cover new_size.
+
+    qemu refuses to open an image whose bitmap table is not exactly as large as the size needs ("doesn't satisfy
+    the constraints"), so the tables must change together with the size.
+    """
+    hdr = img.header
+    if not hdr.bitmaps_ext or not hdr.autoclear_features & C.AUTOCLEAR_BITMAPS:
+        return []
+    from .bitmaps import read_directory
+    bits_per_cluster = img.geo.cluster_size * 8
+    out = []
+    for bitmap in read_directory(img):
+        entries = -(-(-(-new_size // bitmap.granularity)) // bits_per_cluster)
+        if entries != bitmap.table_size:
+            out.append((bitmap, entries))
+    return out
+
+
+def _switch_with_bitmap_tables(img, new_size, tables):
+    """Larger bitmap tables and a directory naming them go into fresh clusters; one rewrite of the header (size and
+    bitmaps extension, in its first sector) switches to them; the old tables and directory are freed after."""
+    from .bitmaps import BitmapTracker, read_table
+    geo, hdr = img.geo, img.header
+    cs, cb = geo.cluster_size, geo.cluster_bits
+    ext = dict(hdr.bitmaps_ext)
+    directory = bytearray(img.file.pread(ext["bitmap_directory_size"], ext["bitmap_directory_offset"]))
+    freed = []
+    for bitmap, entries in tables:
+        table = read_table(img, bitmap)
+        table.extend([0] * (entries - len(table)))  # the new area: clusters of zero bits
+        raw = array_to_be(table)
+        clusters = -(-len(raw) // cs)
+        first = img.refcounts.alloc(clusters)
+        img.file.pwrite(raw + bytes(clusters * cs - len(raw)), first << cb)
+        directory[bitmap.entry_offset:bitmap.entry_offset + 12] = struct.pack(">QI", first << cb, entries)
+        freed.append((bitmap.table_offset, bitmap.table_size * 8))
+    clusters = -(-len(directory) // cs)
+    first = img.refcounts.alloc(clusters)
+    img.file.pwrite(bytes(directory) + bytes(clusters * cs - len(directory)), first << cb)
+    freed.append((ext["bitmap_directory_offset"], ext["bitmap_directory_size"]))
+    img.flush()  # tables, directory and their refcounts on disk before the header names them
+    ext["bitmap_directory_offset"] = first << cb
+    hdr.bitmaps_ext = ext
+    hdr.size = new_size
+    img.rewrite_header()
+    for offset, length in freed:
+        for i in range(-(-length // cs)):
+            img.refcounts.queue_decref((offset >> cb) + i)
+    img.invalidate_metadata_map()
+    img.bitmaps = BitmapTracker(img)
+
+
+@contextlib.contextmanager
+def _backing_attached(img, wanted):
+    """img.backing, opening the backing chain for the duration when the caller opened the image without it."""
+    if not wanted or img.backing is not None or not img.backing_filename:
+        yield img.backing if wanted else None
+        return
+    from .chain import DEFAULT_POLICY, _backing_format, check_backing_reference, open_chain
+    path = check_backing_reference(img.backing_filename, img.path, DEFAULT_POLICY)
+    with open_chain(path, fmt=_backing_format(img, path)) as chain:
+        img.backing = chain.top
+        try:
+            yield chain.top
+        finally:
+            img.backing = None

@@ -10,6 +10,7 @@ from hypothesis import given, strategies as st
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import constants as C
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import FormatError, UnsupportedError
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.header import Header
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.image import Qcow2Image
 
 CS = 65536
 COMPARED = (
@@ -256,9 +257,19 @@ def test_backing_file_name_too_long(size):
     assert err.field == 'backing_file_size' and 'too long' in str(err)
 
 
-def test_backing_name_past_the_end_of_a_short_file():
-    hdr = make_header(backing_file='base.qcow2')
-    raw = hdr.build()[:-4]
+def test_backing_name_cut_by_the_end_of_the_file(tmp_path):
+    """The bytes past the end read as zeros (as in qemu): the name then holds NUL bytes, which is refused."""
+    hdr = make_header(cluster_bits=12, backing_file='base.qcow2')
+    path = tmp_path / 'short.qcow2'
+    path.write_bytes(hdr.build()[:-4])
+    with pytest.raises(FormatError) as err:
+        Qcow2Image(str(path))
+    assert err.value.field == 'backing file name'
+
+
+def test_backing_name_past_the_first_cluster():
+    hdr = make_header(cluster_bits=9, backing_file='base.qcow2')
+    raw = patched(hdr, 16, '>I', 512 - hdr.backing_file_offset + 8)
     assert format_error(raw).field == 'backing_file_size'
 
 

@@ -1,0 +1,206 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The engine against qemu-img, side by side, on images this script builds itself.
+
+Each operation runs as its own process on fresh copies of its inputs, alternating engine and qemu-img
+runs (paired), several times. Printed per operation: median wall time of each, the median of the
+paired ratios engine/qemu-img, and each side's peak RSS. Timings are for comparison on one machine,
+not absolute figures: these machines are noisy, so nothing here is a pass/fail test.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ENGINE = [sys.executable, os.path.join(HERE, "engine_cli.py")]
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def sh(*cmd):
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def timed(cmd, cwd):
+    """Wall seconds and peak RSS (MiB) of one command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit("command failed: %s" % " ".join(cmd))
+    return elapsed, usage.ru_maxrss / 1024.0
+
+
+def qemu_io(path, commands):
+    """Run many qemu-io commands in batches (one process per batch)."""
+    for i in range(0, len(commands), 400):
+        args = ["qemu-io"]
+        for c in commands[i:i + 400]:
+            args += ["-c", c]
+        sh(*args, path)
+
+
+# ---- workload ----
+def build_workload(d, quick):
+    scale = 8 if quick else 1
+    if os.path.exists(os.path.join(d, "ready")) and open(os.path.join(d, "ready")).read() == str(scale):
+        return
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    rnd = random.Random(42)
+    size = 4 * GiB
+    # base: 4 GiB virtual, 1 GiB of data in 4 MiB runs every 16 MiB
+    sh("qemu-img", "create", "-q", "-f", "qcow2", os.path.join(d, "base.qcow2"), str(size))
+    qemu_io(os.path.join(d, "base.qcow2"),
+            ["write -P %d %d 4M" % (i % 250 + 1, i * 16 * MiB) for i in range(256 // scale)])
+    # overlay: 512 MiB of scattered writes: 64 runs of 4 MiB and 4096 single 64 KiB clusters
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", os.path.join(d, "overlay.qcow2"))
+    cmds = ["write -P %d %d 4M" % (0x40 + i % 50, rnd.randrange(size // (4 * MiB)) * 4 * MiB) for i in range(64 // scale)]
+    cmds += ["write -P %d %d 64k" % (0x80 + i % 50, rnd.randrange(size // 65536) * 65536) for i in range(4096 // scale)]
+    qemu_io(os.path.join(d, "overlay.qcow2"), cmds)
+    # third layer: 128 MiB scattered
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", "overlay.qcow2", "-F", "qcow2", os.path.join(d, "top.qcow2"))
+    cmds = ["write -P %d %d 4M" % (0xC0 + i % 30, rnd.randrange(size // (4 * MiB)) * 4 * MiB) for i in range(16 // scale)]
+    cmds += ["write -P %d %d 64k" % (0xE0 + i % 30, rnd.randrange(size // 65536) * 65536) for i in range(1024 // scale)]
+    qemu_io(os.path.join(d, "top.qcow2"), cmds)
+    # an unrelated base with the same content as base (a moved/copied base)
+    sh("qemu-img", "convert", "-O", "qcow2", os.path.join(d, "base.qcow2"), os.path.join(d, "other.qcow2"))
+    # a 1000-deep chain of small overlays
+    deep = os.path.join(d, "deep")
+    os.makedirs(deep)
+    sh("qemu-img", "create", "-q", "-f", "qcow2", os.path.join(deep, "l0000.qcow2"), "1G")
+    for i in range(1, 1000):
+        # -u: don't open the (ever deeper) backing chain for every new layer
+        sh("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "l%04d.qcow2" % (i - 1), "-F", "qcow2",
+           os.path.join(deep, "l%04d.qcow2" % i), "1G")
+    # 1 TiB virtual with 1 GiB of data, and an overlay on it
+    sh("qemu-img", "create", "-q", "-f", "qcow2", os.path.join(d, "huge.qcow2"), "1T")
+    qemu_io(os.path.join(d, "huge.qcow2"), ["write -P 7 %d 4M" % (i * 4 * GiB) for i in range(256 // scale)])
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", "huge.qcow2", "-F", "qcow2", os.path.join(d, "huge-top.qcow2"))
+    qemu_io(os.path.join(d, "huge-top.qcow2"), ["write -P 9 %d 1M" % (i * 16 * GiB + 5 * MiB) for i in range(64 // scale)])
+    with open(os.path.join(d, "ready"), "w") as f:
+        f.write(str(scale))
+
+
+def fresh(src_dir, work, names):
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    for n in names:
+        sh("cp", "--sparse=always", os.path.join(src_dir, n), os.path.join(work, n))
+    sh("sync")
+
+
+OPERATIONS = [
+    # name, input files, engine command, qemu-img command, output file to verify against the inputs' view
+    ("commit (overlay 512 MiB -> base)", ["base.qcow2", "overlay.qcow2"],
+     ENGINE + ["commit", "overlay.qcow2"], ["qemu-img", "commit", "-q", "overlay.qcow2"]),
+    ("flatten 3-layer chain", ["base.qcow2", "overlay.qcow2", "top.qcow2"],
+     ENGINE + ["convert", "top.qcow2", "out.qcow2"], ["qemu-img", "convert", "-O", "qcow2", "top.qcow2", "out.qcow2"]),
+    ("flatten compressed (-c)", ["base.qcow2", "overlay.qcow2", "top.qcow2"],
+     ENGINE + ["convert", "top.qcow2", "out.qcow2", "-c"],
+     ["qemu-img", "convert", "-c", "-O", "qcow2", "top.qcow2", "out.qcow2"]),
+    ("safe rebase onto unrelated base", ["base.qcow2", "overlay.qcow2", "other.qcow2"],
+     ENGINE + ["rebase", "overlay.qcow2", "other.qcow2"],
+     ["qemu-img", "rebase", "-q", "-b", "other.qcow2", "-F", "qcow2", "overlay.qcow2"]),
+    ("rebase onto base in same chain", ["base.qcow2", "overlay.qcow2", "top.qcow2"],
+     ENGINE + ["rebase", "top.qcow2", "base.qcow2"],
+     ["qemu-img", "rebase", "-q", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2"]),
+]
+
+NO_COPY_OPERATIONS = [
+    ("info, 1000-deep chain", "deep", ENGINE + ["info", "l0999.qcow2"],
+     ["qemu-img", "info", "--backing-chain", "--output=json", "l0999.qcow2"]),
+]
+
+HUGE_OPERATIONS = [
+    ("1 TiB: read all data", ["huge.qcow2"], ENGINE + ["read-all", "huge.qcow2"],
+     ["qemu-img", "convert", "-O", "raw", "huge.qcow2", "out.raw"]),
+    ("1 TiB: check", [], ENGINE + ["check", "huge.qcow2"], ["qemu-img", "check", "huge.qcow2"]),
+    ("1 TiB: info", [], ENGINE + ["info", "huge-top.qcow2"], ["qemu-img", "info", "--backing-chain", "huge-top.qcow2"]),
+    ("1 TiB: commit overlay", ["huge.qcow2", "huge-top.qcow2"], ENGINE + ["commit", "huge-top.qcow2"],
+     ["qemu-img", "commit", "-q", "huge-top.qcow2"]),
+    ("1 TiB: flatten", ["huge.qcow2", "huge-top.qcow2"], ENGINE + ["convert", "huge-top.qcow2", "out.qcow2"],
+     ["qemu-img", "convert", "-O", "qcow2", "huge-top.qcow2", "out.qcow2"]),
+    ("1 TiB: internal snapshot", ["huge.qcow2"], ENGINE + ["snapshot", "huge.qcow2", "s1"],
+     ["qemu-img", "snapshot", "-c", "s1", "huge.qcow2"]),
+]
+
+
+def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None):
+    work = os.path.join(data, "work")
+    eng_t, qemu_t, ratios, eng_rss, qemu_rss = [], [], [], [], []
+    for rep in range(reps):
+        pair = {}
+        # alternate which side goes first, so neither always gets the warmer cache
+        for side in (("engine", "qemu") if rep % 2 == 0 else ("qemu", "engine")):
+            if inputs:
+                fresh(data, work, inputs)
+                cwd = work
+            else:
+                cwd = os.path.join(data, cwd_name) if cwd_name else data
+            cmd = engine_cmd if side == "engine" else qemu_cmd
+            pair[side] = timed(cmd, cwd)
+        eng_t.append(pair["engine"][0])
+        qemu_t.append(pair["qemu"][0])
+        ratios.append(pair["engine"][0] / pair["qemu"][0])
+        eng_rss.append(pair["engine"][1])
+        qemu_rss.append(pair["qemu"][1])
+    return {"operation": name, "engine_s": statistics.median(eng_t), "qemu_s": statistics.median(qemu_t),
+            "ratio": statistics.median(ratios), "engine_rss_mib": max(eng_rss), "qemu_rss_mib": max(qemu_rss)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", default="/var/tmp/backingchain-bench", help="where the workload is built")
+    parser.add_argument("--reps", type=int, default=5, help="paired runs per operation")
+    parser.add_argument("--quick", action="store_true", help="an 8x smaller workload, for a smoke run")
+    parser.add_argument("--only", help="run only operations whose name contains this text")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    print("building the workload in %s ..." % args.dir, flush=True)
+    build_workload(args.dir, args.quick)
+    rows = []
+    for name, inputs, eng, qemu in OPERATIONS:
+        if not args.only or args.only in name:
+            rows.append(measure(name, args.dir, inputs, eng, qemu, args.reps))
+            _print_row(rows[-1])
+    for name, cwd_name, eng, qemu in NO_COPY_OPERATIONS:
+        if not args.only or args.only in name:
+            rows.append(measure(name, args.dir, [], eng, qemu, args.reps, cwd_name))
+            _print_row(rows[-1])
+    for name, inputs, eng, qemu in HUGE_OPERATIONS:
+        if not args.only or args.only in name:
+            rows.append(measure(name, args.dir, inputs, eng, qemu, max(1, args.reps // 2)))
+            _print_row(rows[-1])
+    print()
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+def _print_row(r):
+    print("%-36s engine %7.3fs  qemu-img %7.3fs  ratio %5.2f  RSS engine %6.1f MiB  qemu-img %6.1f MiB"
+          % (r["operation"], r["engine_s"], r["qemu_s"], r["ratio"], r["engine_rss_mib"], r["qemu_rss_mib"]), flush=True)
+
+
+def table(rows):
+    out = ["| operation | engine (s) | qemu-img (s) | ratio engine/qemu-img | engine peak RSS (MiB) | qemu-img peak RSS (MiB) |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        values = (r["operation"], r["engine_s"], r["qemu_s"], r["ratio"], r["engine_rss_mib"], r["qemu_rss_mib"])
+        out.append("| %s | %.3f | %.3f | %.2f | %.1f | %.1f |" % values)
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""qcow2_info: qemu-img info [--backing-chain] and, on request, qemu-img check; reads only."""
+
+from __future__ import annotations
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.describe import require_qcow2, underscore_keys
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import Operation
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
+
+
+def info_argument_spec():
+    return common_argument_spec().update(dict(
+        backing_chain=dict(type="bool", default=True),
+        check=dict(type="bool", default=False),
+        force_share=dict(type="bool", default=True),
+    ))
+
+
+class InfoOperation(Operation):
+    """Never changes anything: plan reads, apply is never called."""
+
+    def __init__(self, module):
+        super().__init__(module)
+        self.infos = None
+        self.check_report = None
+
+    def plan(self):
+        force_share = self.params["force_share"]
+        require_qcow2(self.path)
+        self.infos = api.image_info(self.path, backing_chain=self.params["backing_chain"], force_share=force_share,
+                                    policy=self.policy)
+        if self.params["check"]:
+            report = api.check(self.path, force_share=force_share)
+            self.check_report = underscore_keys(report["result"])
+            self.check_report["exit_code"] = report["exit_code"]
+            self.check_report["messages"] = list(report["messages"])
+
+    def results(self):
+        result = {"image": underscore_keys(self.infos[0])}
+        if self.params["backing_chain"]:
+            result["chain"] = underscore_keys(self.infos)
+            result["chain_depth"] = len(self.infos)
+        if self.check_report is not None:
+            result["check"] = self.check_report
+        return result
+
+    def dump(self):
+        # Nothing changes, so there is no diff to show.
+        result = dict(changed=False)
+        result.update(self.results())
+        return result

@@ -1,0 +1,67 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""The shape every module shares: plan (read only, decides changed and the diff), apply (writes), result.
+
+Check mode runs plan alone, so whatever plan predicts is what the real run then does: a difference
+between the two can only come from apply, which must do exactly what plan decided.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.engine import chain_policy, engine_errors, require_engine
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.lock_holders import naming_lock_holders
+
+
+class Operation:
+    """One module run. Subclasses fill plan(), apply() and extra results."""
+
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.path = module.params["path"]
+        self.policy = chain_policy(module.params)
+        self.check_mode = module.check_mode
+        self.changed = False
+        self.diff_before = {}
+        self.diff_after = {}
+
+    def plan(self):
+        """Read the current state, decide self.changed and the diff; raise Qcow2Error on what cannot be done."""
+        raise NotImplementedError
+
+    def apply(self):
+        """Make the planned change. Called only when plan() decided changed and not in check mode."""
+        raise NotImplementedError
+
+    def results(self):
+        """Module-specific return values."""
+        return {}
+
+    def finish(self):
+        """Called after apply (or instead of it); may add changes that need the final file (attributes)."""
+
+    def dump(self):
+        result = dict(changed=self.changed)
+        result.update(self.results())
+        if self.module._diff:
+            result["diff"] = dict(before=self.diff_before, after=self.diff_after)
+        return result
+
+
+def run_operation(module, operation_class):
+    """Plan, apply unless check mode, exit; every engine error ends in fail_json.
+
+    operation_class may be a function of the module choosing the class (offline, live, shut-off domain).
+    """
+    require_engine(module)
+    with engine_errors(module), naming_lock_holders(module.params):
+        operation = operation_class(module)
+        operation.plan()
+        if operation.changed and not operation.check_mode:
+            operation.apply()
+        operation.finish()
+        result = operation.dump()
+    module.exit_json(**result)

@@ -1,0 +1,24 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Which operation rebases: the engine offline, a libvirt block pull on a running domain, or the engine
+plus the definition of a shut-off domain."""
+
+from __future__ import annotations
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_target import requested_domain
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.engine import chain_policy
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.rebase_live import LiveRebase
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.rebase_shutoff import ShutOffRebase
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.rebase_state import RebaseOperation
+
+
+def rebase_operation(module):
+    domain = requested_domain(module.params, chain_policy(module.params))
+    if domain is None:
+        return RebaseOperation(module)
+    if domain.running:
+        return LiveRebase(module, domain)
+    return ShutOffRebase(module, domain)

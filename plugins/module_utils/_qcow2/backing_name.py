@@ -1,0 +1,40 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Rewriting an image's backing reference (name and format) in its header."""
+
+from __future__ import annotations
+
+import os
+
+from .errors import FormatError
+
+
+def name_for(overlay_path, target_path, like_name):
+    """The backing name to store: relative to the overlay's directory if the name it replaces was relative."""
+    if like_name and not os.path.isabs(like_name):
+        return os.path.relpath(os.path.abspath(target_path), os.path.dirname(os.path.abspath(overlay_path)))
+    return os.path.abspath(target_path)
+
+
+def set_backing(img, name, fmt):
+    """Point a writable qcow2 image at another backing file (None/"" = none); one header write."""
+    hdr = img.header.copy()
+    hdr.backing_file = name or None
+    hdr.backing_format = fmt if name else None
+    try:
+        hdr.build()
+    except FormatError as exc:
+        raise FormatError("Cannot record backing file %r in %s: %s" % (name, img.path, exc), img.path, exc.field) from None
+    img.header = hdr
+    img.rewrite_header()
+
+
+def same_file(a, b):
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)

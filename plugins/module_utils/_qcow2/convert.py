@@ -1,0 +1,172 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Flatten: write a new qcow2 image from any chain or raw file (qemu-img convert -O qcow2 [-c] [-B]).
+
+The image is built in a temporary file beside the destination and renamed over it only when complete
+and flushed, so a crash never leaves a half-written image under the destination's name. Zero ranges
+stay unallocated. With a backing file, only what lies above it is copied (and zero ranges become zero
+clusters so they still mask it): exactly when the backing file is in the source's chain, or, as
+qemu-img convert -B does, the source's top layer when it is not.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+from .backing_name import same_file
+from .chain import check_backing_reference, detect_format, open_chain, DEFAULT_POLICY
+from .compressed_writer import copy_runs_compressed
+from .copyview import CopyStats, copy_runs
+from .create import CreateOptions, create
+from .errors import BackingChainError, ImageLockedError, InvalidArgumentError
+from .image import probe_is_qcow2
+from .locking import holders_conflict
+from .measure import measure_chain
+from .segments import RUN_BELOW, RUN_ZERO, data_bytes, layer_runs
+from .space import require_space
+
+
+def _options_for(options, size, backing_file, backing_format):
+    opts = CreateOptions(**vars(options)) if options is not None else CreateOptions()
+    opts.size = -(-size // 512) * 512  # a raw source of any length: qemu-img convert rounds up to whole sectors
+    opts.backing_file = backing_file or None
+    opts.backing_format = backing_format if backing_file else None
+    if opts.backing_file:
+        opts.preallocation = "off"
+    return opts
+
+
+def convert(source, dest, compress=False, backing_file=None, backing_format=None, options=None, policy=None,
+            dry_run=False, source_format=None, progress=None):
+    started = time.time()
+    policy = policy or DEFAULT_POLICY
+    if backing_file and not backing_format:
+        raise InvalidArgumentError("Backing format must be given with a backing file (qcow2 or raw)")
+    if os.path.isdir(dest):
+        raise InvalidArgumentError("Destination %s is a directory" % dest, dest)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
+        raise InvalidArgumentError("The directory of destination %s does not exist" % dest, dest)
+    with open_chain(source, fmt=source_format or detect_format(source), policy=policy) as chain:
+        top = chain.top
+        for img in chain.images:
+            if same_file(img.path, dest):
+                raise InvalidArgumentError("Destination %s is part of the backing chain of the source %s (%s); "
+                                           "replacing it would destroy what is being read" % (dest, source, img.path), dest)
+        stop = None
+        outside = False
+        if backing_file:
+            target = check_backing_reference(backing_file, dest, policy)
+            if same_file(target, dest):
+                raise InvalidArgumentError("Destination %s would be its own backing file (%s)" % (dest, backing_file), dest)
+            if os.path.exists(target) and probe_is_qcow2(target) != (backing_format == "qcow2"):
+                raise BackingChainError("Backing format mismatch: %s is %sa qcow2 image (backing_format=%s for %s)"
+                                        % (target, "" if backing_format == "raw" else "not ", backing_format, dest), dest)
+            stop = next((img for img in chain.images[1:] if same_file(img.path, target)), None)
+            outside = stop is None
+            if outside:
+                stop = top.backing
+        if os.path.exists(dest):
+            conflict = holders_conflict(dest, True)
+            if conflict:
+                raise ImageLockedError(conflict, dest)
+        opts = _options_for(options, top.size, backing_file, backing_format)
+        runs = layer_runs(top, stop, 0, top.size)
+        if outside:
+            runs = _zeros_past(runs, stop.size if stop is not None else 0)
+        measured = measure_chain(top, stop, opts)
+        result = {"changed": True, "dest": dest, "required": measured["required"], "bytes_to_copy": data_bytes(runs),
+                  "bytes_written": 0, "compressed": bool(compress), "duration": 0.0}
+        if dry_run:
+            return result
+        require_space(dest, measured["required"], "writing %s" % dest)
+        directory = os.path.dirname(os.path.abspath(dest))
+        _remove_stale_temporaries(directory, os.path.basename(dest))
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".tmp", dir=directory)
+        os.close(fd)
+        try:
+            # the temporary file lives in dest's directory, so a relative backing name resolves the same
+            create(tmp, opts, policy=policy, overwrite=True)
+            with open_chain(tmp, fmt="qcow2", writable=True, policy=policy) as out_chain:
+                out = out_chain.top
+                stats = CopyStats()
+                saved_backing = top.backing
+                if outside:
+                    # like qemu-img convert -B: the top layer over the new backing file, also in the parts of
+                    # clusters the top layer does not cover (which whole-cluster copies read)
+                    top.backing = out.backing
+                try:
+                    if compress:
+                        copy_runs_compressed(top, out, runs, stats, progress,
+                                             zero_runs="zero" if backing_file else "skip")
+                        if backing_file:
+                            copy_runs(top, out, [r for r in runs if r[2] == RUN_ZERO], zero_runs="zero", stats=stats)
+                    else:
+                        copy_runs(top, out, runs, zero_runs="zero" if backing_file else "skip", stats=stats,
+                                  progress=progress)
+                finally:
+                    top.backing = saved_backing
+                out.flush()
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600; give it the mode a new file would get
+            os.replace(tmp, dest)
+            _fsync_dir(directory)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    result.update(bytes_written=stats.bytes_written, duration=time.time() - started)
+    return result
+
+
+def _zeros_past(runs, end):
+    """A backing file outside the source's chain: what the source read past its own backing file's end (or
+    everywhere, without one) is zeros, which must mask the new backing file (qemu-img convert -B does so)."""
+    out = []
+    for start, stop, kind in runs:
+        if kind == RUN_BELOW and stop > end:
+            if start < end:
+                out.append((start, end, kind))
+            out.append((max(start, end), stop, RUN_ZERO))
+        else:
+            out.append((start, stop, kind))
+    return out
+
+
+def _remove_stale_temporaries(directory, name):
+    """Delete what an interrupted earlier run left (.NAME.*.tmp) unless a live run still holds it locked."""
+    prefix, suffix = "." + name + ".", ".tmp"
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.startswith(prefix) and entry.endswith(suffix):
+            path = os.path.join(directory, entry)
+            try:
+                if os.path.isfile(path) and holders_conflict(path, True) is None:
+                    os.unlink(path)
+            except OSError:
+                continue
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,96 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Copying the guest view of a chain into another image, run by run, in large cluster-aligned chunks.
+
+Data runs are widened to whole clusters of the destination and read through the source's full view
+(which is exactly what the destination will show there), so every write covers whole clusters and no
+copy-on-write read is needed. All-zero clusters are not written: they are skipped or turned into
+zero clusters, as the caller asks. One buffer is reused for the whole copy.
+"""
+
+from __future__ import annotations
+
+from .segments import RUN_DATA, RUN_ZERO
+from .zeros import zero_bytes
+
+CHUNK = 4 << 20
+
+
+class CopyStats:
+    def __init__(self):
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.bytes_zeroed = 0
+
+
+def planned_bytes(runs, cluster_size, size, zero_runs="skip"):
+    """What copy_runs will report as written plus zeroed: exact when zero ranges are zeroed ("zero"), an upper
+    bound when they are skipped (which all-zero data clusters are cannot be known without reading them)."""
+    total = 0
+    for start, end, kind in runs:
+        if kind == RUN_ZERO and zero_runs == "zero":
+            total += end - start
+        elif kind == RUN_DATA:
+            total += min(size, -(-end // cluster_size) * cluster_size) - (start // cluster_size) * cluster_size
+    return total
+
+
+def copy_runs(source, dest, runs, zero_runs="skip", chunk=CHUNK, stats=None, progress=None):
+    """Copy runs (from segments.layer_runs) of source's view into dest.
+
+    zero_runs: "skip" when dest already reads zeros there (new standalone image), "zero" when dest must be
+    told (commit into a base, an image with a backing file).
+    """
+    stats = stats or CopyStats()
+    cs = dest.cluster_size
+    chunk = max(cs, (chunk // cs) * cs)
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    for start, end, kind in runs:
+        if kind == RUN_ZERO:
+            if zero_runs == "zero":
+                dest.write_zeroes(start, end - start)
+                stats.bytes_zeroed += end - start
+            continue
+        if kind != RUN_DATA:
+            continue
+        pos = (start // cs) * cs
+        stop = min(dest.size, -(-end // cs) * cs)
+        while pos < stop:
+            n = min(chunk, stop - pos)
+            part = view[:n]
+            source.read_into(part, pos)
+            stats.bytes_read += n
+            _write_nonzero(dest, buf, pos, n, cs, zero_runs, stats)
+            if progress is not None:
+                progress(pos + n)
+            pos += n
+    return stats
+
+
+def _write_nonzero(dest, buf, offset, length, cs, zero_runs, stats):
+    """Write the chunk's non-zero clusters in as few calls as possible."""
+    view = memoryview(buf)
+    zero = zero_bytes(cs)
+    run_start = None
+    pos = 0
+    while pos < length:
+        n = min(cs, length - pos)
+        is_zero = buf[pos:pos + n] == (zero if n == cs else zero_bytes(n))
+        if is_zero:
+            if run_start is not None:
+                dest.write(offset + run_start, view[run_start:pos])
+                stats.bytes_written += pos - run_start
+                run_start = None
+            if zero_runs == "zero":
+                dest.write_zeroes(offset + pos, n)
+                stats.bytes_zeroed += n
+        elif run_start is None:
+            run_start = pos
+        pos += n
+    if run_start is not None:
+        dest.write(offset + run_start, view[run_start:length])
+        stats.bytes_written += length - run_start

@@ -1,0 +1,82 @@
+"""Check mode: dry_run (and plan_commit) predict 'changed' exactly as the real run reports it, and write nothing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
+from ansible_collections.backingchain.qcow2.tests.helpers.chains import (
+    STANDARD_CHAINS,
+    build_chain,
+    file_digests,
+    file_states,
+    same_view,
+    view_of,
+)
+from ansible_collections.backingchain.qcow2.tests.helpers.qemu import qemu_img_create, qemu_io
+
+# name: (api function, keyword arguments; a leading '@' marks a file of the chain's directory)
+OPERATIONS = {
+    'commit': ('commit', {'path': '@top.qcow2'}),
+    'commit into a deeper base': ('commit', {'path': '@top.qcow2', 'base': '@base.qcow2'}),
+    'commit an intermediate layer': ('commit', {'path': '@top.qcow2', 'top': '@mid.qcow2'}),
+    'commit with removal': ('commit', {'path': '@top.qcow2', 'base': '@base.qcow2', 'remove_committed': True}),
+    'safe rebase within the chain': ('rebase', {'path': '@top.qcow2', 'backing_file': 'base.qcow2',
+                                                'backing_format': 'qcow2'}),
+    'safe rebase onto an unrelated image': ('rebase', {'path': '@top.qcow2', 'backing_file': 'other.qcow2',
+                                                       'backing_format': 'qcow2'}),
+    'flatten in place': ('rebase', {'path': '@top.qcow2', 'backing_file': ''}),
+    'unsafe rebase': ('rebase', {'path': '@top.qcow2', 'backing_file': 'other.qcow2', 'backing_format': 'qcow2',
+                                 'unsafe': True}),
+    'rebase to another name of the same file': ('rebase', {'path': '@top.qcow2', 'backing_file': '@mid.qcow2',
+                                                           'backing_format': 'qcow2'}),
+    'rebase to the same name': ('rebase', {'path': '@top.qcow2', 'backing_file': 'mid.qcow2',
+                                           'backing_format': 'qcow2'}),
+    'convert': ('convert', {'source': '@top.qcow2', 'dest': '@flat.qcow2'}),
+    'convert compressed above a backing file': ('convert', {'source': '@top.qcow2', 'dest': '@flat.qcow2',
+                                                            'compress': True, 'backing_file': 'base.qcow2',
+                                                            'backing_format': 'qcow2'}),
+}
+
+
+def _kwargs(kwargs, directory):
+    return {k: str(directory / v[1:]) if isinstance(v, str) and v.startswith('@') else v for k, v in kwargs.items()}
+
+
+def _snapshot(directory):
+    return file_states(directory), file_digests(directory)
+
+
+@pytest.mark.parametrize('name', ['c4k-v2', 'short-mid'])
+@pytest.mark.parametrize('operation', list(OPERATIONS))
+def test_dry_run_predicts_and_writes_nothing(tmp_path, name, operation):
+    op, raw_kwargs = OPERATIONS[operation]
+    images = tmp_path / 'images'
+    images.mkdir()
+    build_chain(images, STANDARD_CHAINS[name]())
+    other = qemu_img_create(images / 'other.qcow2', 7 * 1024 * 1024)
+    qemu_io(other, 'write -P 0x42 1M 5M')
+    before = view_of(images / 'top.qcow2', tmp_path)
+    kwargs = _kwargs(raw_kwargs, images)
+    fn = getattr(api, op)
+
+    for round_ in ('first', 'second'):
+        untouched = _snapshot(images)
+        predicted = fn(dry_run=True, **kwargs)
+        assert _snapshot(images) == untouched, round_
+        if op == 'commit':
+            planned = api.plan_commit(**{k: v for k, v in kwargs.items() if k != 'remove_committed'})
+            assert _snapshot(images) == untouched
+            assert planned['changed'] == predicted['changed'], round_
+        real = fn(**kwargs)
+        assert real['changed'] == predicted['changed'], round_
+        for key in ('committed', 'removed', 'header_only', 'old_backing', 'new_backing'):
+            if key in predicted:
+                assert real[key] == predicted[key], (round_, key)
+        if round_ == 'first' and not kwargs.get('unsafe'):
+            assert same_view(images / ('flat.qcow2' if op == 'convert' else 'top.qcow2'), before)
+    if op != 'convert':
+        assert real['changed'] is False  # the second round: nothing left to do, and check mode says so
+    assert not [n for n in os.listdir(images) if n.endswith('.tmp')]
