@@ -9,6 +9,7 @@ is an error, not a reason to skip.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -68,9 +69,9 @@ def _run(cmd: t.Sequence[str], cwd: StrPath | None, ok: t.Container[int] = (0,))
     return proc
 
 
-def qemu_img(*args: StrPath, cwd: StrPath | None = None) -> str:
-    """Run 'qemu-img ARGS...' and return its stdout."""
-    return _run([_tool('qemu-img'), *args], cwd).stdout
+def qemu_img(*args: StrPath, cwd: StrPath | None = None, ok_codes: t.Container[int] = (0,)) -> str:
+    """Run 'qemu-img ARGS...' and return its stdout; other exit statuses than ok_codes raise QemuError."""
+    return _run([_tool('qemu-img'), *args], cwd, ok=ok_codes).stdout
 
 
 def qemu_img_json(subcommand: str, *args: StrPath, cwd: StrPath | None = None) -> t.Any:
@@ -106,27 +107,50 @@ def qemu_img_create(path: StrPath, size: str | int | None = None, fmt: str = 'qc
     return Path(path)
 
 
-def qemu_io(path: StrPath, *cmds: str, fmt: str = 'qcow2', cwd: StrPath | None = None) -> str:
+def qemu_io(path: StrPath, *cmds: str, fmt: str = 'qcow2', cwd: StrPath | None = None,
+            options: t.Sequence[str] = ()) -> str:
     """Run each qemu-io command (e.g. 'write -P 0xab 0 64k') on the image; return stdout.
 
     qemu-io exits non-zero when a command fails, including a 'read -P'
-    pattern mismatch, so that raises QemuError.
+    pattern mismatch, so that raises QemuError. options go before the
+    image (e.g. ['-t', 'writeback'], ['-r', '-U']).
     """
-    args: list[StrPath] = [_tool('qemu-io'), '-f', fmt]
+    args: list[StrPath] = [_tool('qemu-io'), '-f', fmt, *options]
     for cmd in cmds:
         args += ['-c', cmd]
     args.append(path)
     return _run(args, cwd).stdout
 
 
-def qemu_img_check(path: StrPath, fmt: str = 'qcow2') -> CheckResult:
+def qemu_io_script(path: StrPath, cmds: t.Iterable[str], fmt: str = 'qcow2',
+                   options: t.Sequence[str] = ('-t', 'writeback')) -> str:
+    """Feed many qemu-io commands on stdin (no argv limit); every command must succeed.
+
+    qemu-io keeps going after a failed command in this mode, so failures are
+    found in its output. The default cache mode is writeback: qemu-io
+    otherwise flushes after every write.
+    """
+    script = ''.join(cmd + '\n' for cmd in cmds) + 'quit\n'
+    args = [_tool('qemu-io'), '-f', fmt, *options, str(path)]
+    proc = subprocess.run(args, input=script, capture_output=True, text=True, check=False)
+    failed = [line for line in (proc.stdout + proc.stderr).splitlines()
+              if 'failed' in line or 'error' in line.lower() or "can't open" in line]
+    if proc.returncode != 0 or failed:
+        raise QemuError(args, proc.returncode, proc.stdout, proc.stderr or '\n'.join(failed))
+    return proc.stdout
+
+
+def qemu_img_check(path: StrPath, fmt: str = 'qcow2', incomplete_ok: bool = False) -> CheckResult:
     """Run 'qemu-img check --output=json' and return its exit status and parsed report.
 
     Corruptions (2) and leaks (3) are results, not errors; an image qemu
-    could not check at all raises QemuError.
+    could not check at all (1) raises QemuError, unless incomplete_ok: then
+    the report is {'stderr': ...} (qemu prints no JSON in that case).
     """
-    proc = _run([_tool('qemu-img'), 'check', '--output=json', '-f', fmt, path], None,
-                ok=(CHECK_OK, CHECK_CORRUPTIONS, CHECK_LEAKS))
+    ok = (CHECK_OK, CHECK_CORRUPTIONS, CHECK_LEAKS) + ((CHECK_NOT_COMPLETED,) if incomplete_ok else ())
+    proc = _run([_tool('qemu-img'), 'check', '--output=json', '-f', fmt, path], None, ok=ok)
+    if proc.returncode == CHECK_NOT_COMPLETED:
+        return CheckResult(proc.returncode, {'stderr': proc.stderr})
     return CheckResult(proc.returncode, json.loads(proc.stdout))
 
 
@@ -179,13 +203,14 @@ def backing_chain(path: StrPath) -> list[tuple[str, str]]:
 
 @contextlib.contextmanager
 def qemu_io_holding(path: StrPath, fmt: str = 'qcow2', read_only: bool = False,
-                    cwd: StrPath | None = None) -> t.Iterator[subprocess.Popen]:
+                    cwd: StrPath | None = None, options: t.Sequence[str] = ()) -> t.Iterator[subprocess.Popen]:
     """Keep the image open in a background qemu-io, with the locks a running VM takes, until the block ends.
 
     read_only holds it as a VM holds a backing file (reads, lets nobody write
-    it); otherwise as a VM holds its active image.
+    it); otherwise as a VM holds its active image. options go to qemu-io
+    (e.g. ['-t', 'writeback'] when the test sends writes through stdin).
     """
-    args: list[StrPath] = [_tool('qemu-io'), '-f', fmt]
+    args: list[StrPath] = [_tool('qemu-io'), '-f', fmt, *options]
     if read_only:
         args.append('-r')
     args.append(path)
@@ -249,3 +274,14 @@ def dirty_ranges(path: StrPath, bitmap: str) -> list[tuple[int, int]]:
         else:
             out.append((ext['start'], ext['length']))
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def qemu_supports(**create_options: str) -> bool:
+    """True if this qemu-img can create a qcow2 image with these -o options (e.g. compression_type='zstd')."""
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            qemu_img_create(Path(d, 'probe.qcow2'), '1M', options=create_options)
+        except QemuError:
+            return False
+    return True

@@ -1,4 +1,4 @@
-"""Fixtures of the interop tests."""
+"""Fixtures of the interop tests, and the figures they report, printed after the run."""
 
 from __future__ import annotations
 
@@ -49,18 +49,23 @@ def small_fs(tmp_path: Path):
 
 
 _CRASH_POINTS: list[tuple[str, int]] = []
+_FIGURES: list = []  # (topic, {name: value}) from record_property('interop_figures', ...)
 
 
 def pytest_runtest_logreport(report):
-    """Collect the crash points the crash tests report (record_property, which also reaches the xdist controller)."""
+    """Collect the crash points and figures tests report (record_property, which also reaches the xdist controller)."""
     if report.when == 'call' and report.passed:
         _CRASH_POINTS.extend((report.nodeid, value) for key, value in report.user_properties if key == 'crash_points')
+        _FIGURES.extend(value for key, value in report.user_properties if key == 'interop_figures')
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not _CRASH_POINTS:
-        return
-    terminalreporter.section('crash points tried')
-    for nodeid, count in sorted(_CRASH_POINTS):
-        terminalreporter.write_line('%5d  %s' % (count, nodeid.split('::', 1)[-1]))
-    terminalreporter.write_line('%5d  in total' % sum(count for _nodeid, count in _CRASH_POINTS))
+    if _CRASH_POINTS:
+        terminalreporter.section('crash points tried')
+        for nodeid, count in sorted(_CRASH_POINTS):
+            terminalreporter.write_line('%5d  %s' % (count, nodeid.split('::', 1)[-1]))
+        terminalreporter.write_line('%5d  in total' % sum(count for _nodeid, count in _CRASH_POINTS))
+    if _FIGURES:
+        terminalreporter.section('interop figures')
+        for topic, figures in sorted(_FIGURES, key=lambda f: (f[0], sorted(f[1].items()))):
+            terminalreporter.write_line('%s: %s' % (topic, ', '.join('%s=%s' % kv for kv in sorted(figures.items()))))

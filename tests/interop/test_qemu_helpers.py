@@ -9,13 +9,18 @@ import pytest
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     CHECK_CORRUPTIONS,
     QemuError,
+    dirty_ranges,
     qemu_compare,
     qemu_img,
     qemu_img_check,
     qemu_img_create,
     qemu_img_info,
     qemu_img_json,
+    qemu_img_map,
     qemu_io,
+    qemu_io_script,
+    qemu_io_holding,
+    qemu_supports,
     raw_of,
 )
 
@@ -109,3 +114,36 @@ def test_failures_raise_with_stderr(tmp_image_dir):
 
     with pytest.raises(QemuError):
         qemu_img_check(missing)
+
+
+def test_qemu_io_script_runs_many_commands_and_reports_failures(tmp_image_dir):
+    img = qemu_img_create(tmp_image_dir / 'a.qcow2', '1M')
+    qemu_io_script(img, ['write -P %d %dk 4k' % (i + 1, 4 * i) for i in range(100)])
+    qemu_io(img, 'read -P 100 396k 4k')
+    with pytest.raises(QemuError):
+        qemu_io_script(img, ['read -P 7 0 4k'])
+
+
+def test_qemu_io_holding_keeps_the_image_open(tmp_image_dir):
+    img = qemu_img_create(tmp_image_dir / 'a.qcow2', '1M')
+    with qemu_io_holding(img):
+        with pytest.raises(QemuError, match='Failed to get "write" lock'):
+            qemu_io(img, 'read 0 512')
+    qemu_io(img, 'read 0 512')  # released when the block ends
+    with qemu_io_holding(img):
+        with pytest.raises(QemuError, match='Failed to get "write" lock'):
+            with qemu_io_holding(img):
+                pass
+
+
+def test_dirty_ranges_and_map(tmp_image_dir):
+    img = qemu_img_create(tmp_image_dir / 'a.qcow2', '4M')
+    qemu_img('bitmap', '--add', '--granularity', '4096', img, 'b0')
+    qemu_io(img, 'write 1M 5000', 'write -z 3M 4k')
+    assert dirty_ranges(img, 'b0') == [(MiB, 8192), (3 * MiB, 4096)]
+    assert [(e['start'], e['data']) for e in qemu_img_map(img)][:2] == [(0, False), (MiB, True)]
+
+
+def test_qemu_supports_probes_create_options():
+    assert qemu_supports(cluster_size='4096')
+    assert not qemu_supports(cluster_size='3000')

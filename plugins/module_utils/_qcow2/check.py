@@ -14,10 +14,11 @@ from array import array
 
 from . import constants as C
 from .errors import InvalidArgumentError, Qcow2Error
+from .header import OFFSET_INCOMPAT
 from .layout import NORMAL, ZERO_ALLOC, classify
 from .refblock import RefBlockCodec
 from .layout import nonzero_entries
-from .references import CheckReport, MetadataState, ReferenceCounter
+from .references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
 
 REPAIR_MODES = (None, "leaks", "all")
 
@@ -28,18 +29,19 @@ def check_image(img, repair=None):
         raise InvalidArgumentError("repair must be one of leaks, all (got %r)" % (repair,))
     report = _check(img)
     if not repair or (not report.leaks and not report.corruptions):
+        if repair and not report.check_errors:
+            _mark_clean_and_consistent(img)
         return report
     if repair == "leaks" and report.corruptions:
         report.say("Leaks were not repaired: the image also has errors; repair them all at once with repair=all")
         return report
     img._require_writable()
     from .metadata_commit import PlannedState, apply_state, current_l2_offsets
-    plan = PlannedState(img.size, current_l2_offsets(img), img.snapshot_list(),
-                        clear_incompatible=C.INCOMPAT_DIRTY | C.INCOMPAT_CORRUPT)
     try:
+        plan = PlannedState(img.size, current_l2_offsets(img), img.snapshot_list(),
+                            clear_incompatible=C.INCOMPAT_DIRTY | C.INCOMPAT_CORRUPT)
         apply_state(img, plan)
-    except Qcow2Error as exc:
-        report.check_errors += 1
+    except Qcow2Error as exc:  # nothing was changed; the corruptions found stand (qemu: exit 2, not 1)
         report.say("Repair failed: %s" % exc)
         return report
     after = _check(img)
@@ -49,6 +51,16 @@ def check_image(img, repair=None):
                                         "    %d leaked clusters" % after.leaks_fixed,
                                         "    %d corruptions" % after.corruptions_fixed] + after.messages
     return after
+
+
+def _mark_clean_and_consistent(img):
+    """qemu clears the dirty and corrupt bits after a check -r that found nothing left to fix."""
+    hdr = img.header
+    bits = hdr.incompatible_features & (C.INCOMPAT_DIRTY | C.INCOMPAT_CORRUPT)
+    if bits and hdr.version >= 3:
+        img._require_writable()
+        hdr.incompatible_features &= ~bits
+        img.write_header_bytes(OFFSET_INCOMPAT, hdr.incompatible_features.to_bytes(8, "big"))
 
 
 def _check(img):
@@ -66,7 +78,13 @@ def _check(img):
     nb = max(counter.nb_clusters, refs.size)
     highest = -1
     rbe = img.geo.refblock_entries
-    for start in range(0, nb, rbe):
+    # only ranges with a refcount block or a reference can disagree (a huge sparse file has few of them)
+    groups = set(refs.used_groups(img.geo.refblock_bits))
+    groups.update(t for t, entry in enumerate(disk.table) if entry & C.REFT_OFFSET_MASK)
+    for group in sorted(groups):
+        start = group * rbe
+        if start >= nb:
+            break
         end = min(nb, start + rbe)
         have = disk.counts(start, end)
         want = refs.slice(start, end)
@@ -148,18 +166,18 @@ class _DiskRefcounts:
 def _check_copied(img, disk, report):
     """OFLAG_COPIED must be set exactly where the refcount is 1, in the active L1 and its L2 tables."""
     geo = img.geo
-    cs, words, ext = geo.cluster_size, geo.l2_entry_words, geo.extended_l2
+    words, ext = geo.l2_entry_words, geo.extended_l2
     counter = ReferenceCounter(img, CheckReport())
     l1 = counter.read_l1(img.header.l1_table_offset, img.header.l1_size) if img.header.l1_size else []
     for index, entry in nonzero_entries(l1) if l1 else ():
         l2 = entry & C.L1E_OFFSET_MASK
-        if not l2 or l2 & (cs - 1):
+        if not l2:
             continue
         rc = disk.get(l2 >> geo.cluster_bits)
         if (rc == 1) != bool(entry & C.OFLAG_COPIED):
             report.corruption("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d" % (index, entry, rc))
         table = counter.read_l2(l2)
-        for i in range(geo.l2_entries):
+        for i in used_l2_indexes(table, words, geo.l2_entries):
             e = table[i * words]
             if not e:
                 continue
@@ -167,7 +185,7 @@ def _check_copied(img, disk, report):
             if kind not in (NORMAL, ZERO_ALLOC):
                 continue
             offset = e & C.L2E_OFFSET_MASK
-            if not offset or offset & (cs - 1):
+            if not offset:
                 continue
             rc = disk.get(offset >> geo.cluster_bits)
             if (rc == 1) != bool(e & C.OFLAG_COPIED):

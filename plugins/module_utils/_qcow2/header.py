@@ -167,6 +167,11 @@ class Header:
             if hdr.header_length > C.V3_MIN_HEADER_LENGTH:
                 hdr.compression_type = buf[C.V3_MIN_HEADER_LENGTH]
             hdr.unknown_fields = bytes(buf[C.V3_HEADER_LENGTH:hdr.header_length])
+        if hdr.incompatible_features & ~C.INCOMPAT_MASK and hdr.backing_file_offset <= cluster_size:
+            try:  # like qemu, read the feature name table first, to name the unsupported features
+                hdr._parse_extensions(buf, path)
+            except FormatError:
+                pass
         hdr._validate_fields(path)
         hdr._parse_extensions(buf, path)
         unknown = hdr.incompatible_features & ~C.INCOMPAT_MASK

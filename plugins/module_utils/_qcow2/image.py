@@ -78,6 +78,7 @@ class Qcow2Image:
         self._flushing = False
         self._closed = False
         self._meta_singles = None
+        self._meta_refblocks = None
         self._meta_ranges = None
         self._l1_dirty_sectors = set()
         self._decompressed = (None, None)
@@ -392,11 +393,12 @@ class Qcow2Image:
         if self._meta_singles is not None and value & C.L1E_OFFSET_MASK:
             self._meta_singles.add((value & C.L1E_OFFSET_MASK) >> self.geo.cluster_bits)
 
-    def overlaps_metadata(self, cluster):
-        """True if a cluster holds known metadata (qemu's 'cached' overlap check before allocation)."""
+    def overlaps_metadata(self, cluster, active_l2=True):
+        """True if a cluster holds known metadata (qemu's 'cached' overlap check before allocation or an
+        in-place write). active_l2=False leaves the active L2 tables out (for rewriting one in place)."""
         if self._meta_singles is None:
             self._build_metadata_map()
-        if cluster in self._meta_singles:
+        if cluster in (self._meta_singles if active_l2 else self._meta_refblocks):
             return True
         for start, end in self._meta_ranges:
             if start <= cluster < end:
@@ -425,12 +427,20 @@ class Qcow2Image:
         for _index, entry in nonzero_entries(self.l1):
             if entry & C.L1E_OFFSET_MASK:
                 singles.add((entry & C.L1E_OFFSET_MASK) >> cb)
+        refblocks = set()
         if self.refcounts is not None:
             for entry in self.refcounts.table:
                 if entry & C.REFT_OFFSET_MASK:
-                    singles.add((entry & C.REFT_OFFSET_MASK) >> cb)
-        self._meta_singles = singles
+                    refblocks.add((entry & C.REFT_OFFSET_MASK) >> cb)
+        self._meta_singles = singles | refblocks
+        self._meta_refblocks = refblocks
         self._meta_ranges = ranges
+
+    def note_refblock(self, cluster):
+        """A new refcount block now lives in cluster (keeps the overlap check current without a rebuild)."""
+        if self._meta_singles is not None:
+            self._meta_singles.add(cluster)
+            self._meta_refblocks.add(cluster)
 
     def invalidate_metadata_map(self):
         self._meta_singles = None

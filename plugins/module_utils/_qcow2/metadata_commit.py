@@ -20,10 +20,10 @@ import struct
 from array import array
 
 from . import constants as C
-from .errors import CorruptionError
+from .errors import CorruptionError, FormatError
 from .header import OFFSET_SIZE
 from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, array_to_be, classify, nonzero_entries
-from .references import CheckReport, MetadataState, ReferenceCounter
+from .references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
 from .refstructure import write_refcount_structure
 from .snapshot_table import build_snapshot_table
 
@@ -52,6 +52,11 @@ class _Bump:
 
 def current_l2_offsets(img, l1_offset=None, l1_size=None):
     """The L2 table offsets of the active L1 (or of an L1 at l1_offset), flags masked off, as an array."""
+    if l1_offset is not None:  # a snapshot's L1: qcow2_validate_table's checks before reading it
+        if l1_offset % img.geo.cluster_size or l1_offset > C.MAX_CLUSTER_OFFSET:
+            raise FormatError("Snapshot L1 table offset invalid", img.path, "snapshot l1_table_offset")
+        if l1_size > C.MAX_L1_BYTES // 8:
+            raise FormatError("Snapshot L1 table too large", img.path, "snapshot l1_size")
     l1 = img.l1 if l1_offset is None else ReferenceCounter(img, CheckReport()).read_l1(l1_offset, l1_size)
     offsets = array("Q", bytes(8 * len(l1)))
     for index, entry in nonzero_entries(l1):
@@ -157,7 +162,7 @@ def _fix_copied_flags(table, geo, data_refs):
     words = geo.l2_entry_words
     changed = False
     cb = geo.cluster_bits
-    for i in range(geo.l2_entries):
+    for i in used_l2_indexes(table, words, geo.l2_entries):
         entry = table[i * words]
         if not entry:
             continue

@@ -36,7 +36,9 @@ def preallocate(img, mode, has_backing=False):
                 else:
                     table[idx + i] = host
             img.l2cache.mark_dirty(key)
-            if mode == "falloc":
+            if mode == "metadata":  # allocation may have reserved these blocks ahead; qemu leaves them holes
+                img.file.punch_hole(first << cb, count * cs)
+            elif mode == "falloc":
                 img.file.fallocate(first << cb, count * cs)
             elif mode == "full":
                 img.file.write_zeros(first << cb, count * cs)

@@ -30,6 +30,11 @@ class RefBlockCodec:
         self.packed = self.typecode is None
         self.mask = (1 << refcount_bits) - 1
         self.per_byte = 8 // refcount_bits if self.packed else 0
+        if self.packed:
+            # byte value -> 1 if it holds a zero entry / a non-zero entry: lets bytes.find() do the scanning
+            fields = [[(b >> (i * refcount_bits)) & self.mask for i in range(self.per_byte)] for b in range(256)]
+            self._has_free = bytes(1 if 0 in f else 0 for f in fields)
+            self._has_used = bytes(1 if any(f) else 0 for f in fields)
 
     def empty(self):
         if self.packed:
@@ -71,15 +76,29 @@ class RefBlockCodec:
         shift = (index % self.per_byte) * self.bits
         block[pos] = (block[pos] & ~(self.mask << shift) & 0xFF) | (value << shift)
 
+    def _packed_find(self, block, start, flags, want_zero, end=None):
+        """First index in [start, end) whose entry is zero (want_zero) or non-zero, in a packed block."""
+        end = self.entries if end is None else end
+        per_byte = self.per_byte
+        first_byte = start // per_byte
+        for i in range(start, min(end, (first_byte + 1) * per_byte)):
+            if (self.get(block, i) == 0) == want_zero:
+                return i
+        pos = bytes(block[first_byte + 1:-(-end // per_byte)]).translate(flags).find(1)
+        if pos < 0:
+            return None
+        pos += first_byte + 1
+        for i in range(pos * per_byte, min(end, (pos + 1) * per_byte)):
+            if (self.get(block, i) == 0) == want_zero:
+                return i
+        return None  # the wanted entry of the last byte lies past end
+
     def first_free(self, block, start):
         """First index >= start whose refcount is 0, or None."""
         if start < self.entries and not self.packed and block[start] == 0:
             return start  # the usual case: the allocation hint points at a free cluster
         if self.packed:
-            for i in range(start, self.entries):
-                if self.get(block, i) == 0:
-                    return i
-            return None
+            return self._packed_find(block, start, self._has_free, True)
         width = block.itemsize
         raw = block.tobytes()
         zero = bytes(width)
@@ -96,10 +115,7 @@ class RefBlockCodec:
         """First index in [start, stop) whose refcount is not 0, or None."""
         stop = self.entries if stop is None else min(stop, self.entries)
         if self.packed:
-            for i in range(start, stop):
-                if self.get(block, i):
-                    return i
-            return None
+            return self._packed_find(block, start, self._has_used, False, stop)
         width = block.itemsize
         raw = block[start:stop].tobytes()
         rest = raw.lstrip(b"\0")

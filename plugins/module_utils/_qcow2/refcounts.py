@@ -15,13 +15,20 @@ import struct
 from array import array
 
 from . import constants as C
-from .errors import CorruptionError
+from .errors import CorruptionError, UnsupportedError
 from .header import OFFSET_REFTABLE
 from .layout import array_to_be, be_array
 from .lru import MetadataCache
 from .refblock import RefBlockCodec
 
 REFBLOCK_CACHE_BYTES = 4 << 20
+
+
+def check_reftable_size(nbytes, path):
+    """qemu refuses to open an image whose refcount table exceeds 8 MiB; never write one (qemu: EFBIG)."""
+    if nbytes > C.MAX_REFTABLE_BYTES:
+        raise UnsupportedError("File too large: the image would need a refcount table of %d bytes, more than qemu's "
+                               "limit of %d bytes" % (nbytes, C.MAX_REFTABLE_BYTES), path)
 
 
 class Refcounts:
@@ -129,6 +136,7 @@ class Refcounts:
         self.table[t] = at << self.cb
         self._dirty_table_sectors.add((t * 8) // 512)
         self.cache.put_new(at << self.cb, block)
+        self.image.note_refblock(at)
         self.max_allocated = max(self.max_allocated, at + 1)
 
     def _free_cluster_in_range(self, t, exclude):
@@ -198,6 +206,7 @@ class Refcounts:
                 self.table[t] = (start + i) << self.cb
                 self._dirty_table_sectors.add((t * 8) // 512)
                 self.cache.put_new((start + i) << self.cb, self.codec.empty())
+                self.image.note_refblock(start + i)
             for ci in range(start, data_start + n):
                 self.add(ci, 1)
             self.free_hint = data_start + n
@@ -229,6 +238,7 @@ class Refcounts:
             if len(ranges) == nb and new_table_clusters == table_clusters:
                 break
             nb, table_clusters = len(ranges), new_table_clusters
+        check_reftable_size(table_clusters * cs, self.image.path)
         table_start = start + nb
         new_table = array("Q", self.table)
         new_table.extend([0] * (table_clusters * cs // 8 - old_entries))
@@ -256,6 +266,7 @@ class Refcounts:
         self.image.header.refcount_table_clusters = table_clusters
         self.table = new_table
         self.table_offset = table_start << self.cb
+        self.image.invalidate_metadata_map()  # the old table is about to become free clusters
         for r, block in new_blocks.items():
             self.cache.put_clean(new_table[r] & C.REFT_OFFSET_MASK, block)
         self.max_allocated = max(self.max_allocated, table_start + table_clusters)

@@ -68,12 +68,25 @@ class RefMap:
                 part.extend([0] * (end - start - len(part)))
             return part
         out = array("I", bytes(4 * (end - start)))
-        for k, v in self._sparse.items():
-            if start <= k < end:
-                out[k - start] = v
+        for k, v in self._sparse_items(start, end):
+            out[k - start] = v
         return out
 
     def any_in(self, start, end):
         if self._dense is not None:
             return bool(self._dense[start:end].tobytes().strip(b"\0"))
-        return any(start <= k < end and v for k, v in self._sparse.items())
+        return any(v for _k, v in self._sparse_items(start, end))
+
+    def _sparse_items(self, start, end):
+        """(cluster, count) pairs in [start, end), walking whichever is smaller: the range or the dict."""
+        if end - start < len(self._sparse):
+            get = self._sparse.get
+            return [(k, get(k)) for k in range(start, end) if get(k)]
+        return [(k, v) for k, v in self._sparse.items() if start <= k < end and v]
+
+    def used_groups(self, bits):
+        """Sorted g such that some cluster in [g << bits, (g + 1) << bits) has a non-zero count."""
+        if self._dense is not None:
+            step = 1 << bits
+            return [g for g in range(-(-len(self._dense) // step)) if self.any_in(g * step, (g + 1) * step)]
+        return sorted({k >> bits for k, v in self._sparse.items() if v})

@@ -17,22 +17,20 @@ from array import array
 from .errors import CorruptionError
 from .layout import array_to_be
 from .refblock import RefBlockCodec
+from .refcounts import check_reftable_size
 
 
-def plan_refcount_structure(geo, refs, start):
+def plan_refcount_structure(geo, refs, start, path=None):
     """(block ranges, table clusters) for a structure placed at cluster ``start`` and counting ``refs``."""
     rbb, cs = geo.refblock_bits, geo.cluster_size
-    used = set()
-    highest = refs.highest_nonzero()
-    for r in range(0, (highest >> rbb) + 1 if highest >= 0 else 0):
-        if refs.any_in(r << rbb, (r + 1) << rbb):
-            used.add(r)
+    used = set(refs.used_groups(rbb))
     nb, tc = 0, 1
     while True:
         area_end = start + nb + tc
         ranges = used | set(range(start >> rbb, ((area_end - 1) >> rbb) + 1))
         entries = max(ranges) + 1
         new_tc = -(-entries * 8 // cs)
+        check_reftable_size(new_tc * cs, path)
         if len(ranges) == nb and new_tc == tc:
             return sorted(ranges), tc
         nb, tc = len(ranges), new_tc
@@ -42,7 +40,7 @@ def write_refcount_structure(img, refs, start):
     """Write blocks then table at clusters start.. ; returns (table_offset, table_clusters, end cluster)."""
     geo = img.geo
     cb, rbb, rbe = geo.cluster_bits, geo.refblock_bits, geo.refblock_entries
-    ranges, table_clusters = plan_refcount_structure(geo, refs, start)
+    ranges, table_clusters = plan_refcount_structure(geo, refs, start, img.path)
     nb = len(ranges)
     for cluster in range(start, start + nb + table_clusters):
         refs.inc(cluster)

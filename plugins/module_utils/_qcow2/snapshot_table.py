@@ -113,10 +113,7 @@ def parse_snapshot_table(raw, count, cluster_size, virtual_size, path=None):
         offset += h.id_str_size
         name = bytes(raw[offset:offset + h.name_size]).decode("utf-8", "replace")
         offset = _pad8(offset + h.name_size)
-        if h.l1_table_offset % cluster_size or h.l1_table_offset > C.MAX_CLUSTER_OFFSET:
-            raise FormatError("Snapshot L1 table offset invalid (snapshot %s)" % id_str, path, "snapshot l1_table_offset")
-        if h.l1_size > C.MAX_L1_BYTES // 8:
-            raise FormatError("Snapshot L1 table too large (snapshot %s)" % id_str, path, "snapshot l1_size")
+        # a bad L1 offset or size is reported by check and refused where the snapshot is used (qemu does the same)
         padded = extra + bytes(max(0, C.SNAPSHOT_EXTRA_SIZE - len(extra)))
         ext = SNAPSHOT_EXTRA.parse(padded[:C.SNAPSHOT_EXTRA_SIZE])
         vm_state_size = ext.vm_state_size_large if len(extra) >= 8 else h.vm_state_size

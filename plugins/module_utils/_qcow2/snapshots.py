@@ -79,7 +79,7 @@ def revert_snapshot(img, name_or_id):
     if sn is None:
         raise InvalidArgumentError("Could not find snapshot '%s' in %s" % (name_or_id, img.path), img.path)
     needed = img.geo.size_to_l1(sn.disk_size)
-    if needed > C.MAX_L1_BYTES // 8:  # qemu: the truncate to the snapshot's size fails ("File too large")
+    if sn.disk_size % 512 or needed > C.MAX_L1_BYTES // 8:  # qemu: the truncate to that size fails
         raise FormatError("Snapshot %s of %s has an invalid disk size %d" % (sn.id_str, img.path, sn.disk_size),
                           img.path, "snapshot disk_size")
     active = current_l2_offsets(img, sn.l1_table_offset, sn.l1_size)

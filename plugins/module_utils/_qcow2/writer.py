@@ -15,9 +15,16 @@ from __future__ import annotations
 from array import array
 
 from . import constants as C
-from .errors import InvalidArgumentError
+from .errors import CorruptionError, InvalidArgumentError
 from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, ZERO_PLAIN, classify
 from .zeros import zero_bytes
+
+
+def _metadata_overwrite(img, what, host):
+    """qemu's overlap check: refuse, rather than let an in-place write destroy other metadata."""
+    return CorruptionError("Preventing invalid write on metadata: %s would be written at host offset %#x, which "
+                           "holds other metadata; the image is corrupt (qemu-img check finds it)" % (what, host),
+                           img.path)
 
 
 def _mask(first, last):
@@ -42,6 +49,8 @@ class ClusterWriter:
         entry = img.l1[l1_index]
         old = img.l2_table_offset(l1_index)
         if old and entry & C.OFLAG_COPIED:
+            if img.overlaps_metadata(old >> geo.cluster_bits, active_l2=False):
+                raise _metadata_overwrite(img, "the L2 table for L1 index %d" % l1_index, old)
             return old
         new = self.refcounts.alloc(1) << geo.cluster_bits
         for s in range(geo.slices_per_table):
@@ -113,6 +122,8 @@ class ClusterWriter:
             part = view[pos - start:wend - start]
             if kind == NORMAL and entry & C.OFLAG_COPIED:
                 host = entry & C.L2E_OFFSET_MASK
+                if img.overlaps_metadata(host >> cb):
+                    raise _metadata_overwrite(img, "guest data at offset %d" % pos, host)
                 if ext:
                     new_bitmap, write_at, data = self._subcluster_inplace(cstart, pos, wend, bitmap, part)
                     inplace.append((host + write_at, data))
