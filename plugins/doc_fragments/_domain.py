@@ -66,3 +66,30 @@ options:
       - Not used when the domain is shut off.
     type: str
 """
+
+    # Modules that only read what libvirt says about a domain's disks (qcow2_info).
+    INFO = r"""
+options:
+  domain:
+    description:
+      - Name of a libvirt domain (running or not) to describe; see RV(domain).
+      - With O(path), the disk described is the one whose active image (the image the guest writes) is O(path), compared
+        by device and inode, so any spelling or symlink of the file matches. The task fails when O(path) is the active
+        image of no disk of the domain, naming the disk whose chain has it deeper if there is one. O(disk) selects the
+        disk instead.
+      - Without O(path) and O(disk) only the domain's state and its list of disks are returned.
+    type: str
+  uri:
+    description:
+      - The libvirt connection URI for O(domain) and O(users).
+    type: str
+    default: qemu:///system
+  disk:
+    description:
+      - The target of the disk of O(domain) to describe, as C(virsh domblklist) lists it (for example V(vda)).
+      - O(path) may then be left out, or be any image; RV(domain.depth) tells where it is in the disk's chain.
+    type: str
+requirements:
+  - libvirt-python (Python library, on the managed node), only for O(domain) and O(users). Without it such a task fails
+    with a message saying so.
+"""

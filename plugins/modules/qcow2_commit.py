@@ -26,6 +26,13 @@ description:
     O(base) and leave the chain; on a running domain through a libvirt block commit job.
   - With O(domain), nothing changes when O(top) is not in the disk's chain (or, without O(disk), when O(path) is in the
     chain of no disk of the domain). Check mode starts no job; it predicts the chain from the domain's current one.
+  - libvirt allows one block job per disk. On a running domain whose disk already has an active commit of the active
+    image into O(base) - left by an earlier run that was killed before its pivot; libvirt keeps such a job going, in
+    sync with the guest's writes, until someone pivots or aborts it - the task adopts that job instead of starting
+    one - it sets the job's speed to O(bandwidth), waits until the job is ready (within O(timeout)) and pivots, as if
+    it had started the job itself (RV(job.adopted)). Check mode reports the pivot it would make as a change. Any other
+    job on the disk (a pull, a commit below the active image, a copy, an active commit into another image) fails the
+    task with a message that says what the job is and how to end it (C(virsh blockjob DOMAIN DISK --abort)).
 extends_documentation_fragment:
   - backingchain.qcow2._attributes
   - backingchain.qcow2._attributes.ACTIONGROUP_QCOW2
@@ -125,8 +132,10 @@ bytes_copied:
   type: int
   sample: 1048576
 msg:
-  description: Why nothing was committed.
-  returned: when nothing changed
+  description:
+    - Why nothing was committed; or, on a running domain, that an active commit already running on the disk was (in check
+      mode, would be) adopted and pivoted.
+  returned: when nothing changed, or when a running job was adopted
   type: str
   sample: /var/lib/libvirt/images/mid.qcow2 is not in the backing chain of /var/lib/libvirt/images/vm1.qcow2; nothing to commit
 chain:
@@ -199,6 +208,14 @@ job:
       type: bool
       returned: when O(top) was below the active image
       sample: true
+    adopted:
+      description:
+        - Whether the active commit was already running when the task started (an earlier run did not finish it), so
+          that the task only waited for it and pivoted. RV(job.duration) and O(timeout) then count from the moment the
+          task adopted it.
+      type: bool
+      returned: when O(top) was the active image
+      sample: false
 domain:
   description: The domain's disk after the task (in check mode, before it).
   returned: when O(domain) is set

@@ -13,17 +13,22 @@ description:
   - Returns what C(qemu-img info --backing-chain --output=json) prints, for the image and every image below it,
     with C(-) in keys turned into C(_).
   - Optionally checks the image's metadata, as C(qemu-img check) does, without repairing anything.
+  - With O(domain), also returns what libvirt says about a domain's disk (RV(domain)); with O(users), which libvirt
+    domains, running or shut off, use the image (RV(users)).
+  - Everything is read without taking qemu's locks (unless O(force_share=false) for O(path) itself), so images of
+    running domains can be read; nothing is ever written, in check mode or not.
 extends_documentation_fragment:
   - backingchain.qcow2._attributes
   - backingchain.qcow2._attributes.INFO_MODULE
   - backingchain.qcow2._attributes.ACTIONGROUP_QCOW2
   - backingchain.qcow2._engine
+  - backingchain.qcow2._domain.INFO
 options:
   path:
     description:
       - The qcow2 image to read. A file that is not a qcow2 image fails the task.
+      - Required unless O(domain) is set. Without it, only RV(domain) is returned.
     type: path
-    required: true
   backing_chain:
     description:
       - Also read every backing file below the image and return them in RV(chain).
@@ -41,10 +46,24 @@ options:
       - Read without taking qemu's image locks, like C(qemu-img info -U), so that images a running VM has open can be
         read. What a running VM writes at the same moment may not be seen yet.
       - With V(false) the task fails, with qemu's message, when another process holds the image for writing.
+      - Only applies to O(path) and its chain; what RV(domain) and RV(users) need from image headers is always read
+        without locks.
     type: bool
     default: true
+  users:
+    description:
+      - Return in RV(users) every disk of every libvirt domain at O(uri) that has O(path) anywhere in its chain, as the
+        active image or as a backing image, compared by device and inode. Shut-off domains are included, from their
+        persistent definition; they hold no lock on the image but will open it at their next start.
+      - Each disk's chain is the one RV(domain.chain) describes. Chains that cannot be followed past an image (a missing
+        backing file, a file outside O(allowed_backing_dirs)) are looked at as far as they go; a domain that disappears
+        while it is looked at is left out.
+      - Requires O(path).
+    type: bool
+    default: false
 seealso:
   - module: backingchain.qcow2.qcow2_image
+  - module: backingchain.qcow2.qcow2_commit
 author:
   - backingchain.qcow2 contributors (@backingchain)
 """
@@ -66,6 +85,28 @@ EXAMPLES = r"""
     check: true
   register: vm1_check
   failed_when: vm1_check.check.exit_code != 0
+
+- name: Read the chain of disk vda of domain vm1, as libvirt sees it (no path needed)
+  backingchain.qcow2.qcow2_info:
+    domain: vm1
+    disk: vda
+  register: vm1_vda
+
+- name: Show the disk's active image and whether the domain runs
+  ansible.builtin.debug:
+    msg: "{{ vm1_vda.domain.chain[0].file }} ({{ vm1_vda.domain.state }})"
+
+- name: Which domains use the golden image, running or not?
+  backingchain.qcow2.qcow2_info:
+    path: /var/lib/libvirt/images/golden.qcow2
+    backing_chain: false
+    users: true
+  register: golden
+
+- name: Refuse to go on while a domain uses it
+  ansible.builtin.assert:
+    that: golden.users | length == 0
+    fail_msg: "{{ golden.users | map(attribute='domain') | unique | join(', ') }} use the golden image"
 """
 
 RETURN = r"""
@@ -75,7 +116,7 @@ image:
       nested dictionaries); values unchanged.
     - Keys qemu-img leaves out (for example C(backing_filename) of a standalone image, C(snapshots) without snapshots)
       are left out here too.
-  returned: success
+  returned: when O(path) is set
   type: dict
   contains:
     filename:
@@ -157,7 +198,7 @@ image:
 chain:
   description:
     - The image and every backing file below it, top first; each entry has the keys of RV(image).
-  returned: when O(backing_chain=true)
+  returned: when O(path) is set and O(backing_chain=true)
   type: list
   elements: dict
   sample:
@@ -171,7 +212,7 @@ chain:
       virtual_size: 21474836480
 chain_depth:
   description: Number of images in RV(chain), the image itself included.
-  returned: when O(backing_chain=true)
+  returned: when O(path) is set and O(backing_chain=true)
   type: int
   sample: 2
 check:
@@ -231,6 +272,91 @@ check:
       type: str
       returned: always
       sample: qcow2
+domain:
+  description:
+    - What libvirt says about O(domain) and the disk the task is about.
+  returned: when O(domain) is set
+  type: dict
+  contains:
+    name:
+      description: The domain's name.
+      type: str
+      returned: always
+      sample: vm1
+    state:
+      description: The domain's state as libvirt names it (V(running), V(paused), V(shut off), ...).
+      type: str
+      returned: always
+      sample: running
+    disks:
+      description:
+        - Every disk of the domain, in the order of its definition - the live one while a qemu process runs the
+          domain (running or paused), the persistent one otherwise.
+        - Each has C(disk) (the target), C(device) (V(disk), V(cdrom), ...), C(type) (V(file), V(block), V(network),
+          V(volume)), C(file) (the active image; null for network and volume disks) and C(format) (the driver type;
+          null when the definition has none).
+      type: list
+      elements: dict
+      returned: always
+      sample:
+        - {disk: vda, device: disk, type: file, file: /var/lib/libvirt/images/vm1.qcow2, format: qcow2}
+        - {disk: sda, device: cdrom, type: file, file: /var/lib/libvirt/images/install.iso, format: raw}
+    disk:
+      description: The target of the disk described (O(disk), or the disk whose active image is O(path)).
+      type: str
+      returned: when O(path) or O(disk) is set
+      sample: vda
+    depth:
+      description:
+        - Where O(path) is in the disk's RV(domain.chain) (V(0) - the active image); null when it is not in it (only
+          possible with O(disk)).
+      type: int
+      returned: when O(path) is set
+      sample: 0
+    chain:
+      description:
+        - The disk's chain as libvirt sees it, active image first, each image with C(file) (absolute, as libvirt or
+          the headers name it) and C(format).
+        - For a domain a qemu process runs, the chain libvirt lists in the live definition - what qemu has open.
+        - Otherwise the chain the next start uses - the images the definition lists in C(<backingStore>) (libvirt
+          writes them after live jobs and trusts them over the headers), then, where that list is not ended by an
+          empty C(<backingStore/>), the backing files the image headers name below the last image listed, as libvirt
+          probes them. Every image of that part must be readable (and within O(allowed_backing_dirs)), or the task
+          fails.
+      type: list
+      elements: dict
+      returned: when O(path) or O(disk) is set
+      sample:
+        - {file: /var/lib/libvirt/images/vm1.qcow2, format: qcow2}
+        - {file: /var/lib/libvirt/images/base.qcow2, format: qcow2}
+users:
+  description:
+    - The disks of libvirt domains at O(uri), running or not, that have O(path) in their chain, sorted by domain and
+      disk; empty when none has.
+  returned: when O(users=true)
+  type: list
+  elements: dict
+  contains:
+    domain:
+      description: The domain's name.
+      type: str
+      sample: vm1
+    state:
+      description: The domain's state as libvirt names it (V(running), V(paused), V(shut off), ...).
+      type: str
+      sample: shut off
+    disk:
+      description: The target of the disk.
+      type: str
+      sample: vda
+    depth:
+      description: Where O(path) is in the disk's chain; V(0) - it is the disk's active image.
+      type: int
+      sample: 1
+    file:
+      description: O(path) as the domain's chain names it.
+      type: str
+      sample: /var/lib/libvirt/images/golden.qcow2
 """
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.info_state import InfoOperation, info_argument_spec

@@ -130,11 +130,23 @@ header_only:
   sample: false
 bytes_copied:
   description:
-    - Guest bytes written into the image; 0 in check mode.
+    - Guest bytes written into the image (data and zeroed ranges); 0 when only the header changed.
+    - In check mode, the bytes the rebase would write, planned from the images' metadata without reading guest data.
+      Exact when O(backing_file) is an image of the chain of O(path) - only what the layers that leave the chain decide
+      is copied, zero ranges included - and when only the header changes. An upper bound (RV(bytes_estimated)) when
+      flattening (O(backing_file) empty) and when O(backing_file) is outside the chain - clusters that are all zeros, or
+      that both backing chains read alike, are only found, and skipped, by reading them.
     - Null for a running domain, whose progress is in RV(job).
   returned: success
   type: int
   sample: 65536
+bytes_estimated:
+  description:
+    - Whether RV(bytes_copied) is an upper bound rather than the exact count; only ever true in check mode (see
+      RV(bytes_copied)).
+  returned: success
+  type: bool
+  sample: false
 image:
   description: The image after the task (in check mode, before it), as M(backingchain.qcow2.qcow2_info) returns it.
   returned: success

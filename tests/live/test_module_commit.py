@@ -22,6 +22,7 @@ from live_helpers import (
 )
 from module_runner import ModuleRun, converge, run_failed, run_ok
 
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.active_commit import start_active_commit
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.block_jobs import current_job, set_job_bandwidth
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.chain_state import live_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.snapshot import create_disk_only_snapshot
@@ -145,10 +146,58 @@ def test_commit_refusals_on_a_running_domain(make_domain, image_dir):
                        in_process=True)
     assert "is not below top" in above["msg"]
     busy = create_disk_only_snapshot(dom, {"vda": str(image_dir / "overlay.qcow2")})["overlays"]["vda"]
-    dom.blockCommit("vda", None, None, 64 * KiB, 4)  # an active commit job someone else started (4: ACTIVE)
+    # An active commit someone else started (4: ACTIVE); no base: libvirt commits into the chain's deepest image.
+    dom.blockCommit("vda", None, None, 64 * KiB, 4)
     try:
-        running = run_failed("qcow2_commit", {"path": busy, "domain": name}, check=True, in_process=True)
-        assert "already has a block job" in running["msg"] and "virsh blockjob %s vda --abort" % name in running["msg"]
+        other_base = run_failed("qcow2_commit", {"path": busy, "domain": name}, check=True, in_process=True)
+        assert "already has a block job (active commit of %s into %s" % (busy, chain.base) in other_base["msg"]
+        assert "which is not the active commit of %s into %s asked for" % (busy, chain.top) in other_base["msg"]
+        assert "virsh blockjob %s vda --abort" % name in other_base["msg"]
+        below = run_failed("qcow2_commit", {"path": busy, "top": chain.mid, "domain": name}, in_process=True)
+        assert "already has a block job (active commit of %s into %s" % (busy, chain.base) in below["msg"]
     finally:
         dom.blockJobAbort("vda", 0)
     assert live_chain(dom, "vda") == [busy, chain.top, chain.mid, chain.base]
+    dom.blockRebase("vda", None, 64 * KiB, 64)  # a throttled pull of everything (64: BANDWIDTH_BYTES)
+    try:
+        pulling = run_failed("qcow2_commit", {"path": busy, "domain": name}, check=True, in_process=True)
+        assert "already has a block job (pull, " in pulling["msg"]
+        assert "wait for it to end, or abort it with: virsh blockjob %s vda --abort" % name in pulling["msg"]
+    finally:
+        dom.blockJobAbort("vda", 0)
+    assert live_chain(dom, "vda") == [busy, chain.top, chain.mid, chain.base]
+
+
+def test_an_active_commit_an_earlier_run_left_is_adopted_and_pivoted(make_domain, image_dir, record_job):
+    base = create_image(str(image_dir / "base.qcow2"))
+    write_offline(base, 0x11, 0, MiB)
+    dom = make_domain(base)
+    overlay = create_disk_only_snapshot(dom, {"vda": str(image_dir / "overlay.qcow2")})["overlays"]["vda"]
+    guest_write(dom, 0x22, 1 * MiB, 2 * MiB)
+    # What a run killed during its active commit leaves: libvirt's job goes on, throttled here, and nobody pivots.
+    start_active_commit(dom, "vda", base=base, bandwidth=64 * KiB)
+    assert current_job(dom, "vda")["type"] == 4
+    args = {"path": overlay, "domain": dom.name(), "remove_committed": True, "timeout": 120}
+
+    check = run_ok("qcow2_commit", args, check=True, in_process=True)
+    assert check["changed"] is True and "job" not in check
+    assert "already runs on disk vda" in check["msg"] and "would wait for it to be ready and pivot" in check["msg"]
+    assert check["diff"]["after"]["chain"] == [base] and check["committed"] == check["removed"] == [overlay]
+    assert live_chain(dom, "vda") == [overlay, base] and current_job(dom, "vda") is not None
+
+    real = run_ok("qcow2_commit", args)  # no bandwidth: the task lifts the earlier run's limit
+
+    record_job("module adopted active commit", real["job"])
+    assert real["changed"] is True and real["diff"] == check["diff"]
+    assert real["job"]["adopted"] is True and real["job"]["outcome"] == "pivoted", real["job"]
+    assert real["job"]["cur"] == real["job"]["end"] > 0
+    assert real["job"]["duration"] < 16  # the limit was lifted: 2 MiB at the earlier run's 64 KiB/s take 32 s
+    assert real["committed"] == real["removed"] == [overlay] and not os.path.exists(overlay)
+    assert live_chain(dom, "vda") == [base] and current_job(dom, "vda") is None
+    assert run_ok("qcow2_commit", args, check=True, in_process=True)["changed"] is False
+
+    guest_write(dom, 0x33, 4 * MiB, MiB)  # after the pivot, straight into base
+    stop_gracefully(dom)
+    assert reads_pattern(base, 0x11, 0, MiB)
+    assert reads_pattern(base, 0x22, 1 * MiB, 2 * MiB)
+    assert reads_pattern(base, 0x33, 4 * MiB, MiB)

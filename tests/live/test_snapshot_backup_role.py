@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The snapshot_backup role (run by ansible-playbook) on libvirt domains: running (disk-only
 snapshot, export of the frozen image while the guest writes, active commit with pivot), shut off
-(offline, the definition follows), and running on an overlay an interrupted run left."""
+(offline, the definition follows), and running on an overlay an interrupted run left (with the run's active
+commit still going on in libvirt, too)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from live_helpers import MiB, REPO, create_image, guest_flush, guest_write, image_info_chain, reads_pattern, run, stop_gracefully, write_offline
 
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.active_commit import start_active_commit
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.block_jobs import current_job
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.chain_state import live_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks, select_disk
@@ -246,6 +248,33 @@ def test_running_domain_left_on_overlay(collections_path, make_domain, image_dir
     assert reads_pattern(backup.file, 0x66, 2 * MiB, MiB)
     stop_gracefully(dom)
     assert reads_pattern(image, 0x66, 2 * MiB, MiB)
+
+
+def test_running_domain_left_with_its_active_commit_running(collections_path, make_domain, image_dir):
+    image = create_image(str(image_dir / "job.qcow2"), "16M")
+    write_offline(image, 0x55, 0, MiB)
+    dom = make_domain(image)
+    overlay = str(image_dir / ("job" + SUFFIX))
+    create_disk_only_snapshot(dom, {"vda": overlay})
+    guest_write(dom, 0x67, 2 * MiB, MiB)
+    # What a run killed during its commit back leaves: libvirt's active commit goes on, in sync, un-pivoted.
+    start_active_commit(dom, "vda", base=image)
+    assert current_job(dom, "vda")["type"] == 4
+    backup = Backup(collections_path, image_dir, dom.name())
+
+    plan = backup.check()
+    assert plan["recovered"] == [overlay] and plan["action"] == "planned"
+    assert live_chain(dom, "vda") == [overlay, image] and current_job(dom, "vda") is not None
+
+    report = backup.run()
+
+    assert report["recovered"] == [overlay] and report["action"] == "created", report
+    assert live_chain(dom, "vda") == [image] and current_job(dom, "vda") is None
+    assert not os.path.exists(overlay)
+    check_backup(backup.file, 16 * MiB)
+    assert reads_pattern(backup.file, 0x67, 2 * MiB, MiB)
+    stop_gracefully(dom)
+    assert reads_pattern(image, 0x55, 0, MiB) and reads_pattern(image, 0x67, 2 * MiB, MiB)
 
 
 def test_instant_restore_boots_and_is_finished_while_running(collections_path, make_domain, image_dir):

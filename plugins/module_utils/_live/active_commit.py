@@ -10,6 +10,8 @@
 Phase 1 copies while the guest keeps writing to the active image (qemu mirrors new writes);
 when everything is copied qemu emits READY and keeps base in sync. Phase 2 is the pivot:
 the guest switches to base. Split in start/finish so a caller can act while the job runs.
+A job whose starter went away (killed before the pivot) goes on in libvirt, ready and in sync
+forever; adopt_active_commit gives a handle to finish it instead of starting another one.
 No relative flag: nothing's backing link is rewritten (base becomes the active image and its
 own backing link is untouched), and libvirt ignores VIR_DOMAIN_BLOCK_COMMIT_RELATIVE here.
 """
@@ -22,7 +24,9 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._live.block_job
     WAIT_GONE,
     WAIT_TIMEOUT,
     abort_job,
+    current_job,
     ensure_no_job,
+    job_in_the_way,
     pivot_job,
     wait_for_disk,
     wait_for_job,
@@ -38,8 +42,10 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._live.job_resul
     job_result,
 )
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import libvirt_error_text, require_libvirt
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.paths import same_file
 
 JOB = "active commit"
+JOB_TYPE_ACTIVE_COMMIT = 4  # VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT
 
 
 def start_active_commit(dom, target: str, base: str | None = None, bandwidth: int | None = None) -> dict:
@@ -71,7 +77,35 @@ def start_active_commit(dom, target: str, base: str | None = None, bandwidth: in
                         % (chain_before[0], chain_before[base_depth], target, dom.name(), libvirt_error_text(exc)),
                         domain=dom.name(), disk=target)
     return {"target": target, "top": chain_before[0], "base": chain_before[base_depth], "base_depth": base_depth,
-            "chain_before": chain_before, "started": started}
+            "chain_before": chain_before, "started": started, "adopted": False}
+
+
+def adopt_active_commit(dom, target: str, base: str) -> dict | None:
+    """A handle for finish_active_commit on the active commit into ``base`` that already runs on ``target``
+    (left by a caller that went away before the pivot: libvirt keeps such a job going, in sync, un-pivoted).
+
+    None when the disk has no block job. LiveError, naming the job and how to clear it, when the job is
+    another one: not an active commit, or an active commit into another image. The handle's clock (for
+    finish_active_commit's timeout) starts now.
+    """
+    require_active(dom, "commit the active image")
+    info = current_job(dom, target)
+    if info is None:
+        return None
+    disk = select_disk(domain_disks(dom), target=target, domain=dom.name())
+    same = (info.get("type") == JOB_TYPE_ACTIVE_COMMIT and disk.mirror_job == "active-commit" and disk.mirror is not None
+            and same_file(disk.mirror.path, base))
+    if not same:
+        raise job_in_the_way(dom, target, info, ", which is not the active commit of %s into %s asked for"
+                             % (disk.source, base))
+    base_depth = disk.position_of(disk.mirror.path)
+    if base_depth is None or base_depth == 0:  # libvirt keeps the base in the chain until the pivot
+        raise LiveError("active commit on disk %s of domain '%s' writes into %s, which is not below its active image "
+                        "(chain, top first: %s)" % (target, dom.name(), disk.mirror.path, disk.chain_paths()),
+                        domain=dom.name(), disk=target)
+    chain_before = disk.chain_paths()
+    return {"target": target, "top": chain_before[0], "base": chain_before[base_depth], "base_depth": base_depth,
+            "chain_before": chain_before, "started": time.monotonic(), "adopted": True}
 
 
 def finish_active_commit(dom, handle: dict, timeout: float | None = None, pivot: bool = True,
@@ -87,7 +121,7 @@ def finish_active_commit(dom, handle: dict, timeout: float | None = None, pivot:
     deadline = started + timeout if timeout is not None else None
     waited = wait_for_job(dom, target, deadline, wait_ready=True, poll_interval=poll_interval)
     cur, end = waited["cur"], waited["end"]
-    extra = {"top": handle["top"], "base": base}
+    extra = {"top": handle["top"], "base": base, "adopted": bool(handle.get("adopted"))}
 
     def finish(outcome: str, message: str, aborted: bool = False, settled=None) -> dict:
         disk = wait_for_disk(dom, target, settled or (lambda d: d.chain_paths() == chain_before and d.mirror_job is None))

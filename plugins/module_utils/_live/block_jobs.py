@@ -32,15 +32,38 @@ def current_job(dom, target: str) -> dict | None:
     return info or None
 
 
+def describe_job(dom, target: str, info: dict) -> str:
+    """The disk's job for a person: its kind, where a mirror job writes to, whether it is ready, its progress;
+    e.g. "active commit of /v/top.qcow2 into /v/base.qcow2, ready to pivot, 8388608/8388608 bytes"."""
+    kind = JOB_TYPE_NAMES.get(info.get("type"), "type %s" % info.get("type"))
+    disk = select_disk(domain_disks(dom), target=target, domain=dom.name())
+    parts = [kind]
+    if disk.mirror is not None and disk.mirror.path:
+        parts = ["%s of %s into %s" % (kind, disk.source, disk.mirror.path)]
+        parts.append("ready to pivot" if disk.mirror_ready else "not ready yet")
+    parts.append("%d/%d bytes" % (info.get("cur", 0), info.get("end", 0)))
+    return ", ".join(parts)
+
+
+def job_in_the_way(dom, target: str, info: dict, why: str = "") -> LiveError:
+    """LiveError for a block job that keeps a task from starting its own (libvirt allows one per disk): what the
+    job is and how to clear it. A mirror job (active commit, copy) never ends on its own."""
+    name = dom.name()
+    disk = select_disk(domain_disks(dom), target=target, domain=name)
+    if disk.mirror_job is not None:
+        clear = ("it never ends on its own: finish it with: virsh blockjob %s %s --pivot (once ready), or abort it "
+                 "with: virsh blockjob %s %s --abort" % (name, target, name, target))
+    else:
+        clear = "wait for it to end, or abort it with: virsh blockjob %s %s --abort" % (name, target)
+    return LiveError("disk %s of domain '%s' already has a block job (%s)%s; %s"
+                     % (target, name, describe_job(dom, target, info), why, clear), domain=name, disk=target)
+
+
 def ensure_no_job(dom, target: str) -> None:
     """Raise LiveError if the disk already has a block job: libvirt allows one per disk."""
     info = current_job(dom, target)
     if info:
-        raise LiveError("disk %s of domain '%s' already has a block job (%s, %d/%d bytes); wait for it or abort it "
-                        "with: virsh blockjob %s %s --abort"
-                        % (target, dom.name(), JOB_TYPE_NAMES.get(info.get("type"), info.get("type")),
-                           info.get("cur", 0), info.get("end", 0), dom.name(), target),
-                        domain=dom.name(), disk=target)
+        raise job_in_the_way(dom, target, info)
 
 
 def mirror_ready(dom, target: str) -> bool:
@@ -96,7 +119,11 @@ def pivot_job(dom, target: str) -> None:
 def set_job_bandwidth(dom, target: str, bytes_per_second: int) -> None:
     """Change the running job's speed limit; 0 removes the limit."""
     libvirt = require_libvirt()
-    dom.blockJobSetSpeed(target, bytes_per_second, libvirt.VIR_DOMAIN_BLOCK_JOB_SPEED_BANDWIDTH_BYTES)
+    try:
+        dom.blockJobSetSpeed(target, bytes_per_second, libvirt.VIR_DOMAIN_BLOCK_JOB_SPEED_BANDWIDTH_BYTES)
+    except libvirt.libvirtError as exc:
+        raise LiveError("could not set the speed of the block job on disk %s of domain '%s': %s"
+                        % (target, dom.name(), libvirt_error_text(exc)), domain=dom.name(), disk=target)
 
 
 def wait_for_disk(dom, target: str, predicate, grace_seconds: float = 5.0, poll_interval: float = 0.05):

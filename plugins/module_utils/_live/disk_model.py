@@ -44,6 +44,7 @@ class Disk:
     has_backing_store: bool = False  # any <backingStore> element was present
     mirror_job: str | None = None  # <mirror job=...> while a copy/active-commit job runs
     mirror_ready: bool = False  # <mirror ready='yes'>: the job can be pivoted
+    mirror: ChainImage | None = None  # the job's destination: the base of an active commit, a copy's target
 
     @property
     def source(self) -> str | None:
@@ -136,7 +137,22 @@ def _parse_disk(element: ET.Element) -> Disk | None:
     if mirror is not None:
         disk.mirror_job = mirror.get("job", "copy")
         disk.mirror_ready = mirror.get("ready") == "yes"
+        disk.mirror = _parse_mirror(mirror)
     return disk
+
+
+def _parse_mirror(mirror: ET.Element) -> ChainImage:
+    """<mirror type='file' job='active-commit'><format type='qcow2'/><source file='...' index='3'/></mirror>
+    (libvirt 9.0; older libvirt wrote the destination as a ``file`` attribute of <mirror> itself)."""
+    kind = mirror.get("type", "file")
+    source = mirror.find("source")
+    fmt = mirror.find("format")
+    return ChainImage(
+        path=_source_path(kind, source) if source is not None else mirror.get("file"),
+        format=fmt.get("type") if fmt is not None else mirror.get("format"),
+        index=_int_or_none(source.get("index")) if source is not None else None,
+        kind=kind,
+    )
 
 
 def parse_disks(domain_xml: str) -> list[Disk]:

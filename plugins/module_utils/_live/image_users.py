@@ -5,7 +5,8 @@
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-"""Which active domains have an image open, so the engine's lock error can name them."""
+"""Which domains use an image: the active ones that have it open (so the engine's lock error can name
+them), and on request also the shut-off ones whose disks will open it at their next start."""
 
 from __future__ import annotations
 
@@ -14,42 +15,51 @@ from dataclasses import dataclass
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import domain_state_name
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import require_libvirt
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.paths import same_file
 
 
 @dataclass
 class ImageUse:
-    """One place where an active domain uses the image."""
+    """One place where a domain uses the image."""
 
     domain: str
-    state: str  # libvirt's state word: running, paused, ...
+    state: str  # libvirt's state word: running, paused, shut off, ...
     target: str  # disk target, e.g. vda
     depth: int  # 0: the active image the guest writes; 1..: a backing image
-    path: str  # the path as libvirt reports it
+    path: str  # the path as libvirt (or, past what libvirt lists, the image headers) names it
 
     @property
     def role(self) -> str:
         return "active image" if self.depth == 0 else "backing image"
 
 
-def find_image_users(conn, image: str) -> list[ImageUse]:
-    """Every disk of every active (running or paused) domain that has ``image`` anywhere in
-    its chain, compared by device+inode so any spelling of the path matches.
+def find_image_users(conn, image: str, include_shut_off: bool = False, chain_of=None) -> list[ImageUse]:
+    """Every disk of every active (running or paused) domain that has ``image`` anywhere in its chain,
+    compared by device+inode so any spelling of the path matches.
 
-    Only active domains hold images open; a shut-off domain that references the image
-    does not lock it.
+    Only active domains hold images open; a shut-off domain that references the image does not lock
+    it. include_shut_off=True also looks at the persistent definitions of the other domains.
+
+    chain_of(disk) -> paths, active image first: the disk's chain, for disk_model.Disk objects whose XML
+    does not list all of it (a definition lists only what someone wrote; libvirt's test driver lists no
+    chain even for running domains). None: the chain the XML lists.
     """
     libvirt = require_libvirt()
+    flags = 0 if include_shut_off else libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
     uses = []
-    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+    for dom in conn.listAllDomains(flags):
         try:
-            disks = domain_disks(dom)
+            active = bool(dom.isActive())
+            disks = domain_disks(dom, inactive=not active)
             state = domain_state_name(dom)
-        except libvirt.libvirtError:  # the domain stopped while we looked: it holds nothing now
+        except libvirt.libvirtError:  # the domain went away (or stopped) while we looked
             continue
         for disk in disks:
-            depth = disk.position_of(image)
-            if depth is not None:
-                uses.append(ImageUse(dom.name(), state, disk.target, depth, disk.images[depth].path))
+            chain = chain_of(disk) if chain_of is not None else disk.chain_paths()
+            for depth, path in enumerate(chain):
+                if same_file(path, image):
+                    uses.append(ImageUse(dom.name(), state, disk.target, depth, path))
+                    break
     return sorted(uses, key=lambda use: (use.domain, use.target))
 
 

@@ -3,22 +3,29 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""qcow2_info: qemu-img info [--backing-chain] and, on request, qemu-img check; reads only."""
+"""qcow2_info: qemu-img info [--backing-chain] and, on request, qemu-img check, plus what libvirt says about the
+image (domain, users); reads only."""
 
 from __future__ import annotations
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.describe import require_qcow2, underscore_keys
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_args import domain_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_view import DomainView, image_users
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import Operation
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
 
 def info_argument_spec():
-    return common_argument_spec().update(dict(
+    spec = common_argument_spec().update(dict(
         backing_chain=dict(type="bool", default=True),
         check=dict(type="bool", default=False),
         force_share=dict(type="bool", default=True),
-    ))
+        users=dict(type="bool", default=False),
+    ), required_one_of=[["path", "domain"]], required_if=[["check", True, ["path"]], ["users", True, ["path"]]])
+    # path is optional here: domain alone describes the domain, domain and disk that disk.
+    spec.argument_spec["path"] = dict(spec.argument_spec["path"], required=False)
+    return spec.merge(domain_argument_spec())
 
 
 class InfoOperation(Operation):
@@ -28,25 +35,40 @@ class InfoOperation(Operation):
         super().__init__(module)
         self.infos = None
         self.check_report = None
+        self.domain = None
+        self.users = None
 
     def plan(self):
         force_share = self.params["force_share"]
-        require_qcow2(self.path)
-        self.infos = api.image_info(self.path, backing_chain=self.params["backing_chain"], force_share=force_share,
-                                    policy=self.policy)
+        if self.path:
+            require_qcow2(self.path)
+            self.infos = api.image_info(self.path, backing_chain=self.params["backing_chain"], force_share=force_share,
+                                        policy=self.policy)
         if self.params["check"]:
             report = api.check(self.path, force_share=force_share)
             self.check_report = underscore_keys(report["result"])
             self.check_report["exit_code"] = report["exit_code"]
             self.check_report["messages"] = list(report["messages"])
+        view = None
+        if self.params["domain"]:
+            view = DomainView(self.params, self.policy)
+            self.domain = view.describe(self.path, self.params["disk"])
+        if self.params["users"]:
+            self.users = image_users(self.params, self.policy, conn=view.domain.conn if view else None)
 
     def results(self):
-        result = {"image": underscore_keys(self.infos[0])}
-        if self.params["backing_chain"]:
-            result["chain"] = underscore_keys(self.infos)
-            result["chain_depth"] = len(self.infos)
+        result = {}
+        if self.infos is not None:
+            result["image"] = underscore_keys(self.infos[0])
+            if self.params["backing_chain"]:
+                result["chain"] = underscore_keys(self.infos)
+                result["chain_depth"] = len(self.infos)
         if self.check_report is not None:
             result["check"] = self.check_report
+        if self.domain is not None:
+            result["domain"] = self.domain
+        if self.users is not None:
+            result["users"] = self.users
         return result
 
     def dump(self):

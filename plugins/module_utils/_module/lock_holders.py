@@ -34,8 +34,9 @@ def lock_holders(path, uri):
 
 
 def could_pass_domain(params):
-    """The task accepts ``domain`` and did not set it (internal snapshots cannot go through a domain)."""
-    return "domain" in params and not params["domain"] and params.get("type") != "internal"
+    """The task accepts ``domain`` to change a domain's chain and did not set it. Internal snapshots cannot go
+    through a domain; qcow2_info (the module with force_share) only reads, and its domain would not lift a lock."""
+    return "domain" in params and not params["domain"] and params.get("type") != "internal" and "force_share" not in params
 
 
 @contextlib.contextmanager

@@ -96,6 +96,7 @@ class LiveRebase(Operation):
             "new_format": (self.backing_format if planned else image.get("backing-filename-format")),
             "header_only": False,
             "bytes_copied": None,
+            "bytes_estimated": False,
             "image": underscore_keys(image),
             "domain": self.domain.result(self.disk.target),
         }

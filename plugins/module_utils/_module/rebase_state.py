@@ -3,7 +3,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""qcow2_rebase: the engine's rebase, planned by its dry run; check mode also opens both chains and checks locks."""
+"""qcow2_rebase: the engine's rebase, planned by its dry run; check mode also opens both chains and checks locks.
+
+The dry run's bytes_copied is what the real run will write when the new backing file is in the image's chain (the
+dropped layers' ranges, zero ranges included, come from metadata alone) or only the header changes. Flattening and
+a backing file from outside the chain find all-zero clusters, and clusters both chains read alike, only by reading
+the data: there it is an upper bound, and check mode says so in bytes_estimated.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,17 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors i
 RESULT_KEYS = ("old_backing", "old_format", "new_backing", "new_format", "header_only", "bytes_copied")
 
 
+def estimate_is_exact(planned, path, backing_file, old_chain, policy):
+    """Whether a dry run's bytes_copied is what the real run writes (see the module docstring). old_chain: the image's
+    chain as it is (qemu-img info dicts)."""
+    if not planned["changed"] or planned["header_only"]:
+        return True
+    if not backing_file:
+        return False
+    resolved = check_backing_reference(backing_file, path, policy)
+    return any(same_file(info["filename"], resolved) for info in old_chain[1:])
+
+
 def rebase_argument_spec():
     return common_argument_spec().update(dict(
         backing_file=dict(type="str", required=True),
@@ -43,6 +60,7 @@ class RebaseOperation(Operation):
         self.unsafe = self.params["mode"] == "unsafe"
         self.planned = None
         self.done = None
+        self.exact = True
 
     def _engine_rebase(self, dry_run):
         return api.rebase(self.path, self.backing_file, backing_format=self.backing_format, unsafe=self.unsafe,
@@ -54,6 +72,7 @@ class RebaseOperation(Operation):
         self.changed = self.planned["changed"]
         copying = self.changed and not self.planned["header_only"]
         old_chain = self._old_chain(top, required=copying)
+        self.exact = estimate_is_exact(self.planned, self.path, self.backing_file, old_chain, self.policy)
         self.diff_before = {"path": self.path, "mode": self.params["mode"], "chain": describe_chain(old_chain)}
         if not self.changed:
             self.diff_after = dict(self.diff_before)
@@ -110,5 +129,6 @@ class RebaseOperation(Operation):
     def results(self):
         outcome = self.done or self.planned
         result = dict((key, outcome.get(key)) for key in RESULT_KEYS)
+        result["bytes_estimated"] = self.done is None and not self.exact
         result["image"] = underscore_keys(read_chain(self.path, self.policy, backing_chain=False)[0])
         return result

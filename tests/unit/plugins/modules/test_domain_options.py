@@ -12,7 +12,7 @@ import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module import domain_target, lock_holders
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
-from ansible_collections.backingchain.qcow2.plugins.modules import qcow2_commit, qcow2_rebase, qcow2_snapshot
+from ansible_collections.backingchain.qcow2.plugins.modules import qcow2_commit, qcow2_info, qcow2_rebase, qcow2_snapshot
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import make_image, write
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.modules.harness import run_failed
 
@@ -60,6 +60,9 @@ def test_a_lock_message_names_the_holder_unless_the_task_cannot_take_a_domain(ch
         assert holders.call_args == mock.call(top, "qemu:///system")
         internal = run_failed(qcow2_snapshot, {"path": top, "name": "s1"})["msg"]
         assert 'Failed to get "write" lock' in internal and "pass domain" not in internal
+        # qcow2_info only reads: its domain option would not lift the lock
+        info = run_failed(qcow2_info, {"path": top, "force_share": False})["msg"]
+        assert "lock" in info and "pass domain" not in info
 
 
 def test_without_libvirt_python_qemus_lock_message_stays(chain):

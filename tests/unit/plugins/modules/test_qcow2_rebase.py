@@ -42,10 +42,62 @@ def test_flatten(tmp_path):
     assert guest_view(top) == view
 
 
+def _three_deep(tmp_path):
+    """base <- mid <- top: mid holds data, a zero range and an all-zero data cluster; base an all-zero data cluster."""
+    base = make_image(tmp_path / "base.qcow2", size=MIB)
+    write(base, 0, b"\x0b" * 65536)
+    write(base, 131072, bytes(65536))  # data that happens to be zeros
+    mid = make_image(tmp_path / "mid.qcow2", backing="base.qcow2")
+    write(mid, 65536, b"\x0c" * 70000)
+    write(mid, 327680, bytes(65536))
+    with api.open_chain(mid, fmt="qcow2", writable=True) as chain:
+        chain.top.write_zeroes(0, 4096)  # hides part of base's data
+    top = make_image(tmp_path / "top.qcow2", backing="mid.qcow2")
+    write(top, 65536, b"\x0d" * 4096)
+    return base, mid, top
+
+
+def _check_then_real(args):
+    check = run_ok(qcow2_rebase, args, check_mode=True)
+    real = run_ok(qcow2_rebase, args)
+    assert check["changed"] and real["changed"] and real["bytes_estimated"] is False
+    return check, real
+
+
+def test_check_mode_plans_the_bytes_exactly_onto_an_image_of_the_chain(tmp_path):
+    base, _mid, top = _three_deep(tmp_path)
+    view = guest_view(top)
+    check, real = _check_then_real({"path": top, "backing_file": "base.qcow2"})
+    assert check["bytes_estimated"] is False
+    assert check["bytes_copied"] == real["bytes_copied"] > 0
+    assert guest_view(top) == view and info(top)["backing-filename"] == "base.qcow2"
+    assert base
+
+
+def test_check_mode_gives_an_upper_bound_onto_an_image_outside_the_chain(tmp_path):
+    _base, _mid, top = _three_deep(tmp_path)
+    other = make_image(tmp_path / "other.qcow2", size=MIB)
+    write(other, 65536, b"\x0c" * 65536)  # reads like the chain in part of that cluster: compared, not all copied
+    view = guest_view(top)
+    check, real = _check_then_real({"path": top, "backing_file": "other.qcow2"})
+    assert check["bytes_estimated"] is True and check["bytes_copied"] > real["bytes_copied"] > 0
+    assert guest_view(top) == view
+
+
+def test_check_mode_gives_an_upper_bound_when_flattening(tmp_path):
+    _base, _mid, top = _three_deep(tmp_path)
+    view = guest_view(top)
+    check, real = _check_then_real({"path": top, "backing_file": ""})
+    # the all-zero data clusters of base and mid are found, and skipped, only by reading them
+    assert check["bytes_estimated"] is True and check["bytes_copied"] > real["bytes_copied"] > 0
+    assert guest_view(top) == view
+
+
 def test_same_file_other_name_changes_only_the_header(tmp_path):
     base, top = _overlay(tmp_path)
     check1, real1, _c2, _r2 = converge(qcow2_rebase, {"path": top, "backing_file": base}, tmp_path)
-    assert check1["header_only"] and real1["header_only"] and real1["bytes_copied"] == 0
+    assert check1["header_only"] and real1["header_only"] and real1["bytes_copied"] == check1["bytes_copied"] == 0
+    assert check1["bytes_estimated"] is False
     assert info(top)["backing-filename"] == base
 
 
