@@ -34,7 +34,8 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import (
 
 TOP = 'top.qcow2'
 COPY = 'copy.qcow2'
-TIMEOUT = 5.0  # seconds per case
+TIMEOUT = 5.0  # CPU seconds per case (RLIMIT_CPU): what the engine spends, whatever else loads the machine
+WALL_TIMEOUT = 60.0  # wall-clock backstop for a hang that uses no CPU (a deadlock, a blocking read)
 RSS_LIMIT = 256 << 20  # bytes of resident memory per case
 AS_LIMIT = 512 << 20  # address space: allocations beyond this fail at once instead of swapping
 FSIZE_LIMIT = 1 << 30  # no case may write a file larger than this
@@ -253,8 +254,11 @@ def _child(case_dir, seed, write_side, wfd):
         resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
         resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        used = resource.getrusage(resource.RUSAGE_SELF)  # a forked child starts with its parent's usage at 0
+        cpu_limit = int(used.ru_utime + used.ru_stime + TIMEOUT + 0.999)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 1))  # SIGXCPU, then SIGKILL
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over-large writes fail with EFBIG instead of killing
-        signal.alarm(int(TIMEOUT) + 2)  # backstop if the parent is gone
+        signal.alarm(int(WALL_TIMEOUT) + 2)  # backstop if the parent is gone
         result = CaseRun(case_dir, seed).run(write_side)
         payload = json.dumps(result).encode()
     except BaseException as exc:  # noqa: B902
@@ -292,8 +296,14 @@ def _reset_peak_rss():
     return _status_kib('VmRSS')
 
 
-def run_isolated(case_dir, seed, write_side=True, timeout=TIMEOUT):
-    """Run a case in a forked child; returns the result dict with 'failure' set on any failure."""
+def run_isolated(case_dir, seed, write_side=True, timeout=WALL_TIMEOUT, cpu_timeout=TIMEOUT):
+    """Run a case in a forked child; returns the result dict with 'failure' set on any failure.
+
+    A case fails as a timeout when it uses more than ``cpu_timeout`` seconds of CPU (the child's RLIMIT_CPU
+    stops it) or gives no result within ``timeout`` seconds of wall-clock time. Judging by CPU time keeps
+    the verdict independent of what else runs on the machine: a loaded machine stretches a case's wall
+    time several times over, an endless loop uses up its CPU time anyway.
+    """
     rfd, wfd = os.pipe()
     start = time.monotonic()
     pid = os.fork()
@@ -326,9 +336,14 @@ def run_isolated(case_dir, seed, write_side=True, timeout=TIMEOUT):
                     raise
         _pid, status, usage = os.wait4(pid, 0)
     elapsed = time.monotonic() - start
+    cpu = usage.ru_utime + usage.ru_stime
     rss = usage.ru_maxrss * 1024  # includes what the child shares with this process...
     if timed_out:
-        result = {'steps': [], 'failure': {'kind': 'timeout', 'error': 'no result after %.1f s' % timeout}}
+        result = {'steps': [], 'failure': {'kind': 'timeout', 'error': 'no result after %.1f s (%.2f s of CPU)'
+                                                                       % (timeout, cpu)}}
+    elif cpu >= cpu_timeout or (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU):
+        result = {'steps': [], 'failure': {'kind': 'timeout', 'error': 'used %.2f s of CPU (limit %.1f s)'
+                                                                       % (cpu, cpu_timeout)}}
     elif os.WIFSIGNALED(status) or not chunks:
         result = {'steps': [], 'failure': {'kind': 'crash', 'error': 'child died (status %#x)' % status}}
     else:
@@ -340,6 +355,7 @@ def run_isolated(case_dir, seed, write_side=True, timeout=TIMEOUT):
     if result.get('failure') is None and rss > RSS_LIMIT:
         result['failure'] = {'kind': 'memory', 'error': 'peak RSS %d MiB' % (rss >> 20)}
     result['seconds'] = round(elapsed, 4)
+    result['cpu_seconds'] = round(cpu, 4)
     result['rss_mib'] = rss >> 20
     return result
 

@@ -87,7 +87,7 @@ def worker(wid, jobs, args, seed_dirs, queue):
             result = harness.judge(case_dir, index, compare_qemu=compare, write_side=not args.no_write)
             record = {'index': index, 'recipe': recipe, 'primary': harness.primary_outcome(result),
                       'steps': result['steps'], 'qemu': result['qemu'], 'seconds': result.get('seconds'),
-                      'rss_mib': result.get('rss_mib'), 'failure': None}
+                      'cpu_seconds': result.get('cpu_seconds'), 'rss_mib': result.get('rss_mib'), 'failure': None}
             if result.get('failure'):
                 sig = _signature(result)
                 record['failure'] = sig
@@ -132,6 +132,7 @@ def run(args):
     done = running = len(procs)
     cases = 0
     slowest = (0, None)
+    most_cpu = (0, None)
     peak_rss = 0
     log = open(os.path.join(args.out, 'cases.jsonl'), 'w')
     next_report = time.time() + 30
@@ -149,6 +150,8 @@ def run(args):
         qemu[record['qemu']] += 1
         if record['seconds'] and record['seconds'] > slowest[0]:
             slowest = (record['seconds'], record['index'])
+        if (record.get('cpu_seconds') or 0) > most_cpu[0]:
+            most_cpu = (record['cpu_seconds'], record['index'])
         peak_rss = max(peak_rss, record['rss_mib'] or 0)
         if record['failure']:
             failures[record['failure']] += 1
@@ -168,7 +171,7 @@ def run(args):
     summary = {'cases': cases, 'seconds': round(elapsed, 1), 'jobs': args.jobs, 'seed': args.seed,
                'outcomes': dict(primary.most_common()), 'steps': {k: dict(v) for k, v in steps.items()},
                'qemu': dict(qemu), 'failures': dict(failures), 'failure_examples': failure_examples,
-               'slowest_case': slowest, 'peak_rss_mib': peak_rss,
+               'slowest_case': slowest, 'most_cpu_case': most_cpu, 'peak_rss_mib': peak_rss,
                'by_recipe': {k: dict(v) for k, v in sorted(by_recipe.items())}}
     with open(os.path.join(args.out, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=1)
@@ -178,8 +181,10 @@ def run(args):
 
 def print_summary(s):
     print()
-    print('%d cases in %.0f s on %d jobs (seed %d); slowest case %.2f s (#%s); peak RSS %d MiB'
-          % (s['cases'], s['seconds'], s['jobs'], s['seed'], s['slowest_case'][0], s['slowest_case'][1], s['peak_rss_mib']))
+    most_cpu = s.get('most_cpu_case') or (0, None)
+    print('%d cases in %.0f s on %d jobs (seed %d); slowest case %.2f s (#%s), %.2f s of CPU at most (#%s); peak RSS %d MiB'
+          % (s['cases'], s['seconds'], s['jobs'], s['seed'], s['slowest_case'][0], s['slowest_case'][1], most_cpu[0],
+             most_cpu[1], s['peak_rss_mib']))
     print('outcome (first read-side result):')
     for k, v in s['outcomes'].items():
         print('  %-28s %8d' % (k, v))
@@ -202,6 +207,7 @@ def summarize(path):
     failures = collections.Counter()
     examples = {}
     slowest = (0, None)
+    most_cpu = (0, None)
     peak = 0
     cases = 0
     with open(path) as f:
@@ -220,10 +226,13 @@ def summarize(path):
                 examples.setdefault(r['failure'], (r['index'], r.get('error')))
             if (r['seconds'] or 0) > slowest[0]:
                 slowest = (r['seconds'], r['index'])
+            if (r.get('cpu_seconds') or 0) > most_cpu[0]:
+                most_cpu = (r['cpu_seconds'], r['index'])
             peak = max(peak, r['rss_mib'] or 0)
     summary = {'cases': cases, 'seconds': 0, 'jobs': 0, 'seed': 0, 'outcomes': dict(primary.most_common()),
                'steps': {k: dict(v) for k, v in steps.items()}, 'qemu': dict(qemu), 'failures': dict(failures),
-               'failure_examples': examples, 'slowest_case': slowest, 'peak_rss_mib': peak}
+               'failure_examples': examples, 'slowest_case': slowest, 'most_cpu_case': most_cpu,
+               'peak_rss_mib': peak}
     print_summary(summary)
     return 1 if failures else 0
 
@@ -289,6 +298,7 @@ def main(argv=None):
     parser.add_argument('--name', help='file name (without .tar.xz) for --minimize')
     parser.add_argument('--note', help='what the regression is about, stored with it')
     args = parser.parse_args(argv)
+    args.out = os.path.abspath(args.out)  # qemu-img makes the seeds from another working directory
     args.deadline = 0
     if args.summarize:
         return summarize(args.summarize)

@@ -1,0 +1,66 @@
+"""The fuzz harness's limits fire: a case that spins, blocks or hoards memory is a failure, never a pass.
+
+A fake CaseRun.run stands in for the engine, so each limit is seen to work on its own.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ansible_collections.backingchain.qcow2.tests.fuzz import harness
+
+
+def _case(tmp_path):
+    case_dir = str(tmp_path / 'case')
+    harness.prepare_case(case_dir, {'top.qcow2': b'not an image'})
+    return case_dir
+
+
+def _fake_run(body):
+    def run(self, write_side=True):  # pylint: disable=unused-argument
+        body()
+        return {'steps': [('fake', 'ok')], 'failure': None, 'digest': None, 'size': None, 'case_rss': None}
+    return run
+
+
+def _spin():
+    while True:
+        pass
+
+
+def test_a_case_spinning_past_its_cpu_time_is_a_timeout(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness.CaseRun, 'run', _fake_run(_spin))
+    monkeypatch.setattr(harness, 'TIMEOUT', 1.0)  # read in the child: RLIMIT_CPU of 1 s
+    started = time.monotonic()
+    result = harness.run_isolated(_case(tmp_path), 0, cpu_timeout=1.0)
+    assert result['failure']['kind'] == 'timeout', result
+    assert 'of CPU' in result['failure']['error']
+    assert result['cpu_seconds'] > 0.5  # rusage is counted in ticks: SIGXCPU may come at 0.9x s
+    assert time.monotonic() - started < 30
+
+
+def test_a_case_blocking_without_cpu_hits_the_wall_clock_backstop(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness.CaseRun, 'run', _fake_run(lambda: time.sleep(30)))
+    result = harness.run_isolated(_case(tmp_path), 0, timeout=1.0)
+    assert result['failure']['kind'] == 'timeout', result
+    assert 'no result after 1.0 s' in result['failure']['error']
+    assert result['seconds'] < 10
+
+
+def test_a_case_hoarding_memory_is_a_failure(tmp_path, monkeypatch):
+    hoard = []
+
+    def grab():
+        for _i in range(40):  # 320 MiB in 8 MiB steps: past RSS_LIMIT, under the 512 MiB address space
+            hoard.append(bytearray(8 << 20))
+
+    monkeypatch.setattr(harness.CaseRun, 'run', _fake_run(grab))
+    result = harness.run_isolated(_case(tmp_path), 0)
+    assert result['failure'] is not None and result['failure']['kind'] == 'memory', result
+
+
+def test_a_quick_case_passes_and_reports_its_cpu_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness.CaseRun, 'run', _fake_run(lambda: time.sleep(0.2)))
+    result = harness.run_isolated(_case(tmp_path), 0)
+    assert result['failure'] is None, result
+    assert 0 <= result['cpu_seconds'] < harness.TIMEOUT
