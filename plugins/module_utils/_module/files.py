@@ -47,6 +47,25 @@ def require_parent_directory(path):
         raise InvalidArgumentError("Cannot create %s: directory %s does not exist" % (path, parent), path)
 
 
+def remove_stale_temporaries(path):
+    """Delete what an interrupted earlier build of path left beside it: the module's .NAME.TOKEN.tmp and the
+    engine's ..NAME.TOKEN.tmp.XXXXXX.tmp inside that, unless a live run still holds one locked."""
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.endswith(".tmp") or not (entry.startswith("." + name + ".") or entry.startswith(".." + name + ".")):
+            continue
+        stale = os.path.join(directory, entry)
+        try:
+            if os.path.isfile(stale) and not os.path.islink(stale) and locking.holders_conflict(stale, True) is None:
+                os.unlink(stale)
+        except OSError:
+            continue
+
+
 def temp_path_beside(path):
     """A fresh hidden name in path's directory: an image built there is renamed over path without copying,
     and a relative backing name resolves the same for both."""

@@ -28,6 +28,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._module.files i
     backing_is,
     locked,
     refuse_if_locked,
+    remove_stale_temporaries,
     require_parent_directory,
     temp_path_beside,
 )
@@ -329,6 +330,7 @@ class ImageOperation(Operation):
                 set_lazy_refcounts(self.path, self.lazy_refcounts)
 
     def _build_and_rename(self):
+        remove_stale_temporaries(self.path)  # a killed earlier run cannot clean up after itself
         tmp = temp_path_beside(self.path)
         self.module.add_cleanup_file(tmp)
         if self.request.source:
