@@ -17,12 +17,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.backingchain.qcow2.tests.helpers.playbook import Playbook
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     qemu_compare,
     qemu_img_check,
@@ -53,10 +53,6 @@ PLAYBOOK = """
 
 @pytest.fixture
 def setup(tmp_path: Path):
-    collections = tmp_path / "collections"
-    link = collections / "ansible_collections" / "backingchain" / "qcow2"
-    link.parent.mkdir(parents=True)
-    link.symlink_to(REPO, target_is_directory=True)
     images = tmp_path / "images"
     images.mkdir()
     image = images / "vm.qcow2"
@@ -67,16 +63,10 @@ def setup(tmp_path: Path):
         "snapshot_backup_disks": [{"path": str(image)}],
         "snapshot_backup_time": STAMP_TIME,
         "report_file": str(tmp_path / "report.json"),
-        "ansible_python_interpreter": sys.executable,
     }
-    (tmp_path / "settings.json").write_text(json.dumps(settings))
-    (tmp_path / "playbook.yml").write_text(PLAYBOOK)
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-local"), ANSIBLE_REMOTE_TEMP=str(tmp_path / "ansible-remote"))
-    argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", "-c", "local",
-            str(tmp_path / "playbook.yml"), "-e", "@%s" % (tmp_path / "settings.json")]
+    playbook = Playbook(tmp_path, PLAYBOOK, settings)
     return {"tmp": tmp_path, "image": image, "overlay": images / "vm.backup-overlay.qcow2",
-            "backup_dir": tmp_path / "backups" / "vm", "argv": argv, "env": env}
+            "backup_dir": tmp_path / "backups" / "vm", "argv": playbook.argv, "env": playbook.env}
 
 
 def _run_and_kill(setup, ready, timeout=120.0):

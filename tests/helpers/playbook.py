@@ -1,0 +1,74 @@
+"""ansible-playbook runs of this checkout on localhost, for tests that kill or race real runs.
+
+The collection is found through a temporary ANSIBLE_COLLECTIONS_PATH whose
+ansible_collections/backingchain/qcow2 links to the checkout; the play runs with this
+Python as interpreter. Runs are started in a session of their own so that a kill reaches
+the module process too (killpg).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import typing as t
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Playbook:
+    """One playbook (YAML text) with its extra variables, in a directory of its own."""
+
+    def __init__(self, workdir: Path, text: str, variables: dict[str, t.Any], name: str = 'playbook'):
+        self.workdir = Path(workdir)
+        collections = self.workdir / 'collections'
+        link = collections / 'ansible_collections' / 'backingchain' / 'qcow2'
+        if not link.exists():
+            link.parent.mkdir(parents=True)
+            link.symlink_to(REPO, target_is_directory=True)
+        playbook = self.workdir / ('%s.yml' % name)
+        playbook.write_text(text)
+        settings = self.workdir / ('%s.vars.json' % name)
+        settings.write_text(json.dumps(dict(variables, ansible_python_interpreter=sys.executable)))
+        # Each playbook gets its own temporary directories: a test can watch when its module runs.
+        self.remote_tmp = self.workdir / ('%s.remote-tmp' % name)
+        self.env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_NOCOLOR='1',
+                        ANSIBLE_LOCAL_TEMP=str(self.workdir / ('%s.local-tmp' % name)),
+                        ANSIBLE_REMOTE_TEMP=str(self.remote_tmp))
+        self.argv = [str(Path(sys.executable).with_name('ansible-playbook')), '-i', 'localhost,', '-c', 'local',
+                     str(playbook), '-e', '@%s' % settings]
+
+    def run(self, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def start(self) -> subprocess.Popen:
+        return subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+    def module_running(self) -> bool:
+        """True while a module's AnsiballZ payload sits in this playbook's remote temporary directory."""
+        return self.remote_tmp.is_dir() and any(self.remote_tmp.glob('ansible-tmp-*/AnsiballZ_*.py'))
+
+
+def kill_run(proc: subprocess.Popen) -> None:
+    """SIGKILL a started run and every process of its session (the module too)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe:
+            pipe.close()
+
+
+def recap(output: str) -> dict[str, int]:
+    """The PLAY RECAP counters of localhost (ok, changed, failed, ...) from ansible-playbook's output."""
+    for line in output.splitlines():
+        if line.startswith('localhost') and 'ok=' in line:
+            return {key: int(value) for key, value in (field.split('=') for field in line.split()[2:])}
+    raise AssertionError('no PLAY RECAP in:\n%s' % output)
