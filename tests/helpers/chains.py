@@ -120,15 +120,21 @@ print(json.dumps({"events": fileio.io_event_count(), "result": result}, default=
 """
 
 
-def run_engine(op: str, kwargs: dict[str, t.Any], crash_at: int | None = None,
-               cwd: StrPath | None = None) -> subprocess.CompletedProcess:
-    """Run api.<op>(**kwargs) in a child Python; crash_at=N makes it SIGKILL itself at its Nth I/O event."""
+def run_child(runner: str, args: t.Sequence[str], crash_at: int | None = None,
+              cwd: StrPath | None = None) -> subprocess.CompletedProcess:
+    """Run a Python snippet (argv: collections root, then args) in a child; crash_at=N arms the crash hook."""
     env = dict(os.environ)
     env.pop('BACKINGCHAIN_QCOW2_CRASH_AT', None)
     if crash_at:
         env['BACKINGCHAIN_QCOW2_CRASH_AT'] = str(crash_at)
-    return subprocess.run([sys.executable, '-c', _RUNNER, COLLECTIONS_ROOT, op, json.dumps(kwargs)],
+    return subprocess.run([sys.executable, '-c', runner, COLLECTIONS_ROOT] + list(args),
                           cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+
+def run_engine(op: str, kwargs: dict[str, t.Any], crash_at: int | None = None,
+               cwd: StrPath | None = None) -> subprocess.CompletedProcess:
+    """Run api.<op>(**kwargs) in a child Python; crash_at=N makes it SIGKILL itself at its Nth I/O event."""
+    return run_child(_RUNNER, [op, json.dumps(kwargs)], crash_at=crash_at, cwd=cwd)
 
 
 def start_engine(op: str, kwargs: dict[str, t.Any], cwd: StrPath | None = None) -> subprocess.Popen:

@@ -15,12 +15,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import typing as t
 from pathlib import Path
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
-from ansible_collections.backingchain.qcow2.tests.helpers.chains import COLLECTIONS_ROOT, copy_images, same_view
+from ansible_collections.backingchain.qcow2.tests.helpers.chains import copy_images, run_child, same_view
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import StrPath, qemu_img, qemu_img_check, qemu_img_json
 
 KILLED = -9
@@ -42,12 +41,7 @@ def run_module(module: str, args: dict[str, t.Any], crash_at: int | None = None,
 
     The child prints {"events": n, "result": the module's result} when it is not killed.
     """
-    env = dict(os.environ)
-    env.pop('BACKINGCHAIN_QCOW2_CRASH_AT', None)
-    if crash_at:
-        env['BACKINGCHAIN_QCOW2_CRASH_AT'] = str(crash_at)
-    return subprocess.run([sys.executable, '-c', _MODULE_RUNNER, COLLECTIONS_ROOT, module, json.dumps(args)],
-                          cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    return run_child(_MODULE_RUNNER, [module, json.dumps(args)], crash_at=crash_at, cwd=cwd)
 
 
 def module_result(module: str, args: dict[str, t.Any], cwd: StrPath | None = None) -> tuple[dict, int]:
