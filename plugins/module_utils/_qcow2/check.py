@@ -166,9 +166,11 @@ class _DiskRefcounts:
 def _check_copied(img, disk, report):
     """OFLAG_COPIED must be set exactly where the refcount is 1, in the active L1 and its L2 tables."""
     geo = img.geo
-    words, ext = geo.l2_entry_words, geo.extended_l2
     counter = ReferenceCounter(img, CheckReport())
     l1 = counter.read_l1(img.header.l1_table_offset, img.header.l1_size) if img.header.l1_size else []
+    # A hostile L1 can name the same L2 cluster thousands of times: each table is examined once and its
+    # findings counted again for every reference, as qemu counts them.
+    findings = {}
     for index, entry in nonzero_entries(l1) if l1 else ():
         l2 = entry & C.L1E_OFFSET_MASK
         if not l2:
@@ -176,20 +178,30 @@ def _check_copied(img, disk, report):
         rc = disk.get(l2 >> geo.cluster_bits)
         if (rc == 1) != bool(entry & C.OFLAG_COPIED):
             report.corruption("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d" % (index, entry, rc))
-        table = counter.read_l2(l2)
-        for i in used_l2_indexes(table, words, geo.l2_entries):
-            e = table[i * words]
-            if not e:
-                continue
-            kind = classify(e, ext)
-            if kind not in (NORMAL, ZERO_ALLOC):
-                continue
-            offset = e & C.L2E_OFFSET_MASK
-            if not offset:
-                continue
-            rc = disk.get(offset >> geo.cluster_bits)
-            if (rc == 1) != bool(e & C.OFLAG_COPIED):
-                report.corruption("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (e, rc))
+        if l2 not in findings:
+            findings[l2] = _copied_flag_errors(geo, disk, counter.read_l2(l2))
+        for message in findings[l2]:
+            report.corruption(message)
+
+
+def _copied_flag_errors(geo, disk, table):
+    """The OFLAG_COPIED corruption messages of one L2 table's data cluster entries."""
+    words, ext = geo.l2_entry_words, geo.extended_l2
+    errors = []
+    for i in used_l2_indexes(table, words, geo.l2_entries):
+        e = table[i * words]
+        if not e:
+            continue
+        kind = classify(e, ext)
+        if kind not in (NORMAL, ZERO_ALLOC):
+            continue
+        offset = e & C.L2E_OFFSET_MASK
+        if not offset:
+            continue
+        rc = disk.get(offset >> geo.cluster_bits)
+        if (rc == 1) != bool(e & C.OFLAG_COPIED):
+            errors.append("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (e, rc))
+    return errors
 
 
 def report_as_qemu_json(report, filename):
