@@ -236,6 +236,23 @@ def qemu_io_holding(path: StrPath, fmt: str = 'qcow2', read_only: bool = False,
                 proc.wait()
 
 
+def qemu_io_send(proc: subprocess.Popen, command: str, answer: str) -> None:
+    """Send one command to a qemu_io_holding() session and wait for the output line that contains answer.
+
+    One command at a time: qemu-io reads its commands with stdio, so lines sent together wait in its
+    buffer until more input arrives.
+    """
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(command + '\n')
+    proc.stdin.flush()
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise QemuError(proc.args, proc.poll() or 0, '', 'qemu-io ended before answering %r' % command)
+        if answer in line:
+            return
+
+
 def dirty_ranges(path: StrPath, bitmap: str) -> list[tuple[int, int]]:
     """(start, length) of the ranges a persistent dirty bitmap marks, as qemu reads it (qemu-nbd -B, map).
 

@@ -7,7 +7,7 @@ import pytest
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import ImageLockedError
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
-    QemuError, qemu_img, qemu_img_create, qemu_io, qemu_io_holding)
+    QemuError, qemu_img, qemu_img_create, qemu_io, qemu_io_holding, qemu_io_send)
 
 WRITE = 'Failed to get "write" lock\nIs another process using the image [%s]?'
 SHARED_WRITE = 'Failed to get shared "write" lock\nIs another process using the image [%s]?'
@@ -27,13 +27,11 @@ def engine_open_error(path, **kwargs):
 
 
 def test_qemu_writer_blocks_engine_writer_and_reader(image):
-    with qemu_io_holding(image, options=['-t', 'writeback']) as qemu:
+    # writethrough: qemu flushes data and metadata after each write (a flush command would print nothing to wait for)
+    with qemu_io_holding(image, options=['-t', 'writethrough']) as qemu:
         assert engine_open_error(image, writable=True) == WRITE % image
         assert engine_open_error(image) == SHARED_WRITE % image
-        qemu.stdin.write('write -P 0x62 0 4k\nflush\nread -P 0x62 0 4k\n')
-        qemu.stdin.flush()
-        while 'read 4096/4096' not in qemu.stdout.readline():
-            pass
+        qemu_io_send(qemu, 'write -P 0x62 0 4k', 'wrote 4096/4096')
         with open_chain(str(image), force_share=True) as chain:  # qemu-img -U: reads, takes no lock
             assert chain.top.read(0, 4096) == b'\x62' * 4096
     with open_chain(str(image), writable=True):

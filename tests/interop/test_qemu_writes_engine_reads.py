@@ -12,7 +12,7 @@ import pytest
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import image_info
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
-    qemu_img, qemu_img_create, qemu_img_info, qemu_io, qemu_io_holding, qemu_supports, raw_of)
+    qemu_img, qemu_img_create, qemu_img_info, qemu_io, qemu_io_holding, qemu_io_send, qemu_supports, raw_of)
 
 CLUSTER_SIZES = [512, 4096, 65536, 2 << 20]
 REFCOUNT_BITS = [1, 2, 4, 8, 16, 32, 64]
@@ -141,11 +141,9 @@ def build(d, geo, scenario):
         qemu_io(top, *guest_writes(cs, size, 5))
     elif scenario == 'lazy-refcounts-crashed':
         qemu_img_create(top, size, options=_opts(geo, lazy_refcounts='on'))
-        with qemu_io_holding(top, options=['-t', 'writeback']) as session:
-            session.stdin.write(''.join(cmd + '\n' for cmd in guest_writes(cs, size, 6)) + 'flush\nread 0 512\n')
-            session.stdin.flush()
-            while 'bytes at offset 0' not in session.stdout.readline():
-                pass
+        with qemu_io_holding(top, options=['-t', 'writethrough']) as session:
+            for cmd in guest_writes(cs, size, 6):  # each flushed: on disk, with the refcounts left stale
+                qemu_io_send(session, cmd, 'bytes at offset')
             session.kill()  # leaves the dirty bit set and refcounts stale, as a crashed VM does
             session.wait()
         assert qemu_img_info(top)['dirty-flag']
