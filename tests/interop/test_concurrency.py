@@ -30,7 +30,7 @@ from ansible_collections.backingchain.qcow2.tests.helpers.qemu import backing_ch
 
 LOCK_MESSAGE = 'Failed to get "write" lock'
 CHAIN = [
-    Layer('base.qcow2', 512 * MiB, steps=('write -P 0x11 0 384M',)),
+    Layer('base.qcow2', 256 * MiB, steps=('write -P 0x11 0 192M',)),
     Layer('top.qcow2', steps=('write -P 0x31 8M 16M',)),
 ]
 PLAYBOOK = """
