@@ -2,8 +2,8 @@
 
 The collection is found through a temporary ANSIBLE_COLLECTIONS_PATH whose
 ansible_collections/backingchain/qcow2 links to the checkout; the play runs with this
-Python as interpreter. Runs are started in a session of their own so that a kill reaches
-the module process too (killpg).
+Python as interpreter. Runs are started in a session of their own; kill_run() kills the whole process tree, since
+Ansible's worker processes (and the module under them) leave the playbook's process group.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import typing as t
 from pathlib import Path
 
@@ -53,14 +54,54 @@ class Playbook:
         return self.remote_tmp.is_dir() and any(self.remote_tmp.glob('ansible-tmp-*/AnsiballZ_*.py'))
 
 
-def kill_run(proc: subprocess.Popen) -> None:
-    """SIGKILL a started run and every process of its session (the module too)."""
-    if proc.poll() is None:
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) of every process, from /proc."""
+    table = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open('/proc/%s/stat' % entry) as f:
+                    fields = f.read().rsplit(')', 1)[1].split()
+            except OSError:
+                continue
+            table[int(entry)] = (int(fields[1]), fields[0])
+    return table
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and all its descendants (Ansible's workers leave the process group, so killpg does not reach them)."""
+    table = _process_table()
+    tree, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        tree.append(parent)
+        todo.extend(child for child, (ppid, _state) in table.items() if ppid == parent)
+    return tree
+
+
+def _signal_all(pids: t.Iterable[int], sig: int) -> None:
+    for pid in pids:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def kill_run(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGKILL a started run and every process it started (the module too), and wait until all are gone:
+    a killed module releases its image locks only when it has exited."""
+    pids = []
+    if proc.poll() is None:
+        _signal_all(_tree(proc.pid), signal.SIGSTOP)  # frozen, nothing forks while the tree is collected
+        pids = _tree(proc.pid)
+        _signal_all(pids, signal.SIGKILL)
     proc.wait()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        table = _process_table()
+        if all(pid not in table or table[pid][1] == 'Z' for pid in pids):
+            break
+        time.sleep(0.01)
     for pipe in (proc.stdout, proc.stderr):
         if pipe:
             pipe.close()

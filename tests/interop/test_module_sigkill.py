@@ -2,7 +2,7 @@
 
 For each task: an uninterrupted run gives the time the module runs and the chain afterwards;
 then runs of the same playbook are killed (the whole process group, module included) at a
-random moment of that window. After each kill: qemu-img check finds no corruption in any
+random moment of that window (every other kill: soon after the module's first write). After each kill: qemu-img check finds no corruption in any
 image (leaks allowed), the top still reads as before (a converted copy is absent or whole);
 running the playbook again succeeds with the right chain and view, leaves no temporary file,
 and a third run changes nothing.
@@ -63,10 +63,15 @@ def _module_window(playbook):
     return time.monotonic() - started
 
 
-def _kill_while_running(playbook, delay):
+def _kill_while_running(playbook, delay, directory=None):
+    """Start a run and kill it delay seconds after its module starts, or (directory given) after the module's
+    first change to a file there, so that some kills surely land while it writes."""
+    untouched = file_states(directory) if directory else None
     proc = playbook.start()
     while proc.poll() is None and not playbook.module_running():
         time.sleep(0.002)
+    while untouched is not None and proc.poll() is None and file_states(directory) == untouched:
+        time.sleep(0.001)
     time.sleep(delay)
     killed = proc.poll() is None
     kill_run(proc)
@@ -93,10 +98,13 @@ def test_module_killed_at_random_moments(tmp_path, pristine, task, record_proper
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     touched = killed = 0
-    for _unused in range(KILLS):
+    for kill in range(KILLS):
         reset_dir(work, source)
         untouched = file_states(work)
-        killed += _kill_while_running(playbook, rng.uniform(0, window))
+        if kill % 2:  # once the module has started writing
+            killed += _kill_while_running(playbook, rng.uniform(0, window / 4), work)
+        else:  # any moment of the module's run
+            killed += _kill_while_running(playbook, rng.uniform(0, window))
         touched += file_states(work) != untouched
         images = [p for p in work.iterdir() if p.suffix == '.qcow2']
         assert_clean(images, leaks_ok=True)

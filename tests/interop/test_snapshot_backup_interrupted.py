@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from ansible_collections.backingchain.qcow2.tests.helpers.playbook import Playbook
+from ansible_collections.backingchain.qcow2.tests.helpers.playbook import Playbook, kill_run
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     qemu_compare,
     qemu_img_check,
@@ -81,10 +79,7 @@ def _run_and_kill(setup, ready, timeout=120.0):
                 pytest.fail("the kill point was not reached in %ss" % timeout)
             time.sleep(0.005)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
+        kill_run(proc)
 
 
 def _exporting(setup):
