@@ -27,8 +27,7 @@ def used_l2_indexes(table, words, entries):
     zeros = bytes(step)
     for base in range(0, entries, _GROUP):
         if raw[base * words * 8:base * words * 8 + step] != zeros:
-            for i in range(base, min(entries, base + _GROUP)):
-                yield i
+            yield from range(base, min(entries, base + _GROUP))
 
 
 class CheckReport:
