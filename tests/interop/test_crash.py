@@ -134,20 +134,38 @@ def test_crash_at_the_nth_io(tmp_path_factory, io_events, config, record_propert
     assert max(durable_counts) > min(durable_counts)  # the points really were spread over the sequence
 
 
+def _sequence_started(proc, log):
+    """Wait until the worker logs its first operation (python start-up is over); False if it ended first."""
+    while not log.exists():
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.001)
+    return True
+
+
 @pytest.mark.parametrize('config', sorted(CONFIGS))
 def test_sigkill_at_random_moments(tmp_path_factory, config, record_property):
     rng = random.Random('sigkill-' + config)
+    # how long the sequence itself runs, from its first logged operation to the worker's exit
+    d = tmp_path_factory.mktemp('kill-%s-dry' % config)
+    proc = start_worker(task(start_image(d, config), config, d / 'log'))
+    assert _sequence_started(proc, d / 'log'), proc.communicate()
+    started = time.monotonic()
+    proc.communicate()
+    duration = time.monotonic() - started
     killed = 0
     for attempt in range(RANDOM_KILLS):
         d = tmp_path_factory.mktemp('kill-%s-%d' % (config, attempt))
         img = start_image(d, config)
         initial = raw_of(img, dest_dir=d).read_bytes()
         proc = start_worker(task(img, config, d / 'log'))
-        time.sleep(rng.uniform(0.15, 0.6))  # python start-up is ~0.15 s
+        if _sequence_started(proc, d / 'log'):
+            time.sleep(rng.uniform(0, duration))
         proc.kill()
         proc.communicate()
         killed += proc.returncode == -9
         verify(img, d / 'log', initial)
+    assert killed, 'every kill came after the sequence ended (%.3f s)' % duration
     record_property('crash_points', RANDOM_KILLS)
     record_property('interop_figures', ('SIGKILL at random moments', {
         'config': config, 'points': RANDOM_KILLS, 'killed_mid_sequence': killed}))
