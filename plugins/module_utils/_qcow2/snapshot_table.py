@@ -8,6 +8,8 @@ with extra data of at least 24 bytes and any unknown extra data preserved (qcow2
 
 from __future__ import annotations
 
+import struct
+
 from . import constants as C
 from .deps import HAS_CONSTRUCT, require_construct
 from .errors import FormatError
@@ -31,6 +33,12 @@ if HAS_CONSTRUCT:
         "disk_size" / Int64ub,
         "icount" / Int64sb,
     )
+
+
+# Reading a table of up to 65536 entries is a hot path: the same layouts as struct formats (a unit test keeps
+# them equal to the construct declarations, which build the table).
+_HEADER = struct.Struct(">QIHHIIQII")
+_EXTRA = struct.Struct(">QQq")
 
 
 class Snapshot:
@@ -88,7 +96,6 @@ class _GrowingBuffer:
 
 def parse_snapshot_table(raw, count, cluster_size, virtual_size, path=None):
     """Parse count entries from raw (bytes or a _GrowingBuffer); returns (snapshots, table byte length)."""
-    require_construct()
     if isinstance(raw, (bytes, bytearray)):
         data = raw
         raw = _GrowingBuffer(lambda n, off: b"", len(data))
@@ -98,29 +105,34 @@ def parse_snapshot_table(raw, count, cluster_size, virtual_size, path=None):
     for i in range(count):
         if not raw.ensure(offset + C.SNAPSHOT_HEADER_SIZE):
             raise FormatError("Snapshot table entry %d lies past the end of the file" % i, path, "snapshot table")
-        h = SNAPSHOT_HEADER.parse(raw[offset:offset + C.SNAPSHOT_HEADER_SIZE])
+        (l1_table_offset, l1_size, id_str_size, name_size, date_sec, date_nsec, vm_clock_nsec, vm_state_size_small,
+         extra_data_size) = _HEADER.unpack_from(raw.data, offset)
         offset += C.SNAPSHOT_HEADER_SIZE
-        if h.extra_data_size > C.MAX_SNAPSHOT_EXTRA_DATA:
+        if extra_data_size > C.MAX_SNAPSHOT_EXTRA_DATA:
             raise FormatError("Too much extra metadata in snapshot table entry %d" % i, path, "snapshot extra_data_size")
-        end = offset + h.extra_data_size + h.id_str_size + h.name_size
+        end = offset + extra_data_size + id_str_size + name_size
         if end > C.MAX_SNAPSHOTS_TABLE_BYTES:
             raise FormatError("Snapshot table exceeds the maximum size", path, "snapshot table")
         if not raw.ensure(end):
             raise FormatError("Snapshot table entry %d lies past the end of the file" % i, path, "snapshot table")
-        extra = bytes(raw[offset:offset + h.extra_data_size])
-        offset += h.extra_data_size
-        id_str = bytes(raw[offset:offset + h.id_str_size]).decode("utf-8", "replace")
-        offset += h.id_str_size
-        name = bytes(raw[offset:offset + h.name_size]).decode("utf-8", "replace")
-        offset = _pad8(offset + h.name_size)
+        data = raw.data
+        extra = data[offset:offset + extra_data_size]
+        offset += extra_data_size
+        id_str = data[offset:offset + id_str_size].decode("utf-8", "replace")
+        offset += id_str_size
+        name = data[offset:offset + name_size].decode("utf-8", "replace")
+        offset = _pad8(offset + name_size)
         # a bad L1 offset or size is reported by check and refused where the snapshot is used (qemu does the same)
-        padded = extra + bytes(max(0, C.SNAPSHOT_EXTRA_SIZE - len(extra)))
-        ext = SNAPSHOT_EXTRA.parse(padded[:C.SNAPSHOT_EXTRA_SIZE])
-        vm_state_size = ext.vm_state_size_large if len(extra) >= 8 else h.vm_state_size
-        disk_size = ext.disk_size if len(extra) >= 16 else virtual_size
-        icount = ext.icount if len(extra) >= 24 else -1
-        out.append(Snapshot(id_str, name, h.l1_table_offset, h.l1_size, h.date_sec, h.date_nsec, h.vm_clock_nsec,
-                            vm_state_size, disk_size, icount, extra[C.SNAPSHOT_EXTRA_SIZE:], h.extra_data_size))
+        if len(extra) >= C.SNAPSHOT_EXTRA_SIZE:
+            vm_state_size, disk_size, icount = _EXTRA.unpack_from(extra)
+        else:
+            padded = extra + bytes(C.SNAPSHOT_EXTRA_SIZE - len(extra))
+            vm_state_size, disk_size, icount = _EXTRA.unpack(padded)
+            vm_state_size = vm_state_size if len(extra) >= 8 else vm_state_size_small
+            disk_size = disk_size if len(extra) >= 16 else virtual_size
+            icount = icount if len(extra) >= 24 else -1
+        out.append(Snapshot(id_str, name, l1_table_offset, l1_size, date_sec, date_nsec, vm_clock_nsec,
+                            vm_state_size, disk_size, icount, extra[C.SNAPSHOT_EXTRA_SIZE:], extra_data_size))
     return out, offset
 
 

@@ -7,7 +7,7 @@ import struct
 import pytest
 from hypothesis import given, strategies as st
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import constants as C
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import constants as C, snapshot_table
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import FormatError
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.snapshot_table import (
     Snapshot, build_snapshot_table, parse_snapshot_table)
@@ -78,3 +78,14 @@ def test_table_shorter_than_its_entry_count():
     raw = build_snapshot_table([Snapshot('1', 'a')])
     with pytest.raises(FormatError, match='past the end'):
         parse_snapshot_table(raw, 2, CS, 0)
+
+
+def test_struct_formats_match_the_construct_declarations():
+    """Reading uses struct for speed; the layouts must stay those of the construct declarations."""
+    assert snapshot_table._HEADER.size == snapshot_table.SNAPSHOT_HEADER.sizeof() == C.SNAPSHOT_HEADER_SIZE
+    assert snapshot_table._EXTRA.size == snapshot_table.SNAPSHOT_EXTRA.sizeof() == C.SNAPSHOT_EXTRA_SIZE
+    values = dict(l1_table_offset=0x123456789, l1_size=7, id_str_size=2, name_size=3, date_sec=11, date_nsec=12,
+                  vm_clock_nsec=13, vm_state_size=14, extra_data_size=24)
+    assert snapshot_table._HEADER.unpack(snapshot_table.SNAPSHOT_HEADER.build(values)) == tuple(values.values())
+    extra = dict(vm_state_size_large=1 << 40, disk_size=1 << 30, icount=-1)
+    assert snapshot_table._EXTRA.unpack(snapshot_table.SNAPSHOT_EXTRA.build(extra)) == tuple(extra.values())
