@@ -13,6 +13,8 @@ zero clusters, as the caller asks. One buffer is reused for the whole copy.
 
 from __future__ import annotations
 
+import contextlib
+
 from .segments import RUN_DATA, RUN_ZERO
 from .zeros import zero_bytes
 
@@ -46,7 +48,10 @@ def copy_runs(source, dest, runs, zero_runs="skip", chunk=CHUNK, stats=None, pro
     told (commit into a base, an image with a backing file).
     """
     stats = stats or CopyStats()
-    with dest.file.write_behind():
+    # Writing behind pays off for a new image; into an existing one (commit, rebase) it measured slower
+    # (commit of 512 MiB: about 0.65 s against 0.36 s written in line), so those write in line.
+    behind = dest.file.write_behind() if zero_runs == "skip" else contextlib.nullcontext()
+    with behind:
         try:
             _copy(source, dest, runs, zero_runs, chunk, stats, progress)
         finally:
