@@ -11,14 +11,9 @@ from __future__ import annotations
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.commit_live import LiveCommit
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.commit_shutoff import ShutOffCommit
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.commit_state import CommitOperation
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_target import requested_domain
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_target import operation_for
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.engine import chain_policy
 
 
 def commit_operation(module):
-    domain = requested_domain(module.params, chain_policy(module.params))
-    if domain is None:
-        return CommitOperation(module)
-    if domain.running:
-        return LiveCommit(module, domain)
-    return ShutOffCommit(module, domain)
+    return operation_for(module, chain_policy(module.params), CommitOperation, LiveCommit, ShutOffCommit)

@@ -157,3 +157,12 @@ def requested_domain(params, policy):
     if not params.get("domain"):
         return None
     return Domain(params, policy)
+
+
+def operation_for(module, policy, offline, live, shut_off, *args):
+    """Which operation does the task: offline(module, *args) without ``domain``; with it, live(module, *args, domain)
+    while qemu runs the domain, else shut_off(module, *args, domain) (the engine plus the domain's definition)."""
+    domain = requested_domain(module.params, policy)
+    if domain is None:
+        return offline(module, *args)
+    return (live if domain.running else shut_off)(module, *args, domain)

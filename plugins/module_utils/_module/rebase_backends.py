@@ -8,7 +8,7 @@ plus the definition of a shut-off domain."""
 
 from __future__ import annotations
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_target import requested_domain
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_target import operation_for
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.engine import chain_policy
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.rebase_live import LiveRebase
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.rebase_shutoff import ShutOffRebase
@@ -16,9 +16,4 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._module.rebase_
 
 
 def rebase_operation(module):
-    domain = requested_domain(module.params, chain_policy(module.params))
-    if domain is None:
-        return RebaseOperation(module)
-    if domain.running:
-        return LiveRebase(module, domain)
-    return ShutOffRebase(module, domain)
+    return operation_for(module, chain_policy(module.params), RebaseOperation, LiveRebase, ShutOffRebase)

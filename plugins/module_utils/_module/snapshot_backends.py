@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_target import requested_domain
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_target import operation_for
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.snapshot_external import OfflineExternalSnapshot
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.snapshot_live import LiveExternalSnapshot
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.snapshot_shutoff import ShutOffExternalSnapshot
@@ -15,9 +15,5 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._module.snapsho
 
 def select_external_backend(module, path, overlay, policy):
     """Offline without ``domain``; with it, libvirt while qemu runs the domain, else offline plus its definition."""
-    domain = requested_domain(module.params, policy)
-    if domain is None:
-        return OfflineExternalSnapshot(module, path, overlay, policy)
-    if domain.running:
-        return LiveExternalSnapshot(module, path, overlay, policy, domain)
-    return ShutOffExternalSnapshot(module, path, overlay, policy, domain)
+    return operation_for(module, policy, OfflineExternalSnapshot, LiveExternalSnapshot, ShutOffExternalSnapshot,
+                         path, overlay, policy)
