@@ -219,3 +219,6 @@ STANDARD_CHAINS: dict[str, t.Callable[[], list[Layer]]] = {
     'two-deep': lambda: [Layer('base.qcow2', BASE_SIZE, 'qcow2', {'cluster_size': 4096}, BASE_STEPS + MID_STEPS),
                          Layer('top.qcow2', TOP_SIZE, 'qcow2', {'cluster_size': 4096}, TOP_STEPS)],
 }
+
+# the standard chains with three images (base, mid, top)
+THREE_DEEP = [name for name, make in STANDARD_CHAINS.items() if len(make()) == 3]

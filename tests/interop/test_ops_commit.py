@@ -17,6 +17,7 @@ import pytest
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 from ansible_collections.backingchain.qcow2.tests.helpers.chains import (
     STANDARD_CHAINS,
+    THREE_DEEP,
     assert_clean,
     build_chain,
     copy_images,
@@ -32,9 +33,6 @@ from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     qemu_img_map,
     qemu_io,
 )
-
-THREE_DEEP = [name for name, make in STANDARD_CHAINS.items() if len(make()) == 3]
-
 
 def _setup(tmp_path, name):
     layers = STANDARD_CHAINS[name]()

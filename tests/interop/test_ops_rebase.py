@@ -9,6 +9,7 @@ import pytest
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 from ansible_collections.backingchain.qcow2.tests.helpers.chains import (
     STANDARD_CHAINS,
+    THREE_DEEP,
     TOP_SIZE,
     assert_clean,
     build_chain,
@@ -25,9 +26,6 @@ from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     qemu_img_map,
     qemu_io,
 )
-
-THREE_DEEP = [name for name, make in STANDARD_CHAINS.items() if len(make()) == 3]
-
 
 def _setup(tmp_path, name):
     layers = STANDARD_CHAINS[name]()
