@@ -34,6 +34,7 @@ from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     qemu_io,
 )
 
+
 def _setup(tmp_path, name):
     layers = STANDARD_CHAINS[name]()
     pristine = tmp_path / 'pristine'
