@@ -76,9 +76,9 @@ def convert(source, dest, compress=False, backing_file=None, backing_format=None
                 raise ImageLockedError(conflict, dest)
         opts = _options_for(options, top.size, backing_file, backing_format)
         runs = layer_runs(top, stop, 0, top.size)
+        measured = measure_chain(top, stop, opts, runs)
         if outside:
             runs = _zeros_past(runs, stop.size if stop is not None else 0)
-        measured = measure_chain(top, stop, opts)
         result = {"changed": True, "dest": dest, "required": measured["required"], "bytes_to_copy": data_bytes(runs),
                   "bytes_written": 0, "compressed": bool(compress), "duration": 0.0}
         if dry_run:

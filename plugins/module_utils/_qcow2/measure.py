@@ -59,17 +59,28 @@ def _bitmaps_size(img, cluster_size):
     return total + -(-directory // cluster_size) * cluster_size
 
 
-def measure_chain(top, stop=None, options=None):
-    """Measure copying top's view (down to stop) into a new qcow2 image with options."""
+def measure_chain(top, stop=None, options=None, runs=None):
+    """Measure copying top's view (down to stop) into a new qcow2 image with options.
+
+    runs: layer_runs(top, stop, 0, top.size) when the caller has them already; they are what qemu counts
+    too unless a layer looks metadata-preallocated (then its holes are walked again, as qemu sees them).
+    """
     opts = options or CreateOptions()
     cs = opts.cluster_size
     order = opts.refcount_bits.bit_length() - 1
     size = top.size
-    clusters = set()
-    for start, end, kind in layer_runs(*_as_qemu_reports(top, stop), 0, size):
+    qemu_top, qemu_stop = _as_qemu_reports(top, stop)
+    if runs is None or _any_holes(qemu_top, qemu_stop):
+        runs = layer_runs(qemu_top, qemu_stop, 0, size)
+    clusters = 0
+    last = -1  # runs are sorted and disjoint: count each cluster once though two runs may share it
+    for start, end, kind in runs:
         if kind == RUN_DATA:
-            clusters.update(range(start // cs, -(-end // cs)))
-    required_data = len(clusters) * cs
+            first, final = max(start // cs, last + 1), -(-end // cs) - 1
+            if final >= first:
+                clusters += final - first + 1
+                last = final
+    required_data = clusters * cs
     if opts.preallocation in ("falloc", "full"):
         required_data = -(-size // cs) * cs  # every cluster is written (qcow2_measure)
     fully = prealloc_size(size, cs, order, opts.extended_l2)
@@ -141,6 +152,14 @@ def _as_qemu_reports(top, stop):
     for img in reversed(images):
         below = wrapped[id(img)] = _Layer(img, below)
     return wrapped[id(top)], (wrapped.get(id(stop)) if stop is not None else None)
+
+
+def _any_holes(layer, stop):
+    while layer is not None and layer is not stop:
+        if layer.holes:
+            return True
+        layer = layer.backing
+    return False
 
 
 def _looks_metadata_preallocated(img):
