@@ -51,7 +51,7 @@ def copy_runs(source, dest, runs, zero_runs="skip", chunk=CHUNK, stats=None, pro
     # Writing behind pays off for a new image; into an existing one (commit, rebase) it measured slower
     # (commit of 512 MiB: about 0.65 s against 0.36 s written in line), so those write in line.
     behind = dest.file.write_behind() if zero_runs == "skip" else contextlib.nullcontext()
-    with behind:
+    with behind, dest.file.early_writeback():
         try:
             _copy(source, dest, runs, zero_runs, chunk, stats, progress)
         finally:
@@ -63,9 +63,10 @@ def _copy(source, dest, runs, zero_runs, chunk, stats, progress):
     cs = dest.cluster_size
     chunk = max(cs, (chunk // cs) * cs)
     # a few buffers in turn: one is filled while the writes from the others run behind (reusing them spares
-    # the page faults of fresh memory)
+    # the page faults of fresh memory); small runs share a buffer, so their writes can go out together
     ring = [bytearray(chunk) for _unused in range(BUFFERS)]
-    turn = 0
+    turn, used = 0, 0
+    dest.file.buffer_tag = turn
     for start, end, kind in runs:
         if kind == RUN_ZERO:
             if zero_runs == "zero":
@@ -78,30 +79,32 @@ def _copy(source, dest, runs, zero_runs, chunk, stats, progress):
         stop = min(dest.size, -(-end // cs) * cs)
         while pos < stop:
             n = min(chunk, stop - pos)
-            turn = (turn + 1) % BUFFERS
-            dest.file.wait_for_buffer(turn)
-            dest.file.buffer_tag = turn
+            if used + n > chunk:
+                turn, used = (turn + 1) % BUFFERS, 0
+                dest.file.wait_for_buffer(turn)
+                dest.file.buffer_tag = turn
             buf = ring[turn]
-            source.read_into(memoryview(buf)[:n], pos)
+            source.read_into(memoryview(buf)[used:used + n], pos)
             stats.bytes_read += n
-            _write_nonzero(dest, buf, pos, n, cs, zero_runs, stats)
+            _write_nonzero(dest, buf, used, pos, n, cs, zero_runs, stats)
+            used += n
             if progress is not None:
                 progress(pos + n)
             pos += n
 
 
-def _write_nonzero(dest, buf, offset, length, cs, zero_runs, stats):
-    """Write the chunk's non-zero clusters in as few calls as possible."""
+def _write_nonzero(dest, buf, first, offset, length, cs, zero_runs, stats):
+    """Write the non-zero clusters of buf[first:first+length] (guest offset ``offset``) in as few calls as possible."""
     view = memoryview(buf)
     zero = zero_bytes(cs)
     run_start = None
     pos = 0
     while pos < length:
         n = min(cs, length - pos)
-        is_zero = buf[pos:pos + n] == (zero if n == cs else zero_bytes(n))
+        is_zero = buf.startswith(zero, first + pos, first + pos + n) if n == cs else not any(buf[first + pos:first + pos + n])
         if is_zero:
             if run_start is not None:
-                dest.write(offset + run_start, view[run_start:pos])
+                dest.write(offset + run_start, view[first + run_start:first + pos])
                 stats.bytes_written += pos - run_start
                 run_start = None
             if zero_runs == "zero":
@@ -111,5 +114,5 @@ def _write_nonzero(dest, buf, offset, length, cs, zero_runs, stats):
             run_start = pos
         pos += n
     if run_start is not None:
-        dest.write(offset + run_start, view[run_start:length])
+        dest.write(offset + run_start, view[first + run_start:first + length])
         stats.bytes_written += length - run_start

@@ -1,0 +1,116 @@
+"""Positional file I/O: writes behind in worker threads, small contiguous ones gathered, early writeback hints."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import fileio
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.fileio import BlockFile
+
+
+@pytest.fixture
+def block(tmp_path):
+    f = BlockFile(str(tmp_path / "f"), create=True)
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def syscalls(monkeypatch):
+    """Every pwritev the file issues, as (offset, total bytes)."""
+    calls = []
+    real = os.pwritev
+
+    def recording(fd, buffers, offset):
+        calls.append((offset, sum(len(b) for b in buffers)))
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(fileio.os, "pwritev", recording)
+    return calls
+
+
+def test_contiguous_small_writes_behind_go_out_as_one(block, syscalls):
+    with block.write_behind():
+        for i in range(16):
+            block.pwrite(bytes([i + 1]) * 4096, i * 4096)
+    assert syscalls == [(0, 16 * 4096)]
+    assert block.pread(16 * 4096, 0) == b"".join(bytes([i + 1]) * 4096 for i in range(16))
+
+
+def test_a_gap_or_a_large_write_starts_a_new_request(block, syscalls):
+    big = fileio.GATHER_BYTES
+    with block.write_behind():
+        block.pwrite(b"a" * 4096, 0)
+        block.pwrite(b"b" * 4096, 4096)
+        block.pwrite(b"c" * 4096, 3 * 4096)  # not contiguous with what is gathered
+        block.pwrite(b"d" * big, 1 << 30)  # at the limit: issued by itself
+    assert sorted(syscalls) == [(0, 8192), (3 * 4096, 4096), (1 << 30, big)]
+
+
+def test_gathering_stops_at_the_limit(block, syscalls):
+    piece = fileio.GATHER_BYTES // 4
+    with block.write_behind():
+        for i in range(6):
+            block.pwrite(b"x" * piece, i * piece)
+    assert sorted(syscalls) == [(0, 4 * piece), (4 * piece, 2 * piece)]
+
+
+def test_a_read_sees_the_gathered_writes(block):
+    with block.write_behind():
+        block.pwrite(b"1" * 512, 0)
+        block.pwrite(b"2" * 512, 512)
+        assert block.pread(1024, 0) == b"1" * 512 + b"2" * 512
+
+
+def test_overlapping_writes_land_in_issue_order(block):
+    with block.write_behind():
+        block.pwrite(b"old" * 1000, 0)
+        block.pwrite(b"N" * 100, 10)  # overlaps the gathered write: it must not be overtaken
+    assert block.pread(3000, 0) == (b"old" * 1000)[:10] + b"N" * 100 + (b"old" * 1000)[110:]
+
+
+def test_waiting_for_a_buffer_issues_and_finishes_its_writes(block):
+    buf = bytearray(b"A" * 4096)
+    with block.write_behind():
+        block.buffer_tag = 0
+        block.pwrite(memoryview(buf), 0)
+        block.buffer_tag = 1
+        block.pwrite(b"B" * 4096, 4096)
+        block.wait_for_buffer(0)
+        buf[:] = b"Z" * 4096  # reusing the buffer now must not change what was written
+    assert block.pread(8192, 0) == b"A" * 4096 + b"B" * 4096
+
+
+def test_a_failed_write_behind_is_raised(block, monkeypatch):
+    def failing(fd, buffers, offset):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(fileio.os, "pwritev", failing)
+    with pytest.raises(fileio.Qcow2Error, match="I/O error while writing"):
+        with block.write_behind():
+            block.pwrite(b"x" * 4096, 0)
+
+
+def test_early_writeback_hints_the_ranges_a_batch_behind(block, monkeypatch):
+    hints = []
+    monkeypatch.setattr(fileio.os, "posix_fadvise", lambda fd, offset, length, advice: hints.append((offset, length, advice)))
+    every = 1 << 20
+    with block.early_writeback(every):
+        for i in range(5):
+            block.pwrite(b"w" * every, i * every)
+    # each full batch hands over the one before it: the last is left to the final flush
+    assert hints == [(i * every, every, os.POSIX_FADV_DONTNEED) for i in range(4)]
+    assert block.pread(5 * every, 0) == b"w" * (5 * every)
+
+
+def test_early_writeback_ignores_a_refused_hint(block, monkeypatch):
+    def refusing(fd, offset, length, advice):
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(fileio.os, "posix_fadvise", refusing)
+    with block.early_writeback(4096):
+        for i in range(4):
+            block.pwrite(b"q" * 4096, i * 4096)
+    assert block.pread(4 * 4096, 0) == b"q" * 4 * 4096
