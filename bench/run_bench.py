@@ -140,7 +140,7 @@ HUGE_OPERATIONS = [
 ]
 
 
-def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None):
+def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None, show_pairs=False):
     work = os.path.join(data, "work")
     eng_t, qemu_t, ratios, eng_rss, qemu_rss = [], [], [], [], []
     for rep in range(reps):
@@ -157,6 +157,9 @@ def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None):
         eng_t.append(pair["engine"][0])
         qemu_t.append(pair["qemu"][0])
         ratios.append(pair["engine"][0] / pair["qemu"][0])
+        if show_pairs:
+            print("  pair %d: engine %.3fs  qemu-img %.3fs  ratio %.2f" % (rep + 1, pair["engine"][0], pair["qemu"][0],
+                                                                     ratios[-1]), flush=True)
         eng_rss.append(pair["engine"][1])
         qemu_rss.append(pair["qemu"][1])
     return {"operation": name, "engine_s": statistics.median(eng_t), "qemu_s": statistics.median(qemu_t),
@@ -170,21 +173,22 @@ def main():
     parser.add_argument("--quick", action="store_true", help="an 8x smaller workload, for a smoke run")
     parser.add_argument("--only", help="run only operations whose name contains this text")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--pairs", action="store_true", help="print every paired run, not only the medians")
     args = parser.parse_args()
     print("building the workload in %s ..." % args.dir, flush=True)
     build_workload(args.dir, args.quick)
     rows = []
     for name, inputs, eng, qemu in OPERATIONS:
         if not args.only or args.only in name:
-            rows.append(measure(name, args.dir, inputs, eng, qemu, args.reps))
+            rows.append(measure(name, args.dir, inputs, eng, qemu, args.reps, show_pairs=args.pairs))
             _print_row(rows[-1])
     for name, cwd_name, eng, qemu in NO_COPY_OPERATIONS:
         if not args.only or args.only in name:
-            rows.append(measure(name, args.dir, [], eng, qemu, args.reps, cwd_name))
+            rows.append(measure(name, args.dir, [], eng, qemu, args.reps, cwd_name, args.pairs))
             _print_row(rows[-1])
     for name, inputs, eng, qemu in HUGE_OPERATIONS:
         if not args.only or args.only in name:
-            rows.append(measure(name, args.dir, inputs, eng, qemu, max(1, args.reps // 2)))
+            rows.append(measure(name, args.dir, inputs, eng, qemu, max(1, args.reps // 2), show_pairs=args.pairs))
             _print_row(rows[-1])
     print()
     print(table(rows))
