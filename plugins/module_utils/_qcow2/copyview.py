@@ -8,13 +8,12 @@
 Data runs are widened to whole clusters of the destination and read through the source's full view
 (which is exactly what the destination will show there), so every write covers whole clusters and no
 copy-on-write read is needed. All-zero clusters are not written: they are skipped or turned into
-zero clusters, as the caller asks. One buffer is reused for the whole copy.
+zero clusters, as the caller asks. A few aligned buffers are reused for the whole copy.
 """
 
 from __future__ import annotations
 
-import contextlib
-
+from .directio import aligned_buffer
 from .segments import RUN_DATA, RUN_ZERO
 from .zeros import zero_bytes
 
@@ -48,10 +47,10 @@ def copy_runs(source, dest, runs, zero_runs="skip", chunk=CHUNK, stats=None, pro
     told (commit into a base, an image with a backing file).
     """
     stats = stats or CopyStats()
-    # Writing behind pays off for a new image; into an existing one (commit, rebase) it measured slower
-    # (commit of 512 MiB: about 0.65 s against 0.36 s written in line), so those write in line.
-    behind = dest.file.write_behind() if zero_runs == "skip" else contextlib.nullcontext()
-    with behind, dest.file.early_writeback():
+    # Whole clusters go to disk directly from the buffers, in worker threads while the next chunk is read
+    # (commit of 512 MiB on the test VM: 0.39 s, against 0.53 s written in line and 0.45-1.0 s through the
+    # page cache); the rest still goes through the page cache, whose writeback starts early.
+    with dest.file.write_behind(), dest.file.early_writeback(), dest.file.direct_writes():
         try:
             _copy(source, dest, runs, zero_runs, chunk, stats, progress)
         finally:
@@ -64,7 +63,7 @@ def _copy(source, dest, runs, zero_runs, chunk, stats, progress):
     chunk = max(cs, (chunk // cs) * cs)
     # a few buffers in turn: one is filled while the writes from the others run behind (reusing them spares
     # the page faults of fresh memory); small runs share a buffer, so their writes can go out together
-    ring = [bytearray(chunk) for _unused in range(BUFFERS)]
+    ring = [aligned_buffer(chunk) for _unused in range(BUFFERS)]  # aligned, so whole clusters can go out direct
     turn, used = 0, 0
     dest.file.buffer_tag = turn
     for start, end, kind in runs:
@@ -83,10 +82,10 @@ def _copy(source, dest, runs, zero_runs, chunk, stats, progress):
                 turn, used = (turn + 1) % BUFFERS, 0
                 dest.file.wait_for_buffer(turn)
                 dest.file.buffer_tag = turn
-            buf = ring[turn]
-            source.read_into(memoryview(buf)[used:used + n], pos)
+            buf, base = ring[turn]
+            source.read_into(memoryview(buf)[base + used:base + used + n], pos)
             stats.bytes_read += n
-            _write_nonzero(dest, buf, used, pos, n, cs, zero_runs, stats)
+            _write_nonzero(dest, buf, base + used, pos, n, cs, zero_runs, stats)
             used += n
             if progress is not None:
                 progress(pos + n)

@@ -16,6 +16,7 @@ import errno
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from . import directio
 from .errors import CorruptionError, NoSpaceError, Qcow2Error
 
 IOV_MAX = 1024
@@ -91,6 +92,8 @@ class BlockFile:
         self._max_pending = 8
         self._writeback = None  # an EarlyWriteback inside early_writeback()
         self._gather = None  # [start, end, views, buffer tags] of contiguous writes behind not yet issued
+        self._direct_fd = None  # an O_DIRECT descriptor inside direct_writes()
+        self._direct_refused = None  # the same, once the filesystem refused a direct write (closed at the end)
 
     # ---- reads ----
     def pread(self, length, offset):
@@ -178,28 +181,43 @@ class BlockFile:
         self._pending.append((self._executor.submit(self._write_views, views, start), start, end, tags))
 
     def _write_views(self, views, offset):
+        fd = self._direct_fd
+        if fd is not None and directio.qualifies(views, offset):
+            try:
+                self._write_views_to(fd, views, offset)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    _raise_os_error(exc, self.path, "writing")
+                # the filesystem turned the alignment down after all: the page cache it is, from now on
+                self._direct_fd = None
+                self._direct_refused = fd
         try:
-            pos = 0
-            while views:
-                batch = views[:IOV_MAX]
-                expected = sum(len(v) for v in batch)
-                n = os.pwritev(self.fd, batch, offset + pos)
-                pos += n
-                if n == expected:
-                    views = views[IOV_MAX:]
-                    continue
-                # short write: drop what was written and retry the rest
-                rest = []
-                skip = n
-                for v in views:
-                    if skip >= len(v):
-                        skip -= len(v)
-                        continue
-                    rest.append(v[skip:])
-                    skip = 0
-                views = rest
+            self._write_views_to(self.fd, views, offset)
         except OSError as exc:
             _raise_os_error(exc, self.path, "writing")
+
+    def _write_views_to(self, fd, views, offset):
+        """pwritev all of views at offset through fd, retrying short writes."""
+        pos = 0
+        while views:
+            batch = views[:IOV_MAX]
+            expected = sum(len(v) for v in batch)
+            n = os.pwritev(fd, batch, offset + pos)
+            pos += n
+            if n == expected:
+                views = views[IOV_MAX:]
+                continue
+            # short write: drop what was written and retry the rest
+            rest = []
+            skip = n
+            for v in views:
+                if skip >= len(v):
+                    skip -= len(v)
+                    continue
+                rest.append(v[skip:])
+                skip = 0
+            views = rest
 
     @contextlib.contextmanager
     def write_behind(self, workers=2, max_pending=8):
@@ -220,6 +238,24 @@ class BlockFile:
                 pass  # the first error was raised above
             self._executor.shutdown(wait=True)
             self._executor = None
+
+    @contextlib.contextmanager
+    def direct_writes(self):
+        """Let aligned data writes bypass the page cache (see directio.py); others, and every read, still use
+        it (Linux keeps the two coherent). flush() still makes the direct writes durable."""
+        if self._direct_fd is not None or not self.writable:
+            yield
+            return
+        self._direct_fd = directio.open_direct(self.path)
+        try:
+            yield
+        finally:
+            try:
+                self.drain()  # never close the descriptor under a running write
+            finally:
+                for fd in {self._direct_fd, self._direct_refused} - {None}:
+                    os.close(fd)
+                self._direct_fd = self._direct_refused = None
 
     @contextlib.contextmanager
     def early_writeback(self, every=32 << 20):

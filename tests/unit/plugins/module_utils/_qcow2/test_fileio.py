@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import fileio
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import directio, fileio
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.fileio import BlockFile
 
 
@@ -114,3 +114,86 @@ def test_early_writeback_ignores_a_refused_hint(block, monkeypatch):
         for i in range(4):
             block.pwrite(b"q" * 4096, i * 4096)
     assert block.pread(4 * 4096, 0) == b"q" * 4 * 4096
+
+
+# ---- direct writes ----
+
+@pytest.fixture
+def fd_calls(monkeypatch):
+    """The descriptor of every pwritev, in order."""
+    calls = []
+    real = os.pwritev
+
+    def recording(fd, buffers, offset):
+        calls.append(fd)
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(fileio.os, "pwritev", recording)
+    return calls
+
+
+def _aligned(size, fill):
+    buf, first = directio.aligned_buffer(size)
+    view = memoryview(buf)[first:first + size]
+    view[:] = fill * size
+    return view
+
+
+def test_aligned_writes_bypass_the_page_cache_and_others_do_not(block, fd_calls):
+    with block.direct_writes():
+        direct_fd = block._direct_fd
+        assert direct_fd is not None, "this filesystem should accept O_DIRECT (ext4 does)"
+        block.pwrite(_aligned(8192, b"d"), 0)
+        block.pwrite(b"u" * 8192, 8192)  # a bytes object: its address cannot be checked, so it is not aligned
+        block.pwrite(_aligned(8192, b"o"), 16384 + 512)  # aligned buffer, unaligned offset
+        assert block.pread(8192, 0) == b"d" * 8192  # a read right after a direct write sees it
+    assert fd_calls == [direct_fd, block.fd, block.fd]
+    assert block._direct_fd is None
+    block.flush()
+    assert block.pread(16384 + 512 + 8192, 0) == b"d" * 8192 + b"u" * 8192 + bytes(512) + b"o" * 8192
+
+
+def test_direct_writes_behind_with_gathering(block, fd_calls):
+    with block.write_behind(), block.direct_writes():
+        direct_fd = block._direct_fd
+        for i in range(4):
+            block.pwrite(_aligned(4096, bytes([65 + i])), i * 4096)
+    assert fd_calls == [direct_fd]
+    assert block.pread(4 * 4096, 0) == b"AAAA" * 1024 + b"BBBB" * 1024 + b"CCCC" * 1024 + b"DDDD" * 1024
+
+
+def test_a_refused_direct_write_goes_through_the_page_cache_from_then_on(block, monkeypatch):
+    calls = []
+    real = os.pwritev
+
+    def refusing_direct(fd, buffers, offset):
+        calls.append(fd)
+        if fd != block.fd:
+            raise OSError(22, "Invalid argument")
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(fileio.os, "pwritev", refusing_direct)
+    with block.direct_writes():
+        direct_fd = block._direct_fd
+        block.pwrite(_aligned(4096, b"1"), 0)
+        block.pwrite(_aligned(4096, b"2"), 4096)
+    assert calls == [direct_fd, block.fd, block.fd]
+    assert block.pread(8192, 0) == b"1" * 4096 + b"2" * 4096
+
+
+def test_without_o_direct_everything_goes_through_the_page_cache(block, fd_calls, monkeypatch):
+    monkeypatch.setattr(directio, "open_direct", lambda path: None)
+    with block.direct_writes():
+        block.pwrite(_aligned(4096, b"x"), 0)
+    assert fd_calls == [block.fd]
+    assert block.pread(4096, 0) == b"x" * 4096
+
+
+def test_alignment_rules():
+    view = _aligned(2 * directio.ALIGN, b"a")
+    assert directio.qualifies([view], 0)
+    assert directio.qualifies([view[:directio.ALIGN], view[directio.ALIGN:]], directio.ALIGN)
+    assert not directio.qualifies([view], 512)  # offset
+    assert not directio.qualifies([view[:512]], 0)  # length
+    assert not directio.qualifies([view[512:512 + directio.ALIGN]], 0)  # address
+    assert not directio.qualifies([bytes(directio.ALIGN)], 0)  # read-only: address unknown
