@@ -140,7 +140,7 @@ HUGE_OPERATIONS = [
 ]
 
 
-def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None, show_pairs=False):
+def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None, show_pairs=False, settle=0.0):
     work = os.path.join(data, "work")
     eng_t, qemu_t, ratios, eng_rss, qemu_rss = [], [], [], [], []
     for rep in range(reps):
@@ -149,6 +149,10 @@ def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None, show_
         for side in (("engine", "qemu") if rep % 2 == 0 else ("qemu", "engine")):
             if inputs:
                 fresh(data, work, inputs)
+                # On the test VMs a write that starts right after files were deleted and synced is sometimes
+                # several times faster than one that starts seconds later (the storage below discards the
+                # freed blocks meanwhile), which made paired runs bimodal: let every run start settled.
+                time.sleep(settle)
                 cwd = work
             else:
                 cwd = os.path.join(data, cwd_name) if cwd_name else data
@@ -174,13 +178,15 @@ def main():
     parser.add_argument("--only", help="run only operations whose name contains this text")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--pairs", action="store_true", help="print every paired run, not only the medians")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds to wait after preparing the inputs of a run, before timing it")
     args = parser.parse_args()
     print("building the workload in %s ..." % args.dir, flush=True)
     build_workload(args.dir, args.quick)
     rows = []
     for name, inputs, eng, qemu in OPERATIONS:
         if not args.only or args.only in name:
-            rows.append(measure(name, args.dir, inputs, eng, qemu, args.reps, show_pairs=args.pairs))
+            rows.append(measure(name, args.dir, inputs, eng, qemu, args.reps, show_pairs=args.pairs, settle=args.settle))
             _print_row(rows[-1])
     for name, cwd_name, eng, qemu in NO_COPY_OPERATIONS:
         if not args.only or args.only in name:
@@ -188,7 +194,8 @@ def main():
             _print_row(rows[-1])
     for name, inputs, eng, qemu in HUGE_OPERATIONS:
         if not args.only or args.only in name:
-            rows.append(measure(name, args.dir, inputs, eng, qemu, max(1, args.reps // 2), show_pairs=args.pairs))
+            rows.append(measure(name, args.dir, inputs, eng, qemu, max(1, args.reps // 2), show_pairs=args.pairs,
+                                settle=args.settle))
             _print_row(rows[-1])
     print()
     print(table(rows))
