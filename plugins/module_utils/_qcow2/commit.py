@@ -37,14 +37,6 @@ def _index_of(chain, path):
     return None
 
 
-def _holds_data(img):
-    """True if the image decides anything by itself (data or zero clusters)."""
-    for start, end, kind in layer_runs(img, img.backing, 0, img.size):
-        if kind in (RUN_DATA, RUN_ZERO):
-            return True
-    return False
-
-
 def plan(path, top=None, base=None, policy=None):
     """What commit would do, without writing: a dict (see commit())."""
     with open_chain(path, force_share=True, policy=policy) as chain:
@@ -106,7 +98,9 @@ def _plan(chain, path, top, base, policy=None):
     runs = layer_runs(top_img, base_img, 0, top_img.size)
     result["bytes_copied"] = data_bytes(runs)
     result["base_size"] = max(base_img.size, top_img.size)
-    if ti == 0 and bi == 1 and not _holds_data(top_img) and top_img.size <= base_img.size:
+    # with base right below top, the runs say whether top decides anything by itself (data or zero clusters)
+    holds_data = any(kind in (RUN_DATA, RUN_ZERO) for _start, _end, kind in runs)
+    if ti == 0 and bi == 1 and not holds_data and top_img.size <= base_img.size:
         result["msg"] = "%s holds no data above %s: nothing to commit" % (top_img.path, base_img.path)
         return result
     result["changed"] = True

@@ -100,7 +100,7 @@ class BlockFile:
         """Read up to length bytes; shorter only at end of file."""
         _check_range(self.path, offset, length)
         if self._pending or self._gather:
-            self.drain()
+            self._wait_overlapping(offset, offset + length)
         try:
             data = os.pread(self.fd, length, offset)
             if len(data) == length or not data:
@@ -121,7 +121,7 @@ class BlockFile:
         """Fill the writable memoryview from offset; bytes past end of file read as zeros."""
         _check_range(self.path, offset, len(view))
         if self._pending or self._gather:
-            self.drain()
+            self._wait_overlapping(offset, offset + len(view))
         total = len(view)
         done = 0
         try:
@@ -283,6 +283,20 @@ class BlockFile:
             else:
                 still.append(item)
         self._pending = still
+
+    def _wait_overlapping(self, start, end):
+        """Before a read: finish the writes behind it would overlap (the others may go on running)."""
+        gather = self._gather
+        if gather is not None and gather[0] < end and start < gather[1]:
+            self._issue_gathered()
+        if any(s < end and start < e for _f, s, e, _tags in self._pending):
+            still = []
+            for item in self._pending:
+                if item[1] < end and start < item[2]:
+                    item[0].result()
+                else:
+                    still.append(item)
+            self._pending = still
 
     def drain(self):
         """Wait for every write still running in write_behind(); raise the first failure."""

@@ -197,3 +197,22 @@ def test_alignment_rules():
     assert not directio.qualifies([view[:512]], 0)  # length
     assert not directio.qualifies([view[512:512 + directio.ALIGN]], 0)  # address
     assert not directio.qualifies([bytes(directio.ALIGN)], 0)  # read-only: address unknown
+
+
+def test_a_read_waits_only_for_the_writes_it_overlaps(block, monkeypatch):
+    import threading
+    release = threading.Event()
+    real = os.pwritev
+
+    def slow_far_write(fd, buffers, offset):
+        if offset >= 1 << 20:
+            assert release.wait(10), "the far write was never let go"
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(fileio.os, "pwritev", slow_far_write)
+    with block.write_behind():
+        block.pwrite(b"n" * fileio.GATHER_BYTES, 0)
+        block.pwrite(b"f" * fileio.GATHER_BYTES, 1 << 30)  # held back until the near range was read
+        assert block.pread(16, 0) == b"n" * 16  # a read that waited for every write behind would time out here
+        release.set()
+        assert block.pread(16, 1 << 30) == b"f" * 16
