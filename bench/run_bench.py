@@ -162,8 +162,8 @@ def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None, show_
         qemu_t.append(pair["qemu"][0])
         ratios.append(pair["engine"][0] / pair["qemu"][0])
         if show_pairs:
-            print("  pair %d: engine %.3fs  qemu-img %.3fs  ratio %.2f" % (rep + 1, pair["engine"][0], pair["qemu"][0],
-                                                                     ratios[-1]), flush=True)
+            print("  pair %d: engine %.3fs  qemu-img %.3fs  ratio %.2f"
+                  % (rep + 1, pair["engine"][0], pair["qemu"][0], ratios[-1]), flush=True)
         eng_rss.append(pair["engine"][1])
         qemu_rss.append(pair["qemu"][1])
     return {"operation": name, "engine_s": statistics.median(eng_t), "qemu_s": statistics.median(qemu_t),

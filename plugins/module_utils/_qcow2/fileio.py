@@ -465,6 +465,7 @@ def _start_writeback(fd, start, end):
     except OSError:
         pass
 
+
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 _fallocate = []
