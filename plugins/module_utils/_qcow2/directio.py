@@ -40,7 +40,7 @@ def address(view):
     """Memory address of a writable buffer's first byte; None when it cannot be known (read-only buffer)."""
     try:
         return ctypes.addressof(ctypes.c_char.from_buffer(view))
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError):  # AttributeError: no ctypes at all
         return None
 
 
@@ -63,6 +63,6 @@ def aligned_buffer(size):
     A bytearray (not mmap) because the copy compares its clusters with bytes.startswith, which mmap lacks.
     """
     buf = bytearray(size + ALIGN)
-    where = address(buf) if ctypes is not None else None
+    where = address(buf)
     first = (-where) % ALIGN if where is not None else 0
     return buf, first

@@ -163,8 +163,7 @@ class BlockFile:
             gather[3].add(self.buffer_tag)
             return
         self._issue_gathered()
-        if any(start < end and offset < stop for _f, start, stop, _tags in self._pending):
-            self.drain()  # overlapping writes must land in the order they were issued
+        self._wait_overlapping(offset, end)  # overlapping writes must land in the order they were issued
         if total < GATHER_BYTES:
             self._gather = [offset, end, views, {self.buffer_tag}]
         else:
@@ -274,29 +273,24 @@ class BlockFile:
 
     def wait_for_buffer(self, tag):
         """Wait for the writes issued while buffer_tag was ``tag``, so that buffer can be refilled."""
-        if self._gather is not None and tag in self._gather[3]:
+        self._finish_writes(lambda start, end, tags: tag in tags)
+
+    def _wait_overlapping(self, start, end):
+        """Finish the writes behind that [start, end) overlaps (the others may go on running)."""
+        self._finish_writes(lambda s, e, tags: s < end and start < e)
+
+    def _finish_writes(self, matches):
+        """Issue the gathered writes and wait for the running ones for which matches(start, end, tags) holds."""
+        gather = self._gather
+        if gather is not None and matches(gather[0], gather[1], gather[3]):
             self._issue_gathered()
         still = []
         for item in self._pending:
-            if tag in item[3]:
+            if matches(item[1], item[2], item[3]):
                 item[0].result()
             else:
                 still.append(item)
         self._pending = still
-
-    def _wait_overlapping(self, start, end):
-        """Before a read: finish the writes behind it would overlap (the others may go on running)."""
-        gather = self._gather
-        if gather is not None and gather[0] < end and start < gather[1]:
-            self._issue_gathered()
-        if any(s < end and start < e for _f, s, e, _tags in self._pending):
-            still = []
-            for item in self._pending:
-                if item[1] < end and start < item[2]:
-                    item[0].result()
-                else:
-                    still.append(item)
-            self._pending = still
 
     def drain(self):
         """Wait for every write still running in write_behind(); raise the first failure."""
