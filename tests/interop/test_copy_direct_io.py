@@ -1,0 +1,88 @@
+"""Copies write their whole clusters straight to disk (O_DIRECT), and qemu reads the result as before.
+
+Each operation runs on a chain qemu-io wrote, with every pwritev the engine issues recorded by whether its
+descriptor bypasses the page cache. The data the operation copies must have gone direct, and qemu-img must
+find the guest view unchanged and the images clean.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+import pytest
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api, directio, fileio
+from ansible_collections.backingchain.qcow2.tests.helpers.chains import assert_clean, same_view, view_of
+from ansible_collections.backingchain.qcow2.tests.helpers.qemu import backing_chain, qemu_img_create, qemu_io
+
+MiB = 1 << 20
+DATA_MIB = 24  # in the overlay: what commit, flatten and the in-chain rebase copy (at least)
+
+
+@pytest.fixture
+def written(monkeypatch):
+    """Bytes written through page-cache and direct descriptors: {'direct': n, 'cached': n}."""
+    totals = {'direct': 0, 'cached': 0}
+    real = os.pwritev
+
+    def recording(fd, buffers, offset):
+        n = real(fd, buffers, offset)
+        totals['direct' if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT else 'cached'] += n
+        return n
+
+    monkeypatch.setattr(fileio.os, 'pwritev', recording)
+    return totals
+
+
+def _chain(tmp_path):
+    """base (data every other MiB), mid (DATA_MIB MiB in 4 MiB runs and single clusters), top (a little)."""
+    base = qemu_img_create(tmp_path / 'base.qcow2', '128M')
+    qemu_io(base, *['write -P 0x11 %dM 1M' % i for i in range(0, 128, 2)])
+    mid = qemu_img_create(tmp_path / 'mid.qcow2', backing='base.qcow2', cwd=tmp_path)
+    qemu_io(mid, *['write -P 0x22 %dM 4M' % (i * 20) for i in range(5)])
+    qemu_io(mid, *['write -P 0x33 %dK 64K' % (i * 1000 + 64) for i in range(64)])
+    top = qemu_img_create(tmp_path / 'top.qcow2', backing='mid.qcow2', cwd=tmp_path)
+    qemu_io(top, 'write -P 0x44 100M 1M')
+    return base, mid, top
+
+
+def test_flatten_writes_its_data_direct(tmp_path, written):
+    base, mid, top = _chain(tmp_path)
+    before = view_of(top, tmp_path)
+    out = tmp_path / 'flat.qcow2'
+    result = api.convert(str(top), str(out))
+    assert written['direct'] >= result['bytes_written'] > 64 * MiB
+    assert same_view(before, out)
+    assert len(backing_chain(out)) == 1  # standalone
+    assert_clean([out])
+
+
+def test_commit_writes_its_data_direct(tmp_path, written):
+    base, mid, top = _chain(tmp_path)
+    before = view_of(top, tmp_path)
+    api.commit(str(mid))
+    assert written['direct'] >= DATA_MIB * MiB
+    assert same_view(before, top)
+    assert_clean([base, mid, top])
+
+
+def test_in_chain_rebase_writes_its_data_direct(tmp_path, written):
+    base, mid, top = _chain(tmp_path)
+    before = view_of(top, tmp_path)
+    api.rebase(str(top), str(base), 'qcow2')
+    assert written['direct'] >= DATA_MIB * MiB - 1 * MiB  # less what top itself already holds
+    assert same_view(before, top)
+    assert [name for name, _fmt in backing_chain(top)] == [str(top), str(base)]
+    assert_clean([base, mid, top])
+
+
+def test_without_o_direct_the_same_copy_goes_through_the_page_cache(tmp_path, written, monkeypatch):
+    monkeypatch.setattr(directio, 'open_direct', lambda path: None)
+    base, mid, top = _chain(tmp_path)
+    before = view_of(top, tmp_path)
+    out = tmp_path / 'flat.qcow2'
+    api.convert(str(top), str(out))
+    assert written['direct'] == 0
+    assert same_view(before, out)
+    assert_clean([out])
