@@ -29,6 +29,7 @@ from ansible_collections.backingchain.qcow2.tests.helpers.playbook import Playbo
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import backing_chain
 
 LOCK_MESSAGE = 'Failed to get "write" lock'
+IO_DELAY = 0.1  # seconds before each write of the engine's flatten (some 70 of them): it runs for seconds
 CHAIN = [
     Layer('base.qcow2', 256 * MiB, steps=('write -P 0x11 0 192M',)),
     Layer('top.qcow2', steps=('write -P 0x31 8M 16M',)),
@@ -69,7 +70,11 @@ def test_two_playbooks_on_the_same_image(tmp_path, chain):
     images, before = chain
     go = tmp_path / 'go'
     variables = {'go': str(go), 'image': str(images / 'top.qcow2')}
-    runs = [Playbook(tmp_path, PLAYBOOK, variables, name=name).start() for name in ('first', 'second')]
+    playbooks = [Playbook(tmp_path, PLAYBOOK, variables, name=name) for name in ('first', 'second')]
+    for playbook in playbooks:
+        # the flatten alone takes a fraction of a second, less than two module start-ups may lie apart
+        playbook.env['BACKINGCHAIN_QCOW2_IO_DELAY'] = str(IO_DELAY)
+    runs = [playbook.start() for playbook in playbooks]
     try:
         time.sleep(3)  # both are past start-up and polling for the signal
         go.touch()
@@ -77,7 +82,8 @@ def test_two_playbooks_on_the_same_image(tmp_path, chain):
     finally:
         for run in runs:
             kill_run(run)
-    results = sorted((run.returncode, recap(out), out) for run, out in zip(runs, outputs))
+    results = sorted(((run.returncode, recap(out), out) for run, out in zip(runs, outputs)), key=lambda r: r[0])
+    assert results[0][0] != results[1][0], results  # not both through (nor both refused)
     (ok_rc, ok_recap, _ok_out), (failed_rc, failed_recap, failed_out) = results
     assert ok_rc == 0 and ok_recap['changed'] == 1, results
     assert failed_rc != 0 and failed_recap['failed'] == 1, results
@@ -90,7 +96,7 @@ def test_two_playbooks_on_the_same_image(tmp_path, chain):
 def test_qemu_img_refused_while_the_engine_writes(chain):
     images, before = chain
     top = images / 'top.qcow2'
-    engine = start_engine('rebase', {'path': str(top), 'backing_file': ''})
+    engine = start_engine('rebase', {'path': str(top), 'backing_file': ''}, io_delay=IO_DELAY)
     try:
         _wait_until_locked(top, engine)
         for argv in (['commit', str(top)], ['rebase', '-u', '-b', '', str(top)], ['resize', str(top), '+1M']):

@@ -6,7 +6,8 @@
 """Positional file I/O used by every image, with the test-only fault hook.
 
 Every write, truncate and flush the engine issues goes through BlockFile, so a crash test can stop
-the process at exactly the Nth of them (BACKINGCHAIN_QCOW2_CRASH_AT=N) and check what is on disk.
+the process at exactly the Nth of them (BACKINGCHAIN_QCOW2_CRASH_AT=N) and check what is on disk, and a race
+test can stretch an operation (BACKINGCHAIN_QCOW2_IO_DELAY=seconds before each of them) past another process's start.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import directio
@@ -25,6 +27,7 @@ GATHER_BYTES = 4 << 20  # small writes behind that follow each other on disk go 
 # ---- fault hook (tests only) -------------------------------------------------------------------
 _io_events = 0
 _crash_at = int(os.environ.get("BACKINGCHAIN_QCOW2_CRASH_AT", "0") or 0)
+_io_delay = float(os.environ.get("BACKINGCHAIN_QCOW2_IO_DELAY", "0") or 0)
 
 
 def io_event_count():
@@ -41,6 +44,8 @@ def set_crash_at(n):
 def _io_event():
     global _io_events
     _io_events += 1
+    if _io_delay:
+        time.sleep(_io_delay)
     if _crash_at and _io_events >= _crash_at:
         import signal
         os.kill(os.getpid(), signal.SIGKILL)
