@@ -216,3 +216,29 @@ def test_a_read_waits_only_for_the_writes_it_overlaps(block, monkeypatch):
         assert block.pread(16, 0) == b"n" * 16  # a read that waited for every write behind would time out here
         release.set()
         assert block.pread(16, 1 << 30) == b"f" * 16
+
+
+# ---- the test-only delay hook ----
+
+DELAY_CHILD = """
+import sys, time
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.fileio import BlockFile
+f = BlockFile(sys.argv[1], create=True)
+started = time.monotonic()
+for i in range(4):
+    f.pwrite(b"d" * 512, i * 512)
+f.flush()
+f.close()
+print(time.monotonic() - started)
+"""
+
+
+def test_the_delay_hook_sleeps_before_every_io_event(tmp_path):
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), BACKINGCHAIN_QCOW2_IO_DELAY="0.1")
+    env.pop("BACKINGCHAIN_QCOW2_CRASH_AT", None)
+    child = subprocess.run([sys.executable, "-c", DELAY_CHILD, str(tmp_path / "f")], env=env, capture_output=True,
+                           text=True, check=True)
+    assert float(child.stdout) >= 5 * 0.1  # four writes and a flush, each after its sleep (a lower bound only)
+    assert (tmp_path / "f").read_bytes() == b"d" * 2048
