@@ -210,6 +210,13 @@ image:
         refcount_bits: 16
         corrupt: false
         extended_l2: false
+image_format:
+  description:
+    - V(raw) when the task failed because a file it reads as a qcow2 image is not one (qemu would read it as raw data).
+      Test this rather than the message's wording.
+  returned: failure
+  type: str
+  sample: raw
 """
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.image_state import ImageOperation, image_argument_spec

@@ -357,6 +357,13 @@ users:
       description: O(path) as the domain's chain names it.
       type: str
       sample: /var/lib/libvirt/images/golden.qcow2
+image_format:
+  description:
+    - V(raw) when the task failed because a file it reads as a qcow2 image is not one (qemu would read it as raw data).
+      Test this rather than the message's wording.
+  returned: failure
+  type: str
+  sample: raw
 """
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.info_state import InfoOperation, info_argument_spec

@@ -230,6 +230,13 @@ domain:
       type: bool
       returned: when the domain is shut off
       sample: true
+image_format:
+  description:
+    - V(raw) when the task failed because a file it reads as a qcow2 image is not one (qemu would read it as raw data).
+      Test this rather than the message's wording.
+  returned: failure
+  type: str
+  sample: raw
 """
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import run_operation

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import FormatError
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import NotQcow2Error
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.image import probe_is_qcow2
 
 
@@ -22,9 +22,9 @@ def underscore_keys(value):
 
 
 def require_qcow2(path):
-    """FormatError unless path is a qcow2 image (a missing file gets the engine's 'No such file' error)."""
+    """NotQcow2Error unless path is a qcow2 image (a missing file gets the engine's 'No such file' error)."""
     if not probe_is_qcow2(path):
-        raise FormatError("%s is not a qcow2 image" % path, path)
+        raise NotQcow2Error("%s is not a qcow2 image" % path, path)
 
 
 def read_chain(path, policy, backing_chain=True):

@@ -14,7 +14,7 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import deps
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import ChainPolicy
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import MissingDependencyError, Qcow2Error
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import MissingDependencyError, NotQcow2Error, Qcow2Error
 
 
 def require_engine(module):
@@ -44,6 +44,9 @@ def engine_errors(module):
         yield
     except MissingDependencyError as err:
         module.fail_json(msg=missing_required_lib(err.library), exception=err.import_error)
+    except NotQcow2Error as err:
+        # The format found, for a playbook to test instead of the message's wording.
+        module.fail_json(msg=str(err), image_format=err.image_format)
     except Qcow2Error as err:
         module.fail_json(msg=str(err))
     except LiveError as err:

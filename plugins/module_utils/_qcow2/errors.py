@@ -24,6 +24,12 @@ class FormatError(Qcow2Error):
         self.field = field
 
 
+class NotQcow2Error(FormatError):
+    """The file is not a qcow2 image at all: qemu would read it as raw data (``image_format``)."""
+
+    image_format = "raw"
+
+
 class UnsupportedError(Qcow2Error):
     """A valid image uses something the engine refuses (unknown incompatible feature, encryption...)."""
 
