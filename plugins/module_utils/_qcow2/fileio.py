@@ -3,11 +3,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""Positional file I/O used by every image, with the test-only fault hook.
+"""Positional file I/O used by every image.
 
-Every write, truncate and flush the engine issues goes through BlockFile, so a crash test can stop
-the process at exactly the Nth of them (BACKINGCHAIN_QCOW2_CRASH_AT=N) and check what is on disk, and a race
-test can stretch an operation (BACKINGCHAIN_QCOW2_IO_DELAY=seconds before each of them) past another process's start.
+Every write, truncate and flush the engine issues goes through BlockFile, which reports each to the test
+hooks (testhooks.py) first, so a crash test can stop the process at exactly the Nth of them.
 """
 
 from __future__ import annotations
@@ -15,41 +14,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import directio
 from .errors import CorruptionError, NoSpaceError, Qcow2Error
+from .testhooks import io_event as _io_event
 
 IOV_MAX = 1024
 GATHER_BYTES = 4 << 20  # small writes behind that follow each other on disk go out together, up to this much
-
-# ---- fault hook (tests only) -------------------------------------------------------------------
-_io_events = 0
-_crash_at = int(os.environ.get("BACKINGCHAIN_QCOW2_CRASH_AT", "0") or 0)
-_io_delay = float(os.environ.get("BACKINGCHAIN_QCOW2_IO_DELAY", "0") or 0)
-
-
-def io_event_count():
-    """Number of writes, truncates and flushes issued so far by this process."""
-    return _io_events
-
-
-def set_crash_at(n):
-    """Kill the process (SIGKILL) when the Nth write/flush is about to be issued; 0 disables."""
-    global _crash_at
-    _crash_at = n
-
-
-def _io_event():
-    global _io_events
-    _io_events += 1
-    if _io_delay:
-        time.sleep(_io_delay)
-    if _crash_at and _io_events >= _crash_at:
-        import signal
-        os.kill(os.getpid(), signal.SIGKILL)
-
 
 MAX_OFFSET = (1 << 63) - 1
 
@@ -276,6 +248,17 @@ class BlockFile:
             writeback, self._writeback = self._writeback, None
             writeback.close()
 
+    @contextlib.contextmanager
+    def copy_buffers(self, count, size):
+        """For a copy into this file: its writes go behind (direct where aligned, written back early), from
+        ``count`` aligned buffers of ``size`` bytes the caller fills in turn (BufferRing.take)."""
+        with self.write_behind(), self.early_writeback(), self.direct_writes():
+            ring = BufferRing(self, count, size)
+            try:
+                yield ring
+            finally:
+                self.buffer_tag = None
+
     def wait_for_buffer(self, tag):
         """Wait for the writes issued while buffer_tag was ``tag``, so that buffer can be refilled."""
         self._finish_writes(lambda start, end, tags: tag in tags)
@@ -424,6 +407,33 @@ class BlockFile:
 
 
 _copy_file_range_ok = hasattr(os, "copy_file_range")
+
+
+class BufferRing:
+    """Aligned buffers a copy fills in turn while the writes from the others run behind.
+
+    Reusing a few buffers spares the page faults of fresh memory; small pieces share a buffer, so their
+    writes can go out together. A buffer is handed out again only once the writes from it have finished.
+    """
+
+    def __init__(self, file, count, size):
+        self._file = file
+        self._buffers = [directio.aligned_buffer(size) for _unused in range(count)]
+        self.size = size
+        self._turn = 0
+        self._used = 0
+        file.buffer_tag = 0
+
+    def take(self, length):
+        """(buffer, first): ``length`` bytes of a buffer from index ``first`` on, free to fill and write from."""
+        if self._used + length > self.size:
+            self._turn, self._used = (self._turn + 1) % len(self._buffers), 0
+            self._file.wait_for_buffer(self._turn)
+            self._file.buffer_tag = self._turn
+        buf, base = self._buffers[self._turn]
+        first = base + self._used
+        self._used += length
+        return buf, first
 
 
 class EarlyWriteback:
