@@ -16,9 +16,9 @@ from . import constants as C
 from .errors import InvalidArgumentError, Qcow2Error
 from .header import OFFSET_INCOMPAT
 from .layout import NORMAL, ZERO_ALLOC, classify
-from .refblock import RefBlockCodec
+from .refcount.block import RefBlockCodec
 from .layout import nonzero_entries
-from .references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
+from .refcount.references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
 
 REPAIR_MODES = (None, "leaks", "all")
 

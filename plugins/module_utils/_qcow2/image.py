@@ -154,7 +154,7 @@ class Qcow2Image:
 
     def _attach_write_machinery(self):
         from .bitmaps import BitmapTracker
-        from .refcounts import Refcounts
+        from .refcount.table import Refcounts
         from .writer import ClusterWriter
         self.refcounts = Refcounts(self)
         self.writer = ClusterWriter(self)

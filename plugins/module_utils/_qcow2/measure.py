@@ -14,7 +14,7 @@ from . import constants as C
 from .bitmaps import read_directory
 from .create import COMPAT_VERSIONS, CreateOptions
 from .image import DATA, ZERO, Extent
-from .refblock import RefBlockCodec
+from .refcount.block import RefBlockCodec
 from .segments import RUN_DATA, layer_runs
 
 

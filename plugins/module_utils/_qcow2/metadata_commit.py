@@ -23,8 +23,8 @@ from . import constants as C
 from .errors import CorruptionError, FormatError
 from .header import OFFSET_SIZE
 from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, array_to_be, classify, nonzero_entries
-from .references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
-from .refstructure import write_refcount_structure
+from .refcount.references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
+from .refcount.structure import write_refcount_structure
 from .snapshot_table import build_snapshot_table
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.refblock import RefBlockCodec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.refcount.block import RefBlockCodec
 
 WIDTHS = [1, 2, 4, 8, 16, 32, 64]
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import struct
 from array import array
 
-from . import constants as C
-from .errors import CorruptionError, UnsupportedError
-from .header import OFFSET_REFTABLE
-from .layout import array_to_be, be_array
-from .lru import MetadataCache
-from .refblock import RefBlockCodec
+from .. import constants as C
+from ..errors import CorruptionError, UnsupportedError
+from ..header import OFFSET_REFTABLE
+from ..layout import array_to_be, be_array
+from ..lru import MetadataCache
+from .block import RefBlockCodec
 
 REFBLOCK_CACHE_BYTES = 4 << 20
 

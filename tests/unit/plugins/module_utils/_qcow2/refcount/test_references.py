@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.refmap import DENSE_LIMIT, RefMap
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.refcount.references import DENSE_LIMIT, RefMap
 
 ops = st.lists(st.tuples(st.sampled_from(['inc', 'set']), st.integers(0, 5000), st.integers(0, 3)), max_size=60)
 

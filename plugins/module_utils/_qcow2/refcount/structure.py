@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from array import array
 
-from .errors import CorruptionError
-from .layout import array_to_be
-from .refblock import RefBlockCodec
-from .refcounts import check_reftable_size
+from ..errors import CorruptionError
+from ..layout import array_to_be
+from .block import RefBlockCodec
+from .table import check_reftable_size
 
 
 def plan_refcount_structure(geo, refs, start, path=None):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from array import array
 
-from .layout import LITTLE_ENDIAN_HOST
+from ..layout import LITTLE_ENDIAN_HOST
 
 _TYPECODES = {8: "B", 16: "H", 32: "I", 64: "Q"}
 
