@@ -366,12 +366,21 @@ image_format:
   sample: raw
 """
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.info_state import InfoOperation, info_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec, domain_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.info import InfoOperation
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import run_operation
 
 
-def main():
-    module = info_argument_spec().create_ansible_module(supports_check_mode=True)
+def main() -> None:
+    spec = common_argument_spec().update(dict(
+        backing_chain=dict(type="bool", default=True),
+        check=dict(type="bool", default=False),
+        force_share=dict(type="bool", default=True),
+        users=dict(type="bool", default=False),
+    ), required_one_of=[["path", "domain"]], required_if=[["check", True, ["path"]], ["users", True, ["path"]]])
+    # path is optional here: domain alone describes the domain, domain and disk that disk.
+    spec.argument_spec["path"] = dict(spec.argument_spec["path"], required=False)
+    module = spec.merge(domain_argument_spec()).create_ansible_module(supports_check_mode=True)
     run_operation(module, InfoOperation)
 
 

@@ -247,13 +247,18 @@ image_format:
   sample: raw
 """
 
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import block_job_argument_spec, common_argument_spec, domain_argument_spec
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import run_operation
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.rebase_backends import rebase_operation
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.rebase_state import rebase_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.rebase import rebase_operation
 
 
-def main():
-    module = rebase_argument_spec().create_ansible_module(supports_check_mode=True)
+def main() -> None:
+    spec = common_argument_spec().update(dict(
+        backing_file=dict(type="str", required=True),
+        backing_format=dict(type="str", default="qcow2", choices=["qcow2", "raw"]),
+        mode=dict(type="str", default="safe", choices=["safe", "unsafe"]),
+    )).merge(domain_argument_spec()).merge(block_job_argument_spec())
+    module = spec.create_ansible_module(supports_check_mode=True)
     run_operation(module, rebase_operation)
 
 

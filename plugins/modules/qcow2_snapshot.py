@@ -239,12 +239,25 @@ image_format:
   sample: raw
 """
 
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec, domain_argument_spec
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import run_operation
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.snapshot_state import SnapshotOperation, snapshot_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.snapshot import SnapshotOperation
 
 
-def main():
-    module = snapshot_argument_spec().create_ansible_module(supports_check_mode=True)
+def main() -> None:
+    spec = common_argument_spec().update(
+        dict(
+            name=dict(type="str"),
+            type=dict(type="str", default="internal", choices=["internal", "external"]),
+            state=dict(type="str", default="present", choices=["present", "absent", "reverted"]),
+            overlay=dict(type="path"),
+            quiesce=dict(type="bool", default=False),
+            metadata=dict(type="bool", default=False),
+        ),
+        required_if=[("type", "internal", ("name",)), ("type", "external", ("overlay",)),
+                     ("quiesce", True, ("domain",)), ("metadata", True, ("domain",))],
+    ).merge(domain_argument_spec())
+    module = spec.create_ansible_module(supports_check_mode=True)
     run_operation(module, SnapshotOperation)
 
 

@@ -27,6 +27,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import a
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import bitmaps as bitmaps_mod
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import ChainPolicy, open_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import Qcow2Error
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.info import allocated_bytes
 # Operations the engine imports lazily, imported once here so that every forked case starts warm.
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import (  # noqa: F401 pylint: disable=unused-import
     check as _check, info as _info, measure as _measure, metadata_commit as _metadata_commit, resize as _resize,
@@ -145,7 +146,7 @@ class CaseRun:
         img.snapshot_list()
         for b in bitmaps_mod.read_directory(img):
             bitmaps_mod.read_table(img, b)
-        api.allocated_bytes(img)
+        allocated_bytes(img)
 
     def snapshots(self):
         api.list_snapshots(self.top)

@@ -116,6 +116,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api, testhooks
 result = getattr(api, sys.argv[2])(**json.loads(sys.argv[3]))
+result = result._asdict() if hasattr(result, "_asdict") else result  # the engine's records as plain dicts
 print(json.dumps({"events": testhooks.io_event_count(), "result": result}, default=str))
 """
 

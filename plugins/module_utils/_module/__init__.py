@@ -3,4 +3,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""What the modules share on top of the engine: argument specs, errors, sizes, diffs and the operations."""
+"""The Ansible glue: one file per module (commit, image, info, rebase, snapshot) with its operation and its offline,
+live and shut-off variants, and what they share (argspec, describe, domain, engine, files, operation)."""

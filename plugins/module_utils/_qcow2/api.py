@@ -3,28 +3,76 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""The engine's entry points for modules: path in, plain data out, every image closed on return.
+"""The engine's one door: everything outside the engine imports it through this file, and only this file.
 
-Every function raises only Qcow2Error subclasses (errors.py) for problems a user can cause; a module
-turns them into fail_json(msg=str(err)). MissingDependencyError carries ``library`` for
-missing_required_lib().
+Paths in, plain data and typed records out, every image closed on return. Every function raises only
+Qcow2Error subclasses (re-exported here) for problems a user can cause; a module turns them into
+fail_json(msg=str(err)). MissingDependencyError carries ``library`` for missing_required_lib().
+
+An operation that changes images has a plan_* function (reads only; returns what will change, the chain
+after it, and raises what the real run would refuse, locks and free space included) and the operation
+itself, which takes that plan to spare reading the chain again.
 """
 
 from __future__ import annotations
 
-from .chain import ChainPolicy, open_chain
+from .chain import ChainPolicy, check_backing_reference, detect_format, open_chain, resolve_backing_path
 from .create import CreateOptions
-from .errors import InvalidArgumentError
-from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, classify, nonzero_entries
+from .deps import require_construct
+from .errors import (
+    BackingChainError,
+    CorruptionError,
+    FormatError,
+    ImageLockedError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    NoSpaceError,
+    NotQcow2Error,
+    Qcow2Error,
+    ReadOnlyError,
+    UnsafeBackingError,
+    UnsupportedError,
+)
+from .image import probe_is_qcow2 as is_qcow2
+from .locking import held as locked, refuse_if_held as refuse_if_locked
+from .paths import file_identity, position_of, remove_stale_temporaries, same_file
+from .records import (
+    ChainEntry,
+    CommitPlan,
+    CommitResult,
+    ConvertPlan,
+    ConvertResult,
+    RebasePlan,
+    RebaseResult,
+    chain_entry,
+)
+from .space import require_space
 
-# Operations are imported where they are used: a module needs one of them, and start-up time counts
-# (qcow2_info on a 1000-deep chain is benchmarked against qemu-img info).
+# The operations' own modules are imported where they are used: a module run needs one of them, and start-up
+# time counts (qcow2_info on a 1000-deep chain is benchmarked against qemu-img info).
 
 __all__ = [
-    "ChainPolicy", "CreateOptions", "create_image", "image_info", "check", "list_snapshots", "create_snapshot",
-    "revert_snapshot", "delete_snapshot", "grow_image", "allocated_bytes", "open_chain", "commit", "rebase",
-    "convert", "measure",
+    # options, records and errors
+    "ChainPolicy", "CreateOptions", "ChainEntry", "CommitPlan", "CommitResult", "RebasePlan", "RebaseResult",
+    "ConvertPlan", "ConvertResult", "Qcow2Error", "FormatError", "NotQcow2Error", "UnsupportedError",
+    "ImageLockedError", "ReadOnlyError", "BackingChainError", "UnsafeBackingError", "NoSpaceError",
+    "InvalidArgumentError", "CorruptionError", "MissingDependencyError",
+    # files, names and locks
+    "same_file", "file_identity", "position_of", "resolve_backing_path", "check_backing_reference", "detect_format",
+    "is_qcow2", "require_qcow2", "refuse_if_locked", "locked", "require_space", "remove_stale_temporaries",
+    "require_construct",
+    # reading
+    "image_info", "chain_entry", "check", "measure", "list_snapshots", "snapshot_matches",
+    # changing
+    "create_image", "grow_image", "set_lazy_refcounts", "create_snapshot", "revert_snapshot", "delete_snapshot",
+    "plan_commit", "commit", "plan_rebase", "rebase", "plan_convert", "convert",
 ]
+
+
+def require_qcow2(path):
+    """NotQcow2Error unless path is a qcow2 image (a missing file gets the engine's 'No such file' error)."""
+    if not is_qcow2(path):
+        raise NotQcow2Error("%s is not a qcow2 image" % path, path)
 
 
 def create_image(path, options, policy=None, overwrite=False):
@@ -55,6 +103,15 @@ def list_snapshots(path, force_share=False):
         return [_snapshots.snapshot_info(sn) for sn in chain.top.snapshot_list()]
 
 
+def snapshot_matches(path, snapshot_id):
+    """(matches, disk_size): whether reverting to the snapshot with id ``snapshot_id`` would change nothing (the
+    active state maps every guest cluster as it does, and has its size); disk_size is the snapshot's virtual size.
+    Read without locks, like qemu-img info -U."""
+    from . import snapshots as _snapshots
+    with open_chain(path, fmt="qcow2", backing=False, force_share=True) as chain:
+        return _snapshots.matches_snapshot(chain.top, snapshot_id)
+
+
 def create_snapshot(path, name):
     from . import snapshots as _snapshots
     with open_chain(path, fmt="qcow2", writable=True, backing=False) as chain:
@@ -80,52 +137,11 @@ def grow_image(path, size):
         return grow(chain.top, size)
 
 
-def allocated_bytes(img):
-    """Guest bytes the image itself holds (data, compressed or preallocated zero clusters) in its active L1."""
-    if img.format_name != "qcow2":
-        return img.size
-    geo = img.geo
-    total = 0
-    for l1_index, _entry in nonzero_entries(img.l1):
-        table = img.l2_table_offset(l1_index)
-        if not table:
-            continue
-        for s in range(geo.slices_per_table):
-            entries = img.l2_slice(table, s)
-            for i in range(0, len(entries), geo.l2_entry_words):
-                entry = entries[i]
-                if not entry:
-                    continue
-                kind = classify(entry, geo.extended_l2)
-                if kind in (NORMAL, COMPRESSED, ZERO_ALLOC):
-                    total += geo.cluster_size
-    return total
-
-
-def commit(path, top=None, base=None, remove_committed=False, policy=None, dry_run=False, progress=None):
-    """Commit top (default path) into base (default: top's backing file); see commit.py for the order of steps.
-
-    Returns changed, top, base, committed (paths that left the chain), removed, bytes_copied, duration, msg.
-    """
-    from . import commit as _commit
-    return _commit.commit(path, top=top, base=base, remove_committed=remove_committed, policy=policy,
-                          dry_run=dry_run, progress=progress)
-
-
-def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, dry_run=False):
-    """Change path's backing file ("" = none); returns changed, old/new backing and format, header_only, bytes_copied."""
-    from . import rebase as _rebase
-    return _rebase.rebase(path, backing_file, backing_format=backing_format, unsafe=unsafe, policy=policy,
-                          dry_run=dry_run)
-
-
-def convert(source, dest, compress=False, backing_file=None, backing_format=None, options=None, policy=None,
-            dry_run=False, source_format=None, progress=None):
-    """Write dest as a new qcow2 image holding source's guest view (standalone, or above backing_file)."""
-    from . import convert as _convert
-    return _convert.convert(source, dest, compress=compress, backing_file=backing_file, backing_format=backing_format,
-                            options=options, policy=policy, dry_run=dry_run, source_format=source_format,
-                            progress=progress)
+def set_lazy_refcounts(path, enabled):
+    """Set or clear lazy_refcounts in place (qemu-img amend -o lazy_refcounts=on|off); needs compat 1.1."""
+    from .amend import set_lazy_refcounts as _set
+    with open_chain(path, fmt="qcow2", writable=True, backing=False) as chain:
+        _set(chain.top, enabled)
 
 
 def measure(source=None, size=None, options=None, source_format=None, backing_file=None, policy=None):
@@ -138,12 +154,49 @@ def measure(source=None, size=None, options=None, source_format=None, backing_fi
     with open_chain(source, fmt=source_format, policy=policy) as chain:
         stop = None
         if backing_file:
-            from .backing_name import same_file
             stop = next((img for img in chain.images[1:] if same_file(img.path, backing_file)), chain.top.backing)
         return _measure.measure_chain(chain.top, stop, options)
 
 
-def plan_commit(path, top=None, base=None, policy=None):
-    """What commit would do (same keys as commit's result), without writing."""
+def plan_commit(path, top=None, base=None, remove_committed=False, policy=None):
+    """What commit would do (a CommitPlan: the chain before and after, the bytes to copy), without writing."""
     from . import commit as _commit
-    return _commit.plan(path, top=top, base=base, policy=policy)
+    return _commit.plan_commit(path, top=top, base=base, remove_committed=remove_committed, policy=policy)
+
+
+def commit(path, top=None, base=None, remove_committed=False, policy=None, progress=None, plan=None):
+    """Commit top (default path) into base (default: top's backing file); see commit.py for the order of steps.
+    Returns a CommitResult."""
+    from . import commit as _commit
+    return _commit.commit(path, top=top, base=base, remove_committed=remove_committed, policy=policy,
+                          progress=progress, plan=plan)
+
+
+def plan_rebase(path, backing_file, backing_format=None, unsafe=False, policy=None):
+    """What rebase would do (a RebasePlan: the chain before and after, the bytes to copy), without writing."""
+    from . import rebase as _rebase
+    return _rebase.plan_rebase(path, backing_file, backing_format=backing_format, unsafe=unsafe, policy=policy)
+
+
+def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, plan=None):
+    """Change path's backing file ("" = none); returns a RebaseResult."""
+    from . import rebase as _rebase
+    return _rebase.rebase(path, backing_file, backing_format=backing_format, unsafe=unsafe, policy=policy, plan=plan)
+
+
+def plan_convert(source, dest, compress=False, backing_file=None, backing_format=None, options=None, policy=None,
+                 source_format=None):
+    """What convert would write (a ConvertPlan), without writing."""
+    from . import convert as _convert
+    return _convert.plan_convert(source, dest, compress=compress, backing_file=backing_file,
+                                 backing_format=backing_format, options=options, policy=policy,
+                                 source_format=source_format)
+
+
+def convert(source, dest, compress=False, backing_file=None, backing_format=None, options=None, policy=None,
+            source_format=None, progress=None):
+    """Write dest as a new qcow2 image holding source's guest view (standalone, or above backing_file); returns a
+    ConvertResult."""
+    from . import convert as _convert
+    return _convert.convert(source, dest, compress=compress, backing_file=backing_file, backing_format=backing_format,
+                            options=options, policy=policy, source_format=source_format, progress=progress)

@@ -30,11 +30,3 @@ def set_backing(img, name, fmt):
         raise FormatError("Cannot record backing file %r in %s: %s" % (name, img.path, exc), img.path, exc.field) from None
     img.header = hdr
     img.rewrite_header()
-
-
-def same_file(a, b):
-    try:
-        sa, sb = os.stat(a), os.stat(b)
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)

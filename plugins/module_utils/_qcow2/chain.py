@@ -82,6 +82,11 @@ class Chain:
     def depth(self):
         return len(self.images)
 
+    @property
+    def paths(self):
+        """The images' paths, top first."""
+        return [img.path for img in self.images]
+
     def close(self):
         errors = []
         for img in self.images:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import typing as t
 
-from .backing_name import same_file
 from .chain import check_backing_reference, detect_format, open_chain, DEFAULT_POLICY
 from .compressed_writer import copy_runs_compressed
 from .copyview import CopyStats, copy_runs
@@ -27,6 +27,8 @@ from .errors import BackingChainError, ImageLockedError, InvalidArgumentError
 from .image import probe_is_qcow2
 from .locking import holders_conflict
 from .measure import measure_chain
+from .paths import remove_stale_temporaries, same_file
+from .records import ConvertPlan, ConvertResult
 from .segments import RUN_BELOW, RUN_ZERO, data_bytes, layer_runs
 from .space import require_space
 
@@ -41,51 +43,80 @@ def _options_for(options, size, backing_file, backing_format):
     return opts
 
 
-def convert(source, dest, compress=False, backing_file=None, backing_format=None, options=None, policy=None,
-            dry_run=False, source_format=None, progress=None):
-    started = time.time()
+class _Prepared(t.NamedTuple):  # what plan_convert and convert both work out
+    plan: ConvertPlan
+    options: object  # CreateOptions of the new image
+    runs: list  # segments.layer_runs of the source's view to copy
+    outside: bool  # the new backing file is not in the source's chain
+
+
+def plan_convert(source, dest, compress=False, backing_file=None, backing_format=None, options=None, policy=None,
+                 source_format=None):
+    """What convert would write, without writing; raises what the real run would raise before writing, too
+    little free space for the new image included (NoSpaceError)."""
     policy = policy or DEFAULT_POLICY
+    with open_chain(source, fmt=_source_format(source, dest, backing_file, backing_format, source_format),
+                    policy=policy) as chain:
+        plan = _prepare(chain, source, dest, compress, backing_file, backing_format, options, policy).plan
+    require_space(dest, plan.required, "writing %s" % dest)
+    return plan
+
+
+def _source_format(source, dest, backing_file, backing_format, source_format):
+    """Check what can be checked before opening the source; the format to open it with."""
     if backing_file and not backing_format:
         raise InvalidArgumentError("Backing format must be given with a backing file (qcow2 or raw)")
     if os.path.isdir(dest):
         raise InvalidArgumentError("Destination %s is a directory" % dest, dest)
     if not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
         raise InvalidArgumentError("The directory of destination %s does not exist" % dest, dest)
-    with open_chain(source, fmt=source_format or detect_format(source), policy=policy) as chain:
-        top = chain.top
-        for img in chain.images:
-            if same_file(img.path, dest):
-                raise InvalidArgumentError("Destination %s is part of the backing chain of the source %s (%s); "
-                                           "replacing it would destroy what is being read" % (dest, source, img.path), dest)
-        stop = None
-        outside = False
-        if backing_file:
-            target = check_backing_reference(backing_file, dest, policy)
-            if same_file(target, dest):
-                raise InvalidArgumentError("Destination %s would be its own backing file (%s)" % (dest, backing_file), dest)
-            if os.path.exists(target) and probe_is_qcow2(target) != (backing_format == "qcow2"):
-                raise BackingChainError("Backing format mismatch: %s is %sa qcow2 image (backing_format=%s for %s)"
-                                        % (target, "" if backing_format == "raw" else "not ", backing_format, dest), dest)
-            stop = next((img for img in chain.images[1:] if same_file(img.path, target)), None)
-            outside = stop is None
-            if outside:
-                stop = top.backing
-        if os.path.exists(dest):
-            conflict = holders_conflict(dest, True)
-            if conflict:
-                raise ImageLockedError(conflict, dest)
-        opts = _options_for(options, top.size, backing_file, backing_format)
-        runs = layer_runs(top, stop, 0, top.size)
-        measured = measure_chain(top, stop, opts, runs)
+    return source_format or detect_format(source)
+
+
+def _prepare(chain, source, dest, compress, backing_file, backing_format, options, policy):
+    top = chain.top
+    for img in chain.images:
+        if same_file(img.path, dest):
+            raise InvalidArgumentError("Destination %s is part of the backing chain of the source %s (%s); "
+                                       "replacing it would destroy what is being read" % (dest, source, img.path), dest)
+    stop = None
+    outside = False
+    if backing_file:
+        target = check_backing_reference(backing_file, dest, policy)
+        if same_file(target, dest):
+            raise InvalidArgumentError("Destination %s would be its own backing file (%s)" % (dest, backing_file), dest)
+        if os.path.exists(target) and probe_is_qcow2(target) != (backing_format == "qcow2"):
+            raise BackingChainError("Backing format mismatch: %s is %sa qcow2 image (backing_format=%s for %s)"
+                                    % (target, "" if backing_format == "raw" else "not ", backing_format, dest), dest)
+        stop = next((img for img in chain.images[1:] if same_file(img.path, target)), None)
+        outside = stop is None
         if outside:
-            runs = _zeros_past(runs, stop.size if stop is not None else 0)
-        result = {"changed": True, "dest": dest, "required": measured["required"], "bytes_to_copy": data_bytes(runs),
-                  "bytes_written": 0, "compressed": bool(compress), "duration": 0.0}
-        if dry_run:
-            return result
-        require_space(dest, measured["required"], "writing %s" % dest)
+            stop = top.backing
+    if os.path.exists(dest):
+        conflict = holders_conflict(dest, True)
+        if conflict:
+            raise ImageLockedError(conflict, dest)
+    opts = _options_for(options, top.size, backing_file, backing_format)
+    runs = layer_runs(top, stop, 0, top.size)
+    measured = measure_chain(top, stop, opts, runs)
+    if outside:
+        runs = _zeros_past(runs, stop.size if stop is not None else 0)
+    return _Prepared(ConvertPlan(True, dest, measured["required"], data_bytes(runs), bool(compress)), opts, runs, outside)
+
+
+def convert(source, dest, compress=False, backing_file=None, backing_format=None, options=None, policy=None,
+            source_format=None, progress=None):
+    """Write dest as a new qcow2 image holding source's guest view (standalone, or above backing_file)."""
+    started = time.time()
+    policy = policy or DEFAULT_POLICY
+    with open_chain(source, fmt=_source_format(source, dest, backing_file, backing_format, source_format),
+                    policy=policy) as chain:
+        top = chain.top
+        prepared = _prepare(chain, source, dest, compress, backing_file, backing_format, options, policy)
+        plan, opts, runs, outside = prepared
+        require_space(dest, plan.required, "writing %s" % dest)
         directory = os.path.dirname(os.path.abspath(dest))
-        _remove_stale_temporaries(directory, os.path.basename(dest))
+        remove_stale_temporaries(dest)
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".tmp", dir=directory)
         os.close(fd)
         try:
@@ -120,8 +151,8 @@ def convert(source, dest, compress=False, backing_file=None, backing_format=None
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-    result.update(bytes_written=stats.bytes_written, duration=time.time() - started)
-    return result
+    return ConvertResult(True, dest, plan.required, plan.bytes_to_copy, stats.bytes_written, plan.compressed,
+                         time.time() - started)
 
 
 def _zeros_past(runs, end):
@@ -136,23 +167,6 @@ def _zeros_past(runs, end):
         else:
             out.append((start, stop, kind))
     return out
-
-
-def _remove_stale_temporaries(directory, name):
-    """Delete what an interrupted earlier run left (.NAME.*.tmp) unless a live run still holds it locked."""
-    prefix, suffix = "." + name + ".", ".tmp"
-    try:
-        entries = os.listdir(directory)
-    except OSError:
-        return
-    for entry in entries:
-        if entry.startswith(prefix) and entry.endswith(suffix):
-            path = os.path.join(directory, entry)
-            try:
-                if os.path.isfile(path) and holders_conflict(path, True) is None:
-                    os.unlink(path)
-            except OSError:
-                continue
 
 
 def _umask():

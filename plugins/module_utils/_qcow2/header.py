@@ -64,6 +64,7 @@ OFFSET_L1 = 36  # l1_size (4) + l1_table_offset (8)
 OFFSET_REFTABLE = 48  # refcount_table_offset (8) + refcount_table_clusters (4)
 OFFSET_SNAPSHOTS = 60  # nb_snapshots (4) + snapshots_offset (8)
 OFFSET_INCOMPAT = 72
+OFFSET_COMPAT = 80
 OFFSET_AUTOCLEAR = 88
 
 

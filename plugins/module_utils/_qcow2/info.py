@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import constants as C
 from .bitmaps import read_directory
 from .chain import resolve_backing_path
+from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, classify, nonzero_entries
 from .snapshots import snapshot_info
 
 
@@ -61,3 +62,25 @@ def image_info(img):
 def chain_info(chain):
     """qemu-img info --backing-chain: one dict per image, top first."""
     return [image_info(img) for img in chain.images]
+
+
+def allocated_bytes(img):
+    """Guest bytes the image itself holds (data, compressed or preallocated zero clusters) in its active L1."""
+    if img.format_name != "qcow2":
+        return img.size
+    geo = img.geo
+    total = 0
+    for l1_index, _entry in nonzero_entries(img.l1):
+        table = img.l2_table_offset(l1_index)
+        if not table:
+            continue
+        for s in range(geo.slices_per_table):
+            entries = img.l2_slice(table, s)
+            for i in range(0, len(entries), geo.l2_entry_words):
+                entry = entries[i]
+                if not entry:
+                    continue
+                kind = classify(entry, geo.extended_l2)
+                if kind in (NORMAL, COMPRESSED, ZERO_ALLOC):
+                    total += geo.cluster_size
+    return total

@@ -12,6 +12,7 @@ write lock, the bytes another holder would have locked.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -116,5 +117,31 @@ def holders_conflict(path, write):
         except ImageLockedError as exc:
             return str(exc)
         return None
+    finally:
+        os.close(fd)
+
+
+def refuse_if_held(path, write=True):
+    """ImageLockedError with qemu's message if another process holds path in a way a writer (or reader)
+    conflicts with; plans use it so that check mode fails where the real run would."""
+    conflict = holders_conflict(path, write)
+    if conflict:
+        raise ImageLockedError(conflict, path)
+
+
+@contextlib.contextmanager
+def held(path, write=True):
+    """Hold qemu's writer (or reader) lock on path for a change made around the engine's own opens.
+
+    ImageLockedError with qemu's message when a VM has the image open in a conflicting way. A reader lock
+    still lets other readers in but keeps writers (a VM starting on the image) out.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        acquire(fd, path, write)
+        try:
+            yield
+        finally:
+            release(fd)
     finally:
         os.close(fd)

@@ -95,3 +95,40 @@ def delete_snapshot(img, name_or_id):
         raise InvalidArgumentError("Could not find snapshot '%s' in %s" % (name_or_id, img.path), img.path)
     remaining = [s.copy() for s in img.snapshot_list() if s is not sn]
     apply_state(img, PlannedState(img.size, current_l2_offsets(img), remaining))
+
+
+def matches_snapshot(img, snapshot_id):
+    """(matches, disk_size): matches when the active state maps every guest cluster as snapshot ``snapshot_id``
+    does and has its size, so reverting would change nothing; disk_size is the snapshot's virtual size."""
+    sn = next(s for s in img.snapshot_list() if s.id_str == snapshot_id)
+    if sn.disk_size != img.size:
+        return False, sn.disk_size
+    active = current_l2_offsets(img)
+    saved = current_l2_offsets(img, sn.l1_table_offset, sn.l1_size)
+    length = max(len(active), len(saved))
+    active.frombytes(bytes(8 * (length - len(active))))
+    saved.frombytes(bytes(8 * (length - len(saved))))
+    return all(_same_table(img, a, s) for a, s in zip(active, saved)), sn.disk_size
+
+
+def _l2_entries(img, l2_offset):
+    """An L2 table's entries with OFLAG_COPIED cleared (it only says whether the cluster is shared with a
+    snapshot, not what the guest reads); a missing table reads as unallocated entries."""
+    geo = img.geo
+    if not l2_offset:
+        return None
+    words = []
+    for s in range(geo.slices_per_table):
+        words.extend(img.l2_slice(l2_offset, s))
+    for i in range(0, len(words), geo.l2_entry_words):
+        words[i] &= ~C.OFLAG_COPIED
+    return words
+
+
+def _same_table(img, first, second):
+    if first == second:
+        return True
+    a, b = _l2_entries(img, first), _l2_entries(img, second)
+    if a is None or b is None:
+        return not any(a or b)
+    return a == b

@@ -9,6 +9,7 @@ import errno
 import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module import engine
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import deps
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import (
     ImageLockedError,
     MissingDependencyError,
@@ -54,8 +55,8 @@ def test_missing_library_uses_missing_required_lib():
 
 def test_missing_construct_fails_before_any_engine_call(monkeypatch):
     module = FakeModule()
-    monkeypatch.setattr(engine.deps, "HAS_CONSTRUCT", False)
-    monkeypatch.setattr(engine.deps, "CONSTRUCT_IMPORT_ERROR", "ImportError: construct")
+    monkeypatch.setattr(deps, "HAS_CONSTRUCT", False)
+    monkeypatch.setattr(deps, "CONSTRUCT_IMPORT_ERROR", "ImportError: construct")
     with pytest.raises(Failed):
         engine.require_engine(module)
     assert "construct" in module.failure["msg"]

@@ -231,4 +231,3 @@ def test_a_read_waits_only_for_the_writes_it_overlaps(block, monkeypatch):
         assert block.pread(16, 0) == b"n" * 16  # a read that waited for every write behind would time out here
         release.set()
         assert block.pread(16, 1 << 30) == b"f" * 16
-

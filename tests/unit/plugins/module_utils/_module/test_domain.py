@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import parse_disks
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain_definition import backing_store_agrees
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain import backing_store_agrees
 
 CHAIN = ["/v/top.qcow2", "/v/mid.qcow2", "/v/base.raw"]
 FORMATS = ["qcow2", "qcow2", "raw"]

@@ -15,28 +15,18 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.amend import set_lazy_refcounts
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.backing import backing_chain_info
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.describe import (
-    describe_chain,
-    read_chain,
-    require_qcow2,
-    underscore_keys,
-)
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import parse_size
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.describe import describe_chain, read_chain, underscore_keys
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.files import (
+    backing_chain_info,
     backing_is,
-    locked,
-    refuse_if_locked,
-    remove_stale_temporaries,
     require_parent_directory,
     temp_path_beside,
 )
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import Operation
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.sizes import parse_size
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import InvalidArgumentError, Qcow2Error
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.space import require_space
 
 # Properties fixed when an image is created: changing them means rewriting every cluster.
 FIXED_PROPERTIES = ("cluster_size", "compat", "refcount_bits", "extended_l2")
@@ -44,29 +34,7 @@ CREATE_DEFAULTS = dict(cluster_size=65536, compat="1.1", refcount_bits=16, lazy_
                        preallocation="off")
 
 
-def image_argument_spec():
-    return common_argument_spec().update(
-        dict(
-            state=dict(type="str", default="present", choices=["present", "absent"]),
-            size=dict(type="str"),
-            backing_file=dict(type="str"),
-            backing_format=dict(type="str", default="qcow2", choices=["qcow2", "raw"]),
-            source=dict(type="path"),
-            compress=dict(type="bool", default=False),
-            cluster_size=dict(type="str"),
-            compat=dict(type="str", choices=["0.10", "1.1"]),
-            refcount_bits=dict(type="int", choices=[1, 2, 4, 8, 16, 32, 64]),
-            lazy_refcounts=dict(type="bool"),
-            extended_l2=dict(type="bool"),
-            preallocation=dict(type="str", choices=["off", "metadata", "falloc", "full"]),
-            force=dict(type="bool", default=False),
-        ),
-        mutually_exclusive=[("source", "backing_file")],
-        required_if=[("compress", True, ("source",))],
-    )
-
-
-def image_properties(top):
+def image_properties(top: dict) -> dict:
     """The comparable properties of an existing image, from its qemu-img info dict."""
     data = top.get("format-specific", {}).get("data", {})
     return {
@@ -81,7 +49,7 @@ def image_properties(top):
     }
 
 
-def options_properties(opts):
+def options_properties(opts: api.CreateOptions) -> dict:
     """The same properties for an image about to be created from CreateOptions."""
     return {
         "virtual_size": opts.size,
@@ -95,17 +63,17 @@ def options_properties(opts):
     }
 
 
-def _require_space_for_create(path, opts):
+def _require_space_for_create(path: str, opts: api.CreateOptions) -> None:
     """falloc and full preallocation reserve every guest byte; off and metadata need the metadata only."""
     measured = api.measure(size=opts.size, options=opts)
     needed = measured["fully-allocated"] if opts.preallocation in ("falloc", "full") else measured["required"]
-    require_space(path, needed, "creating %s with preallocation=%s" % (path, opts.preallocation))
+    api.require_space(path, needed, "creating %s with preallocation=%s" % (path, opts.preallocation))
 
 
 class ImageRequest:
     """The task's options, parsed; None wherever the task asks nothing."""
 
-    def __init__(self, params):
+    def __init__(self, params: dict) -> None:
         self.size = parse_size(params["size"])
         self.cluster_size = parse_size(params["cluster_size"], "cluster_size")
         self.compat = params["compat"]
@@ -119,7 +87,7 @@ class ImageRequest:
         self.compress = params["compress"]
         self.force = params["force"]
 
-    def create_options(self, fallback=None):
+    def create_options(self, fallback: dict | None = None) -> api.CreateOptions:
         """CreateOptions for a new image: the task's values, else ``fallback`` (the old image's), else defaults."""
         fallback = fallback or {}
         values = {}
@@ -139,17 +107,17 @@ class ImageRequest:
 class ImageOperation(Operation):
     """Plan and make the change qcow2_image asks for."""
 
-    def __init__(self, module):
+    def __init__(self, module: AnsibleModule) -> None:
         super().__init__(module)
-        self.state = self.params["state"]
-        self.action = None  # create | copy | recreate | amend | remove
-        self.request = None
-        self.options = None
-        self.grow_to = None
-        self.lazy_refcounts = None
+        self.state: str = self.params["state"]
+        self.action: str | None = None  # create | copy | recreate | amend | remove
+        self.request: ImageRequest | None = None
+        self.options: api.CreateOptions | None = None
+        self.grow_to: int | None = None
+        self.lazy_refcounts: bool | None = None
 
     # ---- planning ----
-    def plan(self):
+    def plan(self) -> None:
         exists = os.path.lexists(self.path)
         self.diff_before = {"path": self.path, "state": "absent"}
         if self.state == "absent":
@@ -163,21 +131,21 @@ class ImageOperation(Operation):
         else:
             self._plan_new()
 
-    def _plan_remove(self):
-        require_qcow2(self.path)  # never delete a file that is not an image (a mistyped path)
+    def _plan_remove(self) -> None:
+        api.require_qcow2(self.path)  # never delete a file that is not an image (a mistyped path)
         self.diff_before = self._describe_existing(tolerant=True)
-        refuse_if_locked(self.path)
+        api.refuse_if_locked(self.path)
         self.action = "remove"
         self.changed = True
 
-    def _plan_new(self):
+    def _plan_new(self) -> None:
         require_parent_directory(self.path)
         opts = self.request.create_options()
         self._plan_build(opts)
         self.action = "copy" if self.request.source else "create"
         self.changed = True
 
-    def _plan_build(self, opts):
+    def _plan_build(self, opts: api.CreateOptions) -> None:
         """Validate everything the build will need, so check mode fails where the real run would."""
         if self.request.source:
             self._plan_copy(opts)
@@ -188,35 +156,34 @@ class ImageOperation(Operation):
             if opts.size is None:
                 opts.size = backing[0]["virtual-size"]
         if opts.size is None:
-            raise InvalidArgumentError("size is required to create %s without backing_file or source" % self.path, self.path)
+            raise api.InvalidArgumentError("size is required to create %s without backing_file or source" % self.path, self.path)
         opts.validate()
         if opts.size % 512:
-            raise InvalidArgumentError("Image size must be a multiple of 512 bytes (got %d)" % opts.size, self.path)
+            raise api.InvalidArgumentError("Image size must be a multiple of 512 bytes (got %d)" % opts.size, self.path)
         _require_space_for_create(self.path, opts)
         self.options = opts
         entry = {"filename": self.path, "format": "qcow2", "virtual_size": opts.size,
                  "backing_filename": opts.backing_file, "backing_format": opts.backing_format if opts.backing_file else None}
         self.diff_after = self._describe(options_properties(opts), [entry] + describe_chain(backing))
 
-    def _plan_copy(self, opts):
+    def _plan_copy(self, opts: api.CreateOptions) -> None:
         source = self.request.source
         if os.path.lexists(self.path) and os.path.exists(source) and os.path.samefile(source, self.path):
-            raise InvalidArgumentError("source and path are the same file (%s)" % self.path, self.path)
+            raise api.InvalidArgumentError("source and path are the same file (%s)" % self.path, self.path)
         source_chain = api.image_info(source, backing_chain=True, policy=self.policy)
         source_size = source_chain[0]["virtual-size"]
         wanted = self.request.size  # a copy has the source's size unless the task asks for more
         if wanted is not None and wanted < source_size:
-            raise InvalidArgumentError("size %d is smaller than source %s (%d bytes); a copy cannot shrink it"
-                                       % (wanted, source, source_size), self.path)
+            raise api.InvalidArgumentError("size %d is smaller than source %s (%d bytes); a copy cannot shrink it"
+                                           % (wanted, source, source_size), self.path)
         if wanted is None:
             wanted = source_size
         opts.size = None
         opts.validate()
         if wanted % 512:
-            raise InvalidArgumentError("Image size must be a multiple of 512 bytes (got %d)" % wanted, self.path)
-        planned = api.convert(source, self.path, compress=self.request.compress, options=opts, policy=self.policy,
-                              dry_run=True)
-        require_space(self.path, planned["required"], "writing %s" % self.path)
+            raise api.InvalidArgumentError("Image size must be a multiple of 512 bytes (got %d)" % wanted, self.path)
+        # the engine's plan refuses what the real convert would, too little free space for the copy included
+        api.plan_convert(source, self.path, compress=self.request.compress, options=opts, policy=self.policy)
         self.options = opts
         self.grow_to = wanted if wanted > source_size else None
         entry = {"filename": self.path, "format": "qcow2", "virtual_size": wanted, "backing_filename": None,
@@ -225,7 +192,7 @@ class ImageOperation(Operation):
         props["virtual_size"] = wanted
         self.diff_after = self._describe(props, [entry])
 
-    def _plan_existing(self):
+    def _plan_existing(self) -> None:
         infos = read_chain(self.path, self.policy)
         have = image_properties(infos[0])
         self.diff_before = self._describe(have, describe_chain(infos))
@@ -233,22 +200,22 @@ class ImageOperation(Operation):
         fixed, hints = self._fixed_differences(have)
         if req.size is not None:
             if req.size < have["virtual_size"]:
-                raise InvalidArgumentError(
+                raise api.InvalidArgumentError(
                     "Image %s is %d bytes; size %d would shrink it, which discards data and is refused. Delete the "
                     "image (state=absent) first if a smaller, empty image is what you want"
                     % (self.path, have["virtual_size"], req.size), self.path)
             if req.size % 512:
-                raise InvalidArgumentError("Image size must be a multiple of 512 bytes (got %d)" % req.size, self.path)
+                raise api.InvalidArgumentError("Image size must be a multiple of 512 bytes (got %d)" % req.size, self.path)
         if fixed:
             if not req.force:
-                raise InvalidArgumentError(
+                raise api.InvalidArgumentError(
                     "Image %s differs from the task in what cannot be changed in place: %s. %s"
                     % (self.path, "; ".join(fixed), " ".join(hints + ["Set force=true to recreate it (its data is lost)."])),
                     self.path)
             fallback = dict(have)
             if have["backing_file"] and not have["backing_format"]:
                 fallback["backing_format"] = infos[1]["format"]
-            refuse_if_locked(self.path)
+            api.refuse_if_locked(self.path)
             self._plan_build(req.create_options(fallback))
             self.action = "recreate"
             self.changed = True
@@ -261,14 +228,14 @@ class ImageOperation(Operation):
         if self.grow_to is None and self.lazy_refcounts is None:
             self.diff_after = dict(self.diff_before)
             return
-        refuse_if_locked(self.path)
+        api.refuse_if_locked(self.path)
         chain = describe_chain(infos)
         chain[0]["virtual_size"] = after["virtual_size"]
         self.diff_after = self._describe(after, chain)
         self.action = "amend"
         self.changed = True
 
-    def _fixed_differences(self, have):
+    def _fixed_differences(self, have: dict) -> tuple[list[str], list[str]]:
         """What differs and cannot change in place, and hints on the module that can change it."""
         req = self.request
         fixed, hints = [], []
@@ -297,40 +264,40 @@ class ImageOperation(Operation):
                 hints.append("Use backingchain.qcow2.qcow2_rebase with mode=unsafe to record the backing format.")
         return fixed, hints
 
-    def _describe(self, props, chain):
+    def _describe(self, props: dict, chain: list) -> dict:
         description = {"path": self.path, "state": "present"}
         description.update(props)
         description["chain"] = chain
         return description
 
-    def _describe_existing(self, tolerant=False):
+    def _describe_existing(self, tolerant: bool = False) -> dict:
         """The image as it is; with tolerant, an unreadable backing chain still describes the top alone."""
         try:
             infos = read_chain(self.path, self.policy)
-        except Qcow2Error:
+        except api.Qcow2Error:
             if not tolerant:
                 raise
             infos = read_chain(self.path, self.policy, backing_chain=False)
         return self._describe(image_properties(infos[0]), describe_chain(infos))
 
     # ---- applying ----
-    def apply(self):
+    def apply(self) -> None:
         if self.action == "remove":
-            with locked(self.path):
+            with api.locked(self.path):
                 os.unlink(self.path)
         elif self.action in ("create", "copy"):
             self._build_and_rename()
         elif self.action == "recreate":
-            with locked(self.path):
+            with api.locked(self.path):
                 self._build_and_rename()
         elif self.action == "amend":
             if self.grow_to is not None:
                 api.grow_image(self.path, self.grow_to)
             if self.lazy_refcounts is not None:
-                set_lazy_refcounts(self.path, self.lazy_refcounts)
+                api.set_lazy_refcounts(self.path, self.lazy_refcounts)
 
-    def _build_and_rename(self):
-        remove_stale_temporaries(self.path)  # a killed earlier run cannot clean up after itself
+    def _build_and_rename(self) -> None:
+        api.remove_stale_temporaries(self.path)  # a killed earlier run cannot clean up after itself
         tmp = temp_path_beside(self.path)
         self.module.add_cleanup_file(tmp)
         if self.request.source:
@@ -343,7 +310,7 @@ class ImageOperation(Operation):
         self.module.atomic_move(tmp, self.path, unsafe_writes=self.params["unsafe_writes"])
 
     # ---- after ----
-    def finish(self):
+    def finish(self) -> None:
         if self.state != "present" or not os.path.exists(self.path):
             return
         file_args = self.module.load_file_common_arguments(self.params)
@@ -351,7 +318,7 @@ class ImageOperation(Operation):
         if self.module.set_fs_attributes_if_different(file_args, False, diff=diff):
             self.changed = True
 
-    def results(self):
+    def results(self) -> dict:
         if self.state == "present" and os.path.exists(self.path):
             return {"image": underscore_keys(read_chain(self.path, self.policy, backing_chain=False)[0])}
         return {}

@@ -1,0 +1,109 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""The records the engine's operations return through api.py: what a plan says will happen, what a run did.
+
+Kept apart from the operations so that api.py can name them without importing every operation at start-up.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+
+class ChainEntry(t.NamedTuple):
+    """One image of a chain as a diff shows it: what a change of the chain can change."""
+
+    filename: str
+    format: str
+    virtual_size: int
+    backing_filename: t.Optional[str]
+    backing_format: t.Optional[str]
+
+
+def chain_entry(info: dict) -> ChainEntry:
+    """The ChainEntry of one qemu-img info dict."""
+    return ChainEntry(info["filename"], info["format"], info["virtual-size"], info.get("backing-filename"),
+                      info.get("backing-filename-format"))
+
+
+class CommitPlan(t.NamedTuple):
+    """What a commit will do, read from the chain without writing anything."""
+
+    changed: bool
+    top: str
+    base: t.Optional[str]
+    committed: t.List[str]  # the images that leave the chain (top stays when it is the active image)
+    removed: t.List[str]  # what remove_committed will delete
+    bytes_copied: int  # guest bytes copied or zeroed into base
+    msg: t.Optional[str]  # why nothing changes, when nothing does
+    top_depth: t.Optional[int]
+    base_depth: t.Optional[int]
+    base_size: t.Optional[int]  # base's virtual size afterwards (it grows to top's)
+    chain: t.List[dict]  # qemu-img info --backing-chain of path as it is
+    chain_after: t.List[ChainEntry]  # path's chain once committed, backing names as they will be recorded
+
+
+class CommitResult(t.NamedTuple):
+    """What a commit did."""
+
+    changed: bool
+    top: str
+    base: t.Optional[str]
+    committed: t.List[str]
+    removed: t.List[str]
+    bytes_copied: int
+    msg: t.Optional[str]
+    duration: float
+
+
+class RebasePlan(t.NamedTuple):
+    """What a rebase will do, read from the chains without writing anything."""
+
+    changed: bool
+    old_backing: str
+    old_format: t.Optional[str]
+    new_backing: str
+    new_format: t.Optional[str]
+    header_only: bool
+    bytes_copied: int  # what the copy writes; an upper bound unless ``exact``
+    exact: bool  # bytes_copied is what the real run writes (see qcow2_rebase's documentation)
+    chain: t.List[dict]  # qemu-img info of path's chain as it is (of path alone when its backing chain cannot open)
+    chain_after: t.List[ChainEntry]  # path's chain once rebased (as far as the new backing chain can be read)
+
+
+class RebaseResult(t.NamedTuple):
+    """What a rebase did."""
+
+    changed: bool
+    old_backing: str
+    old_format: t.Optional[str]
+    new_backing: str
+    new_format: t.Optional[str]
+    header_only: bool
+    bytes_copied: int
+    duration: float
+
+
+class ConvertPlan(t.NamedTuple):
+    """What a convert will write."""
+
+    changed: bool  # always: a convert writes a new image
+    dest: str
+    required: int  # bytes the new image needs on disk (qemu-img measure's "required")
+    bytes_to_copy: int  # guest data to read from the source
+    compressed: bool
+
+
+class ConvertResult(t.NamedTuple):
+    """What a convert wrote."""
+
+    changed: bool
+    dest: str
+    required: int
+    bytes_to_copy: int
+    bytes_written: int
+    compressed: bool
+    duration: float
