@@ -184,6 +184,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+image_format:
+  description: V(raw) when the task failed because a file it reads as a qcow2 image is not one (test this, not the message).
+  returned: failure
+  type: str
+  sample: raw
 image:
   description:
     - The image after the task, as M(backingchain.qcow2.qcow2_info) returns it in RV(backingchain.qcow2.qcow2_info#module:image).
@@ -210,13 +215,6 @@ image:
         refcount_bits: 16
         corrupt: false
         extended_l2: false
-image_format:
-  description:
-    - V(raw) when the task failed because a file it reads as a qcow2 image is not one (qemu would read it as raw data).
-      Test this rather than the message's wording.
-  returned: failure
-  type: str
-  sample: raw
 """
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec

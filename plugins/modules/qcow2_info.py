@@ -110,6 +110,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+image_format:
+  description: V(raw) when the task failed because a file it reads as a qcow2 image is not one (test this, not the message).
+  returned: failure
+  type: str
+  sample: raw
 image:
   description:
     - The image at O(path), as C(qemu-img info --output=json) prints it, with C(-) in keys turned into C(_) (also in
@@ -357,13 +362,6 @@ users:
       description: O(path) as the domain's chain names it.
       type: str
       sample: /var/lib/libvirt/images/golden.qcow2
-image_format:
-  description:
-    - V(raw) when the task failed because a file it reads as a qcow2 image is not one (qemu would read it as raw data).
-      Test this rather than the message's wording.
-  returned: failure
-  type: str
-  sample: raw
 """
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec, domain_argument_spec

@@ -101,6 +101,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+image_format:
+  description: V(raw) when the task failed because a file it reads as a qcow2 image is not one (test this, not the message).
+  returned: failure
+  type: str
+  sample: raw
 old_backing:
   description: The backing file name recorded before the task; empty when there was none.
   returned: success
@@ -238,13 +243,6 @@ domain:
       type: bool
       returned: when the domain is shut off
       sample: false
-image_format:
-  description:
-    - V(raw) when the task failed because a file it reads as a qcow2 image is not one (qemu would read it as raw data).
-      Test this rather than the message's wording.
-  returned: failure
-  type: str
-  sample: raw
 """
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import block_job_argument_spec, common_argument_spec, domain_argument_spec

@@ -137,6 +137,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+image_format:
+  description: V(raw) when the task failed because a file it reads as a qcow2 image is not one (test this, not the message).
+  returned: failure
+  type: str
+  sample: raw
 snapshots:
   description:
     - The image's internal snapshots after the task (in check mode, before it), as C(qemu-img info) lists them, with
@@ -230,13 +235,6 @@ domain:
       type: bool
       returned: when the domain is shut off
       sample: true
-image_format:
-  description:
-    - V(raw) when the task failed because a file it reads as a qcow2 image is not one (qemu would read it as raw data).
-      Test this rather than the message's wording.
-  returned: failure
-  type: str
-  sample: raw
 """
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec, domain_argument_spec
