@@ -156,26 +156,14 @@ def select_external_backend(module: AnsibleModule, path: str, overlay: str,
                          path, overlay, policy)
 
 
-class ExternalSnapshotBackend:
-    """plan() decides changed and the diff without writing; apply() writes; results() after either."""
+class ExternalSnapshotBackend(Operation):
+    """The part of a qcow2_snapshot run that takes an external snapshot: an operation on ``overlay`` above path,
+    run by SnapshotOperation."""
 
     def __init__(self, module: AnsibleModule, path: str, overlay: str, policy: api.ChainPolicy) -> None:
-        self.module = module
+        super().__init__(module, policy)
         self.path = path
         self.overlay = overlay
-        self.policy = policy
-        self.changed = False
-        self.diff_before: dict = {}
-        self.diff_after: dict = {}
-
-    def plan(self) -> None:
-        raise NotImplementedError
-
-    def apply(self) -> None:
-        raise NotImplementedError
-
-    def results(self) -> dict:
-        return {}
 
 
 class OfflineExternalSnapshot(ExternalSnapshotBackend):
