@@ -13,7 +13,7 @@ import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import chain as engine_chain
 from ansible_collections.backingchain.qcow2.plugins.modules import qcow2_commit, qcow2_rebase, qcow2_snapshot
-from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import MIB, make_image, write
+from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import three_layer_chain
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.modules.harness import run_ok
 
 
@@ -31,16 +31,6 @@ def opens(monkeypatch):
     return seen
 
 
-def _chain(tmp_path):
-    base = make_image(tmp_path / "base.qcow2", size=2 * MIB)
-    write(base, 0, b"\x01" * MIB)
-    mid = make_image(tmp_path / "mid.qcow2", backing="base.qcow2")
-    write(mid, 65536, b"\x02" * 131072)
-    top = make_image(tmp_path / "top.qcow2", backing="mid.qcow2")
-    write(top, 98304, b"\x03" * 4096)
-    return base, mid, top
-
-
 @pytest.mark.parametrize("module, args", [
     (qcow2_commit, {}),
     (qcow2_commit, {"top_is_mid": True}),
@@ -48,7 +38,7 @@ def _chain(tmp_path):
     (qcow2_snapshot, {"type": "external", "overlay": "overlay.qcow2"}),
 ], ids=["commit", "commit-middle", "rebase", "external-snapshot"])
 def test_a_run_opens_the_chain_to_plan_to_write_and_to_read_the_result(tmp_path, opens, module, args):
-    _base, mid, top = _chain(tmp_path)
+    _base, mid, top = three_layer_chain(tmp_path)
     args = dict(args, path=top)
     if args.pop("top_is_mid", False):
         args["top"] = mid
@@ -66,7 +56,7 @@ def test_a_run_opens_the_chain_to_plan_to_write_and_to_read_the_result(tmp_path,
     (qcow2_snapshot, {"type": "external", "overlay": "overlay.qcow2"}),
 ], ids=["commit", "rebase", "external-snapshot"])
 def test_check_mode_opens_the_chain_once(tmp_path, opens, module, args):
-    _base, _mid, top = _chain(tmp_path)
+    _base, _mid, top = three_layer_chain(tmp_path)
     args = dict(args, path=top)
     if "overlay" in args:
         args["overlay"] = str(tmp_path / args["overlay"])
