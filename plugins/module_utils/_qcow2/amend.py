@@ -7,12 +7,17 @@
 
 from __future__ import annotations
 
+import typing
+
 from . import constants as C
 from .errors import InvalidArgumentError
 from .header import OFFSET_COMPAT
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .image import Qcow2Image
 
-def set_lazy_refcounts(img, enabled):
+
+def set_lazy_refcounts(img: Qcow2Image, enabled: bool) -> None:
     """Set or clear the lazy_refcounts compatible feature bit of a writable image with one header write.
 
     Opening writable takes qemu's writer lock and repairs an image left dirty (its refcounts may be stale
