@@ -16,6 +16,8 @@ itself, which takes that plan to spare reading the chain again.
 
 from __future__ import annotations
 
+import typing
+
 from .chain import ChainPolicy, check_backing_reference, detect_format, open_chain, resolve_backing_path
 from .create import CreateOptions
 from .deps import require_construct
@@ -48,6 +50,10 @@ from .records import (
 )
 from .space import require_space
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .copyview import Progress
+
+
 # The operations' own modules are imported where they are used: a module run needs one of them, and start-up
 # time counts (qcow2_info on a 1000-deep chain is benchmarked against qemu-img info).
 
@@ -69,26 +75,26 @@ __all__ = [
 ]
 
 
-def require_qcow2(path):
+def require_qcow2(path: str) -> None:
     """NotQcow2Error unless path is a qcow2 image (a missing file gets the engine's 'No such file' error)."""
     if not is_qcow2(path):
         raise NotQcow2Error("%s is not a qcow2 image" % path, path)
 
 
-def create_image(path, options, policy=None, overwrite=False):
+def create_image(path: str, options: CreateOptions, policy: ChainPolicy | None = None, overwrite: bool = False) -> int:
     """Create a qcow2 image (CreateOptions); returns its virtual size."""
     from .create import create
     return create(path, options, policy=policy, overwrite=overwrite)
 
 
-def image_info(path, backing_chain=True, force_share=False, policy=None):
+def image_info(path: str, backing_chain: bool = True, force_share: bool = False, policy: ChainPolicy | None = None) -> list[dict]:
     """qemu-img info [--backing-chain] --output=json as a list of dicts, top first."""
     from .info import chain_info
     with open_chain(path, force_share=force_share, policy=policy, backing=backing_chain) as chain:
         return chain_info(chain)
 
 
-def check(path, repair=None, force_share=False):
+def check(path: str, repair: str | None = None, force_share: bool = False) -> dict:
     """qemu-img check [-r leaks|all]: {'result': qemu's json keys, 'exit_code': n, 'messages': [...]}."""
     from .check import check_image, exit_code, report_as_qemu_json
     with open_chain(path, fmt="qcow2", writable=bool(repair), force_share=force_share and not repair,
@@ -97,13 +103,13 @@ def check(path, repair=None, force_share=False):
         return {"result": report_as_qemu_json(report, path), "exit_code": exit_code(report), "messages": report.messages}
 
 
-def list_snapshots(path, force_share=False):
+def list_snapshots(path: str, force_share: bool = False) -> list[dict]:
     from . import snapshots as _snapshots
     with open_chain(path, fmt="qcow2", force_share=force_share, backing=False) as chain:
         return [_snapshots.snapshot_info(sn) for sn in chain.top.snapshot_list()]
 
 
-def snapshot_matches(path, snapshot_id):
+def snapshot_matches(path: str, snapshot_id: str) -> tuple[bool, int]:
     """(matches, disk_size): whether reverting to the snapshot with id ``snapshot_id`` would change nothing (the
     active state maps every guest cluster as it does, and has its size); disk_size is the snapshot's virtual size.
     Read without locks, like qemu-img info -U."""
@@ -112,39 +118,40 @@ def snapshot_matches(path, snapshot_id):
         return _snapshots.matches_snapshot(chain.top, snapshot_id)
 
 
-def create_snapshot(path, name):
+def create_snapshot(path: str, name: str) -> dict:
     from . import snapshots as _snapshots
     with open_chain(path, fmt="qcow2", writable=True, backing=False) as chain:
         return _snapshots.snapshot_info(_snapshots.create_snapshot(chain.top, name))
 
 
-def revert_snapshot(path, name):
+def revert_snapshot(path: str, name: str) -> None:
     from . import snapshots as _snapshots
     with open_chain(path, fmt="qcow2", writable=True) as chain:
         _snapshots.revert_snapshot(chain.top, name)
 
 
-def delete_snapshot(path, name):
+def delete_snapshot(path: str, name: str) -> None:
     from . import snapshots as _snapshots
     with open_chain(path, fmt="qcow2", writable=True, backing=False) as chain:
         _snapshots.delete_snapshot(chain.top, name)
 
 
-def grow_image(path, size):
+def grow_image(path: str, size: int) -> bool:
     """Grow the virtual size; False if it already has that size; refuses to shrink."""
     from .resize import grow
     with open_chain(path, fmt="qcow2", writable=True, backing=False) as chain:
         return grow(chain.top, size)
 
 
-def set_lazy_refcounts(path, enabled):
+def set_lazy_refcounts(path: str, enabled: bool) -> None:
     """Set or clear lazy_refcounts in place (qemu-img amend -o lazy_refcounts=on|off); needs compat 1.1."""
     from .amend import set_lazy_refcounts as _set
     with open_chain(path, fmt="qcow2", writable=True, backing=False) as chain:
         _set(chain.top, enabled)
 
 
-def measure(source=None, size=None, options=None, source_format=None, backing_file=None, policy=None):
+def measure(source: str | None = None, size: int | None = None, options: CreateOptions | None = None,
+            source_format: str | None = None, backing_file: str | None = None, policy: ChainPolicy | None = None) -> dict:
     """qemu-img measure -O qcow2: {'required', 'fully-allocated'[, 'bitmaps']}."""
     from . import measure as _measure
     if source is None:
@@ -158,13 +165,14 @@ def measure(source=None, size=None, options=None, source_format=None, backing_fi
         return _measure.measure_chain(chain.top, stop, options)
 
 
-def plan_commit(path, top=None, base=None, remove_committed=False, policy=None):
+def plan_commit(path: str, top: str | None = None, base: str | None = None, remove_committed: bool = False, policy: ChainPolicy | None = None) -> CommitPlan:
     """What commit would do (a CommitPlan: the chain before and after, the bytes to copy), without writing."""
     from . import commit as _commit
     return _commit.plan_commit(path, top=top, base=base, remove_committed=remove_committed, policy=policy)
 
 
-def commit(path, top=None, base=None, remove_committed=False, policy=None, progress=None, plan=None):
+def commit(path: str, top: str | None = None, base: str | None = None, remove_committed: bool = False,
+           policy: ChainPolicy | None = None, progress: Progress | None = None, plan: CommitPlan | None = None) -> CommitResult:
     """Commit top (default path) into base (default: top's backing file); see commit.py for the order of steps.
     Returns a CommitResult."""
     from . import commit as _commit
@@ -172,20 +180,22 @@ def commit(path, top=None, base=None, remove_committed=False, policy=None, progr
                           progress=progress, plan=plan)
 
 
-def plan_rebase(path, backing_file, backing_format=None, unsafe=False, policy=None):
+def plan_rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False, policy: ChainPolicy | None = None) -> RebasePlan:
     """What rebase would do (a RebasePlan: the chain before and after, the bytes to copy), without writing."""
     from . import rebase as _rebase
     return _rebase.plan_rebase(path, backing_file, backing_format=backing_format, unsafe=unsafe, policy=policy)
 
 
-def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, plan=None):
+def rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False,
+           policy: ChainPolicy | None = None, plan: RebasePlan | None = None) -> RebaseResult:
     """Change path's backing file ("" = none); returns a RebaseResult."""
     from . import rebase as _rebase
     return _rebase.rebase(path, backing_file, backing_format=backing_format, unsafe=unsafe, policy=policy, plan=plan)
 
 
-def plan_convert(source, dest, compress=False, backing_file=None, backing_format=None, options=None, policy=None,
-                 source_format=None):
+def plan_convert(source: str, dest: str, compress: bool = False, backing_file: str | None = None,
+                 backing_format: str | None = None, options: CreateOptions | None = None,
+                 policy: ChainPolicy | None = None, source_format: str | None = None) -> ConvertPlan:
     """What convert would write (a ConvertPlan), without writing."""
     from . import convert as _convert
     return _convert.plan_convert(source, dest, compress=compress, backing_file=backing_file,
@@ -193,8 +203,9 @@ def plan_convert(source, dest, compress=False, backing_file=None, backing_format
                                  source_format=source_format)
 
 
-def convert(source, dest, compress=False, backing_file=None, backing_format=None, options=None, policy=None,
-            source_format=None, progress=None):
+def convert(source: str, dest: str, compress: bool = False, backing_file: str | None = None,
+            backing_format: str | None = None, options: CreateOptions | None = None, policy: ChainPolicy | None = None,
+            source_format: str | None = None, progress: Progress | None = None) -> ConvertResult:
     """Write dest as a new qcow2 image holding source's guest view (standalone, or above backing_file); returns a
     ConvertResult."""
     from . import convert as _convert
