@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-import typing as t
+import typing
 
 from .backing_name import name_for, set_backing
 from .chain import open_chain
@@ -33,8 +33,14 @@ from .records import CommitPlan, CommitResult, chain_entry
 from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, layer_runs
 from .space import require_space
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .chain import Chain, ChainPolicy, Image
+    from .copyview import Progress
+    from .image import Qcow2Image
+    from .records import ChainEntry
 
-def plan_commit(path, top=None, base=None, remove_committed=False, policy=None):
+
+def plan_commit(path: str, top: str | None = None, base: str | None = None, remove_committed: bool = False, policy: ChainPolicy | None = None) -> CommitPlan:
     """What commit would do, without writing. Raises what the real run would raise before writing: a lock a
     running qemu holds (ImageLockedError) and too little free space in base (NoSpaceError) included."""
     with open_chain(path, force_share=True, policy=policy) as chain:
@@ -45,7 +51,7 @@ def plan_commit(path, top=None, base=None, remove_committed=False, policy=None):
         return plan
 
 
-def _left_chain(top, chain, policy):
+def _left_chain(top: str, chain: Chain, policy: ChainPolicy | None) -> bool:
     """True if top's own backing chain reaches an image of chain: a layer an earlier commit took out of it."""
     try:
         with open_chain(top, force_share=True, policy=policy) as own:
@@ -54,13 +60,13 @@ def _left_chain(top, chain, policy):
         return False
 
 
-def _written(plan):
+def _written(plan: CommitPlan) -> list[str]:
     """The images the commit writes: base, and the image re-pointed to it (or top when top is path)."""
     ti = plan.top_depth
     return [plan.base, plan.chain[ti - 1 if ti > 0 else 0]["filename"]]
 
 
-def _refuse_held(chain, plan):
+def _refuse_held(chain: Chain, plan: CommitPlan) -> None:
     """The locks the real run will take must be free (a running qemu holding an image makes it fail)."""
     writes = _written(plan)
     for img in chain.images:
@@ -69,14 +75,14 @@ def _refuse_held(chain, plan):
             raise ImageLockedError(conflict, img.path)
 
 
-class _Located(t.NamedTuple):
-    top_depth: t.Optional[int]
-    base_depth: t.Optional[int]
+class _Located(typing.NamedTuple):
+    top_depth: typing.Optional[int]
+    base_depth: typing.Optional[int]
     runs: list  # segments.layer_runs of top above base
-    msg: t.Optional[str]  # why there is nothing to commit
+    msg: typing.Optional[str]  # why there is nothing to commit
 
 
-def _plan(chain, path, top, base, remove_committed=False, policy=None):
+def _plan(chain: Chain, path: str, top: str | None, base: str | None, remove_committed: bool = False, policy: ChainPolicy | None = None) -> CommitPlan:
     infos = chain_info(chain)
     found = _locate(chain, path, top, base, policy)
     ti, bi = found.top_depth, found.base_depth
@@ -93,12 +99,12 @@ def _plan(chain, path, top, base, remove_committed=False, policy=None):
                       data_bytes(found.runs), None, ti, bi, base_size, infos, _chain_after(entries, ti, bi, base_size))
 
 
-def _committed(chain, ti, bi):
+def _committed(chain: Chain, ti: int, bi: int) -> list[str]:
     """The images that leave the chain: top (unless it is the active image) down to just above base."""
     return [img.path for img in chain.images[ti:bi] if ti > 0 or img is not chain.images[0]]
 
 
-def _locate(chain, path, top, base, policy=None):
+def _locate(chain: Chain, path: str, top: str | None, base: str | None, policy: ChainPolicy | None = None) -> _Located:
     """Where top and base are in the chain, and the runs to copy; or why there is nothing to commit."""
     top = top or path
     ti = position_of(chain.paths, top)
@@ -129,12 +135,12 @@ def _locate(chain, path, top, base, policy=None):
     return _Located(ti, bi, runs, None)
 
 
-def _chain_after(entries, ti, bi, base_size):
+def _chain_after(entries: list[ChainEntry], ti: int, bi: int, base_size: int) -> list[ChainEntry]:
     """The chain once top..base-1 are committed: those layers leave (top stays when it is the active image),
     and the image above them (or top) is pointed at base with a name spelled like the one it replaces."""
     base = entries[bi]._replace(virtual_size=base_size)
 
-    def pointed_at_base(entry):
+    def pointed_at_base(entry: ChainEntry) -> ChainEntry:
         return entry._replace(backing_filename=name_for(entry.filename, base.filename, entry.backing_filename),
                               backing_format=base.format)
 
@@ -144,7 +150,8 @@ def _chain_after(entries, ti, bi, base_size):
     return entries[:ti - 1] + [pointed_at_base(entries[ti - 1]), base] + entries[bi + 1:]
 
 
-def commit(path, top=None, base=None, remove_committed=False, policy=None, progress=None, plan=None):
+def commit(path: str, top: str | None = None, base: str | None = None, remove_committed: bool = False,
+           policy: ChainPolicy | None = None, progress: Progress | None = None, plan: CommitPlan | None = None) -> CommitResult:
     """Commit top (default: path) into base (default: top's backing file) in path's chain.
 
     ``plan``, from plan_commit with the same arguments just before, spares reading the chain a second time to
@@ -183,7 +190,7 @@ def commit(path, top=None, base=None, remove_committed=False, policy=None, progr
     return result._replace(removed=removed, duration=time.time() - started)
 
 
-def _commit_in(chain, found, progress):
+def _commit_in(chain: Chain, found: _Located, progress: Progress | None) -> int:
     """Steps 1 to 3 (see the module docstring) in a chain opened with base and the re-pointed image writable."""
     ti, bi, runs = found.top_depth, found.base_depth, found.runs
     top_img = chain.images[ti]
@@ -203,7 +210,7 @@ def _commit_in(chain, found, progress):
     return stats.bytes_written + stats.bytes_zeroed
 
 
-def _mask_past_top(above, top_img, base_img):
+def _mask_past_top(above: Qcow2Image, top_img: Image, base_img: Image) -> None:
     """Past top's end the image above read zeros; base may hold data there. Write zeros into the image above
     where it holds nothing, before it is pointed at base (until then it reads zeros there either way)."""
     lo, hi = top_img.size, min(above.size, base_img.size)
@@ -221,7 +228,7 @@ def _mask_past_top(above, top_img, base_img):
     above.flush()
 
 
-def _grow(img, size):
+def _grow(img: Image, size: int) -> None:
     if img.format_name == "raw":
         img.resize(size)
     else:
@@ -229,6 +236,6 @@ def _grow(img, size):
         grow(img, -(-size // 512) * 512)
 
 
-def _make_empty(img):
+def _make_empty(img: Qcow2Image) -> None:
     """Drop every cluster of the active state (snapshots keep theirs), atomically."""
     apply_state(img, PlannedState(img.size, bytes(8 * len(img.l1)), [s.copy() for s in img.snapshot_list()]))
