@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-import typing as t
+import typing
 
 from .chain import check_backing_reference, detect_format, open_chain, DEFAULT_POLICY
 from .compressed_writer import copy_runs_compressed
@@ -32,8 +32,13 @@ from .records import ConvertPlan, ConvertResult
 from .segments import RUN_BELOW, RUN_ZERO, data_bytes, layer_runs
 from .space import require_space
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .chain import Chain, ChainPolicy
+    from .copyview import Progress
+    from .segments import Run
 
-def _options_for(options, size, backing_file, backing_format):
+
+def _options_for(options: CreateOptions | None, size: int, backing_file: str | None, backing_format: str | None) -> CreateOptions:
     opts = CreateOptions(**vars(options)) if options is not None else CreateOptions()
     opts.size = -(-size // 512) * 512  # a raw source of any length: qemu-img convert rounds up to whole sectors
     opts.backing_file = backing_file or None
@@ -43,15 +48,16 @@ def _options_for(options, size, backing_file, backing_format):
     return opts
 
 
-class _Prepared(t.NamedTuple):  # what plan_convert and convert both work out
+class _Prepared(typing.NamedTuple):  # what plan_convert and convert both work out
     plan: ConvertPlan
     options: object  # CreateOptions of the new image
     runs: list  # segments.layer_runs of the source's view to copy
     outside: bool  # the new backing file is not in the source's chain
 
 
-def plan_convert(source, dest, compress=False, backing_file=None, backing_format=None, options=None, policy=None,
-                 source_format=None):
+def plan_convert(source: str, dest: str, compress: bool = False, backing_file: str | None = None,
+                 backing_format: str | None = None, options: CreateOptions | None = None,
+                 policy: ChainPolicy | None = None, source_format: str | None = None) -> ConvertPlan:
     """What convert would write, without writing; raises what the real run would raise before writing, too
     little free space for the new image included (NoSpaceError)."""
     policy = policy or DEFAULT_POLICY
@@ -62,7 +68,7 @@ def plan_convert(source, dest, compress=False, backing_file=None, backing_format
     return plan
 
 
-def _source_format(source, dest, backing_file, backing_format, source_format):
+def _source_format(source: str, dest: str, backing_file: str | None, backing_format: str | None, source_format: str | None) -> str:
     """Check what can be checked before opening the source; the format to open it with."""
     if backing_file and not backing_format:
         raise InvalidArgumentError("Backing format must be given with a backing file (qcow2 or raw)")
@@ -73,7 +79,8 @@ def _source_format(source, dest, backing_file, backing_format, source_format):
     return source_format or detect_format(source)
 
 
-def _prepare(chain, source, dest, compress, backing_file, backing_format, options, policy):
+def _prepare(chain: Chain, source: str, dest: str, compress: bool, backing_file: str | None, backing_format: str | None,
+             options: CreateOptions | None, policy: ChainPolicy) -> _Prepared:
     top = chain.top
     for img in chain.images:
         if same_file(img.path, dest):
@@ -104,8 +111,9 @@ def _prepare(chain, source, dest, compress, backing_file, backing_format, option
     return _Prepared(ConvertPlan(True, dest, measured["required"], data_bytes(runs), bool(compress)), opts, runs, outside)
 
 
-def convert(source, dest, compress=False, backing_file=None, backing_format=None, options=None, policy=None,
-            source_format=None, progress=None):
+def convert(source: str, dest: str, compress: bool = False, backing_file: str | None = None,
+            backing_format: str | None = None, options: CreateOptions | None = None, policy: ChainPolicy | None = None,
+            source_format: str | None = None, progress: Progress | None = None) -> ConvertResult:
     """Write dest as a new qcow2 image holding source's guest view (standalone, or above backing_file)."""
     started = time.time()
     policy = policy or DEFAULT_POLICY
@@ -155,7 +163,7 @@ def convert(source, dest, compress=False, backing_file=None, backing_format=None
                          time.time() - started)
 
 
-def _zeros_past(runs, end):
+def _zeros_past(runs: list[Run], end: int) -> list[Run]:
     """A backing file outside the source's chain: what the source read past its own backing file's end (or
     everywhere, without one) is zeros, which must mask the new backing file (qemu-img convert -B does so)."""
     out = []
@@ -169,13 +177,13 @@ def _zeros_past(runs, end):
     return out
 
 
-def _umask():
+def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-def _fsync_dir(directory):
+def _fsync_dir(directory: str) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
