@@ -13,21 +13,44 @@ zero clusters, as the caller asks. A few aligned buffers are reused for the whol
 
 from __future__ import annotations
 
+import typing
+
 from .segments import RUN_DATA, RUN_ZERO
 from .zeros import zero_bytes
+
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .chain import Image
+    from .fileio import BlockFile, BufferRing
+    from .segments import Run
 
 CHUNK = 4 << 20
 BUFFERS = 3
 
+Progress = typing.Callable[[int], None]  # called with the guest offset a copy has reached
+
+
+class CopyDestination(typing.Protocol):
+    """What copy_runs writes into: an image, or rebase's view of one whose zero writes are judged differently."""
+
+    file: BlockFile
+    cluster_size: int
+    size: int
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        """Write guest bytes."""
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        """Make guest bytes read as zeros."""
+
 
 class CopyStats:
-    def __init__(self):
+    def __init__(self) -> None:
         self.bytes_read = 0
         self.bytes_written = 0
         self.bytes_zeroed = 0
 
 
-def planned_bytes(runs, cluster_size, size, zero_runs="skip"):
+def planned_bytes(runs: list[Run], cluster_size: int, size: int, zero_runs: str = "skip") -> int:
     """What copy_runs will report as written plus zeroed: exact when zero ranges are zeroed ("zero"), an upper
     bound when they are skipped (which all-zero data clusters are cannot be known without reading them)."""
     total = 0
@@ -39,7 +62,8 @@ def planned_bytes(runs, cluster_size, size, zero_runs="skip"):
     return total
 
 
-def copy_runs(source, dest, runs, zero_runs="skip", chunk=CHUNK, stats=None, progress=None):
+def copy_runs(source: Image, dest: CopyDestination, runs: list[Run], zero_runs: str = "skip", chunk: int = CHUNK,
+              stats: CopyStats | None = None, progress: Progress | None = None) -> CopyStats:
     """Copy runs (from segments.layer_runs) of source's view into dest.
 
     zero_runs: "skip" when dest already reads zeros there (new standalone image), "zero" when dest must be
@@ -56,7 +80,7 @@ def copy_runs(source, dest, runs, zero_runs="skip", chunk=CHUNK, stats=None, pro
     return stats
 
 
-def _copy(source, dest, runs, zero_runs, ring, stats, progress):
+def _copy(source: Image, dest: CopyDestination, runs: list[Run], zero_runs: str, ring: BufferRing, stats: CopyStats, progress: Progress | None) -> None:
     cs = dest.cluster_size
     chunk = ring.size
     for start, end, kind in runs:
@@ -80,7 +104,7 @@ def _copy(source, dest, runs, zero_runs, ring, stats, progress):
             pos += n
 
 
-def _write_nonzero(dest, buf, first, offset, length, cs, zero_runs, stats):
+def _write_nonzero(dest: CopyDestination, buf: bytearray, first: int, offset: int, length: int, cs: int, zero_runs: str, stats: CopyStats) -> None:
     """Write the non-zero clusters of buf[first:first+length] (guest offset ``offset``) in as few calls as possible."""
     view = memoryview(buf)
     zero = zero_bytes(cs)
