@@ -11,7 +11,7 @@ from __future__ import annotations
 class Qcow2Error(Exception):
     """Base class: ``str(err)`` is a message a person can act on."""
 
-    def __init__(self, message, path=None):
+    def __init__(self, message: str, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
 
@@ -19,7 +19,7 @@ class Qcow2Error(Exception):
 class FormatError(Qcow2Error):
     """The file is not a valid qcow2 image; ``field`` names the offending field."""
 
-    def __init__(self, message, path=None, field=None):
+    def __init__(self, message: str, path: str | None = None, field: str | None = None) -> None:
         super().__init__(message, path)
         self.field = field
 
@@ -65,7 +65,7 @@ class CorruptionError(Qcow2Error):
 class MissingDependencyError(Qcow2Error):
     """An optional Python library is needed; ``library`` names it for missing_required_lib()."""
 
-    def __init__(self, message, library, import_error=None):
+    def __init__(self, message: str, library: str, import_error: str | None = None) -> None:
         super().__init__(message)
         self.library = library
         self.import_error = import_error
