@@ -7,18 +7,23 @@
 
 from __future__ import annotations
 
+import typing
+
 from . import constants as C
 from .bitmaps import read_directory
 from .chain import resolve_backing_path
 from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, classify, nonzero_entries
 from .snapshots import snapshot_info
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .chain import Chain, Image
 
-def _actual_size(img):
+
+def _actual_size(img: Image) -> int:
     return img.file.stat().st_blocks * 512
 
 
-def image_info(img):
+def image_info(img: Image) -> dict:
     """One image's info dict, keys exactly as qemu-img prints them."""
     info = {
         "virtual-size": img.size,
@@ -59,12 +64,12 @@ def image_info(img):
     return info
 
 
-def chain_info(chain):
+def chain_info(chain: Chain) -> list[dict]:
     """qemu-img info --backing-chain: one dict per image, top first."""
     return [image_info(img) for img in chain.images]
 
 
-def allocated_bytes(img):
+def allocated_bytes(img: Image) -> int:
     """Guest bytes the image itself holds (data, compressed or preallocated zero clusters) in its active L1."""
     if img.format_name != "qcow2":
         return img.size
