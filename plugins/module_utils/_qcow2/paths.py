@@ -13,7 +13,7 @@ and the live layer comparing what a task names with what a header or libvirt rec
 from __future__ import annotations
 
 import os
-import typing as t
+import typing
 
 from .locking import holders_conflict
 
@@ -37,13 +37,13 @@ def same_file(first: str | None, second: str | None) -> bool:
     return first_id is not None and first_id == file_identity(second)
 
 
-def position_of(paths: t.Iterable[str | None], path: str | None) -> int | None:
+def position_of(paths: typing.Iterable[str | None], path: str | None) -> int | None:
     """Index of the first of ``paths`` naming the same file as ``path`` (the depth in a chain listed top
     first), or None if none does."""
     return next((index for index, candidate in enumerate(paths) if same_file(candidate, path)), None)
 
 
-def remove_stale_temporaries(path):
+def remove_stale_temporaries(path: str) -> None:
     """Delete what interrupted earlier builds of path left beside it, unless a live run still holds it locked:
     .NAME.*.tmp (a convert's, or a module's image built beside path) and ..NAME.*.tmp (a convert's into such
     a module's temporary image)."""
