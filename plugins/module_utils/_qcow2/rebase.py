@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import typing
 
 from .backing_name import set_backing
 from .chain import DEFAULT_POLICY, check_backing_reference, open_chain, resolve_backing_path
@@ -34,16 +35,23 @@ from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, layer_runs, swe
 from .space import require_space
 from .zeros import zero_bytes
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .chain import Chain, ChainPolicy, Image
+    from .image import Qcow2Image
+    from .records import ChainEntry
+    from .segments import Run
+
 COMPARE_CHUNK = 2 << 20
 
 
-def plan_rebase(path, backing_file, backing_format=None, unsafe=False, policy=None):
+def plan_rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False, policy: ChainPolicy | None = None) -> RebasePlan:
     """What rebase would do, without writing. Raises what the real run would raise, a lock another process
     holds on an image it writes or reads included (ImageLockedError)."""
     return _planned(path, backing_file, backing_format, unsafe, policy, dry_run=True)
 
 
-def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, plan=None):
+def rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False,
+           policy: ChainPolicy | None = None, plan: RebasePlan | None = None) -> RebaseResult:
     """Point path at backing_file ("" = none). ``plan``, from plan_rebase with the same arguments just before,
     spares reading the chains again; the header is checked once path is open for writing, and everything is
     planned anew if it changed meanwhile."""
@@ -67,17 +75,17 @@ def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, p
     return _result(plan, bytes_copied, started)
 
 
-def _result(plan, bytes_copied, started):
+def _result(plan: RebasePlan, bytes_copied: int, started: float) -> RebaseResult:
     return RebaseResult(plan.changed, plan.old_backing, plan.old_format, plan.new_backing, plan.new_format,
                         plan.header_only, bytes_copied, time.time() - started)
 
 
-def _same_header(img, plan):
+def _same_header(img: Qcow2Image, plan: RebasePlan) -> bool:
     name = img.backing_filename or ""
     return (name, img.backing_format if name else None) == (plan.old_backing, plan.old_format)
 
 
-def _check_arguments(backing_file, backing_format):
+def _check_arguments(backing_file: str, backing_format: str | None) -> None:
     if backing_file is None:
         raise InvalidArgumentError("backing_file is required (use an empty string to make the image standalone)")
     if backing_file and not backing_format:
@@ -86,7 +94,7 @@ def _check_arguments(backing_file, backing_format):
         raise InvalidArgumentError("Backing format must be qcow2 or raw (got %r)" % (backing_format,))
 
 
-def _open_old_chain(path, policy):
+def _open_old_chain(path: str, policy: ChainPolicy) -> tuple[Chain, Qcow2Error | None]:
     """(path's chain, None), or (path alone, the error) when its backing chain cannot be opened: an unsafe
     rebase, or one that changes nothing, does not need it. An error of path itself is raised."""
     try:
@@ -95,7 +103,7 @@ def _open_old_chain(path, policy):
         return open_chain(path, fmt="qcow2", force_share=True, backing=False, policy=policy), exc
 
 
-def _planned(path, backing_file, backing_format, unsafe, policy, dry_run):
+def _planned(path: str, backing_file: str, backing_format: str | None, unsafe: bool, policy: ChainPolicy, dry_run: bool) -> RebasePlan:
     """The plan; dry_run also checks the locks and counts the bytes (and describes the chains for a diff)."""
     _check_arguments(backing_file, backing_format)
     policy = policy or DEFAULT_POLICY
@@ -104,7 +112,7 @@ def _planned(path, backing_file, backing_format, unsafe, policy, dry_run):
         return _plan(old, old_error, opened, path, backing_file, backing_format, unsafe, policy, dry_run)
 
 
-def _old_chain_required(old_error, path):
+def _old_chain_required(old_error: Qcow2Error, path: str) -> Qcow2Error:
     """A safe rebase reads the whole old chain; say what to do when it cannot be opened."""
     if isinstance(old_error, BackingChainError):
         return type(old_error)("%s. A safe rebase reads the old backing chain to keep the image's content; if the "
@@ -113,7 +121,8 @@ def _old_chain_required(old_error, path):
     return old_error
 
 
-def _plan(old, old_error, opened, path, backing_file, backing_format, unsafe, policy, dry_run):
+def _plan(old: Chain, old_error: Qcow2Error | None, opened: contextlib.ExitStack, path: str, backing_file: str,
+          backing_format: str | None, unsafe: bool, policy: ChainPolicy, dry_run: bool) -> RebasePlan:
     img = old.top
     old_name = img.backing_filename or ""
     old_format = img.backing_format if old_name else None
@@ -121,7 +130,7 @@ def _plan(old, old_error, opened, path, backing_file, backing_format, unsafe, po
     infos = chain_info(old) if dry_run else []
     entries = [chain_entry(info) for info in infos]
 
-    def plan(changed, header_only, bytes_copied=0, exact=True, below=()):
+    def plan(changed: bool, header_only: bool, bytes_copied: int = 0, exact: bool = True, below: typing.Sequence[ChainEntry] = ()) -> RebasePlan:
         after = entries
         if changed and entries:
             after = [entries[0]._replace(backing_filename=backing_file or None, backing_format=new_format)] + list(below)
@@ -177,7 +186,8 @@ def _plan(old, old_error, opened, path, backing_file, backing_format, unsafe, po
     return plan(True, False, estimate, exact=new_path is not None and in_chain is not None, below=below)
 
 
-def _described_below(new_path, new_exists, entries, in_chain, new_chain, policy, dry_run):
+def _described_below(new_path: str | None, new_exists: bool, entries: list[ChainEntry], in_chain: int | None,
+                     new_chain: Chain | None, policy: ChainPolicy, dry_run: bool) -> list[ChainEntry]:
     """The new backing chain as a diff shows it, spelled from new_path: as far as it can be read (the new backing
     file alone when its own backing chain cannot be opened; nothing when it does not exist yet)."""
     if not dry_run or not new_exists:
@@ -195,7 +205,7 @@ def _described_below(new_path, new_exists, entries, in_chain, new_chain, policy,
         return [chain_entry(info) for info in chain_info(alone)]
 
 
-def _refuse_held(path, old, old_error, new_chain, reads):
+def _refuse_held(path: str, old: Chain, old_error: Qcow2Error | None, new_chain: Chain | None, reads: bool) -> None:
     """The locks the real run will take must be free. It writes the image; a safe rebase also reads the old
     backing chain and the new backing file's chain."""
     candidates = [(path, True)]
@@ -210,7 +220,7 @@ def _refuse_held(path, old, old_error, new_chain, reads):
             raise ImageLockedError(conflict, candidate)
 
 
-def _refuse_loop(path, new_path, new_format, policy):
+def _refuse_loop(path: str, new_path: str, new_format: str | None, policy: ChainPolicy) -> None:
     """Neither the new backing file nor any image below it may be the image itself (its own overlay, say).
 
     Walks the headers only, without locks, and stops where the chain cannot be followed: an unsafe rebase may
@@ -233,7 +243,7 @@ def _refuse_loop(path, new_path, new_format, policy):
             return
 
 
-def _check_format(new_path, fmt, path):
+def _check_format(new_path: str, fmt: str | None, path: str) -> None:
     if fmt == "qcow2" and not probe_is_qcow2(new_path):
         raise BackingChainError("Backing format mismatch: %s is not a qcow2 image (backing_format=qcow2 for %s)"
                                 % (new_path, path), path)
@@ -242,7 +252,7 @@ def _check_format(new_path, fmt, path):
                                 "its qcow2 metadata to the guest)" % (new_path, path), path)
 
 
-def _safe_rebase(path, backing_file, new_path, plan, policy):
+def _safe_rebase(path: str, backing_file: str, new_path: str | None, plan: RebasePlan, policy: ChainPolicy) -> int | None:
     """Copy what the new backing view would change, then switch the header; None if the header is no longer the
     one planned for (the image changed meanwhile)."""
     with open_chain(path, fmt="qcow2", writable=True, policy=policy) as old_chain:
@@ -278,17 +288,17 @@ class _ZeroesAgainst:
     reading the old view, which is the view being preserved.
     """
 
-    def __init__(self, img, below):
+    def __init__(self, img: Qcow2Image, below: Image | None) -> None:
         self.img = img
         self.file = img.file
         self.below = below
         self.cluster_size = img.cluster_size
         self.size = img.size
 
-    def write(self, offset, data):
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         self.img.write(offset, data)
 
-    def write_zeroes(self, offset, length):
+    def write_zeroes(self, offset: int, length: int) -> None:
         """Zero [offset, offset+length). Partial clusters (or subclusters) are written as zero data through the old
         view, whose copy-on-write keeps the rest of the cluster as the image reads it now; only the aligned middle,
         which the writer turns into zero clusters without reading anything, is judged against the new backing file."""
@@ -315,7 +325,7 @@ class _ZeroesAgainst:
             img.backing = old
 
 
-def _subtract_allocated(img, runs):
+def _subtract_allocated(img: Qcow2Image, runs: list[Run]) -> list[Run]:
     """Drop the parts of runs the image decides itself (its own data masks the backing anyway)."""
     out = []
     for start, end, kind in runs:
@@ -325,7 +335,7 @@ def _subtract_allocated(img, runs):
     return out
 
 
-def _copy_differences(img, new_top, stats):
+def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats) -> None:
     """Unrelated new base: compare old and new views where the image itself is unallocated."""
     cs = img.geo.cluster_size
     chunk = max(cs, (COMPARE_CHUNK // cs) * cs)
@@ -344,7 +354,7 @@ def _copy_differences(img, new_top, stats):
             pos += n
 
 
-def _candidates(img, new_top):
+def _candidates(img: Qcow2Image, new_top: Image) -> list[tuple[int, int]]:
     """Ranges where the image decides nothing and the old or the new view holds data: only there can they differ."""
     own = layer_runs(img, img.backing, 0, img.size)
     old = layer_runs(img.backing, None, 0, img.size)
@@ -359,7 +369,7 @@ def _candidates(img, new_top):
     return candidates
 
 
-def _read_view(top, view, offset):
+def _read_view(top: Image, view: memoryview, offset: int) -> None:
     if offset >= top.size:
         view[:] = zero_bytes(len(view))
         return
@@ -369,7 +379,8 @@ def _read_view(top, view, offset):
         view[inside:] = zero_bytes(len(view) - inside)
 
 
-def _write_differing(img, old_buf, new_buf, offset, length, cs, stats, run_start, run_end):
+def _write_differing(img: _ZeroesAgainst, old_buf: bytearray, new_buf: bytearray, offset: int, length: int, cs: int,
+                     stats: CopyStats, run_start: int, run_end: int) -> None:
     """Write the old view's clusters where they differ from the new view (clipped to the unallocated run)."""
     pos = 0
     while pos < length:
