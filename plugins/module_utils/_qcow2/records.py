@@ -10,17 +10,17 @@ Kept apart from the operations so that api.py can name them without importing ev
 
 from __future__ import annotations
 
-import typing as t
+import typing
 
 
-class ChainEntry(t.NamedTuple):
+class ChainEntry(typing.NamedTuple):
     """One image of a chain as a diff shows it: what a change of the chain can change."""
 
     filename: str
     format: str
     virtual_size: int
-    backing_filename: t.Optional[str]
-    backing_format: t.Optional[str]
+    backing_filename: typing.Optional[str]
+    backing_format: typing.Optional[str]
 
 
 def chain_entry(info: dict) -> ChainEntry:
@@ -29,65 +29,65 @@ def chain_entry(info: dict) -> ChainEntry:
                       info.get("backing-filename-format"))
 
 
-class CommitPlan(t.NamedTuple):
+class CommitPlan(typing.NamedTuple):
     """What a commit will do, read from the chain without writing anything."""
 
     changed: bool
     top: str
-    base: t.Optional[str]
-    committed: t.List[str]  # the images that leave the chain (top stays when it is the active image)
-    removed: t.List[str]  # what remove_committed will delete
+    base: typing.Optional[str]
+    committed: typing.List[str]  # the images that leave the chain (top stays when it is the active image)
+    removed: typing.List[str]  # what remove_committed will delete
     bytes_copied: int  # guest bytes copied or zeroed into base
-    msg: t.Optional[str]  # why nothing changes, when nothing does
-    top_depth: t.Optional[int]
-    base_depth: t.Optional[int]
-    base_size: t.Optional[int]  # base's virtual size afterwards (it grows to top's)
-    chain: t.List[dict]  # qemu-img info --backing-chain of path as it is
-    chain_after: t.List[ChainEntry]  # path's chain once committed, backing names as they will be recorded
+    msg: typing.Optional[str]  # why nothing changes, when nothing does
+    top_depth: typing.Optional[int]
+    base_depth: typing.Optional[int]
+    base_size: typing.Optional[int]  # base's virtual size afterwards (it grows to top's)
+    chain: typing.List[dict]  # qemu-img info --backing-chain of path as it is
+    chain_after: typing.List[ChainEntry]  # path's chain once committed, backing names as they will be recorded
 
 
-class CommitResult(t.NamedTuple):
+class CommitResult(typing.NamedTuple):
     """What a commit did."""
 
     changed: bool
     top: str
-    base: t.Optional[str]
-    committed: t.List[str]
-    removed: t.List[str]
+    base: typing.Optional[str]
+    committed: typing.List[str]
+    removed: typing.List[str]
     bytes_copied: int
-    msg: t.Optional[str]
+    msg: typing.Optional[str]
     duration: float
 
 
-class RebasePlan(t.NamedTuple):
+class RebasePlan(typing.NamedTuple):
     """What a rebase will do, read from the chains without writing anything."""
 
     changed: bool
     old_backing: str
-    old_format: t.Optional[str]
+    old_format: typing.Optional[str]
     new_backing: str
-    new_format: t.Optional[str]
+    new_format: typing.Optional[str]
     header_only: bool
     bytes_copied: int  # what the copy writes; an upper bound unless ``exact``
     exact: bool  # bytes_copied is what the real run writes (see qcow2_rebase's documentation)
-    chain: t.List[dict]  # qemu-img info of path's chain as it is (of path alone when its backing chain cannot open)
-    chain_after: t.List[ChainEntry]  # path's chain once rebased (as far as the new backing chain can be read)
+    chain: typing.List[dict]  # qemu-img info of path's chain as it is (of path alone when its backing chain cannot open)
+    chain_after: typing.List[ChainEntry]  # path's chain once rebased (as far as the new backing chain can be read)
 
 
-class RebaseResult(t.NamedTuple):
+class RebaseResult(typing.NamedTuple):
     """What a rebase did."""
 
     changed: bool
     old_backing: str
-    old_format: t.Optional[str]
+    old_format: typing.Optional[str]
     new_backing: str
-    new_format: t.Optional[str]
+    new_format: typing.Optional[str]
     header_only: bool
     bytes_copied: int
     duration: float
 
 
-class ConvertPlan(t.NamedTuple):
+class ConvertPlan(typing.NamedTuple):
     """What a convert will write."""
 
     changed: bool  # always: a convert writes a new image
@@ -97,7 +97,7 @@ class ConvertPlan(t.NamedTuple):
     compressed: bool
 
 
-class ConvertResult(t.NamedTuple):
+class ConvertResult(typing.NamedTuple):
     """What a convert wrote."""
 
     changed: bool
