@@ -21,7 +21,7 @@ _TYPECODES = {8: "B", 16: "H", 32: "I", 64: "Q"}
 class RefBlockCodec:
     """Decode, encode and index refcount blocks of one width."""
 
-    def __init__(self, refcount_bits, entries):
+    def __init__(self, refcount_bits: int, entries: int) -> None:
         self.bits = refcount_bits
         self.entries = entries
         self.typecode = _TYPECODES.get(refcount_bits)
@@ -36,12 +36,12 @@ class RefBlockCodec:
             self._has_free = bytes(1 if 0 in f else 0 for f in fields)
             self._has_used = bytes(1 if any(f) else 0 for f in fields)
 
-    def empty(self):
+    def empty(self) -> array.array:
         if self.packed:
             return bytearray(self.entries * self.bits // 8)
         return array(self.typecode, bytes(self.entries * self.bits // 8))
 
-    def decode(self, raw):
+    def decode(self, raw: bytes) -> array.array | bytearray:
         need = self.entries * self.bits // 8
         if len(raw) < need:
             raw = bytes(raw) + bytes(need - len(raw))
@@ -53,7 +53,7 @@ class RefBlockCodec:
             block.byteswap()
         return block
 
-    def encode(self, block):
+    def encode(self, block: array.array) -> bytes:
         if self.packed:
             return bytes(block)
         if LITTLE_ENDIAN_HOST and block.itemsize > 1:
@@ -62,13 +62,13 @@ class RefBlockCodec:
             return swapped.tobytes()
         return block.tobytes()
 
-    def get(self, block, index):
+    def get(self, block: bytearray | array.array, index: int) -> int:
         if not self.packed:
             return block[index]
         shift = (index % self.per_byte) * self.bits
         return (block[index // self.per_byte] >> shift) & self.mask
 
-    def set(self, block, index, value):
+    def set(self, block: array.array | bytearray, index: int, value: int) -> None:
         if not self.packed:
             block[index] = value
             return
@@ -76,7 +76,7 @@ class RefBlockCodec:
         shift = (index % self.per_byte) * self.bits
         block[pos] = (block[pos] & ~(self.mask << shift) & 0xFF) | (value << shift)
 
-    def _packed_find(self, block, start, flags, want_zero, end=None):
+    def _packed_find(self, block: bytearray, start: int, flags: bytes, want_zero: bool, end: int | None = None) -> int | None:
         """First index in [start, end) whose entry is zero (want_zero) or non-zero, in a packed block."""
         end = self.entries if end is None else end
         per_byte = self.per_byte
@@ -93,7 +93,7 @@ class RefBlockCodec:
                 return i
         return None  # the wanted entry of the last byte lies past end
 
-    def first_free(self, block, start):
+    def first_free(self, block: bytearray | array.array, start: int) -> int | None:
         """First index >= start whose refcount is 0, or None."""
         if start < self.entries and not self.packed and block[start] == 0:
             return start  # the usual case: the allocation hint points at a free cluster
@@ -111,7 +111,7 @@ class RefBlockCodec:
                 return pos // width
             pos += width - pos % width
 
-    def first_used(self, block, start, stop=None):
+    def first_used(self, block: bytearray | array.array, start: int, stop: int | None = None) -> int | None:
         """First index in [start, stop) whose refcount is not 0, or None."""
         stop = self.entries if stop is None else min(stop, self.entries)
         if self.packed:
@@ -123,7 +123,7 @@ class RefBlockCodec:
             return None
         return start + (len(raw) - len(rest)) // width
 
-    def used_count(self, block):
+    def used_count(self, block: bytearray | array.array) -> int:
         if self.packed:
             return sum(1 for i in range(self.entries) if self.get(block, i))
         return self.entries - block.count(0)
