@@ -12,17 +12,23 @@ one per cluster of the file, sparse when the file is huge.
 
 from __future__ import annotations
 
+import typing
+
 from array import array
 
 from .. import constants as C
 from ..bitmaps import read_directory, read_table
 from ..layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, be_array, classify, nonzero_entries
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from ..image import Qcow2Image
+    from ..snapshot_table import Snapshot
+
 DENSE_LIMIT = 8 << 20  # clusters; above this a dict keeps memory bounded for sparse hostile files
 
 
 class RefMap:
-    def __init__(self, nb_clusters):
+    def __init__(self, nb_clusters: int) -> None:
         self.nb_clusters = nb_clusters
         if nb_clusters <= DENSE_LIMIT:
             self._dense = array("I", bytes(4 * nb_clusters))
@@ -31,12 +37,12 @@ class RefMap:
             self._dense = None
             self._sparse = {}
 
-    def get(self, cluster):
+    def get(self, cluster: int) -> int:
         if self._dense is not None:
             return self._dense[cluster] if cluster < len(self._dense) else 0
         return self._sparse.get(cluster, 0)
 
-    def inc(self, cluster, n=1):
+    def inc(self, cluster: int, n: int = 1) -> int:
         if self._dense is not None:
             if cluster >= len(self._dense):
                 self._dense.extend([0] * (cluster + 1 - len(self._dense)))
@@ -46,7 +52,7 @@ class RefMap:
         self._sparse[cluster] = value
         return value
 
-    def set(self, cluster, value):
+    def set(self, cluster: int, value: int) -> None:
         if self._dense is not None:
             if cluster >= len(self._dense):
                 self._dense.extend([0] * (cluster + 1 - len(self._dense)))
@@ -57,19 +63,19 @@ class RefMap:
             self._sparse.pop(cluster, None)
 
     @property
-    def size(self):
+    def size(self) -> int:
         """One past the highest cluster that may be non-zero."""
         if self._dense is not None:
             return len(self._dense)
         return max(self._sparse) + 1 if self._sparse else 0
 
-    def highest_nonzero(self):
+    def highest_nonzero(self) -> int:
         if self._dense is not None:
             raw = self._dense.tobytes().rstrip(b"\0")
             return (len(raw) - 1) // 4 if raw else -1
         return max((k for k, v in self._sparse.items() if v), default=-1)
 
-    def slice(self, start, end):
+    def slice(self, start: int, end: int) -> array.array:
         """Counts for clusters [start, end) as an array('I')."""
         if self._dense is not None:
             part = self._dense[start:end]
@@ -81,19 +87,19 @@ class RefMap:
             out[k - start] = v
         return out
 
-    def any_in(self, start, end):
+    def any_in(self, start: int, end: int) -> bool:
         if self._dense is not None:
             return bool(self._dense[start:end].tobytes().strip(b"\0"))
         return any(v for _k, v in self._sparse_items(start, end))
 
-    def _sparse_items(self, start, end):
+    def _sparse_items(self, start: int, end: int) -> list[tuple[int, int]]:
         """(cluster, count) pairs in [start, end), walking whichever is smaller: the range or the dict."""
         if end - start < len(self._sparse):
             get = self._sparse.get
             return [(k, get(k)) for k in range(start, end) if get(k)]
         return [(k, v) for k, v in self._sparse.items() if start <= k < end and v]
 
-    def used_groups(self, bits):
+    def used_groups(self, bits: int) -> list[int]:
         """Sorted g such that some cluster in [g << bits, (g + 1) << bits) has a non-zero count."""
         if self._dense is not None:
             step = 1 << bits
@@ -104,7 +110,7 @@ class RefMap:
 _GROUP = 64  # entries compared at once against zeros
 
 
-def used_l2_indexes(table, words, entries):
+def used_l2_indexes(table: array.array, words: int, entries: int) -> typing.Iterator[int]:
     """Indexes of L2 entries that may be non-zero: groups of entries that are all zero are skipped at C speed."""
     raw = table.tobytes()
     step = _GROUP * words * 8
@@ -117,7 +123,7 @@ def used_l2_indexes(table, words, entries):
 class CheckReport:
     """Counters and messages in qemu-img check's terms."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.corruptions = 0
         self.leaks = 0
         self.check_errors = 0
@@ -130,11 +136,11 @@ class CheckReport:
         self.messages = []
         self.max_messages = 1000
 
-    def say(self, message):
+    def say(self, message: str) -> None:
         if len(self.messages) < self.max_messages:
             self.messages.append(message)
 
-    def corruption(self, message):
+    def corruption(self, message: str) -> None:
         self.corruptions += 1
         self.say(message)
 
@@ -142,8 +148,9 @@ class CheckReport:
 class MetadataState:
     """Where the structures that hold references are, for the current image or a planned one."""
 
-    def __init__(self, l1_table_offset, l1_size, snapshots, snapshots_offset, snapshots_size,
-                 reftable_offset=0, reftable_clusters=0, refblocks=True, bitmaps=True, crypto=None):
+    def __init__(self, l1_table_offset: int, l1_size: int, snapshots: list[Snapshot], snapshots_offset: int,
+                 snapshots_size: int, reftable_offset: int = 0, reftable_clusters: int = 0, refblocks: bool = True,
+                 bitmaps: bool = True, crypto: dict | None = None) -> None:
         self.l1_table_offset = l1_table_offset
         self.l1_size = l1_size
         self.snapshots = snapshots
@@ -156,7 +163,7 @@ class MetadataState:
         self.crypto = crypto
 
     @classmethod
-    def of(cls, img):
+    def of(cls, img: Qcow2Image) -> MetadataState:
         hdr = img.header
         snaps = img.snapshot_list()
         return cls(hdr.l1_table_offset, hdr.l1_size, snaps, hdr.snapshots_offset,
@@ -165,7 +172,7 @@ class MetadataState:
 
 
 class ReferenceCounter:
-    def __init__(self, img, report, nb_clusters=None):
+    def __init__(self, img: Qcow2Image, report: CheckReport, nb_clusters: int | None = None) -> None:
         self.img = img
         self.geo = img.geo
         self.file = img.file
@@ -177,7 +184,7 @@ class ReferenceCounter:
         self.has_data_file = img.header.incompatible_features & C.INCOMPAT_DATA_FILE != 0
         self.refcount_max = self.geo.refcount_max
 
-    def inc(self, offset, size):
+    def inc(self, offset: int, size: int) -> None:
         """inc_refcounts(): one reference for every cluster [offset, offset+size) touches."""
         if size <= 0:
             return
@@ -192,7 +199,7 @@ class ReferenceCounter:
                 continue
             self.refs.inc(cluster)
 
-    def count_state(self, state, active_l2_override=None):
+    def count_state(self, state: MetadataState, active_l2_override: dict[int, bytes] | None = None) -> RefMap:
         """Every reference of a metadata state; active_l2_override maps L1 index -> L2 table raw data."""
         cs = self.geo.cluster_size
         self.inc(0, cs)
@@ -219,11 +226,11 @@ class ReferenceCounter:
             self.count_refblocks(state.reftable_offset, state.reftable_clusters)
         return self.refs
 
-    def read_l1(self, offset, size):
+    def read_l1(self, offset: int, size: int) -> array.array:
         raw = self.file.pread(size * 8, offset)
         return be_array(raw + bytes(size * 8 - len(raw)))
 
-    def count_l1(self, offset, size, active):
+    def count_l1(self, offset: int, size: int, active: bool) -> None:
         if not size:
             return
         self.inc(offset, size * 8)
@@ -240,12 +247,12 @@ class ReferenceCounter:
                 self.report.corruption("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted" % l2)
             self.count_l2(l2, active)
 
-    def read_l2(self, offset):
+    def read_l2(self, offset: int) -> array.array:
         cs = self.geo.cluster_size
         raw = self.file.pread(cs, offset)
         return be_array(raw + bytes(cs - len(raw)))
 
-    def count_l2(self, l2_offset, active):
+    def count_l2(self, l2_offset: int, active: bool) -> None:
         geo = self.geo
         cs, ext, words = geo.cluster_size, geo.extended_l2, geo.l2_entry_words
         raw = self.file.pread(cs, l2_offset)
@@ -299,7 +306,7 @@ class ReferenceCounter:
                 if not self.has_data_file:
                     self.inc(offset, cs)
 
-    def count_bitmaps(self):
+    def count_bitmaps(self) -> None:
         img = self.img
         ext = img.header.bitmaps_ext
         if not ext or not img.header.autoclear_features & C.AUTOCLEAR_BITMAPS:
@@ -317,7 +324,7 @@ class ReferenceCounter:
                     continue
                 self.inc(offset, cs)
 
-    def count_refblocks(self, reftable_offset, reftable_clusters):
+    def count_refblocks(self, reftable_offset: int, reftable_clusters: int) -> None:
         cs = self.geo.cluster_size
         raw = self.file.pread(reftable_clusters * cs, reftable_offset)
         table = be_array(raw + bytes(reftable_clusters * cs - len(raw)))
