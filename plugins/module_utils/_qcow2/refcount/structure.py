@@ -12,6 +12,8 @@ the header, so writing it can never damage the image.
 
 from __future__ import annotations
 
+import typing
+
 from array import array
 
 from ..errors import CorruptionError
@@ -19,8 +21,13 @@ from ..layout import array_to_be
 from .block import RefBlockCodec
 from .table import check_reftable_size
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from ..image import Qcow2Image
+    from ..layout import Geometry
+    from .references import RefMap
 
-def plan_refcount_structure(geo, refs, start, path=None):
+
+def plan_refcount_structure(geo: Geometry, refs: RefMap, start: int, path: str | None = None) -> tuple[list[int], int]:
     """(block ranges, table clusters) for a structure placed at cluster ``start`` and counting ``refs``."""
     rbb, cs = geo.refblock_bits, geo.cluster_size
     used = set(refs.used_groups(rbb))
@@ -36,7 +43,7 @@ def plan_refcount_structure(geo, refs, start, path=None):
         nb, tc = len(ranges), new_tc
 
 
-def write_refcount_structure(img, refs, start):
+def write_refcount_structure(img: Qcow2Image, refs: RefMap, start: int) -> tuple[int, int, int]:
     """Write blocks then table at clusters start.. ; returns (table_offset, table_clusters, end cluster)."""
     geo = img.geo
     cb, rbb, rbe = geo.cluster_bits, geo.refblock_bits, geo.refblock_entries
