@@ -12,6 +12,7 @@ disk (see Qcow2Image.flush), so a cluster is never reused while old metadata may
 from __future__ import annotations
 
 import struct
+import typing
 from array import array
 
 from .. import constants as C
@@ -21,10 +22,13 @@ from ..layout import array_to_be, be_array
 from ..lru import MetadataCache
 from .block import RefBlockCodec
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from ..image import Qcow2Image
+
 REFBLOCK_CACHE_BYTES = 4 << 20
 
 
-def check_reftable_size(nbytes, path):
+def check_reftable_size(nbytes: int, path: str) -> None:
     """qemu refuses to open an image whose refcount table exceeds 8 MiB; never write one (qemu: EFBIG)."""
     if nbytes > C.MAX_REFTABLE_BYTES:
         raise UnsupportedError("File too large: the image would need a refcount table of %d bytes, more than qemu's "
@@ -32,7 +36,7 @@ def check_reftable_size(nbytes, path):
 
 
 class Refcounts:
-    def __init__(self, image):
+    def __init__(self, image: Qcow2Image) -> None:
         self.image = image
         self.file = image.file
         geo = image.geo
@@ -55,7 +59,7 @@ class Refcounts:
         self.max_allocated = 0  # one past the highest cluster handed out since open
 
     # ---- block access ----
-    def _block_offset(self, t):
+    def _block_offset(self, t: int) -> int:
         if t >= len(self.table):
             return 0
         entry = self.table[t]
@@ -67,19 +71,19 @@ class Refcounts:
                                   % (offset, t), self.image.path)
         return offset
 
-    def _load_block(self, offset):
+    def _load_block(self, offset: int) -> array.array:
         return self.codec.decode(self.file.pread(self.cs, offset))
 
-    def _store_block(self, offset, block):
+    def _store_block(self, offset: int, block: bytearray | array.array) -> None:
         self.file.pwrite(self.codec.encode(block), offset)
 
-    def get(self, ci):
+    def get(self, ci: int) -> int:
         offset = self._block_offset(ci >> self.rbb)
         if not offset:
             return 0
         return self.codec.get(self.cache.get(offset), ci & (self.rbe - 1))
 
-    def add(self, ci, delta):
+    def add(self, ci: int, delta: int) -> int:
         """Change one cluster's refcount now (callers order this against L2/L1 updates)."""
         t = ci >> self.rbb
         offset = self._block_offset(t)
@@ -102,11 +106,11 @@ class Refcounts:
             self.free_hint = ci
         return value
 
-    def queue_decref(self, ci, count=1):
+    def queue_decref(self, ci: int, count: int = 1) -> None:
         """Drop a reference once the metadata that held it is on disk."""
         self.pending_decrefs.append((ci, count))
 
-    def apply_pending(self):
+    def apply_pending(self) -> list[int]:
         """Apply queued decrements; returns the clusters whose refcount reached zero."""
         freed = []
         pending, self.pending_decrefs = self.pending_decrefs, []
@@ -116,10 +120,10 @@ class Refcounts:
         return freed
 
     @property
-    def dirty(self):
+    def dirty(self) -> bool:
         return self.cache.dirty or bool(self._dirty_table_sectors)
 
-    def write_dirty(self):
+    def write_dirty(self) -> None:
         """Write changed blocks, then the table sectors that point at new blocks."""
         self.cache.write_dirty()
         if self._dirty_table_sectors:
@@ -129,7 +133,7 @@ class Refcounts:
             self._dirty_table_sectors.clear()
 
     # ---- allocation ----
-    def _create_block(self, t, at):
+    def _create_block(self, t: int, at: int) -> None:
         """A new refblock for range t placed at cluster ``at`` inside that range, counting itself."""
         block = self.codec.empty()
         self.codec.set(block, at & (self.rbe - 1), 1)
@@ -139,14 +143,14 @@ class Refcounts:
         self.image.note_refblock(at)
         self.max_allocated = max(self.max_allocated, at + 1)
 
-    def _free_cluster_in_range(self, t, exclude):
+    def _free_cluster_in_range(self, t: int, exclude: int) -> int:
         first = t << self.rbb
         for ci in range(first, first + self.rbe):
             if ci != exclude and not self.image.overlaps_metadata(ci):
                 return ci
         raise CorruptionError("No free cluster for a refcount block in range %d" % t, self.image.path)
 
-    def _next_free(self, ci):
+    def _next_free(self, ci: int) -> int:
         while True:
             t = ci >> self.rbb
             offset = self._block_offset(t)
@@ -157,7 +161,7 @@ class Refcounts:
                 return (t << self.rbb) + found
             ci = (t + 1) << self.rbb
 
-    def _next_used(self, ci, limit):
+    def _next_used(self, ci: int, limit: int) -> int:
         """First cluster in [ci, limit) with a non-zero refcount, else limit."""
         while ci < limit:
             t = ci >> self.rbb
@@ -170,7 +174,7 @@ class Refcounts:
             ci = (t + 1) << self.rbb
         return limit
 
-    def find_free_run(self, n, start):
+    def find_free_run(self, n: int, start: int) -> int:
         ci = start
         while True:
             ci = self._next_free(ci)
@@ -179,7 +183,7 @@ class Refcounts:
                 return ci
             ci = stop + 1
 
-    def alloc(self, n=1):
+    def alloc(self, n: int = 1) -> int:
         """Allocate n contiguous free clusters (refcount 1 each); returns the first cluster index.
 
         Ranges of the area that have no refcount block yet get one, placed just before the data
@@ -202,9 +206,9 @@ class Refcounts:
                 raise CorruptionError(
                     "Refusing to allocate cluster %d: it holds metadata but its refcount is 0; repair the image first"
                     % bad, self.image.path)
-            for i, t in enumerate(missing):
-                self.table[t] = (start + i) << self.cb
-                self._dirty_table_sectors.add((t * 8) // 512)
+            for i, index in enumerate(missing):
+                self.table[index] = (start + i) << self.cb
+                self._dirty_table_sectors.add((index * 8) // 512)
                 self.cache.put_new((start + i) << self.cb, self.codec.empty())
                 self.image.note_refblock(start + i)
             for ci in range(start, data_start + n):
@@ -215,7 +219,7 @@ class Refcounts:
             return data_start
 
     # ---- growth of the refcount table (qcow2_refcount_area) ----
-    def _grow_table(self, min_clusters):
+    def _grow_table(self, min_clusters: int) -> None:
         """Move the table to a larger one at the end of the file, with the blocks the new area needs.
 
         Everything new is written before the header points at it; the old table is freed afterwards,
