@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import typing
 
 from . import constants as C
 from .errors import InvalidArgumentError
 from .header import OFFSET_L1, OFFSET_SIZE
 from .layout import array_to_be
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .bitmaps import Bitmap
+    from .image import Qcow2Image
 
-def grow(img, new_size):
+
+def grow(img: Qcow2Image, new_size: int) -> bool:
     """Grow a writable Qcow2Image to new_size bytes; refuses to shrink."""
     img._require_writable()
     if new_size < img.size:
@@ -93,7 +98,7 @@ def grow(img, new_size):
     return True
 
 
-def _bitmap_tables_needed(img, new_size):
+def _bitmap_tables_needed(img: Qcow2Image, new_size: int) -> list[tuple[Bitmap, int]]:
     """[(bitmap, entries)] for the persistent bitmaps whose table must grow to cover new_size.
 
     qemu refuses to open an image whose bitmap table is not exactly as large as the size needs ("doesn't satisfy
@@ -112,7 +117,7 @@ def _bitmap_tables_needed(img, new_size):
     return out
 
 
-def _switch_with_bitmap_tables(img, new_size, tables):
+def _switch_with_bitmap_tables(img: Qcow2Image, new_size: int, tables: list[tuple[Bitmap, int]]) -> None:
     """Larger bitmap tables and a directory naming them go into fresh clusters; one rewrite of the header (size and
     bitmaps extension, in its first sector) switches to them; the old tables and directory are freed after."""
     from .bitmaps import BitmapTracker, read_table
@@ -147,7 +152,7 @@ def _switch_with_bitmap_tables(img, new_size, tables):
 
 
 @contextlib.contextmanager
-def _backing_attached(img, wanted):
+def _backing_attached(img: Qcow2Image, wanted: bool) -> typing.Iterator[None]:
     """img.backing, opening the backing chain for the duration when the caller opened the image without it."""
     if not wanted or img.backing is not None or not img.backing_filename:
         yield img.backing if wanted else None
