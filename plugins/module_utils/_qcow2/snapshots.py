@@ -12,14 +12,18 @@ OFLAG_COPIED agree at every instant, even across a crash.
 from __future__ import annotations
 
 import time
+import typing
 
 from . import constants as C
 from .errors import FormatError, InvalidArgumentError
 from .metadata_commit import PlannedState, apply_state, current_l2_offsets
 from .snapshot_table import Snapshot
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .image import Qcow2Image
 
-def find_snapshot(img, name_or_id):
+
+def find_snapshot(img: Qcow2Image, name_or_id: str) -> Snapshot | None:
     """qemu's lookup: by id first, then by name; None if absent."""
     snaps = img.snapshot_list()
     for sn in snaps:
@@ -31,7 +35,7 @@ def find_snapshot(img, name_or_id):
     return None
 
 
-def snapshot_info(sn):
+def snapshot_info(sn: Snapshot) -> dict:
     """A snapshot as qemu-img info --output=json shows it."""
     return {
         "id": sn.id_str,
@@ -45,7 +49,7 @@ def snapshot_info(sn):
     }
 
 
-def _new_id(snaps):
+def _new_id(snaps: list[Snapshot]) -> str:
     highest = 0
     for sn in snaps:
         try:
@@ -55,7 +59,7 @@ def _new_id(snaps):
     return str(highest + 1)
 
 
-def create_snapshot(img, name):
+def create_snapshot(img: Qcow2Image, name: str) -> Snapshot:
     """Take an internal snapshot of the active state; returns the new Snapshot."""
     if not name:
         raise InvalidArgumentError("A snapshot needs a name")
@@ -73,7 +77,7 @@ def create_snapshot(img, name):
     return find_snapshot(img, sn.id_str)
 
 
-def revert_snapshot(img, name_or_id):
+def revert_snapshot(img: Qcow2Image, name_or_id: str) -> None:
     """Make the active state what the snapshot holds (qemu-img snapshot -a)."""
     sn = find_snapshot(img, name_or_id)
     if sn is None:
@@ -88,7 +92,7 @@ def revert_snapshot(img, name_or_id):
     apply_state(img, PlannedState(sn.disk_size, active, [s.copy() for s in img.snapshot_list()]))
 
 
-def delete_snapshot(img, name_or_id):
+def delete_snapshot(img: Qcow2Image, name_or_id: str) -> None:
     """Remove a snapshot and free what only it used (qemu-img snapshot -d)."""
     sn = find_snapshot(img, name_or_id)
     if sn is None:
@@ -97,7 +101,7 @@ def delete_snapshot(img, name_or_id):
     apply_state(img, PlannedState(img.size, current_l2_offsets(img), remaining))
 
 
-def matches_snapshot(img, snapshot_id):
+def matches_snapshot(img: Qcow2Image, snapshot_id: str) -> tuple[bool, int]:
     """(matches, disk_size): matches when the active state maps every guest cluster as snapshot ``snapshot_id``
     does and has its size, so reverting would change nothing; disk_size is the snapshot's virtual size."""
     sn = next(s for s in img.snapshot_list() if s.id_str == snapshot_id)
@@ -111,7 +115,7 @@ def matches_snapshot(img, snapshot_id):
     return all(_same_table(img, a, s) for a, s in zip(active, saved)), sn.disk_size
 
 
-def _l2_entries(img, l2_offset):
+def _l2_entries(img: Qcow2Image, l2_offset: int) -> list[int] | None:
     """An L2 table's entries with OFLAG_COPIED cleared (it only says whether the cluster is shared with a
     snapshot, not what the guest reads); a missing table reads as unallocated entries."""
     geo = img.geo
@@ -125,7 +129,7 @@ def _l2_entries(img, l2_offset):
     return words
 
 
-def _same_table(img, first, second):
+def _same_table(img: Qcow2Image, first: int, second: int) -> bool:
     if first == second:
         return True
     a, b = _l2_entries(img, first), _l2_entries(img, second)
