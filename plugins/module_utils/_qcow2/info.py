@@ -10,10 +10,8 @@ from __future__ import annotations
 import typing
 
 from . import constants as C
-from .bitmaps import read_directory
 from .chain import resolve_backing_path
 from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, classify, nonzero_entries
-from .snapshots import snapshot_info
 
 if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
     from .chain import Chain, Image
@@ -47,6 +45,7 @@ def image_info(img: Image) -> dict:
         data["corrupt"] = bool(hdr.incompatible_features & C.INCOMPAT_CORRUPT)
         data["extended-l2"] = hdr.extended_l2
         if hdr.bitmaps_ext and hdr.autoclear_features & C.AUTOCLEAR_BITMAPS:
+            from .bitmaps import read_directory  # imported by the few images that need it: start-up time counts
             data["bitmaps"] = [{"flags": b.flag_names(), "name": b.name, "granularity": b.granularity}
                                for b in read_directory(img)]
         if hdr.data_file:
@@ -60,6 +59,7 @@ def image_info(img: Image) -> dict:
             info["backing-filename-format"] = hdr.backing_format
     snaps = img.snapshot_list()
     if snaps:
+        from .snapshots import snapshot_info  # as read_directory
         info["snapshots"] = [snapshot_info(sn) for sn in snaps]
     return info
 
