@@ -24,7 +24,7 @@ import typing
 
 from .backing_name import set_backing
 from .chain import DEFAULT_POLICY, check_backing_reference, open_chain, resolve_backing_path
-from .copyview import BUFFERS, CHUNK, CopyStats, copy_runs, planned_bytes
+from .copyview import BUFFERS, CHUNK, CopyStats, copy_runs, planned_bytes, ring_chunks
 from .errors import BackingChainError, ImageLockedError, InvalidArgumentError, Qcow2Error
 from .image import probe_is_qcow2
 from .info import chain_info
@@ -344,16 +344,11 @@ def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats) -> None
     zeroes = _ZeroesAgainst(img, new_top)
     with img.file.copy_buffers(BUFFERS, chunk) as ring:
         for start, end in _candidates(img, new_top):
-            pos = (start // cs) * cs
-            stop = min(img.size, -(-end // cs) * cs)
-            while pos < stop:
-                n = min(chunk, stop - pos)
-                buf, first = ring.take(n)
+            for pos, n, buf, first in ring_chunks(ring, start, end, cs, img.size):
                 img.read_backing_into(memoryview(buf)[first:first + n], pos)
                 _read_view(new_top, new_view[:n], pos)
                 if not buf.startswith(new_view[:n], first, first + n):  # memcmp, no copy
                     _write_differing(zeroes, buf, first, new_view, pos, n, stats, start, end)
-                pos += n
 
 
 def _candidates(img: Qcow2Image, new_top: Image) -> list[tuple[int, int]]:
