@@ -67,4 +67,3 @@ class CommitOperation(Operation):
         result = commit_results(self.done or planned)
         result["chain"] = underscore_keys(self.chain_now if self.chain_now is not None else planned.chain)
         return result
-

@@ -66,4 +66,3 @@ class InfoOperation(Operation):
         result = dict(changed=False)
         result.update(self.results())
         return result
-

@@ -76,4 +76,3 @@ class RebaseOperation(Operation):
             "bytes_estimated": self.done is None and not planned.exact,
             "image": underscore_keys((self.chain_now or planned.chain)[0]),
         }
-

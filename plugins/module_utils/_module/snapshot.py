@@ -233,4 +233,3 @@ def overlay_results(overlay: str, policy: api.ChainPolicy) -> dict:
         return {}
     infos = read_chain(overlay, policy)
     return {"overlay": underscore_keys(infos[0]), "chain": underscore_keys(infos)}
-
