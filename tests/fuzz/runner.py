@@ -5,6 +5,7 @@
     python tests/fuzz/runner.py --replay tests/output/fuzz/failures/<sig>/case-123
     python tests/fuzz/runner.py --minimize tests/output/fuzz/failures/<sig>/case-123 --name short-name
     python tests/fuzz/runner.py --summarize tests/output/fuzz/cases.jsonl
+    python tests/fuzz/runner.py --differential --cases 10000   # engine vs qemu verdicts (diffrun.py)
 
 scripts/fuzz.sh wraps it. Exit status: 0 when no case failed, 1 otherwise.
 """
@@ -56,6 +57,7 @@ def _signature(result):
     return '-'.join(x for x in (f['kind'], f.get('type'), f.get('step'), (f.get('where') or '').replace(':', '_')) if x)
 
 
+DEFAULT_OUT = os.path.join(REPO, 'tests', 'output', 'fuzz')
 RECIPE_WEIGHTS = {'v3-2m': 1}  # 14 MiB seed: slower to copy, used less
 
 
@@ -290,19 +292,33 @@ def main(argv=None):
     parser.add_argument('--recipes', help='comma-separated seed name parts to restrict to')
     parser.add_argument('--time-limit', type=float, default=0, help='stop after this many seconds')
     parser.add_argument('--keep', type=int, default=3, help='failing cases kept per signature')
-    parser.add_argument('--out', default=os.path.join(REPO, 'tests', 'output', 'fuzz'))
+    parser.add_argument('--out', default=DEFAULT_OUT)
     parser.add_argument('--quiet', action='store_true')
     parser.add_argument('--replay', help='run one saved case (directory or regression .tar.xz) and print the result')
     parser.add_argument('--minimize', help='minimize a saved failing case into tests/fuzz/regressions/')
     parser.add_argument('--summarize', help='print the summary of a run from its cases.jsonl')
     parser.add_argument('--name', help='file name (without .tar.xz) for --minimize')
     parser.add_argument('--note', help='what the regression is about, stored with it')
+    parser.add_argument('--differential', action='store_true',
+                        help="compare the engine's verdicts with qemu's (opens, check, full read, bytes) per structure")
+    parser.add_argument('--structures', help='--differential: comma-separated structures to target (targets.py)')
     args = parser.parse_args(argv)
+    args.cache = os.path.abspath(args.out)  # the seed cache is shared by both modes
+    if args.differential and args.out == DEFAULT_OUT:
+        args.out = os.path.join(REPO, 'tests', 'output', 'fuzz-differential')
     args.out = os.path.abspath(args.out)  # qemu-img makes the seeds from another working directory
     args.deadline = 0
     if args.summarize:
+        if args.differential:
+            _bootstrap()
+            from ansible_collections.backingchain.qcow2.tests.fuzz import diffreport
+            diffreport.print_summary(diffreport.summarize_file(args.summarize))
+            return 0
         return summarize(args.summarize)
     _bootstrap()
+    if args.differential:
+        from ansible_collections.backingchain.qcow2.tests.fuzz import diffrun
+        return diffrun.replay(args.replay) if args.replay else diffrun.run(args)
     if args.replay:
         return replay(args)
     if args.minimize:

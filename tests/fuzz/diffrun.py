@@ -1,0 +1,134 @@
+"""The differential fuzzer's run: one structure-targeted mutation per case, the engine's verdicts next to qemu's.
+
+    scripts/fuzz.sh --differential --cases 10000 [--jobs 2] [--seed 1] [--time-limit S] [--structures l2_zero_alloc,...]
+
+Case N of seed S draws a structure (uniformly), then a seed image holding it, then one change to it.
+Output under tests/output/fuzz-differential/: cases.jsonl, summary.json, and disagreements/<class>/case-N/
+(files + case.json) for the first few cases of every disagreement class.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import re
+import shutil
+import time
+
+COUNTERS = ('corruptions', 'leaks', 'check-errors')
+
+
+def _class_dir(key):
+    return re.sub(r'[^A-Za-z0-9_.=,-]+', '_', key)[:120]
+
+
+def _counters_equal(verdict, engine, qemu):
+    if verdict.get('check') != 'agree':
+        return None
+    ours, theirs = engine['check'].get('result'), (qemu.get('check') or {}).get('result')
+    if ours is None or theirs is None:
+        return None
+    return all(ours.get(k, 0) == theirs.get(k, 0) for k in COUNTERS)
+
+
+def worker(wid, jobs, args, seed_dirs, queue):
+    from ansible_collections.backingchain.qcow2.tests.fuzz import differential, harness, mutate, seeds, targets
+    from ansible_collections.backingchain.qcow2.tests.fuzz.runner import _scratch_root
+    layouts = {name: mutate.seed_layouts(seeds.load_seed(d)) for name, d in sorted(seed_dirs.items())}
+    wanted = args.structures.split(',') if args.structures else targets.STRUCTURES
+    holders = {s: [r for r in sorted(layouts) if targets.applies(s, layouts[r]['top.qcow2'])] for s in wanted}
+    structures = [s for s in wanted if holders[s]]
+    scratch = _scratch_root()
+    kept = collections.Counter()
+    try:
+        for index in range(wid, args.cases, jobs):
+            if args.deadline and time.time() > args.deadline:
+                break
+            draw = mutate.RandomDraw(random.Random('differential/%d/%d' % (args.seed, index)))
+            structure = draw.pick(structures)
+            recipe = draw.pick(holders[structure])
+            case = mutate.Case(seeds.load_seed(seed_dirs[recipe]), layouts[recipe])
+            desc = targets.mutate_structure(case, structure, draw)
+            case_dir = os.path.join(scratch, 'case-%d' % index)
+            harness.prepare_case(case_dir, {n: bytes(d) for n, d in case.files.items()})
+            del case
+            result = differential.judge(case_dir, index)
+            record = {'index': index, 'structure': structure, 'recipe': recipe, 'mutation': desc,
+                      'verdict': result['verdict'], 'classes': result['classes'], 'failure': None,
+                      'seconds': result.get('seconds'), 'engine': result['engine'], 'qemu': result['qemu']}
+            if result.get('failure'):
+                record['failure'] = '%s-%s' % (result['failure']['kind'], result['failure'].get('where') or '')
+                record['error'] = result['failure'].get('error')
+            equal = _counters_equal(result['verdict'], result['engine'], result['qemu'])
+            if equal is not None:
+                record['counters_equal'] = equal
+            for key in result['classes'] + ([record['failure']] if record['failure'] else []):
+                kept[key] += 1
+                if kept[key] <= args.keep:
+                    dest = os.path.join(args.out, 'disagreements', _class_dir(key), 'case-%d' % index)
+                    shutil.rmtree(dest, ignore_errors=True)
+                    shutil.copytree(os.path.join(case_dir, 'inner'), os.path.join(dest, 'inner'))
+                    with open(os.path.join(dest, 'case.json'), 'w') as f:
+                        json.dump(dict(record, seed=args.seed, case_seed=index, result=result), f, indent=1)
+            shutil.rmtree(case_dir, ignore_errors=True)
+            queue.put(record)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        queue.put(None)
+
+
+def run(args):
+    import multiprocessing
+    from ansible_collections.backingchain.qcow2.tests.fuzz import diffreport, seeds
+    os.makedirs(args.out, exist_ok=True)
+    seed_dirs = seeds.build_seeds(os.path.join(args.cache, 'cache'))
+    if args.time_limit:
+        args.deadline = time.time() + args.time_limit
+    ctx = multiprocessing.get_context('fork')
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(w, args.jobs, args, seed_dirs, queue)) for w in range(args.jobs)]
+    start = time.time()
+    for p in procs:
+        p.start()
+    tally = diffreport.Tally()
+    running = len(procs)
+    next_report = time.time() + 60
+    with open(os.path.join(args.out, 'cases.jsonl'), 'w') as log:
+        while running:
+            record = queue.get()
+            if record is None:
+                running -= 1
+                continue
+            log.write(json.dumps(record) + '\n')
+            tally.add(record)
+            if not args.quiet and (record['failure'] or record['classes']):
+                print('case %d [%s, %s] %s: %s' % (record['index'], record['structure'], record['recipe'],
+                                                   record['mutation'], record['failure'] or ', '.join(record['classes'])),
+                      flush=True)
+            if not args.quiet and time.time() >= next_report:
+                next_report = time.time() + 60
+                print('... %d/%d cases, %.0f s' % (tally.cases, args.cases, time.time() - start), flush=True)
+    for p in procs:
+        p.join()
+    summary = tally.summary()
+    summary.update(seconds=round(time.time() - start, 1), jobs=args.jobs, seed=args.seed)
+    with open(os.path.join(args.out, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=1)
+    diffreport.print_summary(summary)
+    print('%d cases in %.0f s on %d jobs (seed %d)' % (tally.cases, summary['seconds'], args.jobs, args.seed))
+    return 1 if summary['failures'] else 0
+
+
+def replay(path):
+    """Judge one saved case (a directory with inner/ and case.json, or a regression .tar.xz) and print it."""
+    from ansible_collections.backingchain.qcow2.tests.fuzz import differential
+    from ansible_collections.backingchain.qcow2.tests.fuzz.runner import _materialize
+    case_dir = _materialize(path)
+    try:
+        result = differential.judge(case_dir)
+    finally:
+        shutil.rmtree(case_dir, ignore_errors=True)
+    print(json.dumps(result, indent=1))
+    return 1 if result.get('failure') or result['classes'] else 0
