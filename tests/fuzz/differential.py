@@ -92,7 +92,7 @@ def _engine_check(top, policy):
 def _qemu(args, inner, timeout=QEMU_TIMEOUT):
     try:
         proc = subprocess.run(['qemu-img'] + args, cwd=inner, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+                              errors='replace', check=False)  # hostile names reach qemu's messages
     except subprocess.TimeoutExpired:
         return None
     return proc

@@ -40,11 +40,14 @@ def image_info(path, backing_chain=True, force_share=False, policy=None):
         return chain_info(chain)
 
 
-def check(path, repair=None, force_share=False):
-    """qemu-img check [-r leaks|all]: {'result': qemu's json keys, 'exit_code': n, 'messages': [...]}."""
+def check(path, repair=None, force_share=False, policy=None):
+    """qemu-img check [-r leaks|all]: {'result': qemu's json keys, 'exit_code': n, 'messages': [...]}.
+
+    Like qemu-img, it opens the backing chain too (in check mode), so an image whose backing file cannot be opened
+    cannot be checked either."""
     from .check import check_image, exit_code, report_as_qemu_json
-    with open_chain(path, fmt="qcow2", writable=bool(repair), force_share=force_share and not repair,
-                    backing=False, check_mode=True) as chain:
+    with open_chain(path, fmt="qcow2", writable=bool(repair), force_share=force_share and not repair, policy=policy,
+                    check_mode=True) as chain:
         report = check_image(chain.top, repair=repair)
         return {"result": report_as_qemu_json(report, path), "exit_code": exit_code(report), "messages": report.messages}
 

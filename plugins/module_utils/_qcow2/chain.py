@@ -187,7 +187,8 @@ def open_chain(path, fmt=None, writable=False, force_share=False, policy=None, w
                 raise BackingChainError("Backing file '%s' creates an infinite loop." % bpath, img.path)
             bfmt = _backing_format(img, bpath)
             try:
-                child = open_image_file(bpath, bfmt, writable=bident in want_write, force_share=force_share, policy=policy)
+                child = open_image_file(bpath, bfmt, writable=bident in want_write, force_share=force_share, policy=policy,
+                                        check_mode=check_mode)  # qemu's check flag is inherited by backing files
             except FormatError as exc:
                 raise BackingChainError("Backing file '%s' of '%s' is not a valid %s image (backing format mismatch?): %s"
                                         % (bpath, img.path, bfmt, exc), img.path) from None

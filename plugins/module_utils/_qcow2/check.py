@@ -27,7 +27,10 @@ def check_image(img, repair=None):
     """Check an open Qcow2Image; with repair it must be open writable in check mode."""
     if repair not in REPAIR_MODES:
         raise InvalidArgumentError("repair must be one of leaks, all (got %r)" % (repair,))
+    rewritten = _repair_unaligned_preallocations(img) if repair == "all" else []
     report = _check(img)
+    report.corruptions_fixed += len(rewritten)
+    report.messages[:0] = rewritten
     if not repair or (not report.leaks and not report.corruptions):
         if repair and not report.check_errors:
             _mark_clean_and_consistent(img)
@@ -46,11 +49,50 @@ def check_image(img, repair=None):
         return report
     after = _check(img)
     after.leaks_fixed = max(0, report.leaks - after.leaks)
-    after.corruptions_fixed = max(0, report.corruptions - after.corruptions)
+    after.corruptions_fixed = max(0, report.corruptions - after.corruptions) + len(rewritten)
     after.messages = report.messages + ["The following inconsistencies were found and repaired:",
                                         "    %d leaked clusters" % after.leaks_fixed,
                                         "    %d corruptions" % after.corruptions_fixed] + after.messages
     return after
+
+
+def _repair_unaligned_preallocations(img):
+    """qemu's check -r all rewrites an L2 entry that preallocates a zero cluster at an unaligned host offset as a plain
+    zero cluster (reads of it fail before; zeros after), and does not count the reference it held; the clusters it
+    touched are then leaked or correct. An entry that holds data at an unaligned offset stays an error. Returns the
+    messages of the entries rewritten (in place, one entry per write, as qemu does)."""
+    geo = img.geo
+    cs, ext, words = geo.cluster_size, geo.extended_l2, geo.l2_entry_words
+    counter = ReferenceCounter(img, CheckReport())
+    l1s = [counter.read_l1(img.header.l1_table_offset, img.header.l1_size)] if img.header.l1_size else []
+    try:
+        snapshots = img.snapshot_list()
+    except Qcow2Error:
+        snapshots = []  # check reports the table; its L1s cannot be found
+    for sn in snapshots:
+        if sn.l1_size and not sn.l1_table_offset % cs and sn.l1_size <= C.MAX_L1_BYTES // 8:
+            l1s.append(counter.read_l1(sn.l1_table_offset, sn.l1_size))
+    tables = sorted({e & C.L1E_OFFSET_MASK for l1 in l1s for _i, e in nonzero_entries(l1)} - {0})
+    messages = []
+    for table_offset in tables:
+        if table_offset % cs:
+            continue
+        table = counter.read_l2(table_offset)
+        for i in used_l2_indexes(table, words, geo.l2_entries):
+            entry = table[i * words]
+            host = entry & C.L2E_OFFSET_MASK
+            if not host % cs or classify(entry, ext) not in (NORMAL, ZERO_ALLOC):
+                continue
+            has_data = table[i * 2 + 1] & C.EXTL2_ALLOC_MASK if ext else not entry & C.OFLAG_ZERO
+            if has_data:
+                continue
+            img.file.pwrite((0 if ext else C.OFLAG_ZERO).to_bytes(8, "big"), table_offset + 8 * words * i)
+            messages.append("Repairing offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted "
+                            "(L2 table at %#x, index %d)" % (host, table_offset, i))
+    if messages:
+        img.file.flush()
+        img.l2cache.clear()
+    return messages
 
 
 def _mark_clean_and_consistent(img):
@@ -72,6 +114,7 @@ def _check(img):
         report.say("ERROR: could not read the snapshot table: %s" % exc)
         state = MetadataState(img.header.l1_table_offset, img.header.l1_size, [], 0, 0,
                               img.header.refcount_table_offset, img.header.refcount_table_clusters)
+    _check_snapshot_entries(img, state.snapshots, report)
     counter = ReferenceCounter(img, report)
     refs = counter.count_state(state)
     disk = _DiskRefcounts(img, report)
@@ -107,6 +150,18 @@ def _check(img):
     report.image_end_offset = (highest + 1) * img.geo.cluster_size
     report.total_clusters = img.geo.size_to_clusters(img.size)
     return report
+
+
+def _check_snapshot_entries(img, snapshots, report):
+    """A v3 image's snapshot table entries must carry at least 16 bytes of extra data (the 64-bit VM state size and
+    the disk size): entries written by v2 tools into an image later upgraded to v3 lack them. Repair rewrites the
+    table with complete entries, as qemu-img check -r all does."""
+    if img.header.version < 3:
+        return
+    for index, sn in enumerate(snapshots):
+        if sn.extra_data_size < 16:
+            report.corruption("ERROR snapshot table entry %d is incomplete (%d bytes of extra data, at least 16 needed "
+                              "in a version 3 image; entry at offset %#x)" % (index, sn.extra_data_size, sn.entry_offset))
 
 
 def _last_nonzero(arr):

@@ -12,7 +12,8 @@ must have). Problems found on the way are reported with qemu-img check's wording
 from __future__ import annotations
 
 from . import constants as C
-from .bitmaps import read_directory, read_table
+from .bitmaps import invalid_table_entry, read_directory, read_table
+from .errors import Qcow2Error
 from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, be_array, classify, nonzero_entries
 from .refmap import RefMap
 
@@ -59,7 +60,7 @@ class MetadataState:
     """Where the structures that hold references are, for the current image or a planned one."""
 
     def __init__(self, l1_table_offset, l1_size, snapshots, snapshots_offset, snapshots_size,
-                 reftable_offset=0, reftable_clusters=0, refblocks=True, bitmaps=True, crypto=None):
+                 reftable_offset=0, reftable_clusters=0, refblocks=True, bitmaps=True):
         self.l1_table_offset = l1_table_offset
         self.l1_size = l1_size
         self.snapshots = snapshots
@@ -69,7 +70,6 @@ class MetadataState:
         self.reftable_clusters = reftable_clusters
         self.refblocks = refblocks  # count the refblocks the reftable points at
         self.bitmaps = bitmaps
-        self.crypto = crypto
 
     @classmethod
     def of(cls, img):
@@ -77,7 +77,7 @@ class MetadataState:
         snaps = img.snapshot_list()
         return cls(hdr.l1_table_offset, hdr.l1_size, snaps, hdr.snapshots_offset,
                    getattr(img, "snapshot_table_bytes", 0) if snaps else 0,
-                   hdr.refcount_table_offset, hdr.refcount_table_clusters, crypto=hdr.crypto_ext)
+                   hdr.refcount_table_offset, hdr.refcount_table_clusters)
 
 
 class ReferenceCounter:
@@ -127,8 +127,6 @@ class ReferenceCounter:
             self.inc(state.snapshots_offset, state.snapshots_size)
         if state.reftable_clusters:
             self.inc(state.reftable_offset, state.reftable_clusters * cs)
-        if state.crypto:
-            self.inc(state.crypto["offset"], state.crypto["length"])
         if state.bitmaps:
             self.count_bitmaps()
         if state.refblocks:
@@ -216,6 +214,8 @@ class ReferenceCounter:
                     self.inc(offset, cs)
 
     def count_bitmaps(self):
+        """qcow2_check_bitmaps_refcounts(): the directory, every loaded bitmap's table and its data clusters. A table
+        holding an invalid entry cannot be loaded: one corruption, and qemu's check stops there (not completed)."""
         img = self.img
         ext = img.header.bitmaps_ext
         if not ext or not img.header.autoclear_features & C.AUTOCLEAR_BITMAPS:
@@ -224,14 +224,23 @@ class ReferenceCounter:
         cs = self.geo.cluster_size
         for bitmap in read_directory(img):
             self.inc(bitmap.table_offset, bitmap.table_size * 8)
-            for entry in read_table(img, bitmap):
+            try:
+                table = read_table(img, bitmap)
+            except Qcow2Error as exc:
+                bad = "it cannot be read: %s" % exc
+            else:
+                found = invalid_table_entry(table, cs)
+                bad = found and "entry %d (%#018x, at offset %#x) is invalid" % (
+                    found[0], found[1], bitmap.table_offset + 8 * found[0])
+            if bad:
+                self.report.corruption("ERROR bitmap '%s': bitmap table at offset %#x: %s"
+                                       % (bitmap.name, bitmap.table_offset, bad))
+                self.report.check_errors += 1
+                return
+            for entry in table:
                 offset = entry & C.BME_TABLE_ENTRY_OFFSET_MASK
-                if not offset:
-                    continue
-                if offset & (cs - 1):
-                    self.report.corruption("ERROR bitmap %s: data cluster %#x is not cluster aligned" % (bitmap.name, offset))
-                    continue
-                self.inc(offset, cs)
+                if offset:
+                    self.inc(offset, cs)
 
     def count_refblocks(self, reftable_offset, reftable_clusters):
         cs = self.geo.cluster_size

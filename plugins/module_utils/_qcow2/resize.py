@@ -97,15 +97,12 @@ def _bitmap_tables_needed(img, new_size):
     """[(bitmap, entries)] for the persistent bitmaps whose table must grow to cover new_size.
 
     qemu refuses to open an image whose bitmap table is not exactly as large as the size needs ("doesn't satisfy
-    the constraints"), so the tables must change together with the size.
+    the constraints"), so the tables must change together with the size. Bitmaps flagged in use are exempt from that
+    rule and are never rewritten (qemu does not store inconsistent bitmaps either).
     """
-    hdr = img.header
-    if not hdr.bitmaps_ext or not hdr.autoclear_features & C.AUTOCLEAR_BITMAPS:
-        return []
-    from .bitmaps import read_directory
     bits_per_cluster = img.geo.cluster_size * 8
     out = []
-    for bitmap in read_directory(img):
+    for bitmap in img.bitmap_trust.trusted():
         entries = -(-(-(-new_size // bitmap.granularity)) // bits_per_cluster)
         if entries != bitmap.table_size:
             out.append((bitmap, entries))
@@ -143,7 +140,8 @@ def _switch_with_bitmap_tables(img, new_size, tables):
         for i in range(-(-length // cs)):
             img.refcounts.queue_decref((offset >> cb) + i)
     img.invalidate_metadata_map()
-    img.bitmaps = BitmapTracker(img)
+    img._assess_bitmaps()
+    img.bitmaps = BitmapTracker(img, img.bitmap_trust)
 
 
 @contextlib.contextmanager

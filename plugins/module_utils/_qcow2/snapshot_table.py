@@ -58,6 +58,7 @@ class Snapshot:
         self.icount = icount
         self.extra_unknown = extra_unknown
         self.extra_data_size = extra_data_size
+        self.entry_offset = None
 
     def copy(self):
         new = Snapshot(self.id_str, self.name)
@@ -72,8 +73,14 @@ def _pad8(n):
     return (n + 7) & ~7
 
 
+def _c_string(raw):
+    """A name as qemu keeps it: up to its first NUL byte."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
 class _GrowingBuffer:
-    """Reads the table from the file on demand, never more than qemu's 64 MiB bound."""
+    """Reads the table from the file on demand, never more than qemu's 64 MiB bound; past the end of the file the
+    table reads as zeros, as it does for qemu."""
 
     def __init__(self, read, limit):
         self._read = read
@@ -87,40 +94,43 @@ class _GrowingBuffer:
         if end > len(self.data) and len(self.data) < self._limit:
             want = min(self._limit, max(end, 2 * len(self.data), 65536))
             more = self._read(want - len(self.data), len(self.data))
-            self.data += more
+            self.data += more + bytes(want - len(self.data) - len(more))  # past the end of the file: zeros, as qemu
         return len(self.data) >= end
 
     def __getitem__(self, item):
         return self.data[item]
 
 
-def parse_snapshot_table(raw, count, cluster_size, virtual_size, path=None):
+def parse_snapshot_table(raw, count, cluster_size, virtual_size, path=None, table_offset=0):
     """Parse count entries from raw (bytes or a _GrowingBuffer); returns (snapshots, table byte length)."""
     if isinstance(raw, (bytes, bytearray)):
-        data = raw
-        raw = _GrowingBuffer(lambda n, off: b"", len(data))
-        raw.data = bytes(data)
+        table = bytes(raw)
+        raw = _GrowingBuffer(lambda n, off: table[off:off + n], C.MAX_SNAPSHOTS_TABLE_BYTES)
     out = []
     offset = 0
     for i in range(count):
+        entry_offset = table_offset + offset
+        where = "snapshot table entry %d at offset %#x" % (i, entry_offset)
         if not raw.ensure(offset + C.SNAPSHOT_HEADER_SIZE):
-            raise FormatError("Snapshot table entry %d lies past the end of the file" % i, path, "snapshot table")
+            raise FormatError("Snapshot table is too big (%s ends past %d bytes)" % (where, C.MAX_SNAPSHOTS_TABLE_BYTES),
+                              path, "snapshot table")
         (l1_table_offset, l1_size, id_str_size, name_size, date_sec, date_nsec, vm_clock_nsec, vm_state_size_small,
          extra_data_size) = _HEADER.unpack_from(raw.data, offset)
         offset += C.SNAPSHOT_HEADER_SIZE
         if extra_data_size > C.MAX_SNAPSHOT_EXTRA_DATA:
-            raise FormatError("Too much extra metadata in snapshot table entry %d" % i, path, "snapshot extra_data_size")
+            raise FormatError("Too much extra metadata in snapshot table entry %d (%d bytes, at most %d; %s)"
+                              % (i, extra_data_size, C.MAX_SNAPSHOT_EXTRA_DATA, where), path, "snapshot extra_data_size")
         end = offset + extra_data_size + id_str_size + name_size
         if end > C.MAX_SNAPSHOTS_TABLE_BYTES:
-            raise FormatError("Snapshot table exceeds the maximum size", path, "snapshot table")
-        if not raw.ensure(end):
-            raise FormatError("Snapshot table entry %d lies past the end of the file" % i, path, "snapshot table")
+            raise FormatError("Snapshot table is too big (%s ends past %d bytes)" % (where, C.MAX_SNAPSHOTS_TABLE_BYTES),
+                              path, "snapshot table")
+        raw.ensure(end)
         data = raw.data
         extra = data[offset:offset + extra_data_size]
         offset += extra_data_size
-        id_str = data[offset:offset + id_str_size].decode("utf-8", "replace")
+        id_str = _c_string(data[offset:offset + id_str_size])
         offset += id_str_size
-        name = data[offset:offset + name_size].decode("utf-8", "replace")
+        name = _c_string(data[offset:offset + name_size])
         offset = _pad8(offset + name_size)
         # a bad L1 offset or size is reported by check and refused where the snapshot is used (qemu does the same)
         if len(extra) >= C.SNAPSHOT_EXTRA_SIZE:
@@ -131,8 +141,10 @@ def parse_snapshot_table(raw, count, cluster_size, virtual_size, path=None):
             vm_state_size = vm_state_size if len(extra) >= 8 else vm_state_size_small
             disk_size = disk_size if len(extra) >= 16 else virtual_size
             icount = icount if len(extra) >= 24 else -1
-        out.append(Snapshot(id_str, name, l1_table_offset, l1_size, date_sec, date_nsec, vm_clock_nsec,
-                            vm_state_size, disk_size, icount, extra[C.SNAPSHOT_EXTRA_SIZE:], extra_data_size))
+        sn = Snapshot(id_str, name, l1_table_offset, l1_size, date_sec, date_nsec, vm_clock_nsec, vm_state_size,
+                      disk_size, icount, extra[C.SNAPSHOT_EXTRA_SIZE:], extra_data_size)
+        sn.entry_offset = entry_offset  # where it was read, for messages
+        out.append(sn)
     return out, offset
 
 
@@ -161,7 +173,8 @@ def read_snapshot_table(img):
         img.snapshot_table_bytes = 0
         return []
     raw = _GrowingBuffer(lambda n, off: img.file.pread(n, hdr.snapshots_offset + off), C.MAX_SNAPSHOTS_TABLE_BYTES)
-    snaps, length = parse_snapshot_table(raw, hdr.nb_snapshots, img.geo.cluster_size, img.size, img.path)
+    snaps, length = parse_snapshot_table(raw, hdr.nb_snapshots, img.geo.cluster_size, img.size, img.path,
+                                         hdr.snapshots_offset)
     img.snapshot_table_bytes = length
     return snaps
 

@@ -15,16 +15,16 @@ from __future__ import annotations
 from array import array
 
 from . import constants as C
-from .errors import CorruptionError, InvalidArgumentError
+from .errors import InvalidArgumentError
 from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, ZERO_PLAIN, classify
 from .zeros import zero_bytes
 
 
 def _metadata_overwrite(img, what, host):
-    """qemu's overlap check: refuse, rather than let an in-place write destroy other metadata."""
-    return CorruptionError("Preventing invalid write on metadata: %s would be written at host offset %#x, which "
-                           "holds other metadata; the image is corrupt (qemu-img check finds it)" % (what, host),
-                           img.path)
+    """qemu's overlap check: refuse, rather than let an in-place write destroy other metadata (and mark the image
+    corrupt, as qemu does)."""
+    return img.corrupt("Preventing invalid write on metadata: %s would be written at host offset %#x, which holds "
+                       "other metadata; the image is corrupt (qemu-img check finds it)" % (what, host))
 
 
 def _mask(first, last):
@@ -88,6 +88,8 @@ class ClusterWriter:
             for cluster in self.geo.compressed_host_clusters(entry):
                 self.refcounts.queue_decref(cluster)
         elif entry & C.L2E_OFFSET_MASK and kind in (NORMAL, ZERO_ALLOC):
+            if entry & C.L2E_OFFSET_MASK & (self.geo.cluster_size - 1):
+                return  # qemu: "Cannot free unaligned cluster"; the cluster around it is not this entry's to free
             self.refcounts.queue_decref((entry & C.L2E_OFFSET_MASK) >> cb)
 
     # ---- data writes ----
@@ -120,6 +122,9 @@ class ClusterWriter:
             bitmap = table[idx * 2 + 1] if ext else 0
             kind = classify(entry, ext)
             part = view[pos - start:wend - start]
+            if kind in (NORMAL, ZERO_ALLOC) and entry & C.OFLAG_COPIED and entry & C.L2E_OFFSET_MASK & (cs - 1):
+                raise img.corrupt("Preallocated zero/data cluster offset %#x unaligned (guest offset: %#x)"
+                                  % (entry & C.L2E_OFFSET_MASK, cstart))
             if kind == NORMAL and entry & C.OFLAG_COPIED:
                 host = entry & C.L2E_OFFSET_MASK
                 if img.overlaps_metadata(host >> cb):
