@@ -1,6 +1,7 @@
 """The engine's verdicts on one image next to qemu's, on four questions.
 
-    opens   does the image open with its backing chain (engine: open_chain; qemu: qemu-img info --backing-chain)
+    opens   does the image open with its backing chain, for I/O (engine: open_chain; qemu: qemu-io -r; qemu-img info
+            is no good here: it opens without I/O and then skips the external data file)
     check   the exit code of check (0 clean, 1 not completed or not opened, 2 corrupt, 3 leaks only)
     read    does a full read of the guest view succeed (the first 32 MiB of a larger image)
     bytes   when both read: are the bytes equal (engine read vs qemu-img convert / qemu-img dd)
@@ -89,9 +90,9 @@ def _engine_check(top, policy):
 
 
 # ---- qemu, in the parent ----------------------------------------------------------------------------------
-def _qemu(args, inner, timeout=QEMU_TIMEOUT):
+def _qemu(args, inner, timeout=QEMU_TIMEOUT, tool='qemu-img'):
     try:
-        proc = subprocess.run(['qemu-img'] + args, cwd=inner, capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run([tool] + args, cwd=inner, capture_output=True, text=True, timeout=timeout,
                               errors='replace', check=False)  # hostile names reach qemu's messages
     except subprocess.TimeoutExpired:
         return None
@@ -107,18 +108,19 @@ def qemu_verdicts(case_dir):
     """What qemu-img says about inner/top.qcow2 (None for a question it did not answer in time)."""
     inner = os.path.join(case_dir, 'inner')
     out = {}
-    info = _qemu(['info', '-U', '--backing-chain', '--output=json', '-f', 'qcow2', harness.TOP], inner)
+    opened = _qemu(['-r', '-U', '-f', 'qcow2', '-c', 'quit', harness.TOP], inner, tool='qemu-io')
     size = None
-    if info is None:
+    if opened is None:
         out['opens'] = None
-    elif info.returncode == 0:
+    elif opened.returncode == 0:
         out['opens'] = {'ok': True}
+        info = _qemu(['info', '-U', '--output=json', '-f', 'qcow2', harness.TOP], inner)
         try:
-            size = json.loads(info.stdout)[0]['virtual-size']
-        except (ValueError, LookupError, TypeError):
+            size = json.loads(info.stdout)['virtual-size']
+        except (AttributeError, ValueError, LookupError, TypeError):
             size = None
     else:
-        out['opens'] = {'ok': False, 'error': _first_line(info.stderr)}
+        out['opens'] = {'ok': False, 'error': _first_line(opened.stderr)}
     check = _qemu(['check', '-U', '--output=json', '-f', 'qcow2', harness.TOP], inner)
     if check is None:
         out['check'] = None

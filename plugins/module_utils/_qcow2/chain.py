@@ -209,6 +209,8 @@ def open_chain(path, fmt=None, writable=False, force_share=False, policy=None, w
 
 def _backing_format(img, bpath):
     fmt = img.backing_format
+    if fmt == "file":
+        return "raw"  # qemu's file protocol driver: the file's bytes as they are, which is what raw reads
     if fmt:
         if fmt not in ("qcow2", "raw"):
             raise UnsupportedError("Backing file '%s' of '%s' has format '%s'; only qcow2 and raw are supported"

@@ -21,6 +21,8 @@ from .layout import nonzero_entries
 from .references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
 
 REPAIR_MODES = (None, "leaks", "all")
+ZEROS = "no refcount block"  # a reftable entry of 0: every refcount it would hold is 0
+MAX_READABLE_OFFSET = (1 << 63) - (1 << 21)  # qemu's largest request offset (BDRV_MAX_LENGTH), rounded to clusters
 
 
 def check_image(img, repair=None):
@@ -130,6 +132,11 @@ def _check(img):
             break
         end = min(nb, start + rbe)
         have = disk.counts(start, end)
+        if have is None:  # qemu cannot read this refcount block: every cluster it covers is a check error
+            report.check_errors += end - start
+            report.say("Can't get refcount for clusters %d to %d: refcount block %d is unaligned (%#x)"
+                       % (start, end - 1, group, disk.table[group] & C.REFT_OFFSET_MASK))
+            continue
         want = refs.slice(start, end)
         if have == want:
             if have.tobytes().strip(b"\0"):
@@ -188,11 +195,15 @@ class _DiskRefcounts:
         self._cache = {}
 
     def block(self, t):
+        """The decoded refcount block of reftable entry t; ZEROS where there is none; None where qemu cannot read
+        one (an unaligned offset: qemu signals corruption and fails the read; beyond 2^63 no read is possible)."""
         if t >= len(self.table):
-            return None
+            return ZEROS
         offset = self.table[t] & C.REFT_OFFSET_MASK
-        if not offset or offset & (self.img.geo.cluster_size - 1) or offset > C.MAX_CLUSTER_OFFSET:
-            return None  # reported by count_refblocks; past qemu's 2^56 limit it cannot even be read
+        if not offset:
+            return ZEROS
+        if offset & (self.img.geo.cluster_size - 1) or offset >= MAX_READABLE_OFFSET:
+            return None
         if t not in self._cache:
             if len(self._cache) > 64:
                 self._cache.clear()
@@ -200,9 +211,12 @@ class _DiskRefcounts:
         return self._cache[t]
 
     def counts(self, start, end):
+        """The refcounts of clusters [start, end) (within one refcount block), or None if it cannot be read."""
         rbb = self.img.geo.refblock_bits
         block = self.block(start >> rbb)
         if block is None:
+            return None
+        if block is ZEROS:
             return array("I", bytes(4 * (end - start)))
         first = start & ((1 << rbb) - 1)
         if self.codec.packed:
@@ -211,10 +225,11 @@ class _DiskRefcounts:
         return array("Q" if self.codec.bits > 32 else "I", block[first:first + end - start])
 
     def get(self, cluster):
+        """One cluster's refcount, or None if its refcount block cannot be read."""
         rbb = self.img.geo.refblock_bits
         block = self.block(cluster >> rbb)
-        if block is None:
-            return 0
+        if block is None or block is ZEROS:
+            return None if block is None else 0
         return self.codec.get(block, cluster & ((1 << rbb) - 1))
 
 
@@ -231,30 +246,31 @@ def _check_copied(img, disk, report):
         if not l2:
             continue
         rc = disk.get(l2 >> geo.cluster_bits)
-        if (rc == 1) != bool(entry & C.OFLAG_COPIED):
+        if rc is not None and (rc == 1) != bool(entry & C.OFLAG_COPIED):
             report.corruption("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d" % (index, entry, rc))
         if l2 not in findings:
-            findings[l2] = _copied_flag_errors(geo, disk, counter.read_l2(l2))
+            findings[l2] = _copied_flag_errors(geo, disk, counter.read_l2(l2), counter.has_data_file)
         for message in findings[l2]:
             report.corruption(message)
 
 
-def _copied_flag_errors(geo, disk, table):
-    """The OFLAG_COPIED corruption messages of one L2 table's data cluster entries."""
+def _copied_flag_errors(geo, disk, table, has_data_file):
+    """The OFLAG_COPIED corruption messages of one L2 table's data cluster entries (data in an external data file
+    is not refcounted: qemu takes its refcount as 1)."""
     words, ext = geo.l2_entry_words, geo.extended_l2
     errors = []
     for i in used_l2_indexes(table, words, geo.l2_entries):
         e = table[i * words]
         if not e:
             continue
-        kind = classify(e, ext)
+        kind = classify(e, ext, has_data_file)
         if kind not in (NORMAL, ZERO_ALLOC):
             continue
         offset = e & C.L2E_OFFSET_MASK
-        if not offset:
+        if not offset and not has_data_file:
             continue
-        rc = disk.get(offset >> geo.cluster_bits)
-        if (rc == 1) != bool(e & C.OFLAG_COPIED):
+        rc = 1 if has_data_file else disk.get(offset >> geo.cluster_bits)
+        if rc is not None and (rc == 1) != bool(e & C.OFLAG_COPIED):
             errors.append("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (e, rc))
     return errors
 

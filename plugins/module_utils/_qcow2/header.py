@@ -159,8 +159,6 @@ class Header:
                 raise FormatError("qcow2 header too short", path, "header_length")
             if hdr.header_length > cluster_size:
                 raise FormatError("qcow2 header exceeds cluster size", path, "header_length")
-            if hdr.header_length > len(buf):
-                raise FormatError("qcow2 header extends past the end of the file", path, "header_length")
             if hdr.header_length > C.V3_MIN_HEADER_LENGTH:
                 hdr.compression_type = buf[C.V3_MIN_HEADER_LENGTH]
             hdr.unknown_fields = bytes(buf[C.V3_HEADER_LENGTH:hdr.header_length])

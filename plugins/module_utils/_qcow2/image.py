@@ -18,7 +18,7 @@ from .compression import decompress_cluster
 from .errors import CorruptionError, FormatError, InvalidArgumentError, Qcow2Error, ReadOnlyError, UnsupportedError
 from .fileio import BlockFile
 from .header import OFFSET_AUTOCLEAR, OFFSET_INCOMPAT, Header, NeedMoreData
-from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, Geometry, array_to_be, be_array, classify, nonzero_entries
+from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, ZERO_PLAIN, Geometry, array_to_be, be_array, classify, nonzero_entries
 from .lru import MetadataCache
 from .zeros import fill_zero
 
@@ -105,6 +105,7 @@ class Qcow2Image:
         head = self.file.pread(4096, 0)
         if len(head) < 24 or head[:4] != C.QCOW_MAGIC:
             raise FormatError("Image is not in qcow2 format", self.path, "magic")
+        head += bytes(4096 - len(head))  # a header cut by the end of the file: qemu reads zeros there
         try:
             self.header = Header.parse(head, self.path)
         except NeedMoreData:
@@ -284,6 +285,9 @@ class Qcow2Image:
                     continue
                 cend = min(slice_end, cluster_start + geo.cluster_size)
                 kind = classify(entry, ext, has_df)
+                if kind in (ZERO_PLAIN, ZERO_ALLOC) and self.header.version < 3:
+                    raise self.corrupt("Zero cluster entry found in pre-v3 image (%s)"
+                                       % self._l2_entry_at(table_offset, cluster_start))
                 if kind in (NORMAL, ZERO_ALLOC):
                     self._check_host_offset(entry, kind, cluster_start, table_offset)
                 if ext and kind != COMPRESSED:

@@ -144,9 +144,9 @@ class ReferenceCounter:
         l1 = self.read_l1(offset, size)
         cs = self.geo.cluster_size
         for index, entry in nonzero_entries(l1):
+            # qemu skips only entries that are all zero: one holding flags but no offset names cluster 0 (the
+            # header) as its L2 table, and check counts and reads it as one (a read treats it as unallocated)
             l2 = entry & C.L1E_OFFSET_MASK
-            if not l2:
-                continue
             if entry & C.L1E_RESERVED_MASK:
                 self.report.corruption("ERROR found L1 entry with reserved bits set: %x" % entry)
             self.inc(l2, cs)
