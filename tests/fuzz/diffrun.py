@@ -1,6 +1,8 @@
 """The differential fuzzer's run: one structure-targeted mutation per case, the engine's verdicts next to qemu's.
 
     scripts/fuzz.sh --differential --cases 10000 [--jobs 2] [--seed 1] [--time-limit S] [--structures l2_zero_alloc,...]
+    scripts/fuzz.sh --differential --replay DIR|ARCHIVE       # judge one saved case again
+    scripts/fuzz.sh --differential --save-regression SEED/INDEX --name NAME --note TEXT   # keep it as a regression
 
 Case N of seed S draws a structure (uniformly), then a seed image holding it, then one change to it.
 Output under tests/output/fuzz-differential/: cases.jsonl, summary.json, and disagreements/<class>/case-N/
@@ -18,6 +20,7 @@ import shutil
 import time
 
 COUNTERS = ('corruptions', 'leaks', 'check-errors')
+REGRESSION_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'differential_regressions')
 
 
 def _class_dir(key):
@@ -33,27 +36,43 @@ def _counters_equal(verdict, engine, qemu):
     return all(ours.get(k, 0) == theirs.get(k, 0) for k in COUNTERS)
 
 
+class CaseMaker:
+    """Case N of seed S: a structure drawn uniformly, a seed image holding it, one change to it."""
+
+    def __init__(self, seed_dirs, structures=None):
+        from ansible_collections.backingchain.qcow2.tests.fuzz import mutate, seeds, targets
+        self.seed_dirs = seed_dirs
+        self.layouts = {name: mutate.seed_layouts(seeds.load_seed(d)) for name, d in sorted(seed_dirs.items())}
+        wanted = structures or targets.STRUCTURES
+        self.holders = {s: [r for r in sorted(self.layouts) if targets.applies(s, self.layouts[r]['top.qcow2'])]
+                        for s in wanted}
+        self.structures = [s for s in wanted if self.holders[s]]
+
+    def make(self, seed, index):
+        """(structure, recipe, description, {file name: bytes})."""
+        from ansible_collections.backingchain.qcow2.tests.fuzz import mutate, seeds, targets
+        draw = mutate.RandomDraw(random.Random('differential/%d/%d' % (seed, index)))
+        structure = draw.pick(self.structures)
+        recipe = draw.pick(self.holders[structure])
+        case = mutate.Case(seeds.load_seed(self.seed_dirs[recipe]), self.layouts[recipe])
+        desc = targets.mutate_structure(case, structure, draw)
+        return structure, recipe, desc, {n: bytes(d) for n, d in case.files.items()}
+
+
 def worker(wid, jobs, args, seed_dirs, queue):
-    from ansible_collections.backingchain.qcow2.tests.fuzz import differential, harness, mutate, seeds, targets
+    from ansible_collections.backingchain.qcow2.tests.fuzz import differential, harness
     from ansible_collections.backingchain.qcow2.tests.fuzz.runner import _scratch_root
-    layouts = {name: mutate.seed_layouts(seeds.load_seed(d)) for name, d in sorted(seed_dirs.items())}
-    wanted = args.structures.split(',') if args.structures else targets.STRUCTURES
-    holders = {s: [r for r in sorted(layouts) if targets.applies(s, layouts[r]['top.qcow2'])] for s in wanted}
-    structures = [s for s in wanted if holders[s]]
+    maker = CaseMaker(seed_dirs, args.structures.split(',') if args.structures else None)
     scratch = _scratch_root()
     kept = collections.Counter()
     try:
         for index in range(wid, args.cases, jobs):
             if args.deadline and time.time() > args.deadline:
                 break
-            draw = mutate.RandomDraw(random.Random('differential/%d/%d' % (args.seed, index)))
-            structure = draw.pick(structures)
-            recipe = draw.pick(holders[structure])
-            case = mutate.Case(seeds.load_seed(seed_dirs[recipe]), layouts[recipe])
-            desc = targets.mutate_structure(case, structure, draw)
+            structure, recipe, desc, files = maker.make(args.seed, index)
             case_dir = os.path.join(scratch, 'case-%d' % index)
-            harness.prepare_case(case_dir, {n: bytes(d) for n, d in case.files.items()})
-            del case
+            harness.prepare_case(case_dir, files)
+            del files
             result = differential.judge(case_dir, index)
             record = {'index': index, 'structure': structure, 'recipe': recipe, 'mutation': desc,
                       'verdict': result['verdict'], 'classes': result['classes'], 'failure': None,
@@ -64,7 +83,8 @@ def worker(wid, jobs, args, seed_dirs, queue):
             equal = _counters_equal(result['verdict'], result['engine'], result['qemu'])
             if equal is not None:
                 record['counters_equal'] = equal
-            for key in result['classes'] + ([record['failure']] if record['failure'] else []):
+            for key in ['%s-%s' % (structure, c) for c in result['classes']] + ([record['failure']] if record['failure']
+                                                                                 else []):
                 kept[key] += 1
                 if kept[key] <= args.keep:
                     dest = os.path.join(args.out, 'disagreements', _class_dir(key), 'case-%d' % index)
@@ -132,3 +152,22 @@ def replay(path):
         shutil.rmtree(case_dir, ignore_errors=True)
     print(json.dumps(result, indent=1))
     return 1 if result.get('failure') or result['classes'] else 0
+
+
+def save_regression(args):
+    """Keep case INDEX of seed SEED (``--save-regression SEED/INDEX``) as a replayed differential regression."""
+    from ansible_collections.backingchain.qcow2.tests.fuzz import differential, regressions, seeds
+    seed, index = (int(x) for x in args.save_regression.split('/'))
+    maker = CaseMaker(seeds.build_seeds(os.path.join(args.cache, 'cache')))
+    structure, recipe, desc, files = maker.make(seed, index)
+    name = args.name or '%s-%d-%d' % (structure, seed, index)
+    dest = os.path.join(REGRESSION_DIR, name + '.tar.xz')
+    regressions.save(dest, files, {'differential': True, 'seed': seed, 'index': index, 'structure': structure,
+                                   'recipe': recipe, 'mutation': desc, 'note': args.note or '',
+                                   'questions': list(differential.QUESTIONS)})
+    print('wrote %s' % dest)
+    return 0
+
+
+def all_regressions():
+    return sorted(os.path.join(REGRESSION_DIR, n) for n in os.listdir(REGRESSION_DIR) if n.endswith('.tar.xz'))

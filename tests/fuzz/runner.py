@@ -302,6 +302,7 @@ def main(argv=None):
     parser.add_argument('--differential', action='store_true',
                         help="compare the engine's verdicts with qemu's (opens, check, full read, bytes) per structure")
     parser.add_argument('--structures', help='--differential: comma-separated structures to target (targets.py)')
+    parser.add_argument('--save-regression', help='--differential: keep case SEED/INDEX as a replayed regression')
     args = parser.parse_args(argv)
     args.cache = os.path.abspath(args.out)  # the seed cache is shared by both modes
     if args.differential and args.out == DEFAULT_OUT:
@@ -318,6 +319,8 @@ def main(argv=None):
     _bootstrap()
     if args.differential:
         from ansible_collections.backingchain.qcow2.tests.fuzz import diffrun
+        if args.save_regression:
+            return diffrun.save_regression(args)
         return diffrun.replay(args.replay) if args.replay else diffrun.run(args)
     if args.replay:
         return replay(args)

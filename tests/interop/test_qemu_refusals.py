@@ -15,10 +15,10 @@ import struct
 import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import bitmaps
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import check
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import check, grow_image
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import (
-    CorruptionError, FormatError, ReadOnlyError)
+    CorruptionError, FormatError, ReadOnlyError, UnsupportedError)
 from ansible_collections.backingchain.qcow2.tests.fuzz import differential
 from ansible_collections.backingchain.qcow2.tests.helpers import qcow2_poke as poke
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
@@ -346,3 +346,18 @@ def test_bitmap_in_use_with_a_broken_table_fails_check_only(case_dir):
     assert engine['check']['exit'] == qemu['check']['exit'] == 1
     assert any('bitmap table at offset %#x' % entries[0]['bitmap_table_offset'] in m
                for m in engine['check']['messages'])
+
+
+def test_growing_an_image_with_a_bitmap_in_use_is_refused_as_by_qemu_img_resize(case_dir, tmp_path):
+    path = top(case_dir)
+    entries = with_bitmaps(path)
+    set_flags(path, entries[0], entries[0]['flags'] | 1)
+    theirs = tmp_path / 'qemu.qcow2'
+    shutil.copyfile(path, theirs)
+    with pytest.raises(QemuError, match="Bitmap 'bm0' is inconsistent and cannot be used"):
+        qemu_img('resize', theirs, '32M')
+    before = path.read_bytes()
+
+    with pytest.raises(UnsupportedError, match="Bitmap 'bm0' of .* is inconsistent and cannot be used"):
+        grow_image(str(path), 32 * MiB)
+    assert path.read_bytes() == before

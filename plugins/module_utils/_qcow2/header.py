@@ -393,5 +393,5 @@ def _validate_table(path, name, offset, entries, entry_len, max_bytes, cluster_s
     """qcow2_validate_table(): bound a table's size and check its offset."""
     if entries > max_bytes // entry_len:
         raise FormatError("%s too large" % name, path, name)
-    if offset % cluster_size or offset > C.MAX_CLUSTER_OFFSET or (1 << 63) - 1 - entries * entry_len < offset:
+    if offset % cluster_size or (1 << 63) - 1 - entries * entry_len < offset:
         raise FormatError("%s offset invalid" % name, path, name)

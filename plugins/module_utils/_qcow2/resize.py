@@ -21,7 +21,7 @@ import contextlib
 import struct
 
 from . import constants as C
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, UnsupportedError
 from .header import OFFSET_L1, OFFSET_SIZE
 from .layout import array_to_be
 
@@ -36,6 +36,11 @@ def grow(img, new_size):
         raise InvalidArgumentError("Image size must be a multiple of 512 bytes (got %d)" % new_size, img.path)
     if new_size == img.size:
         return False
+    for verdict in img.bitmap_trust.verdicts:
+        if not verdict.trusted:  # qemu-img resize refuses too: the bitmap's table could not follow the size
+            raise UnsupportedError("Bitmap '%s' of %s is inconsistent and cannot be used (%s); remove it first "
+                                   "(qemu-img bitmap --remove)" % (verdict.bitmap.name, img.path, verdict.reason),
+                                   img.path)
     geo, hdr = img.geo, img.header
     new_l1_size = geo.size_to_l1(new_size)
     if new_l1_size > C.MAX_L1_BYTES // 8:

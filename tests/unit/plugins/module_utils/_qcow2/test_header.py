@@ -294,7 +294,7 @@ def test_backing_name_that_is_not_utf8_is_refused_by_policy():
 @pytest.mark.parametrize('offset, fmt, value, field, message', [
     (36, '>I', 0x7FFFFFFF, 'Active L1 table', 'too large'),
     (40, '>Q', 3 * CS + 8, 'Active L1 table', 'offset invalid'),
-    (40, '>Q', 1 << 62, 'Active L1 table', 'offset invalid'),
+    (40, '>Q', (1 << 64) - CS, 'Active L1 table', 'offset invalid'),
     (56, '>I', 0xFFFFFFFF, 'Reference count table', 'too large'),
     (48, '>Q', CS + 512, 'Reference count table', 'offset invalid'),
     (60, '>I', C.MAX_SNAPSHOTS + 1, 'nb_snapshots', 'Too many snapshots'),
