@@ -23,6 +23,8 @@ silently missing changes. Disabled bitmaps are left untouched, as qemu leaves th
 
 from __future__ import annotations
 
+import contextlib
+
 from . import constants as C
 from .deps import HAS_CONSTRUCT, require_construct
 from .errors import FormatError
@@ -289,29 +291,17 @@ class BitmapTracker:
         """Write the recorded ranges into the bitmaps, then clear in_use."""
         if not self.marked_in_use:
             return
+        from .bitmap_bits import BitmapBits
         img = self.img
-        cs = img.geo.cluster_size
-        bits_per_cluster = cs * 8
         for b in self.bitmaps:
             table = read_table(img, b)
-            touched = {}
+            bits = BitmapBits(img, b, table)
             for start, end in self.ranges:
-                first_bit = start >> b.granularity_bits
-                last_bit = (min(end, img.size) - 1) >> b.granularity_bits
-                for index in range(first_bit // bits_per_cluster, last_bit // bits_per_cluster + 1):
-                    if index >= len(table) or table[index] & C.BME_TABLE_ENTRY_FLAG_ALL_ONES and not table[index] & C.BME_TABLE_ENTRY_OFFSET_MASK:
-                        continue
-                    data = touched.get(index)
-                    if data is None:
-                        offset = table[index] & C.BME_TABLE_ENTRY_OFFSET_MASK
-                        data = touched[index] = bytearray(img.file.pread(cs, offset).ljust(cs, b"\0") if offset else bytes(cs))
-                    lo = max(first_bit, index * bits_per_cluster) - index * bits_per_cluster
-                    hi = min(last_bit, (index + 1) * bits_per_cluster - 1) - index * bits_per_cluster
-                    _set_bits(data, lo, hi)
-            new_clusters = [i for i in touched if not table[i] & C.BME_TABLE_ENTRY_OFFSET_MASK]
+                bits.set_range(start, end)
+            new_clusters = [i for i in bits.changed if not table[i] & C.BME_TABLE_ENTRY_OFFSET_MASK]
             for index in new_clusters:
                 table[index] = img.refcounts.alloc(1) << img.geo.cluster_bits
-            for index, data in touched.items():
+            for index, data in bits.changed.items():
                 img.file.pwrite(bytes(data), table[index] & C.BME_TABLE_ENTRY_OFFSET_MASK)
             if new_clusters:
                 img.flush()  # data and refcounts on disk before the table points at the new clusters
@@ -322,12 +312,28 @@ class BitmapTracker:
         self.ranges = []
 
 
-def _set_bits(data, lo, hi):
-    """Set bits lo..hi (inclusive) of a bitmap cluster, bit 0 = least significant bit of byte 0."""
-    first_byte, last_byte = lo // 8, hi // 8
-    if first_byte == last_byte:
-        data[first_byte] |= ((0xFF << (lo % 8)) & (0xFF >> (7 - hi % 8))) & 0xFF
+@contextlib.contextmanager
+def recorded_writes(img, ranges=()):
+    """Record ranges [(start, end)] as written in img's enabled bitmaps, then let the writes inside the block go
+    unrecorded; yields record(start, end) for more ranges found on the way. For copies that write whole clusters
+    around what they change, where qemu's writes (and so its dirty bits) cover only what changes (commit: what the
+    layers above hold, per copy-job granule; rebase: the sectors that differ)."""
+    tracker = img.bitmaps if img.format_name == "qcow2" else None
+    if tracker is None:
+        yield _record_nothing
         return
-    data[first_byte] |= (0xFF << (lo % 8)) & 0xFF
-    data[first_byte + 1:last_byte] = b"\xff" * (last_byte - first_byte - 1)
-    data[last_byte] |= 0xFF >> (7 - hi % 8)
+
+    def record(start, end):
+        tracker.mark_dirty(start, end - start)
+
+    for start, end in ranges:
+        record(start, end)
+    img.bitmaps = None
+    try:
+        yield record
+    finally:
+        img.bitmaps = tracker
+
+
+def _record_nothing(start, end):
+    """No enabled bitmap to record writes in."""

@@ -170,13 +170,22 @@ class Qcow2Image:
                                     % (self.path, report.messages[:1]), self.path)
 
     def _attach_write_machinery(self):
-        from .bitmaps import BitmapTracker
         from .refcounts import Refcounts
         from .writer import ClusterWriter
         self.refcounts = Refcounts(self)
         self.writer = ClusterWriter(self)
+        self._attach_tracker()
+
+    def _attach_tracker(self):
+        from .bitmaps import BitmapTracker
         trusted = self.bitmap_trust.trusted()
         self.bitmaps = BitmapTracker(self, self.bitmap_trust) if any(b.enabled for b in trusted) else None
+
+    def reload_bitmaps(self):
+        """Judge the bitmaps again after their directory changed (bitmap_store, resize), and track the enabled ones."""
+        self._assess_bitmaps()
+        if self.writable:
+            self._attach_tracker()
 
     def _clear_autoclear_on_write(self):
         """A writer must clear autoclear bits it does not know, and a bitmaps extension without its bit is stale."""

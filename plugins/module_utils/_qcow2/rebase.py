@@ -21,6 +21,7 @@ import os
 import time
 
 from .backing_name import same_file, set_backing
+from .bitmaps import recorded_writes
 from .chain import check_backing_reference, open_chain, resolve_backing_path
 from .copyview import CopyStats, copy_runs, planned_bytes
 from .errors import BackingChainError, ImageLockedError, InvalidArgumentError, Qcow2Error
@@ -28,6 +29,7 @@ from .locking import holders_conflict
 from .image import probe_is_qcow2
 from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, layer_runs, sweep
 from .space import require_space
+from .view_diff import differing_sectors, sector_differences
 from .zeros import zero_bytes
 
 COMPARE_CHUNK = 2 << 20
@@ -173,14 +175,16 @@ def _safe_rebase(path, backing_file, new_path, new_format, policy):
             dropped = [r for r in layer_runs(img.backing, in_chain, 0, img.size) if r[2] in (RUN_DATA, RUN_ZERO)]
             runs = _subtract_allocated(img, dropped)
             require_space(path, data_bytes(runs), "rebase of %s" % path)
-            copy_runs(img, _ZeroesAgainst(img, in_chain), runs, zero_runs="zero" if new_path is not None else "skip",
-                      stats=stats)
+            with recorded_writes(img, _differing(img, in_chain, runs)):
+                copy_runs(img, _ZeroesAgainst(img, in_chain), runs,
+                          zero_runs="zero" if new_path is not None else "skip", stats=stats)
         else:
             with open_chain(new_path, fmt=new_format, policy=policy) as new_chain:
                 for member in new_chain.images:
                     if same_file(member.path, path):
                         raise BackingChainError("Backing file '%s' creates an infinite loop." % new_path, path)
-                _copy_differences(img, new_chain.top, stats)
+                with recorded_writes(img) as record:
+                    _copy_differences(img, new_chain.top, stats, record)
         img.flush()
         set_backing(img, backing_file, new_format)
     return stats.bytes_written + stats.bytes_zeroed
@@ -232,6 +236,15 @@ class _ZeroesAgainst:
             img.backing = old
 
 
+def _differing(img, new_top, runs):
+    """What qemu-img rebase writes, and so dirties in the image's enabled bitmaps: the sectors of runs where the old
+    backing view and the new one differ (read only when there are enabled bitmaps to tell)."""
+    if img.bitmaps is None:
+        return []
+    return differing_sectors(img.read_backing_into, lambda view, offset: _read_view(new_top, view, offset),
+                             [(start, end) for start, end, _kind in runs])
+
+
 def _subtract_allocated(img, runs):
     """Drop the parts of runs the image decides itself (its own data masks the backing anyway)."""
     out = []
@@ -242,8 +255,9 @@ def _subtract_allocated(img, runs):
     return out
 
 
-def _copy_differences(img, new_top, stats):
-    """Unrelated new base: compare old and new views where the image itself is unallocated."""
+def _copy_differences(img, new_top, stats, record):
+    """Unrelated new base: compare old and new views where the image itself is unallocated; record(start, end) gets
+    the sectors that differ."""
     cs = img.geo.cluster_size
     chunk = max(cs, (COMPARE_CHUNK // cs) * cs)
     old_buf, new_buf = bytearray(chunk), bytearray(chunk)
@@ -257,6 +271,9 @@ def _copy_differences(img, new_top, stats):
             img.read_backing_into(old_view[:n], pos)
             _read_view(new_top, new_view[:n], pos)
             if old_buf[:n] != new_buf[:n]:
+                lo, hi = max(pos, start), min(pos + n, end)
+                for s, e in sector_differences(old_buf[lo - pos:hi - pos], new_buf[lo - pos:hi - pos], lo, hi - lo):
+                    record(s, e)
                 _write_differing(zeroes, old_buf, new_buf, pos, n, cs, stats, start, end)
             pos += n
 
@@ -277,7 +294,8 @@ def _candidates(img, new_top):
 
 
 def _read_view(top, view, offset):
-    if offset >= top.size:
+    """top's guest view (zeros past its end; all zeros without a top: a flatten's new view)."""
+    if top is None or offset >= top.size:
         view[:] = zero_bytes(len(view))
         return
     inside = min(len(view), top.size - offset)

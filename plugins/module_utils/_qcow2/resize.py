@@ -117,7 +117,7 @@ def _bitmap_tables_needed(img, new_size):
 def _switch_with_bitmap_tables(img, new_size, tables):
     """Larger bitmap tables and a directory naming them go into fresh clusters; one rewrite of the header (size and
     bitmaps extension, in its first sector) switches to them; the old tables and directory are freed after."""
-    from .bitmaps import BitmapTracker, read_table
+    from .bitmaps import read_table
     geo, hdr = img.geo, img.header
     cs, cb = geo.cluster_size, geo.cluster_bits
     ext = dict(hdr.bitmaps_ext)
@@ -145,8 +145,7 @@ def _switch_with_bitmap_tables(img, new_size, tables):
         for i in range(-(-length // cs)):
             img.refcounts.queue_decref((offset >> cb) + i)
     img.invalidate_metadata_map()
-    img._assess_bitmaps()
-    img.bitmaps = BitmapTracker(img, img.bitmap_trust)
+    img.reload_bitmaps()
 
 
 @contextlib.contextmanager

@@ -37,6 +37,9 @@ class ClusterWriter:
         self.img = image
         self.geo = image.geo
         self.v3 = image.header.version >= 3
+        # zero writes leave zero clusters even where nothing lies below: a layer whose backing file may later grow
+        # under it (a commit into it) must still read zeros there, not what the commit brought
+        self.keep_zeroes = False
 
     @property
     def refcounts(self):
@@ -249,6 +252,8 @@ class ClusterWriter:
             self._zero_clusters(a, b, unmap)
 
     def _nothing_below(self, start, end):
+        if self.keep_zeroes:
+            return False
         backing = self.img.backing
         return backing is None or start >= backing.size
 

@@ -1,0 +1,129 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Writing the bitmaps of an image: a new directory, tables and data, switched to with one header write.
+
+Nothing in use is changed in place: new tables, changed data clusters and the new directory go into
+fresh clusters, their refcounts reach the disk, then one rewrite of the header (the bitmaps extension,
+and the autoclear bit that says it is valid) switches to them, and only then are the old clusters
+freed. Interrupted anywhere, the image holds the old bitmaps or the new ones, both consistent, with at
+worst leaked clusters. qemu's update_ext_header_and_dir() keeps the same order.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from . import constants as C
+from .bitmaps import BITMAP_DIR_ENTRY, invalid_table_entry, read_table
+from .layout import array_to_be
+
+
+def directory_entry_size(name_size, extra_size=0):
+    """calc_dir_entry_size(): the fixed part, extra data and name, padded to 8 bytes."""
+    return (24 + extra_size + name_size + 7) & ~7
+
+
+def build_directory(bitmaps):
+    out = []
+    for b in bitmaps:
+        name = b.name.encode("utf-8")
+        entry = BITMAP_DIR_ENTRY.build({
+            "bitmap_table_offset": b.table_offset, "bitmap_table_size": b.table_size, "flags": b.flags,
+            "type": b.type, "granularity_bits": b.granularity_bits, "name_size": len(name),
+            "extra_data_size": len(b.extra)}) + b.extra + name
+        out.append(entry + bytes(-len(entry) % 8))
+    return b"".join(out)
+
+
+def _clusters(img, nbytes):
+    return -(-nbytes // img.geo.cluster_size)
+
+
+def write_new(img, data):
+    """Write data into freshly allocated clusters (zero-padded to whole clusters); returns its offset."""
+    n = _clusters(img, len(data))
+    offset = img.refcounts.alloc(n) << img.geo.cluster_bits
+    img.file.pwrite(bytes(data) + bytes(n * img.geo.cluster_size - len(data)), offset)
+    return offset
+
+
+class BitmapChange:
+    """One change of an image's bitmap directory, written by commit().
+
+    ``bitmaps`` starts as copies of every bitmap qemu loads (in use ones included: they are carried over exactly
+    as they are); the caller edits the list and the copies, and records in ``freed`` the clusters that the new
+    state no longer uses."""
+
+    def __init__(self, img):
+        img._require_writable()
+        if img.bitmaps is not None:
+            img.bitmaps.finish()  # recorded guest writes go into the current tables first
+        self.img = img
+        self.bitmaps = [copy.copy(b) for b in img.bitmap_trust.loaded()]
+        self.freed = []  # (offset, length) of structures to free after the switch
+
+    def find(self, name):
+        return next((b for b in self.bitmaps if b.name == name), None)
+
+    def free_table(self, bitmap):
+        """The bitmap's table and every data cluster it names leave the image.
+
+        The table of a bitmap in use was never validated (qemu does not load it either): a cluster is freed only
+        if the bitmap alone holds it, so that a hostile table cannot free what the image still uses (qemu leaks
+        the clusters of a table it cannot load; so does this)."""
+        img = self.img
+        cs, cb = img.geo.cluster_size, img.geo.cluster_bits
+        table = read_table(img, bitmap)
+        clusters = [bitmap.table_offset + i * cs for i in range(-(-bitmap.table_size * 8 // cs))]
+        if invalid_table_entry(table, cs) is None:
+            clusters += [entry & C.BME_TABLE_ENTRY_OFFSET_MASK for entry in table
+                         if entry & C.BME_TABLE_ENTRY_OFFSET_MASK]
+        for offset in clusters:
+            if img.refcounts.get(offset >> cb) == 1 and not img.overlaps_metadata(offset >> cb):
+                self.freed.append((offset, cs))
+
+    def new_empty_table(self, bitmap, entries):
+        """Give bitmap a new table of entries that all read as zeros."""
+        bitmap.table_offset = write_new(self.img, bytes(8 * entries))
+        bitmap.table_size = entries
+
+    def store_bits(self, bits):
+        """The changed data clusters of a BitmapBits go into fresh clusters, with a new table naming them."""
+        table = bits.table[:]
+        for index, data in bits.changed.items():
+            old = table[index] & C.BME_TABLE_ENTRY_OFFSET_MASK
+            if old:
+                self.freed.append((old, self.img.geo.cluster_size))
+            table[index] = write_new(self.img, data)
+        bitmap = self.find(bits.bitmap.name)
+        self.freed.append((bitmap.table_offset, bitmap.table_size * 8))
+        bitmap.table_offset = write_new(self.img, array_to_be(table))
+
+    def commit(self):
+        """Switch the image to the edited bitmaps (one header write), then free what they no longer use."""
+        img = self.img
+        hdr = img.header
+        old = hdr.bitmaps_ext
+        if old:
+            self.freed.append((old["bitmap_directory_offset"], old["bitmap_directory_size"]))
+        if self.bitmaps:
+            directory = build_directory(self.bitmaps)
+            hdr.bitmaps_ext = {"nb_bitmaps": len(self.bitmaps), "bitmap_directory_size": len(directory),
+                               "bitmap_directory_offset": write_new(img, directory)}
+            hdr.autoclear_features |= C.AUTOCLEAR_BITMAPS
+        else:
+            hdr.bitmaps_ext = None  # qemu drops the extension with its last bitmap
+            hdr.autoclear_features &= ~C.AUTOCLEAR_BITMAPS
+        img.flush()  # tables, data, directory and their refcounts on disk before the header names them
+        img.file.flush()
+        img.rewrite_header()
+        cb = img.geo.cluster_bits
+        for offset, length in self.freed:
+            for i in range(_clusters(img, length)):
+                img.refcounts.queue_decref((offset >> cb) + i)
+        img.invalidate_metadata_map()
+        img.flush()
+        img.reload_bitmaps()
