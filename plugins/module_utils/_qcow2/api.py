@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .chain import ChainPolicy, open_chain
 from .create import CreateOptions
-from .errors import InvalidArgumentError
+from .errors import BitmapUnusableError, ImageLockedError, InvalidArgumentError
 from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, classify, nonzero_entries
 
 # Operations are imported where they are used: a module needs one of them, and start-up time counts
@@ -23,7 +23,8 @@ from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, classify, nonzero_entries
 __all__ = [
     "ChainPolicy", "CreateOptions", "create_image", "image_info", "check", "list_snapshots", "create_snapshot",
     "revert_snapshot", "delete_snapshot", "grow_image", "allocated_bytes", "open_chain", "commit", "rebase",
-    "convert", "measure",
+    "convert", "measure", "list_bitmaps", "plan_bitmap", "bitmap", "change_bitmap", "dirty_ranges", "copy_ranges",
+    "BitmapUnusableError",
 ]
 
 
@@ -150,3 +151,99 @@ def plan_commit(path, top=None, base=None, policy=None):
     """What commit would do (same keys as commit's result), without writing."""
     from . import commit as _commit
     return _commit.plan(path, top=top, base=base, policy=policy)
+
+
+# ---- persistent dirty bitmaps ----
+def list_bitmaps(path, backing_chain=False, force_share=True, policy=None):
+    """Every bitmap of the image (and, with backing_chain, of every image below it), top first:
+    [{"filename", "bitmaps": [{name, granularity, flags, in_use, enabled, trusted, reason}]}]."""
+    from .bitmap_ops import describe
+    with open_chain(path, force_share=force_share, policy=policy, backing=backing_chain) as chain:
+        return [{"filename": img.path, "bitmaps": describe(img) if img.format_name == "qcow2" else []}
+                for img in chain.images]
+
+
+def plan_bitmap(path, name, state="present", granularity=None, enabled=None, merge_from=(), policy=None):
+    """What bitmap() will do (a BitmapPlan), read without locks; raises what the run would refuse, the lock a
+    running VM holds on the image included."""
+    from .bitmap_records import BitmapPlan
+    from .bitmap_state import merge_sources, plan
+    from .locking import holders_conflict
+    with open_chain(path, fmt="qcow2", force_share=True, policy=policy, backing=_needs_chain(merge_from)) as chain:
+        with merge_sources(chain, merge_from, policy, force_share=True) as sources:
+            actions, before, after = plan(chain.top, name, state, granularity, enabled, sources)
+    if actions:
+        conflict = holders_conflict(path, True)
+        if conflict:
+            raise ImageLockedError(conflict, path)
+    return BitmapPlan(bool(actions), [_action_name(a) for a in actions], before, after)
+
+
+def bitmap(path, name, state="present", granularity=None, enabled=None, merge_from=(), policy=None):
+    """Bring bitmap name of path to a state: present (added if missing), cleared (present and empty) or absent;
+    enabled or disabled; with the bits of the bitmaps in merge_from ([{name, path, backing_chain}]) merged in.
+    Returns a BitmapResult."""
+    from .bitmap_records import BitmapResult
+    from .bitmap_state import merge_sources, plan, run
+    with open_chain(path, fmt="qcow2", writable=True, policy=policy, backing=_needs_chain(merge_from)) as chain:
+        with merge_sources(chain, merge_from, policy, force_share=False) as sources:
+            actions, before, after = plan(chain.top, name, state, granularity, enabled, sources)
+            if actions:
+                after = run(chain.top, name, actions)
+    return BitmapResult(bool(actions), [_action_name(a) for a in actions], before, after)
+
+
+def _needs_chain(merge_from):
+    return any(item.get("backing_chain") and not item.get("path") for item in merge_from)
+
+
+def _action_name(action):
+    verb, argument = action
+    return argument.describe() if verb == "merge" else verb
+
+
+def change_bitmap(path, action, name, granularity=None, enabled=True, source=None, source_file=None,
+                  source_format=None, policy=None):
+    """qemu-img bitmap --add/--remove/--clear/--enable/--disable/--merge SOURCE [-b SOURCE_FILE [-F FMT]] on one
+    bitmap, with qemu's checks and messages; True if it changed anything."""
+    from . import bitmap_ops as ops
+    with open_chain(path, fmt="qcow2", writable=True, policy=policy, backing=False) as chain:
+        img = chain.top
+        if action == "add":
+            return ops.add(img, name, granularity, enabled)
+        if action == "remove":
+            return ops.remove(img, name)
+        if action == "clear":
+            return ops.clear(img, name)
+        if action in ("enable", "disable"):
+            return ops.set_enabled(img, name, action == "enable")
+        if action != "merge":
+            raise InvalidArgumentError("Unknown bitmap operation %r" % (action,))
+        if not source_file:
+            return ops.merge(img, name, img, source)
+        with open_chain(source_file, fmt=source_format, policy=policy, backing=False) as other:
+            return ops.merge(img, name, other.top, source)
+
+
+def dirty_ranges(path, name, backing_chain=False, force_share=False, allow_disabled=False, policy=None):
+    """The guest ranges bitmap name marks dirty (a DirtyRanges), merged across the layers of the chain that hold it
+    with backing_chain. BitmapUnusableError (with its reason) unless every bitmap read is consistent and, unless
+    allow_disabled, enabled: only then is it a record of every change since it was created."""
+    from . import bitmap_ops as ops
+    from .bitmap_records import DirtyRanges
+    with open_chain(path, force_share=force_share, policy=policy, backing=backing_chain) as chain:
+        ranges, layers = ops.chain_ranges(chain, name, need_enabled=not allow_disabled)
+        granularity = ops.find(chain.top, name).granularity
+        return DirtyRanges(name, [(start, end - start) for start, end in ranges],
+                           sum(end - start for start, end in ranges), chain.top.size, granularity,
+                           [img.path for img in layers])
+
+
+def copy_ranges(source, dest, ranges, backing_file=None, backing_format=None, source_format=None, options=None,
+                force_share=False, policy=None, dry_run=False, progress=None):
+    """Write dest, a new qcow2 layer over backing_file (None: standalone) holding source's guest view in ranges
+    [(offset, length)] and zero clusters where they read zeros (copyranges.py); a CopyRangesResult."""
+    from .copyranges import copy_ranges as _copy
+    return _copy(source, dest, ranges, backing_file=backing_file, backing_format=backing_format,
+                 source_format=source_format, options=options, force_share=force_share, policy=policy,
+                 dry_run=dry_run, progress=progress)

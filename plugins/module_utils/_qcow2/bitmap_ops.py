@@ -9,7 +9,8 @@ bitmap can be trusted as the record of every change since it was created.
 
 Each change returns whether it changed anything: adding a bitmap always does; clearing an empty bitmap,
 enabling an enabled one, disabling a disabled one or merging bits the target already has writes nothing
-(qemu would rewrite the same bits). Inconsistent bitmaps (flagged in use) can only be removed, as in qemu.
+(qemu would rewrite the same bits). With dry_run, every check runs and nothing is written (the image may
+be open read-only). Inconsistent bitmaps (flagged in use) can only be removed, as in qemu.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _not_found(img, name):
     return BitmapUnusableError("Dirty bitmap '%s' not found in %s" % (name, img.path), img.path, name, "not found")
 
 
-def _usable(img, name):
+def usable(img, name):
     """bdrv_dirty_bitmap_check(BDRV_BITMAP_DEFAULT): the bitmap exists and is consistent."""
     settle(img)
     verdict = verdict_of(img, name)
@@ -67,7 +68,7 @@ def _require_qcow2(img, what):
 
 
 # ---- qemu-img bitmap --add / --remove / --clear / --enable / --disable / --merge ----
-def add(img, name, granularity=None, enabled=True):
+def add(img, name, granularity=None, enabled=True, dry_run=False):
     """--add [-g granularity] [--disable]: a new empty bitmap; qemu's checks, in qemu's order."""
     _require_qcow2(img, "add bitmap '%s'" % name)
     if not name:
@@ -81,6 +82,8 @@ def add(img, name, granularity=None, enabled=True):
         raise UnsupportedError("Can't make bitmap '%s' persistent in '%s': %s" % (name, img.path, problem), img.path)
     if find(img, name) is not None:
         raise InvalidArgumentError("Bitmap already exists: %s (in %s)" % (name, img.path), img.path)
+    if dry_run:
+        return True
     change = BitmapChange(img)
     bitmap = Bitmap(0, 0, 0, C.BITMAP_AUTO if enabled else 0, C.BITMAP_TYPE_DIRTY_TRACKING,
                     granularity.bit_length() - 1, name, b"")
@@ -113,12 +116,14 @@ def _cannot_store(img, name, granularity):
     return None
 
 
-def remove(img, name):
+def remove(img, name, dry_run=False):
     """--remove: inconsistent bitmaps too (the only thing that can be done with them)."""
     _require_qcow2(img, "remove bitmap '%s'" % name)
     bitmap = find(img, name)
     if bitmap is None:
         raise _not_found(img, name)
+    if dry_run:
+        return True
     change = BitmapChange(img)
     change.free_table(bitmap)
     change.bitmaps = [b for b in change.bitmaps if b.name != name]
@@ -126,12 +131,14 @@ def remove(img, name):
     return True
 
 
-def clear(img, name):
+def clear(img, name, dry_run=False):
     """--clear: every bit off; False (nothing written) if none was set."""
     _require_qcow2(img, "clear bitmap '%s'" % name)
-    bitmap = _usable(img, name)
+    bitmap = usable(img, name)
     if BitmapBits(img, bitmap, read_table(img, bitmap)).is_empty():
         return False
+    if dry_run:
+        return True
     change = BitmapChange(img)
     change.free_table(bitmap)
     change.new_empty_table(change.find(name), bitmap.table_size)
@@ -139,12 +146,14 @@ def clear(img, name):
     return True
 
 
-def set_enabled(img, name, enabled):
+def set_enabled(img, name, enabled, dry_run=False):
     """--enable / --disable: whether the bitmap records guest writes (its 'auto' flag)."""
     _require_qcow2(img, "%s bitmap '%s'" % ("enable" if enabled else "disable", name))
-    bitmap = _usable(img, name)
+    bitmap = usable(img, name)
     if bitmap.enabled == enabled:
         return False
+    if dry_run:
+        return True
     change = BitmapChange(img)
     target = change.find(name)
     target.flags = (target.flags | C.BITMAP_AUTO) if enabled else (target.flags & ~C.BITMAP_AUTO)
@@ -152,28 +161,33 @@ def set_enabled(img, name, enabled):
     return True
 
 
-def merge(img, target, source_img, source_name):
+def merge(img, target, source_img, source_name, dry_run=False):
     """--merge SOURCE [-b FILE]: set in target every granule that holds a dirty byte of source (another bitmap of
     img, or of source_img); False if target had them all already."""
     _require_qcow2(img, "merge into bitmap '%s'" % target)
-    bitmap = _usable(img, target)
+    bitmap = usable(img, target)
+    return merge_ranges(img, bitmap, source_ranges(img, source_img, source_name), dry_run)
+
+
+def source_ranges(img, source_img, source_name):
+    """The dirty ranges of a bitmap to merge into one of img: it must be consistent, and as large as img."""
     _require_qcow2(source_img, "merge bitmap '%s'" % source_name)
-    source = _usable(source_img, source_name)
+    source = usable(source_img, source_name)
     if source_img.size != img.size:
         raise InvalidArgumentError("Bitmaps are of different sizes (destination size is %d, source size is %d) and "
                                    "can't be merged (%s into %s)" % (img.size, source_img.size, source_img.path,
                                                                     img.path), img.path)
-    return merge_ranges(img, bitmap, image_ranges(source_img, source))
+    return image_ranges(source_img, source)
 
 
-def merge_ranges(img, bitmap, ranges):
+def merge_ranges(img, bitmap, ranges, dry_run=False):
     """Set every granule of bitmap that ranges touch; False if nothing changed."""
     bits = BitmapBits(img, bitmap, read_table(img, bitmap))
     changed = False
     for start, end in ranges:
         changed = bits.set_range(start, end) or changed
-    if not changed:
-        return False
+    if not changed or dry_run:
+        return changed
     change = BitmapChange(img)
     change.store_bits(bits)
     change.commit()
@@ -187,10 +201,11 @@ def image_ranges(img, bitmap):
     return BitmapBits(img, bitmap, read_table(img, bitmap)).ranges()
 
 
-def backup_verdict(img, name):
+def backup_verdict(img, name, need_enabled=True):
     """None if bitmap name of img is a trustworthy record of every change since it was created, else the reason:
     it must exist, be consistent (not in use; the extension's autoclear bit set; a size, granularity and flags qemu
-    accepts, which the assessment of every bitmap checks on open) and be enabled ('auto')."""
+    accepts, which the assessment of every bitmap checks on open) and be enabled ('auto'; unless not need_enabled:
+    a disabled bitmap is a consistent record of the changes up to the moment it was disabled)."""
     if img.format_name != "qcow2":
         return "%s is a %s image, which holds no bitmaps" % (img.path, img.format_name)
     if img.bitmap_trust.stale:
@@ -201,38 +216,44 @@ def backup_verdict(img, name):
         return "there is no bitmap '%s' in %s" % (name, img.path)
     if verdict.state != TRUSTED:
         return verdict.reason
-    if not verdict.bitmap.enabled:
-        return "bitmap '%s' of %s is disabled (no 'auto' flag): it does not record writes" % (name, img.path)
+    if need_enabled and not verdict.bitmap.enabled:
+        return disabled_reason(img, name)
     return None
 
 
-def chain_layers(chain, name):
-    """The images of chain, from the top down, that hold bitmap name: they must follow each other from the top (as
-    libvirt requires of a checkpoint's bitmaps) and each must be trustworthy; else BitmapUnusableError."""
+def disabled_reason(img, name):
+    return "bitmap '%s' of %s is disabled (no 'auto' flag): it does not record writes" % (name, img.path)
+
+
+def chain_layers(chain, name, from_top=True, need_enabled=True):
+    """The images of chain, from the top down, that hold bitmap name: they must follow each other (from the top
+    image itself unless not from_top), as libvirt requires of a checkpoint's bitmaps, and each must be trustworthy;
+    else BitmapUnusableError."""
     layers = []
     ended_at = None
     for img in chain.images:
         present = img.format_name == "qcow2" and (img.bitmap_trust.stale or verdict_of(img, name) is not None)
         if not present:
-            if not layers:
-                raise BitmapUnusableError("Dirty bitmap '%s' not found in %s" % (name, img.path), img.path, name,
-                                          "not found")
-            ended_at = ended_at or img
+            if not layers and (from_top or img is chain.images[-1]):
+                raise BitmapUnusableError("Dirty bitmap '%s' not found in %s" % (name, img.path if from_top else
+                                          "the backing chain of %s" % chain.top.path), img.path, name, "not found")
+            if layers:
+                ended_at = ended_at or img
             continue
         if ended_at is not None:
             raise BitmapUnusableError("Bitmap '%s' is in %s but not in %s above it: the chain of bitmaps is broken"
                                       % (name, img.path, ended_at.path), img.path, name, "broken chain of bitmaps")
-        reason = backup_verdict(img, name)
+        reason = backup_verdict(img, name, need_enabled)
         if reason:
             raise BitmapUnusableError("Bitmap '%s' cannot be trusted: %s" % (name, reason), img.path, name, reason)
         layers.append(img)
     return layers
 
 
-def chain_ranges(chain, name):
+def chain_ranges(chain, name, from_top=True, need_enabled=True):
     """The dirty ranges of bitmap name merged across the layers of chain that hold it (see chain_layers), clipped to
     the top's virtual size; returns (ranges, layers)."""
-    layers = chain_layers(chain, name)
+    layers = chain_layers(chain, name, from_top, need_enabled)
     size = chain.top.size
     ranges = []
     for img in layers:

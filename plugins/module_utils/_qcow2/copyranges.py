@@ -23,6 +23,7 @@ import os
 import time
 
 from .backing_name import same_file
+from .bitmap_records import CopyRangesResult
 from .bitmap_bits import join_ranges
 from .chain import DEFAULT_POLICY, check_backing_reference, detect_format, open_chain
 from .copyview import CopyStats, copy_runs, planned_bytes
@@ -36,9 +37,7 @@ from .space import require_space
 def copy_ranges(source, dest, ranges, backing_file=None, backing_format=None, source_format=None, options=None,
                 force_share=False, policy=None, dry_run=False, progress=None):
     """Write dest, a new qcow2 image as large as source, over backing_file (None: standalone), holding source's guest
-    view in ranges [(offset, length)]; returns a dict: dest, backing_file (the name recorded: relative to dest's
-    directory), backing_format, size, cluster_size, ranges, bytes_in_ranges, bytes_copied (data written),
-    bytes_zeroed (zero clusters), duration."""
+    view in ranges [(offset, length)]; returns a CopyRangesResult (with dry_run: what it would write)."""
     started = time.time()
     policy = policy or DEFAULT_POLICY
     check_destination(dest)
@@ -66,11 +65,9 @@ def copy_ranges(source, dest, ranges, backing_file=None, backing_format=None, so
             backing_format if backing_name else None), "off"
         opts.validate()
         runs = cluster_runs(top, wanted, opts.cluster_size, size)
-        result = {"changed": True, "dest": dest, "backing_file": backing_name, "backing_format": opts.backing_format,
-                  "size": size, "cluster_size": opts.cluster_size, "ranges": len(wanted),
-                  "bytes_in_ranges": sum(end - start for start, end in wanted),
-                  "bytes_copied": planned_bytes(runs, opts.cluster_size, size, "zero"), "bytes_zeroed": 0,
-                  "duration": 0.0}
+        result = CopyRangesResult(True, dest, backing_name, opts.backing_format, size, opts.cluster_size, len(wanted),
+                                  sum(end - start for start, end in wanted),
+                                  planned_bytes(runs, opts.cluster_size, size, "zero"), 0, 0.0)
         if dry_run:
             return result
         require_space(dest, sum(end - start for start, end, kind in runs if kind == RUN_DATA) + (1 << 20),
@@ -80,8 +77,8 @@ def copy_ranges(source, dest, ranges, backing_file=None, backing_format=None, so
             out.writer.keep_zeroes = True
             stats = copy_runs(_InsideRanges(top, out, wanted), out, runs, zero_runs="zero", stats=CopyStats(),
                               progress=progress)
-    result.update(bytes_copied=stats.bytes_written, bytes_zeroed=stats.bytes_zeroed, duration=time.time() - started)
-    return result
+    return result._replace(bytes_copied=stats.bytes_written, bytes_zeroed=stats.bytes_zeroed,
+                           duration=time.time() - started)
 
 
 def _checked(ranges, size, source):
