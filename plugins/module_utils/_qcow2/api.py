@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .chain import ChainPolicy, open_chain
 from .create import CreateOptions
-from .errors import BitmapUnusableError, ImageLockedError, InvalidArgumentError
+from .errors import BitmapUnusableError, ImageLockedError, InvalidArgumentError, Qcow2Error
 from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, classify, nonzero_entries
 
 # Operations are imported where they are used: a module needs one of them, and start-up time counts
@@ -24,7 +24,7 @@ __all__ = [
     "ChainPolicy", "CreateOptions", "create_image", "image_info", "check", "list_snapshots", "create_snapshot",
     "revert_snapshot", "delete_snapshot", "grow_image", "allocated_bytes", "open_chain", "commit", "rebase",
     "convert", "measure", "list_bitmaps", "plan_bitmap", "bitmap", "change_bitmap", "dirty_ranges", "copy_ranges",
-    "BitmapUnusableError",
+    "BitmapUnusableError", "Qcow2Error",
 ]
 
 

@@ -131,11 +131,11 @@ class BitmapBits:
                 continue
             lo = max(first_bit, index * bpc) - index * bpc
             hi = min(last_bit, (index + 1) * bpc - 1) - index * bpc
+            current = self.cluster(index)
+            if _all_set(current, lo, hi):
+                continue
             data = self.changed.get(index)
             if data is None:
-                current = self.cluster(index)
-                if _all_set(current, lo, hi):
-                    continue
                 data = self.changed[index] = bytearray(current)
             set_bits(data, lo, hi)
             changed = True
