@@ -53,6 +53,6 @@ class CopyRangesResult(t.NamedTuple):
     cluster_size: int
     ranges: int  # the number of ranges after joining the ones that touch
     bytes_in_ranges: int
-    bytes_copied: int  # data written (in a plan: at most this much)
-    bytes_zeroed: int  # written as zero clusters
+    bytes_copied: int  # data written (in a plan: at most this much: all-zero data is written as zero clusters)
+    bytes_zeroed: int  # written as zero clusters (in a plan: at least this much)
     duration: float

@@ -67,7 +67,8 @@ def copy_ranges(source, dest, ranges, backing_file=None, backing_format=None, so
         runs = cluster_runs(top, wanted, opts.cluster_size, size)
         result = CopyRangesResult(True, dest, backing_name, opts.backing_format, size, opts.cluster_size, len(wanted),
                                   sum(end - start for start, end in wanted),
-                                  planned_bytes(runs, opts.cluster_size, size, "zero"), 0, 0.0)
+                                  planned_bytes(runs, opts.cluster_size, size),
+                                  sum(end - start for start, end, kind in runs if kind == RUN_ZERO), 0.0)
         if dry_run:
             return result
         require_space(dest, sum(end - start for start, end, kind in runs if kind == RUN_DATA) + (1 << 20),
