@@ -277,7 +277,14 @@ def dirty_ranges(path: StrPath, bitmap: str) -> list[tuple[int, int]]:
                 raise QemuError(proc.args, -1, '', 'qemu-nbd did not start listening')
             time.sleep(0.02)
         opts = f'driver=nbd,server.type=unix,server.path={sock},x-dirty-bitmap=qemu:dirty-bitmap:{bitmap}'
-        extents = qemu_img_json('map', '--image-opts', opts)
+        try:
+            extents = qemu_img_json('map', '--image-opts', opts)
+        except QemuError:
+            try:  # qemu-nbd may have refused the bitmap (and quit) just after it created its socket
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                raise
+            raise QemuError(proc.args, proc.returncode, '', proc.stderr.read() if proc.stderr else '') from None
     finally:
         proc.terminate()
         proc.wait()
