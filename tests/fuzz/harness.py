@@ -143,7 +143,7 @@ class CaseRun:
     def metadata(self, chain):
         img = chain.top
         img.snapshot_list()
-        for b in bitmaps_mod.read_directory(img):
+        for b in img.bitmap_trust.loaded():
             bitmaps_mod.read_table(img, b)
         api.allocated_bytes(img)
 

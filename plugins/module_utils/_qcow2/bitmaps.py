@@ -245,14 +245,6 @@ def invalid_table_entry(table, cluster_size):
     return None
 
 
-def read_directory(img):
-    """The bitmaps qemu loads on open (trusted and in-use ones); raises qemu's refusal for a broken directory."""
-    assessment = assess(img)
-    if assessment.refusal is not None:
-        raise assessment.refusal
-    return assessment.loaded()
-
-
 def read_table(img, bitmap):
     raw = img.file.pread(bitmap.table_size * 8, bitmap.table_offset)
     raw += bytes(bitmap.table_size * 8 - len(raw))

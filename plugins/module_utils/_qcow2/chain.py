@@ -183,8 +183,8 @@ def open_chain(path, fmt=None, writable=False, force_share=False, policy=None, w
             if bident is None:
                 raise BackingChainError("Could not open backing file '%s' of '%s': No such file or directory"
                                         % (bpath, img.path), img.path)
-            if bident in seen:
-                raise BackingChainError("Backing file '%s' creates an infinite loop." % bpath, img.path)
+            if bident in seen:  # refused by policy even where qemu would open it (a layer read as raw, say)
+                raise UnsafeBackingError("Backing file '%s' creates an infinite loop." % bpath, img.path)
             bfmt = _backing_format(img, bpath)
             try:
                 child = open_image_file(bpath, bfmt, writable=bident in want_write, force_share=force_share, policy=policy,

@@ -18,7 +18,8 @@ from .compression import decompress_cluster
 from .errors import CorruptionError, FormatError, InvalidArgumentError, Qcow2Error, ReadOnlyError, UnsupportedError
 from .fileio import BlockFile
 from .header import OFFSET_AUTOCLEAR, OFFSET_INCOMPAT, Header, NeedMoreData
-from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, ZERO_PLAIN, Geometry, array_to_be, be_array, classify, nonzero_entries
+from .layout import (COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, ZERO_PLAIN, Geometry, array_to_be, be_array, classify,
+                     nonzero_entries)
 from .lru import MetadataCache
 from .zeros import fill_zero
 

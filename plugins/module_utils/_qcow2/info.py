@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 from . import constants as C
-from .bitmaps import read_directory
 from .chain import resolve_backing_path
 from .snapshots import snapshot_info
 
@@ -42,7 +41,7 @@ def image_info(img):
         data["extended-l2"] = hdr.extended_l2
         if hdr.bitmaps_ext and hdr.autoclear_features & C.AUTOCLEAR_BITMAPS:
             data["bitmaps"] = [{"flags": b.flag_names(), "name": b.name, "granularity": b.granularity}
-                               for b in read_directory(img)]
+                               for b in img.bitmap_trust.loaded()]
         if hdr.data_file:
             data["data-file"] = hdr.data_file
             data["data-file-raw"] = bool(hdr.autoclear_features & C.AUTOCLEAR_DATA_FILE_RAW)

@@ -11,7 +11,6 @@ import errno
 import os
 
 from . import constants as C
-from .bitmaps import read_directory
 from .create import COMPAT_VERSIONS, CreateOptions
 from .image import DATA, ZERO, Extent
 from .refblock import RefBlockCodec
@@ -50,7 +49,7 @@ def prealloc_size(virtual_size, cluster_size, refcount_order, extended_l2=False)
 def _bitmaps_size(img, cluster_size):
     total = 0
     directory = 0
-    for b in read_directory(img):
+    for b in img.bitmap_trust.loaded():  # qemu measures every bitmap it loads, in use or not
         bits = -(-img.size // b.granularity)
         clusters = -(-(-(-bits // 8)) // cluster_size)
         total += clusters * cluster_size

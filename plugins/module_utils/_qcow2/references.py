@@ -12,7 +12,7 @@ must have). Problems found on the way are reported with qemu-img check's wording
 from __future__ import annotations
 
 from . import constants as C
-from .bitmaps import invalid_table_entry, read_directory, read_table
+from .bitmaps import invalid_table_entry, read_table
 from .errors import Qcow2Error
 from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, be_array, classify, nonzero_entries
 from .refmap import RefMap
@@ -222,7 +222,7 @@ class ReferenceCounter:
             return
         self.inc(ext["bitmap_directory_offset"], ext["bitmap_directory_size"])
         cs = self.geo.cluster_size
-        for bitmap in read_directory(img):
+        for bitmap in img.bitmap_trust.loaded():
             self.inc(bitmap.table_offset, bitmap.table_size * 8)
             try:
                 table = read_table(img, bitmap)

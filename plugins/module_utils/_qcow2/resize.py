@@ -145,6 +145,7 @@ def _switch_with_bitmap_tables(img, new_size, tables):
         for i in range(-(-length // cs)):
             img.refcounts.queue_decref((offset >> cb) + i)
     img.invalidate_metadata_map()
+    img.size = new_size  # the tables now fit the new size: judge them against it
     img.reload_bitmaps()
 
 
