@@ -102,10 +102,13 @@ class BitmapChange:
         self.freed.append((bitmap.table_offset, bitmap.table_size * 8))
         bitmap.table_offset = write_new(self.img, array_to_be(table))
 
-    def commit(self):
-        """Switch the image to the edited bitmaps (one header write), then free what they no longer use."""
+    def commit(self, size=None):
+        """Switch the image to the edited bitmaps (one header write, which also sets a new virtual size: tables that
+        fit it go with it), then free what they no longer use."""
         img = self.img
         hdr = img.header
+        if size is not None:
+            hdr.size = size
         old = hdr.bitmaps_ext
         if old:
             self.freed.append((old["bitmap_directory_offset"], old["bitmap_directory_size"]))
@@ -126,4 +129,6 @@ class BitmapChange:
                 img.refcounts.queue_decref((offset >> cb) + i)
         img.invalidate_metadata_map()
         img.flush()
+        if size is not None:
+            img.size = size  # the tables now fit the new size: judge them against it
         img.reload_bitmaps()

@@ -115,38 +115,18 @@ def _bitmap_tables_needed(img, new_size):
 
 
 def _switch_with_bitmap_tables(img, new_size, tables):
-    """Larger bitmap tables and a directory naming them go into fresh clusters; one rewrite of the header (size and
-    bitmaps extension, in its first sector) switches to them; the old tables and directory are freed after."""
+    """Larger bitmap tables go into fresh clusters; the header write that switches to a directory naming them also
+    sets the new size (bitmap_store.BitmapChange); the old tables are freed after."""
+    from .bitmap_store import BitmapChange, write_new
     from .bitmaps import read_table
-    geo, hdr = img.geo, img.header
-    cs, cb = geo.cluster_size, geo.cluster_bits
-    ext = dict(hdr.bitmaps_ext)
-    directory = bytearray(img.file.pread(ext["bitmap_directory_size"], ext["bitmap_directory_offset"]))
-    freed = []
+    change = BitmapChange(img)
     for bitmap, entries in tables:
         table = read_table(img, bitmap)
         table.extend([0] * (entries - len(table)))  # the new area: clusters of zero bits
-        raw = array_to_be(table)
-        clusters = -(-len(raw) // cs)
-        first = img.refcounts.alloc(clusters)
-        img.file.pwrite(raw + bytes(clusters * cs - len(raw)), first << cb)
-        directory[bitmap.entry_offset:bitmap.entry_offset + 12] = struct.pack(">QI", first << cb, entries)
-        freed.append((bitmap.table_offset, bitmap.table_size * 8))
-    clusters = -(-len(directory) // cs)
-    first = img.refcounts.alloc(clusters)
-    img.file.pwrite(bytes(directory) + bytes(clusters * cs - len(directory)), first << cb)
-    freed.append((ext["bitmap_directory_offset"], ext["bitmap_directory_size"]))
-    img.flush()  # tables, directory and their refcounts on disk before the header names them
-    ext["bitmap_directory_offset"] = first << cb
-    hdr.bitmaps_ext = ext
-    hdr.size = new_size
-    img.rewrite_header()
-    for offset, length in freed:
-        for i in range(-(-length // cs)):
-            img.refcounts.queue_decref((offset >> cb) + i)
-    img.invalidate_metadata_map()
-    img.size = new_size  # the tables now fit the new size: judge them against it
-    img.reload_bitmaps()
+        grown = change.find(bitmap.name)
+        change.freed.append((bitmap.table_offset, bitmap.table_size * 8))
+        grown.table_offset, grown.table_size = write_new(img, array_to_be(table)), entries
+    change.commit(size=new_size)
 
 
 @contextlib.contextmanager
