@@ -88,6 +88,14 @@ def join_ranges(ranges):
     return out
 
 
+def set_ranges(bits, ranges):
+    """Set every granule ranges [(start, end)] touch; True if a bit changed."""
+    changed = False
+    for start, end in ranges:
+        changed = bits.set_range(start, end) or changed
+    return changed
+
+
 class BitmapBits:
     """The bits of one bitmap of an open image: read on demand, changed in memory (``changed``: table index ->
     bytearray of the whole data cluster), written by the caller (bitmaps.BitmapTracker in place, bitmap_store into

@@ -16,9 +16,9 @@ be open read-only). Inconsistent bitmaps (flagged in use) can only be removed, a
 from __future__ import annotations
 
 from . import constants as C
-from .bitmap_bits import BitmapBits, join_ranges, table_entries_needed
+from .bitmap_bits import BitmapBits, join_ranges, set_ranges
 from .bitmap_store import BitmapChange, directory_entry_size
-from .bitmaps import IN_USE, TRUSTED, Bitmap, read_table
+from .bitmaps import IN_USE, TRUSTED, read_table
 from .errors import BitmapUnusableError, InvalidArgumentError, UnsupportedError
 
 MIN_GRANULARITY = 512
@@ -82,15 +82,7 @@ def add(img, name, granularity=None, enabled=True, dry_run=False):
         raise UnsupportedError("Can't make bitmap '%s' persistent in '%s': %s" % (name, img.path, problem), img.path)
     if find(img, name) is not None:
         raise InvalidArgumentError("Bitmap already exists: %s (in %s)" % (name, img.path), img.path)
-    if dry_run:
-        return True
-    change = BitmapChange(img)
-    bitmap = Bitmap(0, 0, 0, C.BITMAP_AUTO if enabled else 0, C.BITMAP_TYPE_DIRTY_TRACKING,
-                    granularity.bit_length() - 1, name, b"")
-    change.new_empty_table(bitmap, table_entries_needed(img.size, granularity, img.geo.cluster_size))
-    change.bitmaps.append(bitmap)
-    change.commit()
-    return True
+    return _change(img, dry_run, "add", name, granularity, enabled)
 
 
 def _cannot_store(img, name, granularity):
@@ -122,13 +114,7 @@ def remove(img, name, dry_run=False):
     bitmap = find(img, name)
     if bitmap is None:
         raise _not_found(img, name)
-    if dry_run:
-        return True
-    change = BitmapChange(img)
-    change.free_table(bitmap)
-    change.bitmaps = [b for b in change.bitmaps if b.name != name]
-    change.commit()
-    return True
+    return _change(img, dry_run, "remove", name)
 
 
 def clear(img, name, dry_run=False):
@@ -137,13 +123,7 @@ def clear(img, name, dry_run=False):
     bitmap = usable(img, name)
     if BitmapBits(img, bitmap, read_table(img, bitmap)).is_empty():
         return False
-    if dry_run:
-        return True
-    change = BitmapChange(img)
-    change.free_table(bitmap)
-    change.new_empty_table(change.find(name), bitmap.table_size)
-    change.commit()
-    return True
+    return _change(img, dry_run, "clear", name)
 
 
 def set_enabled(img, name, enabled, dry_run=False):
@@ -152,13 +132,7 @@ def set_enabled(img, name, enabled, dry_run=False):
     bitmap = usable(img, name)
     if bitmap.enabled == enabled:
         return False
-    if dry_run:
-        return True
-    change = BitmapChange(img)
-    target = change.find(name)
-    target.flags = (target.flags | C.BITMAP_AUTO) if enabled else (target.flags & ~C.BITMAP_AUTO)
-    change.commit()
-    return True
+    return _change(img, dry_run, "set_enabled", name, enabled)
 
 
 def merge(img, target, source_img, source_name, dry_run=False):
@@ -182,15 +156,21 @@ def source_ranges(img, source_img, source_name):
 
 def merge_ranges(img, bitmap, ranges, dry_run=False):
     """Set every granule of bitmap that ranges touch; False if nothing changed."""
-    bits = BitmapBits(img, bitmap, read_table(img, bitmap))
-    changed = False
-    for start, end in ranges:
-        changed = bits.set_range(start, end) or changed
-    if not changed or dry_run:
-        return changed
+    if dry_run:
+        return set_ranges(BitmapBits(img, bitmap, read_table(img, bitmap)), ranges)
     change = BitmapChange(img)
-    change.store_bits(bits)
+    if not change.merge(bitmap.name, ranges):
+        return False
     change.commit()
+    return True
+
+
+def _change(img, dry_run, edit, *args):
+    """One edit of the bitmaps (bitmap_store.BitmapChange), switched to at once; nothing with dry_run."""
+    if not dry_run:
+        change = BitmapChange(img)
+        getattr(change, edit)(*args)
+        change.commit()
     return True
 
 

@@ -16,6 +16,7 @@ import contextlib
 from . import bitmap_ops as ops
 from .backing_name import same_file
 from .bitmap_bits import join_ranges
+from .bitmap_store import BitmapChange
 from .chain import Chain, open_chain
 from .errors import InvalidArgumentError
 
@@ -98,18 +99,19 @@ def plan(img, name, state="present", granularity=None, enabled=None, sources=())
 
 
 def run(img, name, actions):
-    """Do the planned operations; returns the bitmap as a dict afterwards (None when removed)."""
+    """Do the planned operations, all switched to with one header write (a crash leaves the bitmaps as they were or
+    as planned); returns the bitmap as a dict afterwards (None when removed)."""
+    change = BitmapChange(img)
     for verb, argument in actions:
-        if verb == "remove":
-            ops.remove(img, name)
-        elif verb == "add":
-            ops.add(img, name, argument[0], argument[1])
+        if verb == "add":
+            change.add(name, argument[0], argument[1])
         elif verb in ("enable", "disable"):
-            ops.set_enabled(img, name, verb == "enable")
-        elif verb == "clear":
-            ops.clear(img, name)
-        else:
-            ops.merge_ranges(img, ops.find(img, name), argument.ranges(img))
+            change.set_enabled(name, verb == "enable")
+        elif verb == "merge":
+            change.merge(name, argument.ranges(img))
+        else:  # remove, clear
+            getattr(change, verb)(name)
+    change.commit()
     bitmap = ops.find(img, name)
     return info(img, bitmap) if bitmap is not None else None
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import copy
 
 from . import constants as C
-from .bitmaps import BITMAP_DIR_ENTRY, invalid_table_entry, read_table
+from .bitmap_bits import BitmapBits, set_ranges, table_entries_needed
+from .bitmaps import BITMAP_DIR_ENTRY, Bitmap, invalid_table_entry, read_table
 from .layout import array_to_be
 
 
@@ -51,11 +52,12 @@ def write_new(img, data):
 
 
 class BitmapChange:
-    """One change of an image's bitmap directory, written by commit().
+    """One change of an image's bitmaps, any number of edits written by commit() in one switch.
 
     ``bitmaps`` starts as copies of every bitmap qemu loads (in use ones included: they are carried over exactly
-    as they are); the caller edits the list and the copies, and records in ``freed`` the clusters that the new
-    state no longer uses."""
+    as they are); the edits change the list and the copies, write new tables and data into fresh clusters, and
+    record in ``freed`` the clusters that the new state no longer uses. The callers have checked the edits
+    (bitmap_ops: qemu's checks)."""
 
     def __init__(self, img):
         img._require_writable()
@@ -68,7 +70,44 @@ class BitmapChange:
     def find(self, name):
         return next((b for b in self.bitmaps if b.name == name), None)
 
-    def free_table(self, bitmap):
+    # ---- edits ----
+    def add(self, name, granularity, enabled):
+        bitmap = Bitmap(0, 0, 0, C.BITMAP_AUTO if enabled else 0, C.BITMAP_TYPE_DIRTY_TRACKING,
+                        granularity.bit_length() - 1, name, b"")
+        self._new_empty_table(bitmap, table_entries_needed(self.img.size, granularity, self.img.geo.cluster_size))
+        self.bitmaps.append(bitmap)
+
+    def remove(self, name):
+        bitmap = self.find(name)
+        self._free_table(bitmap)
+        self.bitmaps.remove(bitmap)
+
+    def clear(self, name):
+        bitmap = self.find(name)
+        self._free_table(bitmap)
+        self._new_empty_table(bitmap, bitmap.table_size)
+
+    def set_enabled(self, name, enabled):
+        bitmap = self.find(name)
+        bitmap.flags = (bitmap.flags | C.BITMAP_AUTO) if enabled else (bitmap.flags & ~C.BITMAP_AUTO)
+
+    def merge(self, name, ranges):
+        """Set every granule of the bitmap that ranges touch; False if all were set already."""
+        bitmap = self.find(name)
+        bits = BitmapBits(self.img, bitmap, read_table(self.img, bitmap))
+        if not set_ranges(bits, ranges):
+            return False
+        self._store_bits(bitmap, bits)
+        return True
+
+    def replace_table(self, name, table):
+        """Give the bitmap a new table (the entries of a grown image, say)."""
+        bitmap = self.find(name)
+        self.freed.append((bitmap.table_offset, bitmap.table_size * 8))
+        bitmap.table_offset, bitmap.table_size = write_new(self.img, array_to_be(table)), len(table)
+
+    # ---- clusters ----
+    def _free_table(self, bitmap):
         """The bitmap's table and every data cluster it names leave the image.
 
         The table of a bitmap in use was never validated (qemu does not load it either): a cluster is freed only
@@ -85,22 +124,20 @@ class BitmapChange:
             if img.refcounts.get(offset >> cb) == 1 and not img.overlaps_metadata(offset >> cb):
                 self.freed.append((offset, cs))
 
-    def new_empty_table(self, bitmap, entries):
+    def _new_empty_table(self, bitmap, entries):
         """Give bitmap a new table of entries that all read as zeros."""
         bitmap.table_offset = write_new(self.img, bytes(8 * entries))
         bitmap.table_size = entries
 
-    def store_bits(self, bits):
-        """The changed data clusters of a BitmapBits go into fresh clusters, with a new table naming them."""
+    def _store_bits(self, bitmap, bits):
+        """The changed data clusters go into fresh clusters, with a new table naming them."""
         table = bits.table[:]
         for index, data in bits.changed.items():
             old = table[index] & C.BME_TABLE_ENTRY_OFFSET_MASK
             if old:
                 self.freed.append((old, self.img.geo.cluster_size))
             table[index] = write_new(self.img, data)
-        bitmap = self.find(bits.bitmap.name)
-        self.freed.append((bitmap.table_offset, bitmap.table_size * 8))
-        bitmap.table_offset = write_new(self.img, array_to_be(table))
+        self.replace_table(bitmap.name, table)
 
     def commit(self, size=None):
         """Switch the image to the edited bitmaps (one header write, which also sets a new virtual size: tables that

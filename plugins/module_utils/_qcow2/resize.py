@@ -117,15 +117,13 @@ def _bitmap_tables_needed(img, new_size):
 def _switch_with_bitmap_tables(img, new_size, tables):
     """Larger bitmap tables go into fresh clusters; the header write that switches to a directory naming them also
     sets the new size (bitmap_store.BitmapChange); the old tables are freed after."""
-    from .bitmap_store import BitmapChange, write_new
+    from .bitmap_store import BitmapChange
     from .bitmaps import read_table
     change = BitmapChange(img)
     for bitmap, entries in tables:
         table = read_table(img, bitmap)
         table.extend([0] * (entries - len(table)))  # the new area: clusters of zero bits
-        grown = change.find(bitmap.name)
-        change.freed.append((bitmap.table_offset, bitmap.table_size * 8))
-        grown.table_offset, grown.table_size = write_new(img, array_to_be(table)), entries
+        change.replace_table(bitmap.name, table)
     change.commit(size=new_size)
 
 
