@@ -19,7 +19,7 @@ import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
-from ansible_collections.backingchain.qcow2.tests.helpers.chains import Layer, build_chain
+from ansible_collections.backingchain.qcow2.tests.helpers.chains import Layer, build_chain, count_events, run_engine
 from ansible_collections.backingchain.qcow2.tests.helpers.limits import examples
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     QemuError, qemu_compare, qemu_img, qemu_img_check, qemu_img_create, qemu_img_info, qemu_img_map, qemu_io,
@@ -165,3 +165,27 @@ def test_a_plan_writes_nothing_and_refusals_leave_no_file(tmp_path):
 def test_example_counts_are_recorded(record_property):
     record_property('interop_figures', ('random cases', {
         'test': 'copy of ranges into a new layer vs a qemu-io reference', 'seeds': SEEDS}))
+
+
+def test_a_copy_killed_anywhere_leaves_no_layer_or_a_complete_one(tmp_path, record_property):
+    source = qemu_img_create(tmp_path / 'disk.qcow2', 4 * MiB, options={'cluster_size': 4096})
+    qemu_io(source, 'write -P 3 0 1M', 'write -z 2M 64k', 'write -P 4 3M 100k')
+    full = qemu_img_create(tmp_path / 'full.qcow2', 4 * MiB)
+    qemu_io(full, 'write -P 1 0 4M')
+    kwargs = {'source': str(source), 'dest': str(tmp_path / 'inc.qcow2'), 'backing_file': 'full.qcow2',
+              'ranges': [[0, 65536], [2 * MiB, 65536], [3 * MiB, 50000]]}
+    events = count_events('copy_ranges', kwargs)
+    expected = reference(tmp_path, source, full, kwargs['ranges'], 4 * MiB)
+    os.unlink(kwargs['dest'])
+    before = qemu_img('map', '--output=json', source)
+    for n in range(1, events + 1):
+        proc = run_engine('copy_ranges', kwargs, crash_at=n)
+        assert proc.returncode == -9, (n, proc.stderr)
+        if os.path.exists(kwargs['dest']):  # killed after the rename: complete
+            assert qemu_compare(expected, kwargs['dest']), n
+            os.unlink(kwargs['dest'])
+    assert qemu_img('map', '--output=json', source) == before
+    api.copy_ranges(**kwargs)  # a new run removes what the killed ones left
+    assert qemu_compare(expected, kwargs['dest'])
+    assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
+    record_property('crash_points', events)
