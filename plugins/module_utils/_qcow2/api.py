@@ -34,11 +34,12 @@ def create_image(path, options, policy=None, overwrite=False):
     return create(path, options, policy=policy, overwrite=overwrite)
 
 
-def image_info(path, backing_chain=True, force_share=False, policy=None):
-    """qemu-img info [--backing-chain] --output=json as a list of dicts, top first."""
+def image_info(path, backing_chain=True, force_share=False, policy=None, bitmaps=False):
+    """qemu-img info [--backing-chain] --output=json as a list of dicts, top first; with bitmaps, each qcow2 image's
+    dict also has "bitmaps" (list_bitmaps' entries)."""
     from .info import chain_info
     with open_chain(path, force_share=force_share, policy=policy, backing=backing_chain) as chain:
-        return chain_info(chain)
+        return chain_info(chain, bitmaps=bitmaps)
 
 
 def check(path, repair=None, force_share=False, policy=None):

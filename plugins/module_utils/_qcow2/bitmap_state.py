@@ -61,6 +61,8 @@ def plan(img, name, state="present", granularity=None, enabled=None, sources=())
     existing = ops.find(img, name)
     before = info(img, existing) if existing is not None else None
     if state == "absent":
+        if granularity is not None or enabled is not None or sources:
+            raise InvalidArgumentError("A bitmap to remove takes no granularity, enabled or bitmaps to merge")
         return ([("remove", None)] if existing is not None else []), before, None
     actions = []
     if existing is None:

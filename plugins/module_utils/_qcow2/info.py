@@ -57,6 +57,13 @@ def image_info(img):
     return info
 
 
-def chain_info(chain):
-    """qemu-img info --backing-chain: one dict per image, top first."""
-    return [image_info(img) for img in chain.images]
+def chain_info(chain, bitmaps=False):
+    """qemu-img info --backing-chain: one dict per image, top first; with bitmaps, each qcow2 image's dict also
+    has "bitmaps": every bitmap with whether it can be trusted and why not (bitmap_ops.describe)."""
+    infos = [image_info(img) for img in chain.images]
+    if bitmaps:
+        from .bitmap_ops import describe
+        for info, img in zip(infos, chain.images):
+            if img.format_name == "qcow2":
+                info["bitmaps"] = describe(img)
+    return infos
