@@ -36,7 +36,7 @@ attributes:
 options:
   path:
     description:
-      - The qcow2 image (compat 1.1: version 0.10 images cannot hold bitmaps).
+      - The qcow2 image (compat 1.1; version 0.10 images cannot hold bitmaps).
     type: path
     required: true
   name:

@@ -20,7 +20,6 @@ flags, granularity and dirty ranges (qemu-nbd -B). What qemu does, found by runn
 from __future__ import annotations
 
 import random
-import shutil
 
 import pytest
 

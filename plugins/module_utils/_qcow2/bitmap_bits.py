@@ -57,7 +57,7 @@ def bit_runs(data):
             add(full.start() * 8, full.end() * 8)
             pos = full.end()
         add_bytes(pos, stop)
-    return [(first, end) for first, end in out]
+    return [tuple(run) for run in out]
 
 
 def set_bits(data, lo, hi):

@@ -149,8 +149,8 @@ def source_ranges(img, source_img, source_name):
     source = usable(source_img, source_name)
     if source_img.size != img.size:
         raise InvalidArgumentError("Bitmaps are of different sizes (destination size is %d, source size is %d) and "
-                                   "can't be merged (%s into %s)" % (img.size, source_img.size, source_img.path,
-                                                                    img.path), img.path)
+                                   "can't be merged (%s into %s)"
+                                   % (img.size, source_img.size, source_img.path, img.path), img.path)
     return image_ranges(source_img, source)
 
 

@@ -15,10 +15,11 @@ worst leaked clusters. qemu's update_ext_header_and_dir() keeps the same order.
 from __future__ import annotations
 
 import copy
+import struct
 
 from . import constants as C
 from .bitmap_bits import BitmapBits, set_ranges, table_entries_needed
-from .bitmaps import BITMAP_DIR_ENTRY, Bitmap, invalid_table_entry, read_table
+from .bitmaps import Bitmap, invalid_table_entry, read_table
 from .layout import array_to_be
 
 
@@ -28,13 +29,12 @@ def directory_entry_size(name_size, extra_size=0):
 
 
 def build_directory(bitmaps):
+    """The directory entries (bitmaps.BITMAP_DIR_ENTRY, then extra data and name), each padded to 8 bytes."""
     out = []
     for b in bitmaps:
         name = b.name.encode("utf-8")
-        entry = BITMAP_DIR_ENTRY.build({
-            "bitmap_table_offset": b.table_offset, "bitmap_table_size": b.table_size, "flags": b.flags,
-            "type": b.type, "granularity_bits": b.granularity_bits, "name_size": len(name),
-            "extra_data_size": len(b.extra)}) + b.extra + name
+        entry = struct.pack(">QIIBBHI", b.table_offset, b.table_size, b.flags, b.type, b.granularity_bits, len(name),
+                            len(b.extra)) + b.extra + name
         out.append(entry + bytes(-len(entry) % 8))
     return b"".join(out)
 
