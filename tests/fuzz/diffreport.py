@@ -63,8 +63,8 @@ def print_summary(s, out=print):
     for k, v in s['failures'].items():
         out('  FAILURE %s: %d' % (k, v))
     out('agreement with qemu (agree / compared; "policy": refused by the engine\'s backing policy, not compared)')
-    out('%-20s %6s  %-20s %-20s %-20s %-20s %s' % ('structure', 'cases', 'opens', 'check exit code', 'full read',
-                                                     'bytes equal', 'policy'))
+    header = ('structure', 'cases', 'opens', 'check exit code', 'full read', 'bytes equal', 'policy')
+    out('%-20s %6s  %-20s %-20s %-20s %-20s %s' % header)
     for structure, qs in s['by_structure'].items():
         n = sum(qs['opens'].values())
         policy = qs['opens'].get('policy', 0)

@@ -61,7 +61,7 @@ class CaseMaker:
 
 def worker(wid, jobs, args, seed_dirs, queue):
     from ansible_collections.backingchain.qcow2.tests.fuzz import differential, harness
-    from ansible_collections.backingchain.qcow2.tests.fuzz.runner import _scratch_root
+    from ansible_collections.backingchain.qcow2.tests.fuzz.runner import _scratch_root, keep_case
     maker = CaseMaker(seed_dirs, args.structures.split(',') if args.structures else None)
     scratch = _scratch_root()
     kept = collections.Counter()
@@ -83,15 +83,14 @@ def worker(wid, jobs, args, seed_dirs, queue):
             equal = _counters_equal(result['verdict'], result['engine'], result['qemu'])
             if equal is not None:
                 record['counters_equal'] = equal
-            for key in ['%s-%s' % (structure, c) for c in result['classes']] + ([record['failure']] if record['failure']
-                                                                                 else []):
+            keys = ['%s-%s' % (structure, c) for c in result['classes']]
+            if record['failure']:
+                keys.append(record['failure'])
+            for key in keys:
                 kept[key] += 1
                 if kept[key] <= args.keep:
-                    dest = os.path.join(args.out, 'disagreements', _class_dir(key), 'case-%d' % index)
-                    shutil.rmtree(dest, ignore_errors=True)
-                    shutil.copytree(os.path.join(case_dir, 'inner'), os.path.join(dest, 'inner'))
-                    with open(os.path.join(dest, 'case.json'), 'w') as f:
-                        json.dump(dict(record, seed=args.seed, case_seed=index, result=result), f, indent=1)
+                    keep_case(case_dir, os.path.join(args.out, 'disagreements', _class_dir(key), 'case-%d' % index),
+                              dict(record, seed=args.seed, case_seed=index, result=result))
             shutil.rmtree(case_dir, ignore_errors=True)
             queue.put(record)
     finally:
@@ -100,27 +99,17 @@ def worker(wid, jobs, args, seed_dirs, queue):
 
 
 def run(args):
-    import multiprocessing
     from ansible_collections.backingchain.qcow2.tests.fuzz import diffreport, seeds
+    from ansible_collections.backingchain.qcow2.tests.fuzz.runner import records
     os.makedirs(args.out, exist_ok=True)
     seed_dirs = seeds.build_seeds(os.path.join(args.cache, 'cache'))
     if args.time_limit:
         args.deadline = time.time() + args.time_limit
-    ctx = multiprocessing.get_context('fork')
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(w, args.jobs, args, seed_dirs, queue)) for w in range(args.jobs)]
     start = time.time()
-    for p in procs:
-        p.start()
     tally = diffreport.Tally()
-    running = len(procs)
     next_report = time.time() + 60
     with open(os.path.join(args.out, 'cases.jsonl'), 'w') as log:
-        while running:
-            record = queue.get()
-            if record is None:
-                running -= 1
-                continue
+        for record in records(worker, args, seed_dirs):
             log.write(json.dumps(record) + '\n')
             tally.add(record)
             if not args.quiet and (record['failure'] or record['classes']):
@@ -130,8 +119,6 @@ def run(args):
             if not args.quiet and time.time() >= next_report:
                 next_report = time.time() + 60
                 print('... %d/%d cases, %.0f s' % (tally.cases, args.cases, time.time() - start), flush=True)
-    for p in procs:
-        p.join()
     summary = tally.summary()
     summary.update(seconds=round(time.time() - start, 1), jobs=args.jobs, seed=args.seed)
     with open(os.path.join(args.out, 'summary.json'), 'w') as f:

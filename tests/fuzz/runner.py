@@ -96,13 +96,9 @@ def worker(wid, jobs, args, seed_dirs, queue):
                 record['error'] = result['failure'].get('error')
                 saved[sig] += 1
                 if saved[sig] <= args.keep:
-                    dest = os.path.join(args.out, 'failures', sig, 'case-%d' % index)
-                    shutil.rmtree(dest, ignore_errors=True)
-                    shutil.copytree(os.path.join(case_dir, 'inner'), os.path.join(dest, 'inner'),
-                                    ignore=shutil.ignore_patterns(harness.COPY))
-                    with open(os.path.join(dest, 'case.json'), 'w') as f:
-                        json.dump({'recipe': recipe, 'index': index, 'seed': args.seed, 'case_seed': index,
-                                   'mutations': mutations, 'result': result}, f, indent=1)
+                    keep_case(case_dir, os.path.join(args.out, 'failures', sig, 'case-%d' % index),
+                              {'recipe': recipe, 'index': index, 'seed': args.seed, 'case_seed': index,
+                               'mutations': mutations, 'result': result})
             shutil.rmtree(case_dir, ignore_errors=True)
             queue.put(record)
     finally:
@@ -110,8 +106,38 @@ def worker(wid, jobs, args, seed_dirs, queue):
         queue.put(None)
 
 
-def run(args):
+def keep_case(case_dir, dest, meta):
+    """Copy a case's files (without the write side's copy) and its case.json to dest."""
+    from ansible_collections.backingchain.qcow2.tests.fuzz import harness
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(os.path.join(case_dir, 'inner'), os.path.join(dest, 'inner'),
+                    ignore=shutil.ignore_patterns(harness.COPY))
+    with open(os.path.join(dest, 'case.json'), 'w') as f:
+        json.dump(meta, f, indent=1)
+
+
+def records(target, args, seed_dirs):
+    """Run target(wid, jobs, args, seed_dirs, queue) in args.jobs processes; yield the records they send."""
     import multiprocessing
+    ctx = multiprocessing.get_context('fork')
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(w, args.jobs, args, seed_dirs, queue)) for w in range(args.jobs)]
+    for p in procs:
+        p.start()
+    running = len(procs)
+    try:
+        while running:
+            record = queue.get()
+            if record is None:  # a worker is done
+                running -= 1
+                continue
+            yield record
+    finally:
+        for p in procs:
+            p.join()
+
+
+def run(args):
     from ansible_collections.backingchain.qcow2.tests.fuzz import seeds
     os.makedirs(args.out, exist_ok=True)
     seed_dirs = seeds.build_seeds(os.path.join(args.out, 'cache'))
@@ -119,30 +145,20 @@ def run(args):
         seed_dirs = {k: v for k, v in seed_dirs.items() if any(r in k for r in args.recipes.split(','))}
     if args.time_limit:
         args.deadline = time.time() + args.time_limit
-    ctx = multiprocessing.get_context('fork')
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(w, args.jobs, args, seed_dirs, queue)) for w in range(args.jobs)]
     start = time.time()
-    for p in procs:
-        p.start()
     primary = collections.Counter()
     steps = collections.defaultdict(collections.Counter)
     qemu = collections.Counter()
     failures = collections.Counter()
     failure_examples = {}
     by_recipe = collections.defaultdict(collections.Counter)
-    done = running = len(procs)
     cases = 0
     slowest = (0, None)
     most_cpu = (0, None)
     peak_rss = 0
     log = open(os.path.join(args.out, 'cases.jsonl'), 'w')
     next_report = time.time() + 30
-    while running:
-        record = queue.get()
-        if record is None:
-            running -= 1
-            continue
+    for record in records(worker, args, seed_dirs):
         cases += 1
         log.write(json.dumps(record) + '\n')
         primary[record['primary']] += 1
@@ -165,9 +181,6 @@ def run(args):
             next_report = time.time() + 30
             print('... %d/%d cases, %d failures, %.0f s' % (cases, args.cases, sum(failures.values()),
                                                             time.time() - start), flush=True)
-    del done
-    for p in procs:
-        p.join()
     log.close()
     elapsed = time.time() - start
     summary = {'cases': cases, 'seconds': round(elapsed, 1), 'jobs': args.jobs, 'seed': args.seed,

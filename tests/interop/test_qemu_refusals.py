@@ -285,7 +285,7 @@ BROKEN = {
     'extra data': (lambda p, e: poke.write_bytes(p, e['offset'] + 20, struct.pack('>I', 8)), "extra data"),
     'duplicate name': (lambda p, e: poke.write_bytes(p, poke.bitmap_directory_entries(p)[1]['offset'] + 24, b'bm0'),
                        "Bitmap already exists: bm0"),
-    'table entry with reserved bits': (lambda p, e: bad_table_entry(p, e), "bitmap table entry 0"),
+    'table entry with reserved bits': (bad_table_entry, "bitmap table entry 0"),
     'table entry all-ones with an offset': (lambda p, e: bad_table_entry(p, e, 4 * CS | 1), "bitmap table entry 0"),
 }
 
@@ -296,8 +296,8 @@ def test_bitmap_breaking_qemus_constraints_makes_both_refuse_the_image(case_dir,
     entries = with_bitmaps(path)
     change, reason = BROKEN[broken]
     change(path, entries[0])
-    where = 'bitmap directory entry %d at offset %#x' % ((1, entries[1]['offset']) if broken == 'duplicate name'
-                                                       else (0, entries[0]['offset']))
+    index = 1 if broken == 'duplicate name' else 0
+    where = 'bitmap directory entry %d at offset %#x' % (index, entries[index]['offset'])
     engine, qemu, verdict = verdicts(case_dir)
 
     assert_agree(verdict)

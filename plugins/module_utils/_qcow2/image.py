@@ -129,7 +129,8 @@ class Qcow2Image:
         """qemu reads the snapshot table (except in check mode, where check reports on it) and loads the persistent
         bitmaps when it opens an image, and refuses the image if either is broken: so does the engine."""
         if not check_mode:
-            self.snapshot_list()
+            from .snapshot_table import check_snapshot_table
+            check_snapshot_table(self)
         self._assess_bitmaps()
         if self.bitmap_trust.refusal is not None:
             raise self.bitmap_trust.refusal
