@@ -66,10 +66,12 @@ def create_snapshot(path, name):
         return _snapshots.snapshot_info(_snapshots.create_snapshot(chain.top, name))
 
 
-def revert_snapshot(path, name):
+def revert_snapshot(path, name, dry_run=False):
+    """qemu-img snapshot -a; with dry_run, read without locks and raise only what the revert would refuse (a bad
+    snapshot, persistent bitmaps)."""
     from . import snapshots as _snapshots
-    with open_chain(path, fmt="qcow2", writable=True) as chain:
-        _snapshots.revert_snapshot(chain.top, name)
+    with open_chain(path, fmt="qcow2", writable=not dry_run, force_share=dry_run, backing=not dry_run) as chain:
+        _snapshots.revert_snapshot(chain.top, name, dry_run)
 
 
 def delete_snapshot(path, name):

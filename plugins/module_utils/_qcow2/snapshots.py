@@ -73,8 +73,8 @@ def create_snapshot(img, name):
     return find_snapshot(img, sn.id_str)
 
 
-def revert_snapshot(img, name_or_id):
-    """Make the active state what the snapshot holds (qemu-img snapshot -a)."""
+def revert_snapshot(img, name_or_id, dry_run=False):
+    """Make the active state what the snapshot holds (qemu-img snapshot -a); dry_run: only refuse what it would."""
     sn = find_snapshot(img, name_or_id)
     if sn is None:
         raise InvalidArgumentError("Could not find snapshot '%s' in %s" % (name_or_id, img.path), img.path)
@@ -89,6 +89,8 @@ def revert_snapshot(img, name_or_id):
         raise FormatError("Snapshot %s of %s has an invalid disk size %d" % (sn.id_str, img.path, sn.disk_size),
                           img.path, "snapshot disk_size")
     active = current_l2_offsets(img, sn.l1_table_offset, sn.l1_size)
+    if dry_run:
+        return
     if len(active) < needed:
         active.frombytes(bytes(8 * (needed - len(active))))
     apply_state(img, PlannedState(sn.disk_size, active, [s.copy() for s in img.snapshot_list()]))
