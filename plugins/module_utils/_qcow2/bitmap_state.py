@@ -41,12 +41,10 @@ class MergeSource:
         return "merge %s of %s" % (self.name, where)
 
 
-def info(img, bitmap, ranges=None):
-    """A bitmap as a dict for a module: describe()'s keys and dirty_bytes."""
+def info(img, bitmap):
+    """A bitmap as a dict for a module: describe()'s keys and dirty_bytes (None for an inconsistent one)."""
     entry = next(d for d in ops.describe(img) if d["name"] == bitmap.name)
-    if ranges is None:
-        ranges = ops.image_ranges(img, bitmap) if not entry["in_use"] else []
-    entry["dirty_bytes"] = sum(end - start for start, end in ranges) if not entry["in_use"] else None
+    entry["dirty_bytes"] = None if entry["in_use"] else _bytes(ops.image_ranges(img, bitmap))
     return entry
 
 
@@ -66,7 +64,7 @@ def plan(img, name, state="present", granularity=None, enabled=None, sources=())
         return ([("remove", None)] if existing is not None else []), before, None
     actions = []
     if existing is None:
-        granularity = granularity or ops.default_granularity(img)
+        granularity = ops.default_granularity(img) if granularity is None else granularity
         enabled = True if enabled is None else enabled
         ops.add(img, name, granularity, enabled, dry_run=True)  # qemu's checks, without writing
         actions.append(("add", (granularity, enabled)))

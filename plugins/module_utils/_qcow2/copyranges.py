@@ -59,10 +59,12 @@ def copy_ranges(source, dest, ranges, backing_file=None, backing_format=None, so
         refuse_held(dest)
         size = -(-top.size // 512) * 512
         wanted = _checked(ranges, size, source)
-        opts = CreateOptions(**vars(options)) if options is not None else CreateOptions(
-            cluster_size=top.cluster_size if top.format_name == "qcow2" else CreateOptions().cluster_size)
-        opts.size, opts.backing_file, opts.backing_format, opts.preallocation = size, backing_name, (
-            backing_format if backing_name else None), "off"
+        # the source's cluster size unless the caller says (a raw source's is the default)
+        opts = CreateOptions(**vars(options)) if options is not None else CreateOptions(cluster_size=top.cluster_size)
+        opts.size = size
+        opts.backing_file = backing_name
+        opts.backing_format = backing_format if backing_name else None
+        opts.preallocation = "off"
         opts.validate()
         runs = cluster_runs(top, wanted, opts.cluster_size, size)
         result = CopyRangesResult(True, dest, backing_name, opts.backing_format, size, opts.cluster_size, len(wanted),
@@ -71,8 +73,7 @@ def copy_ranges(source, dest, ranges, backing_file=None, backing_format=None, so
                                   sum(end - start for start, end, kind in runs if kind == RUN_ZERO), 0.0)
         if dry_run:
             return result
-        require_space(dest, sum(end - start for start, end, kind in runs if kind == RUN_DATA) + (1 << 20),
-                      "writing %s" % dest)
+        require_space(dest, result.bytes_copied, "writing %s" % dest)
         with new_image(dest, opts, policy) as out_chain:
             out = out_chain.top
             out.writer.keep_zeroes = True
