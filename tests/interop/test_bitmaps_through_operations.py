@@ -1,7 +1,7 @@
 """Persistent bitmaps through every engine operation, against the same sequence done by qemu-img and qemu-io.
 
-Each case draws a chain of three images (cluster sizes from 512 bytes to 2 MiB, a shorter middle layer now
-and then, data, zero and compressed writes), gives every layer two bitmaps of random granularities (512
+Each case draws a chain of three images (cluster sizes from 512 bytes to 2 MiB, a shorter middle layer or a
+larger top now and then, data, zero and compressed writes), gives every layer two bitmaps of random granularities (512
 bytes to 1 MiB; one of them disabled now and then), copies it, runs one engine operation on one copy and
 what qemu would do on the other, and compares every bitmap of every image as qemu reads it: names,
 flags, granularity and dirty ranges (qemu-nbd -B). What qemu does, found by running it:
@@ -61,11 +61,12 @@ def _steps(rng, extent, cs):
 
 def build(directory, rng):
     short_mid = rng.random() < 0.3
+    sizes = {'base.qcow2': SIZE, 'mid.qcow2': SIZE // 2 if short_mid else None,
+             'top.qcow2': SIZE + 3 * MiB if rng.random() < 0.3 else SIZE}  # a larger top grows the base it commits into
     layers = []
     for name in LAYERS:
         cs = rng.choice([512, 4096, 65536, 2 * MiB])
-        size = SIZE if name != 'mid.qcow2' else (SIZE // 2 if short_mid else None)
-        layers.append(Layer(name, size, 'qcow2', {'cluster_size': cs}, _steps(rng, size or SIZE, cs)))
+        layers.append(Layer(name, sizes[name], 'qcow2', {'cluster_size': cs}, _steps(rng, sizes[name] or SIZE, cs)))
     build_chain(directory, layers)
     for name in LAYERS:
         for granularity in rng.sample([512, 4096, 65536, MiB], 2):
