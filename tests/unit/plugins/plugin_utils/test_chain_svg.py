@@ -139,6 +139,23 @@ def test_full_path():
     assert boxes[0][1][0] == "/var/lib/libvirt/images/base.qcow2"
 
 
+def test_linked_clones_join_the_image_they_share():
+    clone = {"filename": "/var/lib/libvirt/images/vm2.qcow2", "backing_filename_format": "qcow2"}
+    other = [{"filename": "/other/top.qcow2"}, {"filename": "/other/base.qcow2"}]
+    _root, boxes, arrows, _texts = parse(chain_svg([TOP, BASE], also=[[clone, BASE], other]))
+    names = [lines[0] for _rect, lines in boxes]
+    assert sorted(names) == ["base.qcow2", "base.qcow2", "top.qcow2", "vm1.qcow2", "vm2.qcow2"]
+    assert names.count("base.qcow2") == 2  # the shared base once, the other chain's base once
+    box = {lines[0] + rect.get("x"): rect for rect, lines in boxes}
+    vm1, vm2 = (next(r for k, r in box.items() if k.startswith(n)) for n in ("vm1.qcow2", "vm2.qcow2"))
+    assert vm1.get("y") == vm2.get("y") and float(vm2.get("x")) > float(vm1.get("x"))
+    assert len(arrows) == 3  # vm1 -> base, vm2 -> base, top -> other base
+    shared_base = next(r for k, r in box.items() if k.startswith("base.qcow2") and r.get("x") == vm1.get("x"))
+    vm2_arrow = next(a for a in arrows if float(a.get("x1")) > float(vm1.get("x")) + float(vm1.get("width"))
+                     and float(a.get("y2")) == float(shared_base.get("y")))
+    assert float(vm2_arrow.get("x2")) < float(vm2.get("x"))  # it leads back to the first column
+
+
 def test_the_filter_plugin_serves_it():
     from ansible_collections.backingchain.qcow2.plugins.filter.chain_svg import FilterModule
     assert FilterModule().filters() == {"chain_svg": chain_svg}
