@@ -1,0 +1,73 @@
+"""Draw the chain pictures of the guides (docs/docsite/rst/*.rst) with the collection's chain_svg.
+
+A picture is described in an RST comment that starts with '.. chain picture' and holds YAML: one picture, or a
+list of pictures drawn side by side. A picture is the arguments of the chain_svg filter, its input under `chain`.
+The '.. raw:: html' block right after the comment holds the SVG, written here; docs.ansible.com, the docs site
+built by antsibull-docs and any RST viewer that renders raw HTML show it as it is, with nothing to fetch.
+
+    python scripts/lib/chain_pictures.py FILE...           # rewrite the raw blocks
+    python scripts/lib/chain_pictures.py --check FILE...   # exit 1 when one is out of date
+Run with the collection importable as ansible_collections.backingchain.qcow2 (first entry of
+ANSIBLE_COLLECTIONS_PATH, as scripts/gen-docs.sh sets it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import textwrap
+
+import yaml
+
+sys.path.insert(0, os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(":")[0])
+from ansible_collections.backingchain.qcow2.plugins.plugin_utils.chain_svg import chain_svg  # noqa: E402
+
+COMMENT = re.compile(r"^\.\. chain picture\b.*\n((?:(?:   .*)?\n)+)", re.MULTILINE)
+RAW = re.compile(r"\A\n*\.\. raw:: html\n\n(?:   .*\n|\n(?=   ))*")
+
+
+def draw(spec) -> str:
+    pictures = spec if isinstance(spec, list) else [spec]
+    svgs = []
+    for picture in pictures:
+        arguments = dict(picture)
+        svgs.append(chain_svg(arguments.pop("chain"), **arguments))
+    return ('<div class="chain-pictures" style="display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start">'
+            + "".join(svgs) + "</div>")
+
+
+def redraw(text: str) -> str:
+    out, position = [], 0
+    for match in COMMENT.finditer(text):
+        spec = yaml.safe_load(textwrap.dedent(match.group(1)))
+        out.append(text[position:match.end()].rstrip("\n") + "\n")
+        old = RAW.match(text[match.end():])
+        out.append("\n.. raw:: html\n\n   %s\n\n" % draw(spec))
+        position = match.end() + (old.end() if old else 0)
+        while position < len(text) and text[position] == "\n":
+            position += 1
+    out.append(text[position:])
+    return "".join(out)
+
+
+def main(argv: list[str]) -> int:
+    check = argv[:1] == ["--check"]
+    stale = []
+    for path in argv[1:] if check else argv:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        new = redraw(text)
+        if new != text:
+            stale.append(path)
+            if not check:
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.write(new)
+    verb = "out of date" if check else "redrawn"
+    for path in stale:
+        print("chain pictures %s: %s" % (verb, path))
+    return 1 if check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
