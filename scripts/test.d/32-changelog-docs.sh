@@ -16,9 +16,11 @@ antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml || rc=1
 for format in rst md; do
     echo "+ antsibull-changelog generate --output-format $format: CHANGELOG.$format is up to date"
     generated="$(mktemp)"
-    antsibull-changelog generate --output "$generated" --output-format "$format" &&
-        diff -u "CHANGELOG.$format" "$generated" ||
-        { echo "CHANGELOG.$format is out of date: run antsibull-changelog generate"; rc=1; }
+    if ! antsibull-changelog generate --output "$generated" --output-format "$format" ||
+        ! diff -u "CHANGELOG.$format" "$generated"; then
+        echo "CHANGELOG.$format is out of date: run antsibull-changelog generate"
+        rc=1
+    fi
     rm -f "$generated"
 done
 echo "+ antsibull-docs lint-collection-docs --plugin-docs ."
