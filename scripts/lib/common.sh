@@ -54,6 +54,16 @@ collection_tree() {
     printf '%s\n' "$dest"
 }
 
+# The rest of the stage runs with ansible-core X.Y: .venvs/ansible-core-X.Y
+# (made by scripts/setup.sh from scripts/ansible-core-versions.txt) goes first
+# on PATH, so python, ansible-test and ansible-playbook are that venv's.
+use_ansible_core() {
+    local venv="$REPO/.venvs/ansible-core-$1"
+    [[ -x "$venv/bin/ansible-test" ]] || { echo "$venv is missing: run scripts/setup.sh"; exit 1; }
+    export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
+    echo "ansible-core $(python -c 'from ansible.release import __version__; print(__version__)') from $venv"
+}
+
 controller_python_version() {
     python -c 'import sys; print("%d.%d" % sys.version_info[:2])'
 }

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Stage 40-ansible-units under ansible-core 2.17 (.venvs/ansible-core-2.17), on the controller Python only.
+# shellcheck source=../lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+use_ansible_core 2.17
+UNITS_PYTHONS="$(controller_python_version)" exec bash "$REPO/scripts/test.d/40-ansible-units.sh"
