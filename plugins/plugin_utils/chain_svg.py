@@ -170,6 +170,24 @@ class _Grid:
         return x - _MARGIN, y - _ROW_GAP, boxes
 
 
+def _place_side(grid, main, side, depth):
+    """Side images in column 1, each level with the layer its arrow starts at (or below the one before)."""
+    for index, item in enumerate(side):
+        if not isinstance(item, dict) or not item.get("filename"):
+            raise AnsibleFilterError("chain_svg: side item %d is not a dictionary with a 'filename'" % index)
+        layer = int(item.get("from", 0))
+        if not 0 <= layer < len(main):
+            raise AnsibleFilterError("chain_svg: side item %d starts at layer %s, but the chain has %d"
+                                     % (index, item.get("from"), depth))
+        row = main[layer][1]
+        while (1, row) in grid.cells:
+            row += 1
+        grid.add(1, row, item, "side")
+        grid.arrows.append((main[layer], (1, row), item.get("label"), bool(item.get("dashed"))))
+        label_gap = _text_width(printable(item.get("label") or ""), _TEXT_SIZE) + 30
+        grid.labels[1] = max(grid.labels.get(1, _COLUMN_GAP), label_gap)
+
+
 def chain_svg(data, title=None, writer=None, side=None, also=None, full_path=False):
     """SVG text (an <svg> element with class chain-diagram) picturing a backing chain; see the module docstring.
 
@@ -184,6 +202,9 @@ def chain_svg(data, title=None, writer=None, side=None, also=None, full_path=Fal
     else:
         grid.add(0, 0, {"filename": "no image"}, "missing")
         main = [(0, 0)]
+    # Side images right beside the chain, so their arrows cross no other column; linked clones after them
+    # (their arrows into the chain run in the gaps between rows).
+    _place_side(grid, main, side or [], len(chain))
     where = {image["filename"]: cell for image, cell in zip(chain, main)}
     for number, other in enumerate(also or []):
         other = _chain(other, "chain %d of also, " % number)
@@ -195,21 +216,6 @@ def chain_svg(data, title=None, writer=None, side=None, also=None, full_path=Fal
             join = where[other[shared]["filename"]]
             cells = grid.place_chain(column, other[:shared], join[1] - shared, join)
         where.update((image["filename"], cell) for image, cell in zip(other, cells))
-    side_column = max(c for c, _r in grid.cells) + 1
-    for index, item in enumerate(side or []):
-        if not isinstance(item, dict) or not item.get("filename"):
-            raise AnsibleFilterError("chain_svg: side item %d is not a dictionary with a 'filename'" % index)
-        layer = int(item.get("from", 0))
-        if not 0 <= layer < len(main):
-            raise AnsibleFilterError("chain_svg: side item %d starts at layer %s, but the chain has %d"
-                                     % (index, item.get("from"), len(chain)))
-        row = main[layer][1]
-        while (side_column, row) in grid.cells:
-            row += 1
-        grid.add(side_column, row, item, "side")
-        grid.arrows.append((main[layer], (side_column, row), item.get("label"), bool(item.get("dashed"))))
-        label_gap = _text_width(printable(item.get("label") or ""), _TEXT_SIZE) + 30
-        grid.labels[side_column] = max(grid.labels.get(side_column, _COLUMN_GAP), label_gap)
 
     body = []
     y = _MARGIN

@@ -5,7 +5,10 @@ list of pictures drawn side by side. A picture is the arguments of the chain_svg
 The '.. raw:: html' block right after the comment holds the SVG, written here; docs.ansible.com, the docs site
 built by antsibull-docs and any RST viewer that renders raw HTML show it as it is, with nothing to fetch.
 
-    python scripts/lib/chain_pictures.py FILE...           # rewrite the raw blocks
+A FILE.yml holds one picture's description alone; its picture is written to FILE.svg (for Markdown pages,
+which show SVG files as images).
+
+    python scripts/lib/chain_pictures.py FILE...           # rewrite the raw blocks / the .svg files
     python scripts/lib/chain_pictures.py --check FILE...   # exit 1 when one is out of date
 Run with the collection importable as ansible_collections.backingchain.qcow2 (first entry of
 ANSIBLE_COLLECTIONS_PATH, as scripts/gen-docs.sh sets it).
@@ -27,12 +30,13 @@ COMMENT = re.compile(r"^\.\. chain picture\b.*\n((?:(?:   .*)?\n)+)", re.MULTILI
 RAW = re.compile(r"\A\n*\.\. raw:: html\n\n(?:   .*\n|\n(?=   ))*")
 
 
+def picture(spec: dict) -> str:
+    arguments = dict(spec)
+    return chain_svg(arguments.pop("chain"), **arguments)
+
+
 def draw(spec) -> str:
-    pictures = spec if isinstance(spec, list) else [spec]
-    svgs = []
-    for picture in pictures:
-        arguments = dict(picture)
-        svgs.append(chain_svg(arguments.pop("chain"), **arguments))
+    svgs = [picture(one) for one in (spec if isinstance(spec, list) else [spec])]
     return ('<div class="chain-pictures" style="display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start">'
             + "".join(svgs) + "</div>")
 
@@ -54,10 +58,14 @@ def redraw(text: str) -> str:
 def main(argv: list[str]) -> int:
     check = argv[:1] == ["--check"]
     stale = []
-    for path in argv[1:] if check else argv:
-        with open(path, encoding="utf-8") as handle:
+    for source in argv[1:] if check else argv:
+        with open(source, encoding="utf-8") as handle:
             text = handle.read()
-        new = redraw(text)
+        if source.endswith(".yml"):
+            path, new = source[:-len(".yml")] + ".svg", picture(yaml.safe_load(text)) + "\n"
+            text = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+        else:
+            path, new = source, redraw(text)
         if new != text:
             stale.append(path)
             if not check:
