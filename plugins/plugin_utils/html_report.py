@@ -168,10 +168,11 @@ def flatten_report_html(report):
     return page(title, _text(summary), sections)
 
 
-# What the backup summary shows of a disk, in this order; any other scalar field of the disk's report or of its
-# manifest is listed below its picture.
+# Fields of a disk's report or manifest that the backup summary shows in its table or pictures, or that say
+# nothing to a reader (Unix time next to created_iso, the manifest's format version); any other scalar field is
+# listed below the disk's picture.
 _SHOWN = {"name", "source", "action", "stamp", "file", "manifest", "error", "recovered", "deleted", "kept", "level",
-          "chain", "sizes", "duration", "verification", "source_chain"}
+          "chain", "sizes", "duration", "verification", "source_chain", "created", "format"}
 
 
 def _source(disk):
