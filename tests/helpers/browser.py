@@ -65,6 +65,17 @@ class Browser:
         driver.set_window_size(WIDTH, 1000)
         return PageView(driver.current_url, driver.title, errors, resources, pictures, screenshot)
 
+    def sort_table(self, table_id: str, column: str) -> list[float]:
+        """Click a column's header in the open page; the column's data-sort values, top row first."""
+        from selenium.webdriver.common.by import By
+
+        table = self.driver.find_element(By.ID, table_id)
+        headers = table.find_elements(By.TAG_NAME, 'th')
+        index = [header.text for header in headers].index(column)
+        headers[index].click()
+        return [float(row.find_elements(By.TAG_NAME, 'td')[index].get_attribute('data-sort'))
+                for row in table.find_elements(By.CSS_SELECTOR, 'tbody tr')]
+
     def close(self):
         self.driver.quit()
         shutil.rmtree(self.profile, ignore_errors=True)
