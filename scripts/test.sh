@@ -76,6 +76,13 @@ for i in "${!stages[@]}"; do
     printf '%-28s %-16s %8s\n' "${stages[$i]}" "${results[$i]}" "${times[$i]}"
 done
 printf '%-28s %-16s %8s\n' total "" "$SECONDS"
+# Which ansible-core each stage ran with: the .venv's, or .venvs/ansible-core-X.Y for the *-core-X.Y stages.
+core_of() { "$1/bin/python" -c 'from ansible.release import __version__; print(__version__)' 2>/dev/null || echo '?'; }
+cores="$(core_of "$REPO/.venv") (stages without core-X.Y)"
+for venv in "$REPO"/.venvs/ansible-core-*; do
+    [[ -x "$venv/bin/python" ]] && cores+=", $(core_of "$venv") (core-${venv##*-})"
+done
+echo "ansible-core: $cores"
 if [[ $skipped -gt 0 ]]; then
     echo "$skipped stage(s) skipped because they had nothing to run (see their output above)"
 fi
