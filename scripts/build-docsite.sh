@@ -6,13 +6,9 @@
 # instead of inventories fetched at build time; the pages need nothing from the network to be viewed.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -z "${VIRTUAL_ENV:-}" ]]; then
-    "$REPO/scripts/setup.sh" >/dev/null
-    # shellcheck disable=SC1091  # created by setup.sh
-    source "$REPO/.venv/bin/activate"
-fi
+[[ -n "${VIRTUAL_ENV:-}" ]] || "$REPO/scripts/setup.sh" >/dev/null
 # shellcheck source=lib/common.sh
-source "$REPO/scripts/lib/common.sh"
+source "$REPO/scripts/lib/common.sh"  # activates .venv
 use_checkout_collection
 
 dest="$(realpath -m "${1:-$REPO/tests/output/docsite}")"

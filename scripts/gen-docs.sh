@@ -7,13 +7,9 @@
 #   scripts/gen-docs.sh --check    # only compare
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -z "${VIRTUAL_ENV:-}" ]]; then
-    "$REPO/scripts/setup.sh" >/dev/null
-    # shellcheck disable=SC1091  # created by setup.sh
-    source "$REPO/.venv/bin/activate"
-fi
+[[ -n "${VIRTUAL_ENV:-}" ]] || "$REPO/scripts/setup.sh" >/dev/null
 # shellcheck source=lib/common.sh
-source "$REPO/scripts/lib/common.sh"
+source "$REPO/scripts/lib/common.sh"  # activates .venv
 use_checkout_collection
 
 out="$(mktemp -d)"

@@ -11,21 +11,11 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.backingchain.qcow2.plugins.modules import qcow2_info
 from ansible_collections.backingchain.qcow2.plugins.plugin_utils.chain_svg import STATES, chain_svg
+from ansible_collections.backingchain.qcow2.tests.unit.plugins.filter.test_chain_diagram import BASE, TOP
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import MIB, make_image
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.modules.harness import run_ok
 
 SVG = "{http://www.w3.org/2000/svg}"
-TOP = {
-    "filename": "/var/lib/libvirt/images/vm1.qcow2",
-    "format": "qcow2",
-    "virtual_size": 20 << 30,
-    "actual_size": 200704,
-    "backing_filename": "base.qcow2",
-    "full_backing_filename": "/var/lib/libvirt/images/base.qcow2",
-    "backing_filename_format": "qcow2",
-}
-BASE = {"filename": "/var/lib/libvirt/images/base.qcow2", "format": "qcow2", "virtual_size": 20 << 30,
-        "actual_size": 1503238554}
 
 
 def parse(svg):
