@@ -91,8 +91,9 @@ def table(columns, rows, table_id):
             value = column.value(row)
             missing = value in (None, "", [], {})
             sort = (-1 if missing else value) if column.number else ("" if missing else printable(value))
-            cells.append('<td%s data-sort="%s">%s</td>' % (' class="number"' if column.number else "", escape(str(sort)),
-                                                            "-" if missing else column.show(value)))
+            shown = "-" if missing else column.show(value)
+            cells.append('<td%s data-sort="%s">%s</td>'
+                         % (' class="number"' if column.number else "", escape(str(sort)), shown))
         body.append("<tr>%s</tr>" % "".join(cells))
     return ('<table class="sortable" id="%s"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>'
             % (escape(table_id), head, "".join(body)))
