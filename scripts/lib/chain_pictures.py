@@ -10,6 +10,9 @@ which show SVG files as images).
 
     python scripts/lib/chain_pictures.py FILE...           # rewrite the raw blocks / the .svg files
     python scripts/lib/chain_pictures.py --check FILE...   # exit 1 when one is out of date
+    python scripts/lib/chain_pictures.py --module-pages RST_DIR PICTURES.yml
+        # put each module's pictures (PICTURES.yml: module name -> list of pictures) under the synopsis of
+        # RST_DIR/<module>_module.rst, as antsibull-docs wrote it; a module without pictures is an error
 Run with the collection importable as ansible_collections.backingchain.qcow2 (first entry of
 ANSIBLE_COLLECTIONS_PATH, as scripts/gen-docs.sh sets it).
 """
@@ -55,7 +58,35 @@ def redraw(text: str) -> str:
     return "".join(out)
 
 
+# antsibull-docs writes this comment after a module page's synopsis.
+MODULE_PAGE_MARK = "\n.. Aliases\n"
+
+
+def module_pages(rst_dir: str, pictures_file: str) -> int:
+    with open(pictures_file, encoding="utf-8") as handle:
+        pictures = yaml.safe_load(handle)
+    pages = sorted(name for name in os.listdir(rst_dir) if name.endswith("_module.rst"))
+    missing = [page for page in pages if page[:-len("_module.rst")] not in pictures]
+    if missing:
+        print("no chain pictures in %s for %s" % (pictures_file, ", ".join(missing)))
+        return 1
+    for page in pages:
+        path = os.path.join(rst_dir, page)
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        if MODULE_PAGE_MARK not in text:
+            print("%s: no '%s' to put the pictures before" % (path, MODULE_PAGE_MARK.strip()))
+            return 1
+        section = ("\nWhat it does to a chain\n-----------------------\n\n.. raw:: html\n\n   %s\n\n"
+                   % draw(pictures[page[:-len("_module.rst")]]))
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text.replace(MODULE_PAGE_MARK, section + MODULE_PAGE_MARK, 1))
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--module-pages"]:
+        return module_pages(*argv[1:])
     check = argv[:1] == ["--check"]
     stale = []
     for source in argv[1:] if check else argv:

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .conftest import REPO, SCREENSHOTS
 
@@ -55,7 +56,13 @@ def test_guides_have_pictures():
 @pytest.mark.parametrize('plugin', PLUGINS)
 def test_plugin_page_loads(browser, html, plugin):
     view = _check_page(browser, html / ('%s.html' % plugin), plugin)
-    assert 'backingchain.qcow2.' + plugin.rsplit('_', 1)[0] in view.title
+    name, kind = plugin.rsplit('_', 1)
+    assert 'backingchain.qcow2.' + name in view.title
+    if kind == 'module':  # what it does to a chain, pictured under the synopsis
+        pictures = yaml.safe_load((REPO / 'docs' / 'images' / 'module-pages.yml').read_text())[name]
+        assert [picture['label'].split(':')[0] for picture in view.chain_pictures] == \
+            [picture['title'].split(':')[0] for picture in pictures]
+        assert all(picture['width'] > 100 and picture['boxes'] >= 1 for picture in view.chain_pictures)
 
 
 def test_index_lists_the_guides(browser, html):
