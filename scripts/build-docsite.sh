@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the collection's docs site: module, role and filter pages and the guides (docs/docsite/), as
 # antsibull-docs sphinx-init sets it up, with Sphinx's warnings as errors, offline. Each module page
-# gets pictures of what the module does to a chain (docs/images/module-pages.yml) under its synopsis.
+# gets pictures of what the module does to a chain (docs/docsite/module-pictures.yml) under its synopsis.
 #   scripts/build-docsite.sh [DEST]    # default tests/output/docsite; the site is DEST/build/html
 # Links into the Ansible documentation resolve through a local inventory (scripts/lib/ansible_docs_inventory.py)
 # instead of inventories fetched at build time; the pages need nothing from the network to be viewed.
@@ -27,7 +27,7 @@ intersphinx_mapping = {'ansible_devel': ('https://docs.ansible.com/projects/ansi
 PY
 # build.sh runs antsibull-docs (rst/) then sphinx-build -W; the inventory needs the RST, so run the two steps apart.
 (cd "$dest" && sed -n '/^# Create collection documentation/,/^# Build Sphinx site/p' build.sh | bash)
-python "$REPO/scripts/lib/chain_pictures.py" --module-pages "$dest/rst" "$REPO/docs/images/module-pages.yml"
+python "$REPO/scripts/lib/chain_pictures.py" --module-pages "$dest/rst" "$REPO/docs/docsite/module-pictures.yml"
 python "$REPO/scripts/lib/ansible_docs_inventory.py" "$dest/rst" "$dest/ansible_devel.inv"
 (cd "$dest" && sphinx-build -M html rst build -c . -W --keep-going -q)
 echo "docs site: $dest/build/html/index.html"

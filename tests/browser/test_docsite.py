@@ -59,7 +59,7 @@ def test_plugin_page_loads(browser, html, plugin):
     name, kind = plugin.rsplit('_', 1)
     assert 'backingchain.qcow2.' + name in view.title
     if kind == 'module':  # what it does to a chain, pictured under the synopsis
-        pictures = yaml.safe_load((REPO / 'docs' / 'images' / 'module-pages.yml').read_text())[name]
+        pictures = yaml.safe_load((REPO / 'docs' / 'docsite' / 'module-pictures.yml').read_text())[name]
         assert [picture['label'].split(':')[0] for picture in view.chain_pictures] == \
             [picture['title'].split(':')[0] for picture in pictures]
         assert all(picture['width'] > 100 and picture['boxes'] >= 1 for picture in view.chain_pictures)
