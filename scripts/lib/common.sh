@@ -37,13 +37,13 @@ galaxy_field() {
 # and new-but-not-ignored files alike - into such a path under tests/output
 # (ignored by git), make it a one-commit repository, and print its path.
 # The copy is rebuilt from scratch on every call, so it never holds stale files;
-# each venv (ansible-core version) has its own, so stages of different versions
-# may run side by side.
+# each stage and venv (ansible-core version) has its own, so stages may run side
+# by side (the integration stages wait for the system lock, the others need not).
 collection_tree() {
     local ns name root dest
     ns="$(galaxy_field namespace)"
     name="$(galaxy_field name)"
-    root="$REPO/tests/output/collection-tree/$(basename "${VIRTUAL_ENV:-.venv}")"
+    root="$REPO/tests/output/collection-tree/$(basename "$0" .sh)-$(basename "${VIRTUAL_ENV:-.venv}")"
     dest="$root/ansible_collections/$ns/$name"
     rm -rf "$root"
     mkdir -p "$dest"
