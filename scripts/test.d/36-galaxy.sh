@@ -5,4 +5,4 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 has_files tests/galaxy 'test_*.py' || skip "no test_*.py under tests/galaxy"
-exec python -m pytest -n 2 tests/galaxy
+exec python -m pytest -n 2 --dist loadfile tests/galaxy

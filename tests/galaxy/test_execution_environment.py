@@ -8,6 +8,7 @@ the installed collection, and reads bindep.txt the way the image's package insta
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -68,10 +69,14 @@ def test_image_gets_the_system_packages(introspected, package):
     assert '%s  # from collection %s' % (package, FQCN) in introspected['bindep.txt'].splitlines()
 
 
+@functools.lru_cache(maxsize=None)
+def _depends() -> Depends:
+    return Depends((REPO / 'bindep.txt').read_text())  # seconds: bindep builds its grammar each time
+
+
 def _packages(profiles: list[str]) -> set[str]:
     """Packages bindep installs for these profiles (the bindep command adds 'default' when given none)."""
-    depends = Depends((REPO / 'bindep.txt').read_text())
-    return {rule[0] for rule in depends.active_rules(profiles)}
+    return {rule[0] for rule in _depends().active_rules(profiles)}
 
 
 @pytest.mark.parametrize('platform, runtime, build_only, test_only', [
