@@ -5,13 +5,15 @@
 # Idempotent: a daemon that already runs is left alone and NOT recorded; only the daemons
 # started here are recorded (pidfile copies in $BCQ_LIVE_STATE_DIR), so that
 # scripts/libvirt-down.sh stops exactly those. Installs the Debian packages from
-# scripts/apt-packages-live.txt when a needed binary is missing (fresh CI machine).
+# scripts/apt-packages-live.txt when a needed binary is missing (fresh CI machine), and gives
+# /dev/kvm, when it exists, the group and mode udev would give it (see grant_kvm_to_group).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE_DIR=${BCQ_LIVE_STATE_DIR:-/run/backingchain-live}
 URI=${BCQ_LIBVIRT_URI:-qemu:///system}
 WAIT_SECONDS=${BCQ_LIBVIRT_WAIT_SECONDS:-60}
+# BCQ_KVM_DEVICE: the KVM device node to check (tests point it at a node of their own).
 DAEMONS=(virtlogd virtlockd libvirtd)   # start order: libvirtd needs virtlogd for qemu logs
 
 log() { echo "libvirt-up: $*" >&2; }
@@ -62,7 +64,30 @@ start_daemon() {
     die "$name did not start (no live pid in /run/$name.pid)"
 }
 
+# What udev's rule (KERNEL=="kvm", GROUP="kvm", MODE="0660") does on an ordinary host. Without it
+# /dev/kvm can exist yet be closed to the qemu user (libvirt-qemu, group kvm): libvirtd then finds its
+# cached qemu capabilities stale ("KVM was enabled when probing ..., but it is not available now") and
+# re-probes qemu before every domain start, about 40 s each. No /dev/kvm: nothing to do (TCG).
+grant_kvm_to_group() {
+    local dev=${BCQ_KVM_DEVICE:-/dev/kvm} group mode
+    [ -c "$dev" ] || { log "no $dev: qemu domains run on TCG"; return 0; }
+    getent group kvm >/dev/null || { log "no kvm group: $dev left as it is"; return 0; }
+    group=$(stat -c %G "$dev")
+    mode=$(stat -c %a "$dev")
+    if { [ "$group" = kvm ] && [ $(( 8#$mode & 8#060 )) -eq $(( 8#060 )) ]; } \
+        || [ $(( 8#$mode & 8#006 )) -eq $(( 8#006 )) ]; then
+        log "$dev is usable by the kvm group (group $group, mode $mode)"
+        return 0
+    fi
+    if chgrp kvm "$dev" && chmod 0660 "$dev"; then
+        log "$dev was group $group mode $mode, unusable by the qemu user: set to group kvm, mode 0660 (as udev does)"
+    else
+        log "WARNING: could not give $dev to the kvm group; every domain start may wait for libvirtd to re-probe qemu"
+    fi
+}
+
 ensure_packages
+grant_kvm_to_group
 mkdir -p "$STATE_DIR" /run/libvirt /var/lib/libvirt/qemu /var/log/libvirt/qemu /var/cache/libvirt/qemu
 for daemon in "${DAEMONS[@]}"; do
     start_daemon "$daemon"

@@ -22,7 +22,7 @@ import pytest
 
 # The helpers next to this file are imported by name, whatever pytest's import mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_helpers import REPO  # noqa: E402
+from live_helpers import DOMAIN_START_LIMIT_SECONDS, DOMAIN_STARTS, REPO, domain_xml, slow_start_cause, start_domain  # noqa: E402
 DOMAIN_PREFIX = "bcq-test-"
 URI = "qemu:///system"
 JOB_DURATIONS: list[tuple[str, str, float]] = []
@@ -55,6 +55,11 @@ def pytest_unconfigure(config):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if DOMAIN_STARTS:
+        name, seconds = max(DOMAIN_STARTS, key=lambda start: start[1])
+        terminalreporter.section("domain starts")
+        terminalreporter.write_line("%d domain starts; slowest %.3fs (%s), limit %.0fs"
+                                    % (len(DOMAIN_STARTS), seconds, name, DOMAIN_START_LIMIT_SECONDS))
     if not JOB_DURATIONS:
         return
     terminalreporter.section("live block job durations (real libvirt + TCG qemu)")
@@ -97,10 +102,32 @@ def libvirt_up():
         assert down.returncode == 0, "libvirt-down.sh failed:\n%s%s" % (down.stdout, down.stderr)
 
 
+def _guard_domain_start(connection, image_dir: Path) -> None:
+    """Start a trivial domain three times and stop the whole session at once if even the faster of the
+    last two starts is slow: the cause is then the host, not a test. The first start may include
+    libvirtd's one probe of qemu; taking the faster of two keeps a passing stall on a busy machine from
+    stopping the stage, while a host that re-probes qemu makes every start slow."""
+    from live_helpers import create_image
+    name = "%sstart-guard" % DOMAIN_PREFIX
+    _remove_domain(connection, name)
+    dom = connection.defineXML(domain_xml(name, create_image(str(image_dir / "guard.qcow2"), size="1M")))
+    starts = []
+    try:
+        for _ in range(3):
+            starts.append(start_domain(dom))
+            dom.destroy()
+    finally:
+        _remove_domain(connection, name)
+    print("domain start guard: starts took %s" % ", ".join("%.3fs" % seconds for seconds in starts))
+    if min(starts[1:]) > DOMAIN_START_LIMIT_SECONDS:
+        pytest.exit("live tests stopped: " + slow_start_cause(min(starts[1:])), returncode=1)
+
+
 @pytest.fixture(scope="session")
-def conn(libvirt_up):
+def conn(libvirt_up, images_root):
     from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import connect
     connection = connect(URI)
+    _guard_domain_start(connection, images_root)
     yield connection
     for name in connection.listDefinedDomains() + [d.name() for d in connection.listAllDomains()]:
         if name.startswith(DOMAIN_PREFIX):
@@ -128,7 +155,6 @@ def image_dir(images_root, request):
 @pytest.fixture
 def make_domain(conn):
     """make_domain(image, start=True, agent_channel=False, ...) -> persistent virDomain, removed after the test."""
-    from live_helpers import domain_xml
     names = []
 
     def make(image, start: bool = True, **xml_options):
@@ -136,7 +162,7 @@ def make_domain(conn):
         names.append(name)
         dom = conn.defineXML(domain_xml(name, str(image), **xml_options))
         if start:
-            dom.create()
+            start_domain(dom)
         return dom
 
     yield make

@@ -6,9 +6,12 @@ qemu's lock bytes in /proc/locks, and the domain XML the tests define."""
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import stat
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -77,6 +80,44 @@ def domain_xml(name: str, image: str, agent_channel: bool = False, extra_disk_xm
   </devices>
   {ns_extra}
 </domain>"""
+
+
+# Every domain start in the live tests, timed: (domain name, seconds). The end-of-run summary prints
+# the slowest, and the session's start guard (conftest.py) fails fast when starts are slow.
+DOMAIN_STARTS: list[tuple[str, float]] = []
+# A trivial domain (no OS, 64 MiB) starts in well under a second on a sound host.
+DOMAIN_START_LIMIT_SECONDS = 3.0
+
+
+def start_domain(dom) -> float:
+    """``dom.create()``, timed and recorded in DOMAIN_STARTS; returns the seconds it took."""
+    started = time.monotonic()
+    dom.create()
+    seconds = time.monotonic() - started
+    DOMAIN_STARTS.append((dom.name(), seconds))
+    return seconds
+
+
+def kvm_device_state() -> str:
+    """/dev/kvm as the qemu user sees it, for error messages."""
+    if not os.path.exists("/dev/kvm"):
+        return "/dev/kvm does not exist (TCG only)"
+    st = os.stat("/dev/kvm")
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return "/dev/kvm is group %s, mode %04o" % (group, stat.S_IMODE(st.st_mode))
+
+
+def slow_start_cause(seconds: float) -> str:
+    return (
+        "a trivial domain took %.1f s to start (limit %.0f s). On these machines the usual cause is "
+        "/dev/kvm existing but not usable by the qemu user (libvirt-qemu, group kvm): libvirtd then "
+        "finds its cached qemu capabilities stale ('KVM was enabled when probing ..., but it is not "
+        "available now') and re-probes qemu about 20 times before every domain start. "
+        "scripts/libvirt-up.sh gives /dev/kvm group kvm and mode 0660 as udev would; check its output. "
+        "Now: %s." % (seconds, DOMAIN_START_LIMIT_SECONDS, kvm_device_state()))
 
 
 def hmp(dom, command: str) -> str:

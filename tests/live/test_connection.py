@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import pytest
-from live_helpers import create_image
+from live_helpers import create_image, start_domain
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import (
     STATE_OTHER,
@@ -39,7 +39,7 @@ def test_state_follows_the_domain_lifecycle(conn, make_domain, image_dir):
     with pytest.raises(LiveError, match="is shut off"):
         require_active(found, "commit")
 
-    found.create()
+    start_domain(found)
     assert domain_state(found) == STATE_RUNNING
     found.suspend()
     assert (domain_state(found), domain_state_name(found)) == (STATE_OTHER, "paused")

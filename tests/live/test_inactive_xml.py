@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import pytest
-from live_helpers import create_image
+from live_helpers import create_image, start_domain
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.chain_state import live_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks, select_disk
@@ -50,7 +50,7 @@ def test_update_points_disk_at_new_top_and_lets_libvirt_detect_the_chain(conn, m
     assert inactive_disk_matches(dom, "vda", top)
     assert update_inactive_disk(conn, dom, "vda", top)["changed"] is False
 
-    dom.create()
+    start_domain(dom)
     live = select_disk(domain_disks(dom), target="vda")
     assert live.chain_paths() == [top, base]  # detected from the headers, the stale entry is gone
     assert [image.format for image in live.images] == ["qcow2", "qcow2"]

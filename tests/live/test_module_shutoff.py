@@ -11,7 +11,7 @@ import os
 
 import libvirt
 from chain_setup import BASE_DATA, MID_DATA, TOP_DATA, three_deep_chain
-from live_helpers import MiB, create_image, image_info_chain, reads_pattern, write_offline
+from live_helpers import MiB, create_image, image_info_chain, reads_pattern, start_domain, write_offline
 from module_runner import converge, run_ok
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.chain_state import live_chain
@@ -57,7 +57,7 @@ def test_snapshot_then_active_commit_of_a_shut_off_domain(make_domain, image_dir
     assert definition(dom) == (base, "qcow2", False)
     assert "nothing to commit" in real2["msg"]
     assert reads_pattern(base, 0x11, 0, MiB) and reads_pattern(base, 0x77, MiB, MiB)
-    dom.create()  # libvirt starts it on the redefined disk
+    start_domain(dom)  # libvirt starts it on the redefined disk
     assert live_chain(dom, "vda") == [base]
 
 
@@ -86,7 +86,7 @@ def test_intermediate_commit_and_rebase_of_a_shut_off_three_deep_chain(make_doma
                    in_process=True)
     assert moved["changed"] is True and moved["header_only"] is True and moved["domain"]["chain"] == [chain.top, other]
     assert definition(dom) == (chain.top, "qcow2", False)
-    dom.create()
+    start_domain(dom)
     assert live_chain(dom, "vda") == [chain.top, other]
     for data in (BASE_DATA, MID_DATA, TOP_DATA):
         assert reads_pattern(chain.top, *data, force_share=True)
@@ -113,5 +113,5 @@ def test_a_definition_libvirt_wrote_is_kept_when_right_and_replaced_when_stale(m
     fixed = run_ok("qcow2_snapshot", args, in_process=True)
     assert fixed["changed"] is True and fixed["domain"]["definition_changed"] is True
     assert definition(dom) == (overlay, "qcow2", False)
-    dom.create()
+    start_domain(dom)
     assert live_chain(dom, "vda") == [overlay, base]

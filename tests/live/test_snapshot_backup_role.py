@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from live_helpers import MiB, REPO, create_image, guest_flush, guest_write, image_info_chain, reads_pattern, run, stop_gracefully, write_offline
+from live_helpers import MiB, REPO, create_image, guest_flush, guest_write, image_info_chain, reads_pattern, run, start_domain, stop_gracefully, write_offline
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.active_commit import start_active_commit
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.block_jobs import current_job
@@ -214,7 +214,7 @@ def test_shut_off_domain(collections_path, make_domain, image_dir):
     check_backup(backup.file, 16 * MiB)
     assert reads_pattern(backup.file, 0x44, 0, 2 * MiB)
     assert backup.manifest()["source"]["state"] == "shut off"
-    dom.create()  # it starts on its image
+    start_domain(dom)  # it starts on its image
     assert live_chain(dom, "vda") == [image]
 
 
