@@ -74,6 +74,10 @@ def print_summary(s, out=print):
     out('%-20s %6d  %-20s %-20s %-20s %-20s %d' % ('ALL', sum(t.get('opens', {}).values()), _cell(t.get('opens', {})),
                                                    _cell(t.get('check', {})), _cell(t.get('read', {})),
                                                    _cell(t.get('bytes', {})), t.get('opens', {}).get('policy', 0)))
+    counters = s.get('check_counters_equal', {})
+    if counters:
+        out("check's corruption, leak and error counts equal to qemu's in %d of the %d cases where both checked"
+            % (counters.get('true', counters.get(True, 0)), sum(counters.values())))
     if s['classes']:
         out('disagreement classes (question:engine,qemu [structure]: cases, e.g. case index):')
         for key, n in s['classes'].items():

@@ -27,7 +27,7 @@ def _class_dir(key):
     return re.sub(r'[^A-Za-z0-9_.=,-]+', '_', key)[:120]
 
 
-def _counters_equal(verdict, engine, qemu):
+def counters_equal(verdict, engine, qemu):
     if verdict.get('check') != 'agree':
         return None
     ours, theirs = engine['check'].get('result'), (qemu.get('check') or {}).get('result')
@@ -80,7 +80,7 @@ def worker(wid, jobs, args, seed_dirs, queue):
             if result.get('failure'):
                 record['failure'] = '%s-%s' % (result['failure']['kind'], result['failure'].get('where') or '')
                 record['error'] = result['failure'].get('error')
-            equal = _counters_equal(result['verdict'], result['engine'], result['qemu'])
+            equal = counters_equal(result['verdict'], result['engine'], result['qemu'])
             if equal is not None:
                 record['counters_equal'] = equal
             keys = ['%s-%s' % (structure, c) for c in result['classes']]

@@ -2,7 +2,8 @@
 
 An archive in tests/fuzz/differential_regressions/ holds one case of the differential fuzzer (a qemu-made
 seed with one structure changed) and the verdicts it once got wrong. 'policy' (a refusal by the engine's
-backing policy, docs/hardening.md) counts as agreement; anything else that differs from qemu fails.
+backing policy, docs/hardening.md) counts as agreement; anything else that differs from qemu fails, and where
+both check, check's corruption, leak and error counts must be qemu's too.
 """
 
 from __future__ import annotations
@@ -29,5 +30,7 @@ def test_engine_agrees_with_qemu(archive, tmp_path):
     result = differential.judge(case_dir)
     assert result['failure'] is None, result['failure']
     disagreeing = {q: v for q, v in result['verdict'].items() if v not in ('agree', 'policy', 'n/a')}
+    if diffrun.counters_equal(result['verdict'], result['engine'], result['qemu']) is False:
+        disagreeing['check counters'] = (result['engine']['check']['result'], result['qemu']['check']['result'])
     assert not disagreeing, '%s (%s; %s): %s\nengine: %s\nqemu: %s' % (
         meta['structure'], meta['mutation'], meta['note'], disagreeing, result['engine'], result['qemu'])

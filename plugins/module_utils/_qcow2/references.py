@@ -113,6 +113,8 @@ class ReferenceCounter:
         cs = self.geo.cluster_size
         self.inc(0, cs)
         self.count_l1(state.l1_table_offset, state.l1_size, active=True)
+        if self.has_data_file and state.snapshots:  # internal snapshots cannot share clusters of a data file
+            self.report.corruption("ERROR %d snapshots in image with data file" % len(state.snapshots))
         for sn in state.snapshots:
             if sn.l1_table_offset % cs:
                 self.report.corruption("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; snapshot "
