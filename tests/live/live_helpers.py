@@ -86,7 +86,7 @@ def domain_xml(name: str, image: str, agent_channel: bool = False, extra_disk_xm
 # the slowest, and the session's start guard (conftest.py) fails fast when starts are slow.
 DOMAIN_STARTS: list[tuple[str, float]] = []
 # A trivial domain (no OS, 64 MiB) starts in well under a second on a sound host.
-DOMAIN_START_LIMIT_SECONDS = 5.0
+DOMAIN_START_LIMIT_SECONDS = 3.0
 
 
 def start_domain(dom) -> float:

@@ -23,6 +23,7 @@ import time
 import typing
 
 from .backing_name import set_backing
+from .bitmaps import recorded_writes
 from .chain import DEFAULT_POLICY, check_backing_reference, open_chain, resolve_backing_path
 from .copyview import CopyStats, copy_runs, planned_bytes
 from .errors import BackingChainError, ImageLockedError, InvalidArgumentError, Qcow2Error
@@ -33,6 +34,7 @@ from .paths import position_of, same_file
 from .records import RebasePlan, RebaseResult, chain_entry
 from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, layer_runs, sweep
 from .space import require_space
+from .view_diff import differing_sectors, sector_differences
 from .zeros import zero_bytes
 
 if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
@@ -267,13 +269,15 @@ def _safe_rebase(path: str, backing_file: str, new_path: str | None, plan: Rebas
             dropped = [r for r in layer_runs(img.backing, below, 0, img.size) if r[2] in (RUN_DATA, RUN_ZERO)]
             runs = _subtract_allocated(img, dropped)
             require_space(path, data_bytes(runs), "rebase of %s" % path)
-            copy_runs(img, _ZeroesAgainst(img, below), runs, zero_runs="zero" if new_path is not None else "skip",
-                      stats=stats)
+            with recorded_writes(img, _differing(img, below, runs)):
+                copy_runs(img, _ZeroesAgainst(img, below), runs,
+                          zero_runs="zero" if new_path is not None else "skip", stats=stats)
         else:
             with open_chain(new_path, fmt=plan.new_format, policy=policy) as new_chain:
                 if position_of(new_chain.paths, path) is not None:
                     raise BackingChainError("Backing file '%s' creates an infinite loop." % new_path, path)
-                _copy_differences(img, new_chain.top, stats)
+                with recorded_writes(img) as record:
+                    _copy_differences(img, new_chain.top, stats, record)
         img.flush()
         set_backing(img, backing_file, plan.new_format)
     return stats.bytes_written + stats.bytes_zeroed
@@ -325,6 +329,15 @@ class _ZeroesAgainst:
             img.backing = old
 
 
+def _differing(img: Qcow2Image, new_top: Image | None, runs: list[Run]) -> list[tuple[int, int]]:
+    """What qemu-img rebase writes, and so dirties in the image's enabled bitmaps: the sectors of runs where the old
+    backing view and the new one differ (read only when there are enabled bitmaps to tell)."""
+    if img.bitmaps is None:
+        return []
+    return differing_sectors(img.read_backing_into, lambda view, offset: _read_view(new_top, view, offset),
+                             [(start, end) for start, end, _kind in runs])
+
+
 def _subtract_allocated(img: Qcow2Image, runs: list[Run]) -> list[Run]:
     """Drop the parts of runs the image decides itself (its own data masks the backing anyway)."""
     out = []
@@ -335,8 +348,10 @@ def _subtract_allocated(img: Qcow2Image, runs: list[Run]) -> list[Run]:
     return out
 
 
-def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats) -> None:
-    """Unrelated new base: compare old and new views where the image itself is unallocated."""
+def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats,
+                      record: typing.Callable[[int, int], None]) -> None:
+    """Unrelated new base: compare old and new views where the image itself is unallocated; record(start, end) gets
+    the sectors that differ."""
     cs = img.geo.cluster_size
     chunk = max(cs, (COMPARE_CHUNK // cs) * cs)
     old_buf, new_buf = bytearray(chunk), bytearray(chunk)
@@ -350,6 +365,9 @@ def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats) -> None
             img.read_backing_into(old_view[:n], pos)
             _read_view(new_top, new_view[:n], pos)
             if old_buf[:n] != new_buf[:n]:
+                lo, hi = max(pos, start), min(pos + n, end)
+                for s, e in sector_differences(old_buf[lo - pos:hi - pos], new_buf[lo - pos:hi - pos], lo, hi - lo):
+                    record(s, e)
                 _write_differing(zeroes, old_buf, new_buf, pos, n, cs, stats, start, end)
             pos += n
 
@@ -369,8 +387,9 @@ def _candidates(img: Qcow2Image, new_top: Image) -> list[tuple[int, int]]:
     return candidates
 
 
-def _read_view(top: Image, view: memoryview, offset: int) -> None:
-    if offset >= top.size:
+def _read_view(top: Image | None, view: memoryview, offset: int) -> None:
+    """top's guest view (zeros past its end; all zeros without a top: a flatten's new view)."""
+    if top is None or offset >= top.size:
         view[:] = zero_bytes(len(view))
         return
     inside = min(len(view), top.size - offset)
