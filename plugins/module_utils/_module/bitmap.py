@@ -12,6 +12,8 @@ change, which plans again under the image's write lock and must find the same op
 
 from __future__ import annotations
 
+import typing
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import parse_size
@@ -30,7 +32,7 @@ class BitmapOperation(Operation):
         self.actions: list[str] = []
         self.bitmap: dict | None = None
 
-    def _call(self, function):
+    def _call(self, function: typing.Callable[..., typing.Any]) -> typing.Any:
         return function(self.path, self.name, state=self.state, granularity=self.granularity, enabled=self.enabled,
                         merge_from=self.merge_from, policy=self.policy)
 

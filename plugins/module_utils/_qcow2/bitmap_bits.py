@@ -15,8 +15,15 @@ of bitmaps of different granularities gives what qemu's does).
 from __future__ import annotations
 
 import re
+import typing
 
 from . import constants as C
+
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from array import array
+
+    from .bitmaps import Bitmap
+    from .image import Qcow2Image
 
 _NONZERO_BYTES = re.compile(rb"[^\x00]+")
 _FULL_BYTES = re.compile(rb"\xff+")
@@ -34,17 +41,17 @@ for _value in range(256):
 del _value, _runs, _bit
 
 
-def bit_runs(data):
+def bit_runs(data: bytes | bytearray) -> list[tuple[int, int]]:
     """[(first bit, end bit)] of the set bits of data, in order, adjacent runs joined."""
     out = []
 
-    def add(first, end):
+    def add(first: int, end: int) -> None:
         if out and out[-1][1] == first:
             out[-1][1] = end
         else:
             out.append([first, end])
 
-    def add_bytes(start, stop):
+    def add_bytes(start: int, stop: int) -> None:
         for index in range(start, stop):
             for first, end in _BYTE_RUNS[data[index]]:
                 add(index * 8 + first, index * 8 + end)
@@ -60,7 +67,7 @@ def bit_runs(data):
     return [tuple(run) for run in out]
 
 
-def set_bits(data, lo, hi):
+def set_bits(data: bytearray, lo: int, hi: int) -> None:
     """Set bits lo..hi (inclusive) of a bitmap cluster, bit 0 = least significant bit of byte 0."""
     first_byte, last_byte = lo // 8, hi // 8
     if first_byte == last_byte:
@@ -71,12 +78,12 @@ def set_bits(data, lo, hi):
     data[last_byte] |= 0xFF >> (7 - hi % 8)
 
 
-def table_entries_needed(size, granularity, cluster_size):
+def table_entries_needed(size: int, granularity: int, cluster_size: int) -> int:
     """Bitmap table entries for a virtual size: one data cluster per cluster_size * 8 granules."""
     return -(-(-(-size // granularity)) // (8 * cluster_size))
 
 
-def join_ranges(ranges):
+def join_ranges(ranges: typing.Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted, non-overlapping, non-adjacent (start, end) pairs covering the same bytes as ranges."""
     out = []
     for start, end in sorted(r for r in ranges if r[1] > r[0]):
@@ -88,7 +95,7 @@ def join_ranges(ranges):
     return out
 
 
-def set_ranges(bits, ranges):
+def set_ranges(bits: BitmapBits, ranges: typing.Iterable[tuple[int, int]]) -> bool:
     """Set every granule ranges [(start, end)] touch; True if a bit changed."""
     changed = False
     for start, end in ranges:
@@ -101,7 +108,7 @@ class BitmapBits:
     bytearray of the whole data cluster), written by the caller (bitmaps.BitmapTracker in place, bitmap_store into
     fresh clusters)."""
 
-    def __init__(self, img, bitmap, table):
+    def __init__(self, img: Qcow2Image, bitmap: Bitmap, table: array) -> None:
         self.img = img
         self.bitmap = bitmap
         self.table = table
@@ -109,13 +116,13 @@ class BitmapBits:
         self.bits_per_cluster = self.cluster_size * 8
         self.shift = bitmap.granularity_bits
         self.size = img.size
-        self.changed = {}
+        self.changed: dict[int, bytearray] = {}
 
-    def _all_ones(self, index):
+    def _all_ones(self, index: int) -> bool:
         entry = self.table[index]
         return bool(entry & C.BME_TABLE_ENTRY_FLAG_ALL_ONES and not entry & C.BME_TABLE_ENTRY_OFFSET_MASK)
 
-    def cluster(self, index):
+    def cluster(self, index: int) -> bytes | bytearray:
         """The data of table entry index as bytes (a changed one as changed)."""
         data = self.changed.get(index)
         if data is not None:
@@ -126,7 +133,7 @@ class BitmapBits:
             return self.img.file.pread(self.cluster_size, offset).ljust(self.cluster_size, b"\0")
         return (b"\xff" if self._all_ones(index) else b"\0") * self.cluster_size
 
-    def set_range(self, start, end):
+    def set_range(self, start: int, end: int) -> bool:
         """Mark guest bytes [start, end) dirty: every granule they touch. True if a bit changed."""
         end = min(end, self.size)
         if end <= start:
@@ -149,7 +156,7 @@ class BitmapBits:
             changed = True
         return changed
 
-    def ranges(self):
+    def ranges(self) -> list[tuple[int, int]]:
         """The dirty guest byte ranges, [(start, end)], sorted and joined, clipped to the virtual size."""
         out = []
         bpc = self.bits_per_cluster
@@ -163,7 +170,7 @@ class BitmapBits:
                 self._add(out, index * bpc + first, index * bpc + end)
         return out
 
-    def _add(self, out, first_bit, end_bit):
+    def _add(self, out: list[tuple[int, int]], first_bit: int, end_bit: int) -> None:
         start, end = first_bit << self.shift, min(end_bit << self.shift, self.size)
         if end <= start:
             return
@@ -172,7 +179,7 @@ class BitmapBits:
         else:
             out.append((start, end))
 
-    def is_empty(self):
+    def is_empty(self) -> bool:
         for index in range(len(self.table)):
             entry = self.table[index]
             if index in self.changed or entry & C.BME_TABLE_ENTRY_OFFSET_MASK:
@@ -183,7 +190,7 @@ class BitmapBits:
         return True
 
 
-def _all_set(data, lo, hi):
+def _all_set(data: bytes | bytearray, lo: int, hi: int) -> bool:
     """True if bits lo..hi (inclusive) of data are all set."""
     first_byte, last_byte = lo // 8, hi // 8
     if first_byte == last_byte:

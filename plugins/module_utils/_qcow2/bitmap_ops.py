@@ -15,40 +15,47 @@ be open read-only). Inconsistent bitmaps (flagged in use) can only be removed, a
 
 from __future__ import annotations
 
+import typing
+
 from . import constants as C
 from .bitmap_bits import BitmapBits, join_ranges, set_ranges
 from .bitmap_store import BitmapChange, directory_entry_size
 from .bitmaps import IN_USE, TRUSTED, read_table
 from .errors import BitmapUnusableError, InvalidArgumentError, UnsupportedError
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .bitmaps import Bitmap, BitmapTrust
+    from .chain import Chain, Image
+    from .image import Qcow2Image
+
 MIN_GRANULARITY = 512
 
 
-def default_granularity(img):
+def default_granularity(img: Qcow2Image) -> int:
     """bdrv_get_default_bitmap_granularity(): the cluster size, at least 4 KiB, at most 64 KiB."""
     return min(65536, max(4096, img.geo.cluster_size))
 
 
-def settle(img):
+def settle(img: Image) -> None:
     """Guest writes recorded so far go into the bitmaps first: every reading and change starts from them."""
     if img.format_name == "qcow2" and img.bitmaps is not None:
         img.bitmaps.finish()
 
 
-def find(img, name):
+def find(img: Qcow2Image, name: str) -> Bitmap | None:
     """The bitmap qemu loads under that name (trusted or in use), or None."""
     return next((b for b in img.bitmap_trust.loaded() if b.name == name), None)
 
 
-def verdict_of(img, name):
+def verdict_of(img: Qcow2Image, name: str) -> BitmapTrust | None:
     return next((v for v in img.bitmap_trust.verdicts if v.bitmap.name == name), None)
 
 
-def _not_found(img, name):
+def _not_found(img: Image, name: str) -> BitmapUnusableError:
     return BitmapUnusableError("Dirty bitmap '%s' not found in %s" % (name, img.path), img.path, name, "not found")
 
 
-def usable(img, name):
+def usable(img: Qcow2Image, name: str) -> Bitmap:
     """bdrv_dirty_bitmap_check(BDRV_BITMAP_DEFAULT): the bitmap exists and is consistent."""
     settle(img)
     verdict = verdict_of(img, name)
@@ -61,14 +68,14 @@ def usable(img, name):
     return verdict.bitmap
 
 
-def _require_qcow2(img, what):
+def _require_qcow2(img: Image, what: str) -> None:
     if img.format_name != "qcow2":
         raise UnsupportedError("Cannot %s: %s is a %s image, and only qcow2 images hold persistent dirty bitmaps"
                                % (what, img.path, img.format_name), img.path)
 
 
 # ---- qemu-img bitmap --add / --remove / --clear / --enable / --disable / --merge ----
-def add(img, name, granularity=None, enabled=True, dry_run=False):
+def add(img: Qcow2Image, name: str, granularity: int | None = None, enabled: bool = True, dry_run: bool = False) -> bool:
     """--add [-g granularity] [--disable]: a new empty bitmap; qemu's checks, in qemu's order."""
     _require_qcow2(img, "add bitmap '%s'" % name)
     if not name:
@@ -85,7 +92,7 @@ def add(img, name, granularity=None, enabled=True, dry_run=False):
     return _change(img, dry_run, "add", name, granularity, enabled)
 
 
-def _cannot_store(img, name, granularity):
+def _cannot_store(img: Qcow2Image, name: str, granularity: int) -> str | None:
     """qcow2_co_can_store_new_dirty_bitmap() and check_constraints_on_bitmap() of qemu 7.2: why not, or None."""
     if img.header.version < 3:
         return "Cannot store dirty bitmaps in qcow2 v2 files"
@@ -108,7 +115,7 @@ def _cannot_store(img, name, granularity):
     return None
 
 
-def remove(img, name, dry_run=False):
+def remove(img: Qcow2Image, name: str, dry_run: bool = False) -> bool:
     """--remove: inconsistent bitmaps too (the only thing that can be done with them)."""
     _require_qcow2(img, "remove bitmap '%s'" % name)
     bitmap = find(img, name)
@@ -117,7 +124,7 @@ def remove(img, name, dry_run=False):
     return _change(img, dry_run, "remove", name)
 
 
-def clear(img, name, dry_run=False):
+def clear(img: Qcow2Image, name: str, dry_run: bool = False) -> bool:
     """--clear: every bit off; False (nothing written) if none was set."""
     _require_qcow2(img, "clear bitmap '%s'" % name)
     bitmap = usable(img, name)
@@ -126,7 +133,7 @@ def clear(img, name, dry_run=False):
     return _change(img, dry_run, "clear", name)
 
 
-def set_enabled(img, name, enabled, dry_run=False):
+def set_enabled(img: Qcow2Image, name: str, enabled: bool, dry_run: bool = False) -> bool:
     """--enable / --disable: whether the bitmap records guest writes (its 'auto' flag)."""
     _require_qcow2(img, "%s bitmap '%s'" % ("enable" if enabled else "disable", name))
     bitmap = usable(img, name)
@@ -135,7 +142,7 @@ def set_enabled(img, name, enabled, dry_run=False):
     return _change(img, dry_run, "set_enabled", name, enabled)
 
 
-def merge(img, target, source_img, source_name, dry_run=False):
+def merge(img: Qcow2Image, target: str, source_img: Image, source_name: str, dry_run: bool = False) -> bool:
     """--merge SOURCE [-b FILE]: set in target every granule that holds a dirty byte of source (another bitmap of
     img, or of source_img); False if target had them all already."""
     _require_qcow2(img, "merge into bitmap '%s'" % target)
@@ -143,7 +150,7 @@ def merge(img, target, source_img, source_name, dry_run=False):
     return merge_ranges(img, bitmap, source_ranges(img, source_img, source_name), dry_run)
 
 
-def source_ranges(img, source_img, source_name):
+def source_ranges(img: Qcow2Image, source_img: Image, source_name: str) -> list[tuple[int, int]]:
     """The dirty ranges of a bitmap to merge into one of img: it must be consistent, and as large as img."""
     _require_qcow2(source_img, "merge bitmap '%s'" % source_name)
     source = usable(source_img, source_name)
@@ -154,7 +161,7 @@ def source_ranges(img, source_img, source_name):
     return image_ranges(source_img, source)
 
 
-def merge_ranges(img, bitmap, ranges, dry_run=False):
+def merge_ranges(img: Qcow2Image, bitmap: Bitmap, ranges: list[tuple[int, int]], dry_run: bool = False) -> bool:
     """Set every granule of bitmap that ranges touch; False if nothing changed."""
     if dry_run:
         return set_ranges(BitmapBits(img, bitmap, read_table(img, bitmap)), ranges)
@@ -165,7 +172,7 @@ def merge_ranges(img, bitmap, ranges, dry_run=False):
     return True
 
 
-def _change(img, dry_run, edit, *args):
+def _change(img: Qcow2Image, dry_run: bool, edit: str, *args: typing.Any) -> bool:
     """One edit of the bitmaps (bitmap_store.BitmapChange), switched to at once; nothing with dry_run."""
     if not dry_run:
         change = BitmapChange(img)
@@ -175,13 +182,13 @@ def _change(img, dry_run, edit, *args):
 
 
 # ---- dirty ranges ----
-def image_ranges(img, bitmap):
+def image_ranges(img: Qcow2Image, bitmap: Bitmap) -> list[tuple[int, int]]:
     """[(start, end)] of the guest bytes one bitmap of img marks dirty."""
     settle(img)
     return BitmapBits(img, bitmap, read_table(img, bitmap)).ranges()
 
 
-def backup_verdict(img, name, need_enabled=True):
+def backup_verdict(img: Image, name: str, need_enabled: bool = True) -> str | None:
     """None if bitmap name of img is a trustworthy record of every change since it was created, else the reason:
     it must exist, be consistent (not in use; the extension's autoclear bit set; a size, granularity and flags qemu
     accepts, which the assessment of every bitmap checks on open) and be enabled ('auto'; unless not need_enabled:
@@ -201,15 +208,15 @@ def backup_verdict(img, name, need_enabled=True):
     return None
 
 
-def disabled_reason(img, name):
+def disabled_reason(img: Qcow2Image, name: str) -> str:
     return "bitmap '%s' of %s is disabled (no 'auto' flag): it does not record writes" % (name, img.path)
 
 
-def chain_layers(chain, name, from_top=True, need_enabled=True):
+def chain_layers(chain: Chain, name: str, from_top: bool = True, need_enabled: bool = True) -> list[Qcow2Image]:
     """The images of chain, from the top down, that hold bitmap name: they must follow each other (from the top
     image itself unless not from_top), as libvirt requires of a checkpoint's bitmaps, and each must be trustworthy;
     else BitmapUnusableError."""
-    layers = []
+    layers: list[Qcow2Image] = []
     ended_at = None
     for img in chain.images:
         present = img.format_name == "qcow2" and (img.bitmap_trust.stale or verdict_of(img, name) is not None)
@@ -230,18 +237,19 @@ def chain_layers(chain, name, from_top=True, need_enabled=True):
     return layers
 
 
-def chain_ranges(chain, name, from_top=True, need_enabled=True):
+def chain_ranges(chain: Chain, name: str, from_top: bool = True,
+                 need_enabled: bool = True) -> tuple[list[tuple[int, int]], list[Qcow2Image]]:
     """The dirty ranges of bitmap name merged across the layers of chain that hold it (see chain_layers), clipped to
     the top's virtual size; returns (ranges, layers)."""
     layers = chain_layers(chain, name, from_top, need_enabled)
     size = chain.top.size
-    ranges = []
+    ranges: list[tuple[int, int]] = []
     for img in layers:
         ranges.extend((start, min(end, size)) for start, end in image_ranges(img, find(img, name)) if start < size)
     return join_ranges(ranges), layers
 
 
-def describe(img):
+def describe(img: Qcow2Image) -> list[dict]:
     """Every bitmap qemu loads from img, as a dict: name, granularity, flags, in_use, enabled, trusted, reason."""
     out = []
     for verdict in img.bitmap_trust.verdicts:

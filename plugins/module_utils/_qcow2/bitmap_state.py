@@ -12,6 +12,7 @@ what makes the same wanted state idempotent.
 from __future__ import annotations
 
 import contextlib
+import typing
 
 from . import bitmap_ops as ops
 from .bitmap_bits import join_ranges
@@ -20,35 +21,43 @@ from .chain import Chain, open_chain
 from .errors import InvalidArgumentError
 from .paths import same_file
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .bitmaps import Bitmap
+    from .chain import ChainPolicy, Image
+    from .image import Qcow2Image
+
+Action = typing.Tuple[str, typing.Any]  # (verb, argument): ("add", (granularity, enabled)), ("merge", MergeSource)...
+
 STATES = ("present", "cleared", "absent")
 
 
 class MergeSource:
     """Bits to merge: bitmap ``name`` of ``img``, or with ``chain`` (a Chain), of every layer of it that holds it."""
 
-    def __init__(self, name, img=None, chain=None):
+    def __init__(self, name: str, img: Image | None = None, chain: Chain | None = None) -> None:
         self.name = name
         self.img = img
         self.chain = chain
 
-    def ranges(self, target):
+    def ranges(self, target: Qcow2Image) -> list[tuple[int, int]]:
         if self.chain is not None:
             return ops.chain_ranges(self.chain, self.name, from_top=False, need_enabled=False)[0]
         return ops.source_ranges(target, self.img, self.name)
 
-    def describe(self):
+    def describe(self) -> str:
         where = "the chain from %s down" % self.chain.top.path if self.chain is not None else self.img.path
         return "merge %s of %s" % (self.name, where)
 
 
-def info(img, bitmap):
+def info(img: Qcow2Image, bitmap: Bitmap) -> dict:
     """A bitmap as a dict for a module: describe()'s keys and dirty_bytes (None for an inconsistent one)."""
     entry = next(d for d in ops.describe(img) if d["name"] == bitmap.name)
     entry["dirty_bytes"] = None if entry["in_use"] else _bytes(ops.image_ranges(img, bitmap))
     return entry
 
 
-def plan(img, name, state="present", granularity=None, enabled=None, sources=()):
+def plan(img: Qcow2Image, name: str, state: str = "present", granularity: int | None = None,
+         enabled: bool | None = None, sources: typing.Sequence[MergeSource] = ()) -> tuple[list[Action], dict | None, dict | None]:
     """(actions, before, after): the operations to run, in order, as (verb, argument) pairs, and the bitmap as a dict
     before and after (None when absent). Raises what the run would refuse."""
     if state not in STATES:
@@ -62,7 +71,7 @@ def plan(img, name, state="present", granularity=None, enabled=None, sources=())
         if granularity is not None or enabled is not None or sources:
             raise InvalidArgumentError("A bitmap to remove takes no granularity, enabled or bitmaps to merge")
         return ([("remove", None)] if existing is not None else []), before, None
-    actions = []
+    actions: list[Action] = []
     if existing is None:
         granularity = ops.default_granularity(img) if granularity is None else granularity
         enabled = True if enabled is None else enabled
@@ -98,7 +107,7 @@ def plan(img, name, state="present", granularity=None, enabled=None, sources=())
     return actions, before, after
 
 
-def run(img, name, actions):
+def run(img: Qcow2Image, name: str, actions: list[Action]) -> dict | None:
     """Do the planned operations, all switched to with one header write (a crash leaves the bitmaps as they were or
     as planned); returns the bitmap as a dict afterwards (None when removed)."""
     change = BitmapChange(img)
@@ -116,22 +125,23 @@ def run(img, name, actions):
     return info(img, bitmap) if bitmap is not None else None
 
 
-def _granules(ranges, granularity, size):
+def _granules(ranges: list[tuple[int, int]], granularity: int, size: int) -> list[tuple[int, int]]:
     return join_ranges([(start // granularity * granularity, min(size, -(-end // granularity) * granularity))
                         for start, end in ranges])
 
 
-def _bytes(ranges):
+def _bytes(ranges: list[tuple[int, int]] | None) -> int:
     return sum(end - start for start, end in ranges or ())
 
 
 @contextlib.contextmanager
-def merge_sources(chain, merge_from, policy, force_share):
+def merge_sources(chain: Chain, merge_from: typing.Sequence[dict], policy: ChainPolicy | None,
+                  force_share: bool) -> typing.Iterator[list[MergeSource]]:
     """MergeSource objects for merge_from ([{name, path, backing_chain}]): a bitmap of the target image itself (no
     path), of an image of its chain, or of any other image (opened read-only here); with backing_chain, the bitmap
     across the layers of the target's backing chain (or of path's chain) that hold it."""
     with contextlib.ExitStack() as stack:
-        sources = []
+        sources: list[MergeSource] = []
         for item in merge_from:
             name, path = item.get("name"), item.get("path")
             if not name:

@@ -16,19 +16,25 @@ from __future__ import annotations
 
 import copy
 import struct
+import typing
 
 from . import constants as C
 from .bitmap_bits import BitmapBits, set_ranges, table_entries_needed
 from .bitmaps import Bitmap, invalid_table_entry, read_table
 from .layout import array_to_be
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from array import array
 
-def directory_entry_size(name_size, extra_size=0):
+    from .image import Qcow2Image
+
+
+def directory_entry_size(name_size: int, extra_size: int = 0) -> int:
     """calc_dir_entry_size(): the fixed part, extra data and name, padded to 8 bytes."""
     return (24 + extra_size + name_size + 7) & ~7
 
 
-def build_directory(bitmaps):
+def build_directory(bitmaps: typing.Iterable[Bitmap]) -> bytes:
     """The directory entries (bitmaps.BITMAP_DIR_ENTRY, then extra data and name), each padded to 8 bytes."""
     out = []
     for b in bitmaps:
@@ -39,11 +45,11 @@ def build_directory(bitmaps):
     return b"".join(out)
 
 
-def _clusters(img, nbytes):
+def _clusters(img: Qcow2Image, nbytes: int) -> int:
     return -(-nbytes // img.geo.cluster_size)
 
 
-def write_new(img, data):
+def write_new(img: Qcow2Image, data: bytes | bytearray) -> int:
     """Write data into freshly allocated clusters (zero-padded to whole clusters); returns its offset."""
     n = _clusters(img, len(data))
     offset = img.refcounts.alloc(n) << img.geo.cluster_bits
@@ -59,39 +65,39 @@ class BitmapChange:
     record in ``freed`` the clusters that the new state no longer uses. The callers have checked the edits
     (bitmap_ops: qemu's checks)."""
 
-    def __init__(self, img):
+    def __init__(self, img: Qcow2Image) -> None:
         img._require_writable()
         if img.bitmaps is not None:
             img.bitmaps.finish()  # recorded guest writes go into the current tables first
         self.img = img
         self.bitmaps = [copy.copy(b) for b in img.bitmap_trust.loaded()]
-        self.freed = []  # (offset, length) of structures to free after the switch
+        self.freed: list[tuple[int, int]] = []  # (offset, length) of structures to free after the switch
 
-    def find(self, name):
+    def find(self, name: str) -> Bitmap | None:
         return next((b for b in self.bitmaps if b.name == name), None)
 
     # ---- edits ----
-    def add(self, name, granularity, enabled):
+    def add(self, name: str, granularity: int, enabled: bool) -> None:
         bitmap = Bitmap(0, 0, 0, C.BITMAP_AUTO if enabled else 0, C.BITMAP_TYPE_DIRTY_TRACKING,
                         granularity.bit_length() - 1, name, b"")
         self._new_empty_table(bitmap, table_entries_needed(self.img.size, granularity, self.img.geo.cluster_size))
         self.bitmaps.append(bitmap)
 
-    def remove(self, name):
+    def remove(self, name: str) -> None:
         bitmap = self.find(name)
         self._free_table(bitmap)
         self.bitmaps.remove(bitmap)
 
-    def clear(self, name):
+    def clear(self, name: str) -> None:
         bitmap = self.find(name)
         self._free_table(bitmap)
         self._new_empty_table(bitmap, bitmap.table_size)
 
-    def set_enabled(self, name, enabled):
+    def set_enabled(self, name: str, enabled: bool) -> None:
         bitmap = self.find(name)
         bitmap.flags = (bitmap.flags | C.BITMAP_AUTO) if enabled else (bitmap.flags & ~C.BITMAP_AUTO)
 
-    def merge(self, name, ranges):
+    def merge(self, name: str, ranges: typing.Iterable[tuple[int, int]]) -> bool:
         """Set every granule of the bitmap that ranges touch; False if all were set already."""
         bitmap = self.find(name)
         bits = BitmapBits(self.img, bitmap, read_table(self.img, bitmap))
@@ -100,14 +106,14 @@ class BitmapChange:
         self._store_bits(bitmap, bits)
         return True
 
-    def replace_table(self, name, table):
+    def replace_table(self, name: str, table: array) -> None:
         """Give the bitmap a new table (the entries of a grown image, say)."""
         bitmap = self.find(name)
         self.freed.append((bitmap.table_offset, bitmap.table_size * 8))
         bitmap.table_offset, bitmap.table_size = write_new(self.img, array_to_be(table)), len(table)
 
     # ---- clusters ----
-    def _free_table(self, bitmap):
+    def _free_table(self, bitmap: Bitmap) -> None:
         """The bitmap's table and every data cluster it names leave the image.
 
         The table of a bitmap in use was never validated (qemu does not load it either): a cluster is freed only
@@ -124,12 +130,12 @@ class BitmapChange:
             if img.refcounts.get(offset >> cb) == 1 and not img.overlaps_metadata(offset >> cb):
                 self.freed.append((offset, cs))
 
-    def _new_empty_table(self, bitmap, entries):
+    def _new_empty_table(self, bitmap: Bitmap, entries: int) -> None:
         """Give bitmap a new table of entries that all read as zeros."""
         bitmap.table_offset = write_new(self.img, bytes(8 * entries))
         bitmap.table_size = entries
 
-    def _store_bits(self, bitmap, bits):
+    def _store_bits(self, bitmap: Bitmap, bits: BitmapBits) -> None:
         """The changed data clusters go into fresh clusters, with a new table naming them."""
         table = bits.table[:]
         for index, data in bits.changed.items():
@@ -139,7 +145,7 @@ class BitmapChange:
             table[index] = write_new(self.img, data)
         self.replace_table(bitmap.name, table)
 
-    def commit(self, size=None):
+    def commit(self, size: int | None = None) -> None:
         """Switch the image to the edited bitmaps (one header write, which also sets a new virtual size: tables that
         fit it go with it), then free what they no longer use."""
         img = self.img

@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import os
 import time
+import typing
 
 from .bitmap_bits import join_ranges
 from .chain import DEFAULT_POLICY, check_backing_reference, detect_format, open_chain
@@ -33,9 +34,17 @@ from .records import CopyRangesResult
 from .segments import RUN_DATA, RUN_ZERO, layer_runs
 from .space import require_space
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .chain import ChainPolicy, Image
+    from .copyview import Progress
+    from .image import Qcow2Image
+    from .segments import Run
 
-def copy_ranges(source, dest, ranges, backing_file=None, backing_format=None, source_format=None, options=None,
-                force_share=False, policy=None, dry_run=False, progress=None):
+
+def copy_ranges(source: str, dest: str, ranges: typing.Sequence[tuple[int, int]], backing_file: str | None = None,
+                backing_format: str | None = None, source_format: str | None = None,
+                options: CreateOptions | None = None, force_share: bool = False, policy: ChainPolicy | None = None,
+                dry_run: bool = False, progress: Progress | None = None) -> CopyRangesResult:
     """Write dest, a new qcow2 image as large as source, over backing_file (None: standalone), holding source's guest
     view in ranges [(offset, length)]; returns a CopyRangesResult (with dry_run: what it would write)."""
     started = time.time()
@@ -83,7 +92,7 @@ def copy_ranges(source, dest, ranges, backing_file=None, backing_format=None, so
                            duration=time.time() - started)
 
 
-def _checked(ranges, size, source):
+def _checked(ranges: typing.Sequence[tuple[int, int]], size: int, source: str) -> list[tuple[int, int]]:
     pairs = []
     for item in ranges:
         try:
@@ -97,7 +106,7 @@ def _checked(ranges, size, source):
     return join_ranges(pairs)
 
 
-def cluster_runs(top, ranges, cs, size):
+def cluster_runs(top: Image, ranges: list[tuple[int, int]], cs: int, size: int) -> list[Run]:
     """The runs for copy_runs, in whole clusters of the new layer: RUN_ZERO for the clusters the ranges cover
     entirely where the source reads zeros; RUN_DATA for the others (data inside the ranges, or only partly
     covered: read as the source's view in the ranges and the backing file's around them)."""
@@ -135,13 +144,13 @@ def cluster_runs(top, ranges, cs, size):
 class _InsideRanges:
     """A read view that is the source inside the ranges and the new layer's backing file outside them."""
 
-    def __init__(self, source, layer, ranges):
+    def __init__(self, source: Image, layer: Qcow2Image, ranges: list[tuple[int, int]]) -> None:
         self.source = source
         self.layer = layer
         self.ranges = ranges
         self.ends = [end for _start, end in ranges]
 
-    def read_into(self, view, offset):
+    def read_into(self, view: memoryview, offset: int) -> None:
         end = offset + len(view)
         pos = offset
         i = bisect.bisect_right(self.ends, offset)

@@ -11,12 +11,16 @@ and the new backing views differ; the engine copies whole clusters around them, 
 
 from __future__ import annotations
 
+import typing
+
+Reader = typing.Callable[[memoryview, int], None]  # fills the view with the guest bytes at the offset
+
 SECTOR = 512
 BLOCK = 64 * 1024  # compared whole first: most blocks of a differing chunk are often equal
 CHUNK = 2 << 20
 
 
-def sector_differences(a, b, offset, length):
+def sector_differences(a: bytes | bytearray, b: bytes | bytearray, offset: int, length: int) -> list[tuple[int, int]]:
     """[(start, end)] of the sectors of a[:length] and b[:length] (guest offset ``offset``) that differ."""
     out = []
     for block in range(0, length, BLOCK):
@@ -33,7 +37,8 @@ def sector_differences(a, b, offset, length):
     return out
 
 
-def differing_sectors(read_a, read_b, ranges, chunk=CHUNK):
+def differing_sectors(read_a: Reader, read_b: Reader, ranges: typing.Iterable[tuple[int, int]],
+                      chunk: int = CHUNK) -> list[tuple[int, int]]:
     """The sectors of ranges [(start, end)] where read_a(view, offset) and read_b(view, offset) fill in different
     bytes, joined into ranges."""
     buf_a, buf_b = bytearray(chunk), bytearray(chunk)
