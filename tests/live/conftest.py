@@ -113,7 +113,7 @@ def _guard_domain_start(connection, image_dir: Path) -> None:
     dom = connection.defineXML(domain_xml(name, create_image(str(image_dir / "guard.qcow2"), size="1M")))
     starts = []
     try:
-        for _ in range(3):
+        for _attempt in range(3):
             starts.append(start_domain(dom))
             dom.destroy()
     finally:
