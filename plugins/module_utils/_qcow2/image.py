@@ -5,7 +5,7 @@
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
 """An open qcow2 image: header, L1/L2 mapping, guest reads, and the ordered flush of metadata.
 
-Guest writes live in writer.py, refcounts in refcounts.py. The flush order is the one that makes a
+Guest writes live in writer.py, refcounts in refcount/table.py. The flush order is the one that makes a
 crash at any point leave at worst leaked clusters: data, refcount blocks, L2 tables, L1 table, header,
 then the refcount decrements of clusters whose last reference was dropped.
 """
