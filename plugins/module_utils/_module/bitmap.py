@@ -37,6 +37,7 @@ class BitmapOperation(Operation):
                         merge_from=self.merge_from, policy=self.policy)
 
     def plan(self) -> None:
+        api.require_qcow2(self.path)  # a raw file fails with image_format, as in the other modules
         plan = self._call(api.plan_bitmap)
         self.changed = plan.changed
         self.actions = plan.actions

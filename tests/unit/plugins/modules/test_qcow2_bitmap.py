@@ -104,6 +104,11 @@ def test_refusals_name_the_problem(tmp_path):
         for check_mode in (True, False):
             assert message in run_failed(qcow2_bitmap, args, check_mode=check_mode)['msg'], args
     assert bitmaps(path) == {}
+    # a file that is not a qcow2 image fails with the format found, for a playbook to test
+    (tmp_path / 'plain.img').write_bytes(bytes(MIB))
+    failed = run_failed(qcow2_bitmap, {'path': str(tmp_path / 'plain.img'), 'name': 'b'})
+    assert 'not a qcow2 image' in failed['msg'] and failed['image_format'] == 'raw'
+    assert 'image_format' not in run_failed(qcow2_bitmap, {'path': str(tmp_path / 'missing.qcow2'), 'name': 'b'})
 
 
 def test_an_inconsistent_bitmap_can_only_be_removed(tmp_path):
