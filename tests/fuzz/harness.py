@@ -31,7 +31,9 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.info imp
 # Operations the engine imports lazily, imported once here so that every forked case starts warm.
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import (  # noqa: F401 pylint: disable=unused-import
     check as _check, info as _info, measure as _measure, metadata_commit as _metadata_commit, resize as _resize,
-    snapshots as _snapshots, writer as _writer, refcounts as _refcounts)
+    snapshots as _snapshots, writer as _writer)
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.refcount import (  # noqa: F401 pylint: disable=unused-import
+    table as _refcount_table)
 
 TOP = 'top.qcow2'
 COPY = 'copy.qcow2'
