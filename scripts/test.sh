@@ -120,6 +120,18 @@ while ((i < ${#stages[@]})); do
     echo "(side by side: ${group[*]} took $((SECONDS - start))s together)"
 done
 
+# CI keeps only the end of the output: repeat what each failed stage said about its failure here.
+failure_digest() {
+    local name="$1"
+    printf '\n---- why %s failed (from %s) ----\n' "$name" "tests/output/stages/$name.log"
+    grep -E 'FAILED|^E  |ERROR|Error|FATAL|fatal:|Traceback|failed=[1-9]|stopped' "$LOG_DIR/$name.log" | tail -n 40 || true
+    echo '---- its last lines ----'
+    tail -n 15 "$LOG_DIR/$name.log"
+}
+for i in "${!stages[@]}"; do
+    [[ "${results[$i]}" == FAIL* ]] && failure_digest "${stages[$i]}"
+done
+
 printf '\n%-28s %-16s %8s\n' STAGE RESULT SECONDS
 for i in "${!stages[@]}"; do
     printf '%-28s %-16s %8s\n' "${stages[$i]}" "${results[$i]}" "${times[$i]}"

@@ -22,7 +22,7 @@ import pytest
 
 # The helpers next to this file are imported by name, whatever pytest's import mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_helpers import DOMAIN_START_LIMIT_SECONDS, DOMAIN_STARTS, REPO, domain_xml, slow_start_cause, start_domain  # noqa: E402
+from live_helpers import DOMAIN_START_LIMIT_SECONDS, DOMAIN_STARTS, REPO, domain_xml, kvm_device_state, slow_start_cause, start_domain  # noqa: E402
 DOMAIN_PREFIX = "bcq-test-"
 URI = "qemu:///system"
 JOB_DURATIONS: list[tuple[str, str, float]] = []
@@ -103,9 +103,9 @@ def libvirt_up():
 
 
 def _guard_domain_start(connection, image_dir: Path) -> None:
-    """Start a trivial domain three times and stop the whole session at once if even the faster of the
-    last two starts is slow: the cause is then the host, not a test. The first start may include
-    libvirtd's one probe of qemu; taking the faster of two keeps a passing stall on a busy machine from
+    """Start a trivial domain four times and stop the whole session at once if even the fastest of the
+    last three starts is slow: the cause is then the host, not a test. The first start may include
+    libvirtd's one probe of qemu; taking the fastest of three keeps passing stalls on a busy machine from
     stopping the stage, while a host that re-probes qemu makes every start slow."""
     from live_helpers import create_image
     name = "%sstart-guard" % DOMAIN_PREFIX
@@ -113,12 +113,12 @@ def _guard_domain_start(connection, image_dir: Path) -> None:
     dom = connection.defineXML(domain_xml(name, create_image(str(image_dir / "guard.qcow2"), size="1M")))
     starts = []
     try:
-        for _attempt in range(3):
+        for _attempt in range(4):
             starts.append(start_domain(dom))
             dom.destroy()
     finally:
         _remove_domain(connection, name)
-    print("domain start guard: starts took %s" % ", ".join("%.3fs" % seconds for seconds in starts))
+    print("domain start guard: starts took %s (%s)" % (", ".join("%.3fs" % seconds for seconds in starts), kvm_device_state()))
     if min(starts[1:]) > DOMAIN_START_LIMIT_SECONDS:
         pytest.exit("live tests stopped: " + slow_start_cause(min(starts[1:])), returncode=1)
 
