@@ -102,6 +102,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+image_format:
+  description: V(raw) when the task failed because a file it reads as a qcow2 image is not one (test this, not the message).
+  returned: failure
+  type: str
+  sample: raw
 top:
   description: The committed top layer (as the chain names it), or O(top) as given when there was nothing to commit.
   returned: success
@@ -248,13 +253,18 @@ domain:
       sample: true
 """
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.commit_backends import commit_operation
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.commit_state import commit_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import block_job_argument_spec, common_argument_spec, domain_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.commit import commit_operation
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import run_operation
 
 
-def main():
-    module = commit_argument_spec().create_ansible_module(supports_check_mode=True)
+def main() -> None:
+    spec = common_argument_spec().update(dict(
+        top=dict(type="path"),
+        base=dict(type="path"),
+        remove_committed=dict(type="bool", default=False),
+    )).merge(domain_argument_spec()).merge(block_job_argument_spec())
+    module = spec.create_ansible_module(supports_check_mode=True)
     run_operation(module, commit_operation)
 
 

@@ -184,6 +184,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+image_format:
+  description: V(raw) when the task failed because a file it reads as a qcow2 image is not one (test this, not the message).
+  returned: failure
+  type: str
+  sample: raw
 image:
   description:
     - The image after the task, as M(backingchain.qcow2.qcow2_info) returns it in RV(backingchain.qcow2.qcow2_info#module:image).
@@ -212,12 +217,32 @@ image:
         extended_l2: false
 """
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.image_state import ImageOperation, image_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.image import ImageOperation
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import run_operation
 
 
-def main():
-    module = image_argument_spec().create_ansible_module(supports_check_mode=True, add_file_common_args=True)
+def main() -> None:
+    spec = common_argument_spec().update(
+        dict(
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            size=dict(type="str"),
+            backing_file=dict(type="str"),
+            backing_format=dict(type="str", default="qcow2", choices=["qcow2", "raw"]),
+            source=dict(type="path"),
+            compress=dict(type="bool", default=False),
+            cluster_size=dict(type="str"),
+            compat=dict(type="str", choices=["0.10", "1.1"]),
+            refcount_bits=dict(type="int", choices=[1, 2, 4, 8, 16, 32, 64]),
+            lazy_refcounts=dict(type="bool"),
+            extended_l2=dict(type="bool"),
+            preallocation=dict(type="str", choices=["off", "metadata", "falloc", "full"]),
+            force=dict(type="bool", default=False),
+        ),
+        mutually_exclusive=[("source", "backing_file")],
+        required_if=[("compress", True, ("source",))],
+    )
+    module = spec.create_ansible_module(supports_check_mode=True, add_file_common_args=True)
     run_operation(module, ImageOperation)
 
 

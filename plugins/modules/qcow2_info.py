@@ -64,6 +64,7 @@ options:
 seealso:
   - module: backingchain.qcow2.qcow2_image
   - module: backingchain.qcow2.qcow2_commit
+  - module: backingchain.qcow2.qcow2_bitmap
 author:
   - backingchain.qcow2 contributors (@backingchain)
 """
@@ -110,6 +111,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+image_format:
+  description: V(raw) when the task failed because a file it reads as a qcow2 image is not one (test this, not the message).
+  returned: failure
+  type: str
+  sample: raw
 image:
   description:
     - The image at O(path), as C(qemu-img info --output=json) prints it, with C(-) in keys turned into C(_) (also in
@@ -195,6 +201,48 @@ image:
           refcount_bits: 16
           corrupt: false
           extended_l2: false
+    bitmaps:
+      description:
+        - The image's persistent dirty bitmaps (the ones C(qemu-img info) lists in C(format_specific)), each with
+          whether it can be trusted as the record of every write since it was added or cleared, and if not, why.
+          Manage them with M(backingchain.qcow2.qcow2_bitmap).
+        - An image whose bitmaps break qemu's rules (a broken directory, unknown flags, a table that does not fit the
+          size) cannot be read at all, as by qemu; the task fails with the reason.
+        - Empty when a program without bitmap support wrote the image after its bitmaps were saved (qemu then
+          ignores them).
+      type: list
+      elements: dict
+      returned: for qcow2 images
+      contains:
+        name:
+          description: The bitmap's name.
+          type: str
+          sample: backup-1
+        granularity:
+          description: Bytes one bit stands for.
+          type: int
+          sample: 65536
+        flags:
+          description: V(auto) while it records writes, V(in-use) when a writer left it inconsistent.
+          type: list
+          elements: str
+          sample: [auto]
+        in_use:
+          description: Left flagged in use by a writer that did not close the image (killed, crashed); inconsistent.
+          type: bool
+          sample: false
+        enabled:
+          description: Whether it records writes.
+          type: bool
+          sample: true
+        trusted:
+          description: Consistent and enabled, so a record of every write since it was added or cleared.
+          type: bool
+          sample: true
+        reason:
+          description: Why it cannot be trusted; null when it can.
+          type: str
+          sample: null
 chain:
   description:
     - The image and every backing file below it, top first; each entry has the keys of RV(image).
@@ -359,12 +407,21 @@ users:
       sample: /var/lib/libvirt/images/golden.qcow2
 """
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.info_state import InfoOperation, info_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec, domain_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.info import InfoOperation
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import run_operation
 
 
-def main():
-    module = info_argument_spec().create_ansible_module(supports_check_mode=True)
+def main() -> None:
+    spec = common_argument_spec().update(dict(
+        backing_chain=dict(type="bool", default=True),
+        check=dict(type="bool", default=False),
+        force_share=dict(type="bool", default=True),
+        users=dict(type="bool", default=False),
+    ), required_one_of=[["path", "domain"]], required_if=[["check", True, ["path"]], ["users", True, ["path"]]])
+    # path is optional here: domain alone describes the domain, domain and disk that disk.
+    spec.argument_spec["path"] = dict(spec.argument_spec["path"], required=False)
+    module = spec.merge(domain_argument_spec()).create_ansible_module(supports_check_mode=True)
     run_operation(module, InfoOperation)
 
 

@@ -101,6 +101,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+image_format:
+  description: V(raw) when the task failed because a file it reads as a qcow2 image is not one (test this, not the message).
+  returned: failure
+  type: str
+  sample: raw
 old_backing:
   description: The backing file name recorded before the task; empty when there was none.
   returned: success
@@ -240,13 +245,18 @@ domain:
       sample: false
 """
 
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import block_job_argument_spec, common_argument_spec, domain_argument_spec
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import run_operation
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.rebase_backends import rebase_operation
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.rebase_state import rebase_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.rebase import rebase_operation
 
 
-def main():
-    module = rebase_argument_spec().create_ansible_module(supports_check_mode=True)
+def main() -> None:
+    spec = common_argument_spec().update(dict(
+        backing_file=dict(type="str", required=True),
+        backing_format=dict(type="str", default="qcow2", choices=["qcow2", "raw"]),
+        mode=dict(type="str", default="safe", choices=["safe", "unsafe"]),
+    )).merge(domain_argument_spec()).merge(block_job_argument_spec())
+    module = spec.create_ansible_module(supports_check_mode=True)
     run_operation(module, rebase_operation)
 
 

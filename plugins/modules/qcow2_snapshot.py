@@ -63,6 +63,8 @@ options:
       - V(reverted) makes the image's current state the snapshot's, discarding what was written since. It reports no
         change when the current state already is the snapshot's (nothing written since it was taken or last reverted
         to). Exactly one snapshot of that name must exist.
+      - Reverting is refused while the image has persistent dirty bitmaps, as qemu refuses it; they could not say what
+        the revert changed. Remove them first (M(backingchain.qcow2.qcow2_bitmap)).
       - With O(type=external) only V(present).
     type: str
     choices: [present, absent, reverted]
@@ -137,6 +139,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+image_format:
+  description: V(raw) when the task failed because a file it reads as a qcow2 image is not one (test this, not the message).
+  returned: failure
+  type: str
+  sample: raw
 snapshots:
   description:
     - The image's internal snapshots after the task (in check mode, before it), as C(qemu-img info) lists them, with
@@ -232,12 +239,25 @@ domain:
       sample: true
 """
 
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec, domain_argument_spec
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.operation import run_operation
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.snapshot_state import SnapshotOperation, snapshot_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.snapshot import SnapshotOperation
 
 
-def main():
-    module = snapshot_argument_spec().create_ansible_module(supports_check_mode=True)
+def main() -> None:
+    spec = common_argument_spec().update(
+        dict(
+            name=dict(type="str"),
+            type=dict(type="str", default="internal", choices=["internal", "external"]),
+            state=dict(type="str", default="present", choices=["present", "absent", "reverted"]),
+            overlay=dict(type="path"),
+            quiesce=dict(type="bool", default=False),
+            metadata=dict(type="bool", default=False),
+        ),
+        required_if=[("type", "internal", ("name",)), ("type", "external", ("overlay",)),
+                     ("quiesce", True, ("domain",)), ("metadata", True, ("domain",))],
+    ).merge(domain_argument_spec())
+    module = spec.create_ansible_module(supports_check_mode=True)
     run_operation(module, SnapshotOperation)
 
 

@@ -114,9 +114,10 @@ def file_states(directory: StrPath) -> dict[str, tuple[int, int]]:
 _RUNNER = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api, fileio
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api, testhooks
 result = getattr(api, sys.argv[2])(**json.loads(sys.argv[3]))
-print(json.dumps({"events": fileio.io_event_count(), "result": result}, default=str))
+result = result._asdict() if hasattr(result, "_asdict") else result  # the engine's records as plain dicts
+print(json.dumps({"events": testhooks.io_event_count(), "result": result}, default=str))
 """
 
 

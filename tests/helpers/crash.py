@@ -28,10 +28,10 @@ _MODULE_RUNNER = """
 import importlib, json, sys
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.modules import harness
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import fileio
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import testhooks
 module = importlib.import_module("ansible_collections.backingchain.qcow2.plugins.modules." + sys.argv[2])
 result = harness.run_module(module, json.loads(sys.argv[3]))
-print(json.dumps({"events": fileio.io_event_count(), "result": result}, default=str))
+print(json.dumps({"events": testhooks.io_event_count(), "result": result}, default=str))
 """
 
 

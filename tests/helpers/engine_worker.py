@@ -24,9 +24,9 @@ import time
 
 
 def _engine():
-    from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api, fileio
+    from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api, testhooks
     from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
-    return api, fileio, open_chain
+    return api, testhooks, open_chain
 
 
 def crash_ops(seed, count, size, cluster_size, snapshots):
@@ -49,7 +49,7 @@ def crash_ops(seed, count, size, cluster_size, snapshots):
 
 
 def _crash_sequence(task):
-    api, fileio, open_chain = _engine()
+    api, testhooks, open_chain = _engine()
     path = task['path']
     log = open(task['log'], 'a')
 
@@ -77,7 +77,7 @@ def _crash_sequence(task):
             note('durable %d' % i)
     chain.close()
     note('durable %d' % (len(ops) - 1))
-    print(fileio.io_event_count())
+    print(testhooks.io_event_count())
 
 
 def _write_and_die(task):
@@ -94,7 +94,7 @@ def _maxrss_mib():
 
 
 def _measure(task):
-    api, _fileio, open_chain = _engine()
+    api, _testhooks, open_chain = _engine()
     path, op = task['path'], task['op']
     before = _maxrss_mib()
     started = time.monotonic()

@@ -68,7 +68,7 @@ def _stopped_cleanly(directory, before, call, names, absent=None):
 def test_commit_runs_out_of_space(full):
     directory, before = full
     result = _stopped_cleanly(directory, before, lambda: api.commit(str(directory / 'top.qcow2')), ['base.qcow2'])
-    assert result['changed'] is True
+    assert result.changed is True
     assert_clean(_images(directory))
     assert same_view(directory / 'base.qcow2', before)
 
@@ -76,7 +76,7 @@ def test_commit_runs_out_of_space(full):
 def test_flatten_runs_out_of_space(full):
     directory, before = full
     result = _stopped_cleanly(directory, before, lambda: api.rebase(str(directory / 'top.qcow2'), ''), ['top.qcow2'])
-    assert result['changed'] is True
+    assert result.changed is True
     assert backing_chain(directory / 'top.qcow2') == [(str(directory / 'top.qcow2'), 'qcow2')]
     assert_clean(_images(directory))
     assert same_view(directory / 'top.qcow2', before)
@@ -87,6 +87,6 @@ def test_convert_runs_out_of_space(full):
     dest = directory / 'flat.qcow2'
     result = _stopped_cleanly(directory, before, lambda: api.convert(str(directory / 'top.qcow2'), str(dest)),
                               ['flat.qcow2'], absent=dest)
-    assert result['changed'] is True
+    assert result.changed is True
     assert_clean([dest])
     assert same_view(dest, before)

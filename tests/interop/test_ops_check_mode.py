@@ -1,4 +1,5 @@
-"""Check mode: dry_run (and plan_commit) predict 'changed' exactly as the real run reports it, and write nothing."""
+"""Check mode: the engine's plans (plan_commit, plan_rebase, plan_convert) predict 'changed' exactly as the real run
+reports it, and write nothing."""
 
 from __future__ import annotations
 
@@ -60,17 +61,13 @@ def test_dry_run_predicts_and_writes_nothing(tmp_path, name, operation):
     qemu_io(other, 'write -P 0x42 1M 5M')
     before = view_of(images / 'top.qcow2', tmp_path)
     kwargs = _kwargs(raw_kwargs, images)
-    fn = getattr(api, op)
+    fn, plan = getattr(api, op), getattr(api, 'plan_' + op)
 
     for round_ in ('first', 'second'):
         untouched = _snapshot(images)
-        predicted = fn(dry_run=True, **kwargs)
+        predicted = plan(**kwargs)._asdict()
         assert _snapshot(images) == untouched, round_
-        if op == 'commit':
-            planned = api.plan_commit(**{k: v for k, v in kwargs.items() if k != 'remove_committed'})
-            assert _snapshot(images) == untouched
-            assert planned['changed'] == predicted['changed'], round_
-        real = fn(**kwargs)
+        real = fn(**kwargs)._asdict()
         assert real['changed'] == predicted['changed'], round_
         for key in ('committed', 'removed', 'header_only', 'old_backing', 'new_backing'):
             if key in predicted:

@@ -69,8 +69,8 @@ def test_commit_active_into_its_backing_file(tmp_path, name):
     result = api.commit(str(ours / top.name))
     qemu_img('commit', '-q', '-f', 'qcow2', theirs / top.name)
 
-    assert result['changed'] is True
-    assert result['committed'] == []
+    assert result.changed is True
+    assert result.committed == []
     assert same_view(ours / top.name, before)
     assert same_view(theirs / top.name, before)
     assert same_view(ours / base.name, theirs / base.name)
@@ -82,7 +82,7 @@ def test_commit_active_into_its_backing_file(tmp_path, name):
     assert_clean([ours / layer.name for layer in layers], fmts)
 
     again = api.commit(str(ours / top.name))
-    assert again['changed'] is False
+    assert again.changed is False
 
 
 def top_size(layers):
@@ -98,9 +98,9 @@ def test_commit_active_into_a_deeper_base(tmp_path, name):
     result = api.commit(str(ours / top.name), base=str(ours / base.name))
     qemu_img('commit', '-q', '-f', 'qcow2', '-b', base.name, top.name, cwd=theirs)
 
-    assert result['changed'] is True
-    assert result['committed'] == [str(ours / mid.name)]
-    assert result['removed'] == []
+    assert result.changed is True
+    assert result.committed == [str(ours / mid.name)]
+    assert result.removed == []
     assert same_view(ours / base.name, theirs / base.name)
     assert same_view(ours / top.name, before)
     assert same_view(theirs / top.name, before)
@@ -113,7 +113,7 @@ def test_commit_active_into_a_deeper_base(tmp_path, name):
     assert_clean([ours / layer.name for layer in layers], fmts)
 
     again = api.commit(str(ours / top.name), base=str(ours / base.name))
-    assert again['changed'] is False
+    assert again.changed is False
 
 
 @pytest.mark.parametrize('name', THREE_DEEP)
@@ -126,8 +126,8 @@ def test_commit_intermediate_layer_repoints_the_image_above(tmp_path, name):
     result = api.commit(str(ours / top.name), top=str(ours / mid.name))
     qemu_img('commit', '-q', '-f', 'qcow2', mid.name, cwd=theirs)
 
-    assert result['changed'] is True
-    assert result['committed'] == [str(ours / mid.name)]
+    assert result.changed is True
+    assert result.committed == [str(ours / mid.name)]
     assert same_view(ours / base.name, theirs / base.name)
     assert same_view(ours / top.name, before)
     assert same_view(theirs / top.name, before)
@@ -138,8 +138,8 @@ def test_commit_intermediate_layer_repoints_the_image_above(tmp_path, name):
     assert_clean([ours / layer.name for layer in layers], fmts)
 
     again = api.commit(str(ours / top.name), top=str(ours / mid.name))
-    assert again['changed'] is False
-    assert 'not in the backing chain' in again['msg']
+    assert again.changed is False
+    assert 'not in the backing chain' in again.msg
 
 
 def test_commit_can_delete_the_layers_that_left_the_chain(tmp_path):
@@ -148,7 +148,7 @@ def test_commit_can_delete_the_layers_that_left_the_chain(tmp_path):
 
     result = api.commit(str(top), base=str(base), remove_committed=True)
 
-    assert result['removed'] == [str(mid)]
+    assert result.removed == [str(mid)]
     assert not mid.exists()
     assert same_view(top, before)
     assert backing_chain(top) == [(str(top), 'qcow2'), (str(base), 'qcow2')]
@@ -161,7 +161,7 @@ def test_commit_intermediate_with_removal_keeps_the_active_image(tmp_path):
 
     result = api.commit(str(top), top=str(mid), remove_committed=True)
 
-    assert result['removed'] == [str(mid)]
+    assert result.removed == [str(mid)]
     assert not mid.exists() and top.exists()
     assert same_view(top, before)
     assert backing_chain(top) == [(str(top), 'qcow2'), (str(base), 'raw')]
@@ -198,13 +198,13 @@ def test_commit_of_an_empty_overlay_larger_than_its_base_grows_the_base(tmp_path
     result = api.commit(str(top))
     qemu_img('commit', '-q', theirs / 'top.qcow2')
 
-    assert plan['changed'] is result['changed'] is True
+    assert plan.changed is result.changed is True
     assert qemu_img_info(mid)['virtual-size'] == qemu_img_info(theirs / 'mid.qcow2')['virtual-size'] == 2 * 1024 * 1024
     qemu_io(mid, 'read -P 1 0 1M', 'read -P 0 1M 1M')
     qemu_io(top, 'read -P 1 0 1M', 'read -P 0 1M 1M')
     assert same_view(mid, theirs / 'mid.qcow2')
     assert_clean([top, mid, base])
-    assert api.commit(str(top))['changed'] is False
+    assert api.commit(str(top)).changed is False
 
 
 def test_commit_of_zeros_into_a_sparse_raw_base_keeps_it_sparse(tmp_path):

@@ -70,7 +70,7 @@ def test_convert_flattens_like_qemu(tmp_path, name):
     result = api.convert(str(top), str(ours))
     qemu_img('convert', '-f', 'qcow2', '-O', 'qcow2', top, theirs)
 
-    assert result['changed'] is True
+    assert result.changed is True
     assert same_view(ours, before)
     assert qemu_compare(ours, theirs, strict=True)  # same size, same content, same allocation
     assert _data_ranges(ours) == _data_ranges(theirs)  # zero ranges stay sparse as qemu leaves them

@@ -174,7 +174,7 @@ def test_crash_at_every_io_event(tmp_path, scenario, record_property):
         assert same_view(work / 'top.qcow2', before), n
         assert backing_chain(work / 'top.qcow2') == expected_chain, n
         assert_clean(_images(work), leaks_ok=True)
-        assert getattr(api, op)(**_kwargs(kwargs, work))['changed'] is False, n
+        assert getattr(api, op)(**_kwargs(kwargs, work)).changed is False, n
     record_property('crash_points', total)
     print('%s: %d crash points, %d left leaks the engine repaired' % (scenario, total, repaired))
 

@@ -80,7 +80,7 @@ def test_commit_of_a_missing_top_is_nothing_to_do(chain):
     """The file a commit with removal deleted: running the task again reports no change, with the reason."""
     unchanged = Unchanged(chain)
     result = api.commit(str(chain / 'top.qcow2'), top=str(chain / 'gone.qcow2'))
-    assert result['changed'] is False and 'does not exist' in result['msg']
+    assert result.changed is False and 'does not exist' in result.msg
     unchanged.check()
 
 
@@ -102,20 +102,17 @@ def test_commit_with_a_base_not_below_the_top(chain, top, base, match):
 ])
 def test_commit_refuses_images_a_running_qemu_holds(chain, held, read_only, top):
     with qemu_io_holding(chain / held, read_only=read_only):
-        for dry_run in (True, False):  # check mode fails the same way
+        for fn in (api.plan_commit, api.commit):  # check mode fails the same way
             _refused(chain, ImageLockedError, r'Failed to get "write" lock\nIs another process using the image',
-                     api.commit, str(chain / 'top.qcow2'), top=str(chain / top) if top else None, dry_run=dry_run)
-        _refused(chain, ImageLockedError, 'Is another process using the image', api.plan_commit, str(chain / 'top.qcow2'),
-                 top=str(chain / top) if top else None)
+                     fn, str(chain / 'top.qcow2'), top=str(chain / top) if top else None)
 
 
 def test_commit_refuses_a_base_another_running_vm_reads(chain):
     """A golden image: a second overlay of base is open in qemu, which forbids writes to base."""
     qemu_img_create(chain / 'vm2.qcow2', backing='base.qcow2', cwd=chain)
     with qemu_io_holding(chain / 'vm2.qcow2'):
-        for dry_run in (True, False):
-            _refused(chain, ImageLockedError, 'base.qcow2', api.commit, str(chain / 'top.qcow2'),
-                     base=str(chain / 'base.qcow2'), dry_run=dry_run)
+        for fn in (api.plan_commit, api.commit):
+            _refused(chain, ImageLockedError, 'base.qcow2', fn, str(chain / 'top.qcow2'), base=str(chain / 'base.qcow2'))
 
 
 def test_commit_refuses_when_the_base_filesystem_is_too_small(small_fs):
@@ -145,18 +142,18 @@ def test_rebase_onto_its_own_overlay(chain, image, onto, unsafe):
 
 def test_safe_rebase_with_its_old_backing_file_missing_suggests_unsafe(chain):
     os.rename(chain / 'mid.qcow2', chain / 'moved.qcow2')
-    _refused(chain, BackingChainError, 'unsafe', api.rebase, str(chain / 'top.qcow2'), 'base.qcow2', 'qcow2', dry_run=True)
+    _refused(chain, BackingChainError, 'unsafe', api.plan_rebase, str(chain / 'top.qcow2'), 'base.qcow2', 'qcow2')
     err = _refused(chain, BackingChainError, 'mid.qcow2', api.rebase, str(chain / 'top.qcow2'), 'base.qcow2', 'qcow2')
     assert 'No such file or directory' in str(err)
     assert 'unsafe' in str(err)
     # the remedy it suggests works: unsafe only rewrites the header
-    assert api.rebase(str(chain / 'top.qcow2'), 'moved.qcow2', 'qcow2', unsafe=True)['changed'] is True
+    assert api.rebase(str(chain / 'top.qcow2'), 'moved.qcow2', 'qcow2', unsafe=True).changed is True
     assert len(backing_chain(chain / 'top.qcow2')) == 3
 
 
 def test_safe_rebase_onto_a_missing_file(chain):
-    _refused(chain, BackingChainError, 'nowhere.qcow2', api.rebase, str(chain / 'top.qcow2'), 'nowhere.qcow2', 'qcow2',
-             dry_run=True)
+    _refused(chain, BackingChainError, 'nowhere.qcow2', api.plan_rebase, str(chain / 'top.qcow2'), 'nowhere.qcow2',
+             'qcow2')
     _refused(chain, BackingChainError, "New backing file '.*nowhere.qcow2' of '.*top.qcow2'.*No such file or directory",
              api.rebase, str(chain / 'top.qcow2'), 'nowhere.qcow2', 'qcow2')
 
@@ -184,9 +181,9 @@ def test_rebase_with_bad_arguments(chain, backing, fmt, exc, match):
 @pytest.mark.parametrize('held,unsafe', [('top.qcow2', False), ('top.qcow2', True), ('other.qcow2', False)])
 def test_rebase_refuses_images_a_running_qemu_holds(chain, held, unsafe):
     with qemu_io_holding(chain / held):
-        for dry_run in (True, False):
-            _refused(chain, ImageLockedError, 'Is another process using the image', api.rebase, str(chain / 'top.qcow2'),
-                     'other.qcow2', 'qcow2', unsafe=unsafe, dry_run=dry_run)
+        for fn in (api.plan_rebase, api.rebase):
+            _refused(chain, ImageLockedError, 'Is another process using the image', fn, str(chain / 'top.qcow2'),
+                     'other.qcow2', 'qcow2', unsafe=unsafe)
 
 
 def test_flatten_refuses_when_the_filesystem_is_too_small(small_fs):
@@ -242,9 +239,8 @@ def test_grow_refuses_an_image_a_running_qemu_holds(chain):
                                         ('nowhere/flat.qcow2', 'The directory of destination .*nowhere/flat.qcow2 does not')])
 def test_convert_to_an_impossible_destination(chain, dest, match):
     (chain / 'adir').mkdir()
-    for dry_run in (True, False):
-        _refused(chain, InvalidArgumentError, match, api.convert, str(chain / 'top.qcow2'), str(chain / dest),
-                 dry_run=dry_run)
+    for fn in (api.plan_convert, api.convert):
+        _refused(chain, InvalidArgumentError, match, fn, str(chain / 'top.qcow2'), str(chain / dest))
 
 
 @pytest.mark.parametrize('backing,fmt,match', [
@@ -252,6 +248,6 @@ def test_convert_to_an_impossible_destination(chain, dest, match):
     ('plain.raw', 'qcow2', 'Backing format mismatch: .*plain.raw is not a qcow2 image'),
 ])
 def test_convert_keeping_a_backing_file_of_the_wrong_format(chain, backing, fmt, match):
-    for dry_run in (True, False):
-        _refused(chain, BackingChainError, match, api.convert, str(chain / 'top.qcow2'), str(chain / 'flat.qcow2'),
-                 backing_file=backing, backing_format=fmt, dry_run=dry_run)
+    for fn in (api.plan_convert, api.convert):
+        _refused(chain, BackingChainError, match, fn, str(chain / 'top.qcow2'), str(chain / 'flat.qcow2'),
+                 backing_file=backing, backing_format=fmt)

@@ -55,7 +55,7 @@ def test_020_commit_alternating_sectors_at_0_and_4g(tmp_path, base_fmt):
     qemu_io(top, *sectors)
     theirs = copy_images(tmp_path, tmp_path / 'qemu')
 
-    assert api.commit(str(top))['changed'] is True
+    assert api.commit(str(top)).changed is True
     qemu_img('commit', '-q', theirs / top.name)
 
     reads = []
@@ -93,7 +93,7 @@ def test_097_commit_into_chains(tmp_path, pass_):
     result = api.commit(str(top), base=str(base) if pass_ == 3 else (str(itmd) if pass_ == 1 else None))
     qemu_img('commit', '-q', *qemu_args, 'top.qcow2', cwd=theirs)
 
-    assert result['changed'] is True
+    assert result.changed is True
     qemu_io(top, 'read -P 1 0 64k', 'read -P 2 64k 64k', 'read -P 3 128k 64k', 'read -P 1 192k 4k')
     assert _owns_nothing(top)
     if pass_ == 3:
@@ -119,7 +119,7 @@ def test_097_intermediate_commit_with_a_deeper_base(tmp_path):
 
     result = api.commit(str(top2), top=str(tmp_path / 'top.qcow2'), base=str(base))
 
-    assert result['committed'] == [str(tmp_path / 'top.qcow2'), str(itmd)]
+    assert result.committed == [str(tmp_path / 'top.qcow2'), str(itmd)]
     assert same_view(top2, before)
     qemu_io(base, 'read -P 1 0 64k', 'read -P 2 64k 64k', 'read -P 3 128k 64k')
     assert backing_chain(top2) == [(str(top2), 'qcow2'), (str(base), 'qcow2')]

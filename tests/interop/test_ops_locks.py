@@ -77,4 +77,4 @@ def test_convert_shares_a_source_a_vm_only_reads(chain, tmp_path, held):
 def test_safe_rebase_shares_the_backing_files_it_only_reads(chain, onto):
     qemu_img('create', '-q', '-f', 'qcow2', chain / 'other.qcow2', '16M')
     with qemu_io_holding(chain / onto, read_only=True), qemu_io_holding(chain / 'mid.qcow2', read_only=True):
-        assert api.rebase(str(chain / 'top.qcow2'), onto, 'qcow2')['changed'] is True
+        assert api.rebase(str(chain / 'top.qcow2'), onto, 'qcow2').changed is True

@@ -55,15 +55,15 @@ def test_safe_rebase_onto_a_deeper_image_of_the_chain(tmp_path, name):
     result = api.rebase(str(ours / top.name), base.name, base.fmt)
     qemu_img('rebase', '-q', '-f', 'qcow2', '-b', base.name, '-F', base.fmt, top.name, cwd=theirs)
 
-    assert result['changed'] is True and result['header_only'] is False
-    assert result['old_backing'] == 'mid.qcow2' and result['new_backing'] == base.name
+    assert result.changed is True and result.header_only is False
+    assert result.old_backing == 'mid.qcow2' and result.new_backing == base.name
     assert same_view(ours / top.name, before)
     assert same_view(theirs / top.name, before)
     assert same_view(ours / top.name, theirs / top.name)
     assert backing_chain(ours / top.name) == [(str(ours / top.name), 'qcow2'), (str(ours / base.name), base.fmt)]
     assert qemu_img_info(ours / top.name)['backing-filename'] == base.name
     assert_clean([ours / layer.name for layer in layers], formats(layers))
-    assert api.rebase(str(ours / top.name), base.name, base.fmt)['changed'] is False
+    assert api.rebase(str(ours / top.name), base.name, base.fmt).changed is False
 
 
 @pytest.mark.parametrize('name', list(STANDARD_CHAINS))
@@ -74,13 +74,13 @@ def test_safe_rebase_onto_an_unrelated_image(tmp_path, name):
     result = api.rebase(str(ours / top.name), 'other.qcow2', 'qcow2')
     qemu_img('rebase', '-q', '-f', 'qcow2', '-b', 'other.qcow2', '-F', 'qcow2', top.name, cwd=theirs)
 
-    assert result['changed'] is True and result['header_only'] is False
-    assert result['bytes_copied'] > 0
+    assert result.changed is True and result.header_only is False
+    assert result.bytes_copied > 0
     assert same_view(ours / top.name, before)
     assert same_view(theirs / top.name, before)
     assert backing_chain(ours / top.name) == [(str(ours / top.name), 'qcow2'), (str(ours / 'other.qcow2'), 'qcow2')]
     assert_clean([ours / layer.name for layer in layers] + [ours / 'other.qcow2'], formats(layers))
-    assert api.rebase(str(ours / top.name), 'other.qcow2', 'qcow2')['changed'] is False
+    assert api.rebase(str(ours / top.name), 'other.qcow2', 'qcow2').changed is False
 
 
 @pytest.mark.parametrize('name', list(STANDARD_CHAINS))
@@ -91,13 +91,13 @@ def test_flatten_in_place(tmp_path, name):
     result = api.rebase(str(ours / top.name), '')
     qemu_img('rebase', '-q', '-f', 'qcow2', '-b', '', top.name, cwd=theirs)
 
-    assert result['changed'] is True and result['new_backing'] == ''
+    assert result.changed is True and result.new_backing == ''
     assert same_view(ours / top.name, before)
     assert same_view(ours / top.name, theirs / top.name)
     assert backing_chain(ours / top.name) == [(str(ours / top.name), 'qcow2')]
     assert qemu_img_info(ours / top.name)['virtual-size'] == TOP_SIZE
     assert_clean([ours / layer.name for layer in layers], formats(layers))
-    assert api.rebase(str(ours / top.name), '')['changed'] is False
+    assert api.rebase(str(ours / top.name), '').changed is False
 
 
 @pytest.mark.parametrize('name', ['c64k-v3', 'raw-base', 'two-deep'])
@@ -110,7 +110,7 @@ def test_unsafe_rebase_changes_only_the_header(tmp_path, name):
     result = api.rebase(str(top), 'other.qcow2', 'qcow2', unsafe=True)
     qemu_img('rebase', '-q', '-u', '-f', 'qcow2', '-b', 'other.qcow2', '-F', 'qcow2', layers[-1].name, cwd=theirs)
 
-    assert result['changed'] is True and result['header_only'] is True and result['bytes_copied'] == 0
+    assert result.changed is True and result.header_only is True and result.bytes_copied == 0
     ours_info, theirs_info = qemu_img_info(top), qemu_img_info(theirs / layers[-1].name)
     for key in ('backing-filename', 'backing-filename-format', 'full-backing-filename'):
         assert ours_info[key].replace(str(ours), '') == theirs_info[key].replace(str(theirs), '')
@@ -118,7 +118,7 @@ def test_unsafe_rebase_changes_only_the_header(tmp_path, name):
     assert os.path.getsize(top) == size_before
     assert same_view(top, theirs / layers[-1].name)
     assert_clean([top])
-    assert api.rebase(str(top), 'other.qcow2', 'qcow2', unsafe=True)['changed'] is False
+    assert api.rebase(str(top), 'other.qcow2', 'qcow2', unsafe=True).changed is False
 
 
 def test_rebase_to_the_same_name_changes_nothing(tmp_path):
@@ -128,7 +128,7 @@ def test_rebase_to_the_same_name_changes_nothing(tmp_path):
 
     result = api.rebase(str(top), 'mid.qcow2', 'qcow2')
 
-    assert result['changed'] is False
+    assert result.changed is False
     assert top.stat().st_mtime_ns == mtime
 
 
@@ -148,7 +148,7 @@ def test_rebase_to_another_name_of_the_same_file_is_header_only(tmp_path, spelli
 
     result = api.rebase(str(top), name, 'qcow2')
 
-    assert result['changed'] is True and result['header_only'] is True and result['bytes_copied'] == 0
+    assert result.changed is True and result.header_only is True and result.bytes_copied == 0
     assert qemu_img_info(top)['backing-filename'] == name
     assert _own_map(top) == data_before
     assert same_view(top, before)
@@ -163,7 +163,7 @@ def test_safe_rebase_of_an_intermediate_layer(tmp_path):
     result = api.rebase(str(ours / 'mid.qcow2'), 'other.qcow2', 'qcow2')
     qemu_img('rebase', '-q', '-f', 'qcow2', '-b', 'other.qcow2', '-F', 'qcow2', 'mid.qcow2', cwd=theirs)
 
-    assert result['changed'] is True
+    assert result.changed is True
     assert same_view(ours / 'mid.qcow2', mid_before)
     assert same_view(ours / 'top.qcow2', before)
     assert same_view(ours / 'mid.qcow2', theirs / 'mid.qcow2')
@@ -204,7 +204,7 @@ def test_in_chain_rebase_copies_only_what_the_dropped_layers_hold(tmp_path):
 
     result = api.rebase(str(top), 'base.qcow2', 'qcow2')
 
-    assert result['bytes_copied'] == 64 * 1024
+    assert result.bytes_copied == 64 * 1024
     assert same_view(top, before)
     assert [(e['start'], e['length']) for e in qemu_img_map(top) if e['depth'] == 0 and e['data']] == [(1024 * 1024, 65536)]
 
@@ -222,12 +222,12 @@ def test_safe_rebase_of_a_standalone_image_keeps_its_zeros_like_qemu(tmp_path):
         qemu_img('convert', '-O', 'qcow2', tmp_path / name, theirs / name)
     before = view_of(img, tmp_path)
 
-    planned = api.rebase(str(img), 'base.qcow2', 'qcow2', dry_run=True)
+    planned = api.plan_rebase(str(img), 'base.qcow2', 'qcow2')
     done = api.rebase(str(img), 'base.qcow2', 'qcow2')
     qemu_img('rebase', '-q', '-b', 'base.qcow2', '-F', 'qcow2', theirs / 'img.qcow2', cwd=theirs)
 
-    assert planned['changed'] and done['changed']
-    assert planned['bytes_copied'] == done['bytes_copied'] == 7 * 1024 * 1024
+    assert planned.changed and done.changed
+    assert planned.bytes_copied == done.bytes_copied == 7 * 1024 * 1024
     assert same_view(img, before) and same_view(img, theirs / 'img.qcow2')
     assert backing_chain(img)[1:] == [(str(base), 'qcow2')]
     assert_clean([img])
@@ -238,7 +238,7 @@ def test_check_mode_predicts_the_bytes_of_an_in_chain_rebase(tmp_path):
     top = ours / layers[-1].name
     base_name = layers[0].name
     base_format = formats(layers)[base_name]
-    planned = api.rebase(str(top), base_name, base_format, dry_run=True)
+    planned = api.plan_rebase(str(top), base_name, base_format)
     done = api.rebase(str(top), base_name, base_format)
-    assert planned['bytes_copied'] == done['bytes_copied'] > 0
+    assert planned.bytes_copied == done.bytes_copied > 0
     assert same_view(top, before)

@@ -32,7 +32,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._live.block_job
     wait_for_job,
 )
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import require_active
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks, require_position, select_disk
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import Disk, domain_disks, require_position, select_disk
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.job_result import (
     OUTCOME_ABORTED,
@@ -41,14 +41,14 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._live.job_resul
     OUTCOME_TIMEOUT,
     job_result,
 )
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import libvirt_error_text, require_libvirt
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.paths import same_file
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import DomainHandle, libvirt_error_text, require_libvirt
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import same_file
 
 JOB = "active commit"
 JOB_TYPE_ACTIVE_COMMIT = 4  # VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT
 
 
-def start_active_commit(dom, target: str, base: str | None = None, bandwidth: int | None = None) -> dict:
+def start_active_commit(dom: DomainHandle, target: str, base: str | None = None, bandwidth: int | None = None) -> dict:
     """Start committing the active image of ``target`` into ``base`` and return a handle for
     finish_active_commit: {'target', 'top', 'base', 'base_depth', 'chain_before', 'started'}.
 
@@ -80,7 +80,7 @@ def start_active_commit(dom, target: str, base: str | None = None, bandwidth: in
             "chain_before": chain_before, "started": started, "adopted": False}
 
 
-def adopt_active_commit(dom, target: str, base: str) -> dict | None:
+def adopt_active_commit(dom: DomainHandle, target: str, base: str) -> dict | None:
     """A handle for finish_active_commit on the active commit into ``base`` that already runs on ``target``
     (left by a caller that went away before the pivot: libvirt keeps such a job going, in sync, un-pivoted).
 
@@ -108,7 +108,7 @@ def adopt_active_commit(dom, target: str, base: str) -> dict | None:
             "chain_before": chain_before, "started": time.monotonic(), "adopted": True}
 
 
-def finish_active_commit(dom, handle: dict, timeout: float | None = None, pivot: bool = True,
+def finish_active_commit(dom: DomainHandle, handle: dict, timeout: float | None = None, pivot: bool = True,
                          poll_interval: float = 0.1) -> dict:
     """Wait for READY (at most ``timeout`` seconds counted from the start), then pivot onto
     base (or, with pivot=False, cancel: base keeps a copy, the guest stays on the overlay).
@@ -123,7 +123,7 @@ def finish_active_commit(dom, handle: dict, timeout: float | None = None, pivot:
     cur, end = waited["cur"], waited["end"]
     extra = {"top": handle["top"], "base": base, "adopted": bool(handle.get("adopted"))}
 
-    def finish(outcome: str, message: str, aborted: bool = False, settled=None) -> dict:
+    def finish(outcome: str, message: str, aborted: bool = False, settled: Disk | None = None) -> dict:
         disk = wait_for_disk(dom, target, settled or (lambda d: d.chain_paths() == chain_before and d.mirror_job is None))
         return job_result(JOB, outcome, started, message, cur, end, aborted=aborted, chain_before=chain_before,
                           chain_after=disk.chain_paths(), **extra)
@@ -161,7 +161,7 @@ def finish_active_commit(dom, handle: dict, timeout: float | None = None, pivot:
                       cur, end, chain_before=chain_before, chain_after=chain_after, **extra)
 
 
-def active_commit(dom, target: str, base: str | None = None, timeout: float | None = None, pivot: bool = True,
+def active_commit(dom: DomainHandle, target: str, base: str | None = None, timeout: float | None = None, pivot: bool = True,
                   bandwidth: int | None = None, poll_interval: float = 0.1) -> dict:
     """start_active_commit + finish_active_commit in one call."""
     handle = start_active_commit(dom, target, base=base, bandwidth=bandwidth)

@@ -14,10 +14,11 @@ XML flag mirrors the job state libvirt checks before it allows a pivot; cur == e
 from __future__ import annotations
 
 import time
+import typing as t
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks, select_disk
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import Disk, domain_disks, select_disk
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import libvirt_error_text, require_libvirt
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import DomainHandle, libvirt_error_text, require_libvirt
 
 JOB_TYPE_NAMES = {0: "unknown", 1: "pull", 2: "copy", 3: "commit", 4: "active commit", 5: "backup"}
 
@@ -26,13 +27,13 @@ WAIT_GONE = "gone"  # the job no longer exists (finished, failed or cancelled)
 WAIT_TIMEOUT = "timeout"
 
 
-def current_job(dom, target: str) -> dict | None:
+def current_job(dom: DomainHandle, target: str) -> dict | None:
     """blockJobInfo of the disk (type, cur, end, bandwidth), or None when it has no job."""
     info = dom.blockJobInfo(target, 0)
     return info or None
 
 
-def describe_job(dom, target: str, info: dict) -> str:
+def describe_job(dom: DomainHandle, target: str, info: dict) -> str:
     """The disk's job for a person: its kind, where a mirror job writes to, whether it is ready, its progress;
     e.g. "active commit of /v/top.qcow2 into /v/base.qcow2, ready to pivot, 8388608/8388608 bytes"."""
     kind = JOB_TYPE_NAMES.get(info.get("type"), "type %s" % info.get("type"))
@@ -45,7 +46,7 @@ def describe_job(dom, target: str, info: dict) -> str:
     return ", ".join(parts)
 
 
-def job_in_the_way(dom, target: str, info: dict, why: str = "") -> LiveError:
+def job_in_the_way(dom: DomainHandle, target: str, info: dict, why: str = "") -> LiveError:
     """LiveError for a block job that keeps a task from starting its own (libvirt allows one per disk): what the
     job is and how to clear it. A mirror job (active commit, copy) never ends on its own."""
     name = dom.name()
@@ -59,19 +60,19 @@ def job_in_the_way(dom, target: str, info: dict, why: str = "") -> LiveError:
                      % (target, name, describe_job(dom, target, info), why, clear), domain=name, disk=target)
 
 
-def ensure_no_job(dom, target: str) -> None:
+def ensure_no_job(dom: DomainHandle, target: str) -> None:
     """Raise LiveError if the disk already has a block job: libvirt allows one per disk."""
     info = current_job(dom, target)
     if info:
         raise job_in_the_way(dom, target, info)
 
 
-def mirror_ready(dom, target: str) -> bool:
+def mirror_ready(dom: DomainHandle, target: str) -> bool:
     """True if libvirt marks the disk's job ready for pivot in the live XML."""
     return select_disk(domain_disks(dom), target=target).mirror_ready
 
 
-def wait_for_job(dom, target: str, deadline: float | None, wait_ready: bool, poll_interval: float = 0.1) -> dict:
+def wait_for_job(dom: DomainHandle, target: str, deadline: float | None, wait_ready: bool, poll_interval: float = 0.1) -> dict:
     """Poll until the job is ready (``wait_ready``) or gone, or until ``deadline`` (time.monotonic()).
 
     Returns {'state': WAIT_READY|WAIT_GONE|WAIT_TIMEOUT, 'cur': int, 'end': int, 'job_type': str}
@@ -95,7 +96,7 @@ def _wait_result(state: str, info: dict) -> dict:
             "job_type": JOB_TYPE_NAMES.get(info.get("type", 0), str(info.get("type")))}
 
 
-def abort_job(dom, target: str) -> None:
+def abort_job(dom: DomainHandle, target: str) -> None:
     """Cancel the disk's job and wait until libvirt has removed it (synchronous abort).
 
     Cancelling leaves the domain on the chain it had before the job; for commit jobs the
@@ -110,13 +111,13 @@ def abort_job(dom, target: str) -> None:
                             % (target, dom.name(), libvirt_error_text(exc)), domain=dom.name(), disk=target)
 
 
-def pivot_job(dom, target: str) -> None:
+def pivot_job(dom: DomainHandle, target: str) -> None:
     """Switch the guest to the job's destination (active commit: the base). Synchronous."""
     libvirt = require_libvirt()
     dom.blockJobAbort(target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
 
 
-def set_job_bandwidth(dom, target: str, bytes_per_second: int) -> None:
+def set_job_bandwidth(dom: DomainHandle, target: str, bytes_per_second: int) -> None:
     """Change the running job's speed limit; 0 removes the limit."""
     libvirt = require_libvirt()
     try:
@@ -126,7 +127,8 @@ def set_job_bandwidth(dom, target: str, bytes_per_second: int) -> None:
                         % (target, dom.name(), libvirt_error_text(exc)), domain=dom.name(), disk=target)
 
 
-def wait_for_disk(dom, target: str, predicate, grace_seconds: float = 5.0, poll_interval: float = 0.05):
+def wait_for_disk(dom: DomainHandle, target: str, predicate: t.Callable[[Disk], bool], grace_seconds: float = 5.0,
+                  poll_interval: float = 0.05) -> Disk:
     """Return the live disk once ``predicate(disk)`` holds, or the last disk seen after the grace period.
 
     blockJobInfo can report "no job" slightly before libvirt has applied the job's end to the

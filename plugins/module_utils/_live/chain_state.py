@@ -10,14 +10,15 @@ in check mode, all read from the live XML (what qemu has open)."""
 
 from __future__ import annotations
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks, select_disk
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import Disk, domain_disks, select_disk
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import DomainHandle
 
 
-def _live_disk(dom, target: str):
+def _live_disk(dom: DomainHandle, target: str) -> Disk:
     return select_disk(domain_disks(dom), target=target, domain=dom.name())
 
 
-def disk_runs_on(dom, target: str, image: str, backing: str | None = None) -> bool:
+def disk_runs_on(dom: DomainHandle, target: str, image: str, backing: str | None = None) -> bool:
     """True if ``image`` is the active image of disk ``target`` and, when ``backing`` is given,
     ``backing`` is its direct backing file. E.g. "is the snapshot overlay already in place?",
     "did the active commit into base already pivot?" (then image=base)."""
@@ -27,13 +28,13 @@ def disk_runs_on(dom, target: str, image: str, backing: str | None = None) -> bo
     return backing is None or disk.position_of(backing) == 1
 
 
-def image_in_chain(dom, target: str, image: str) -> bool:
+def image_in_chain(dom: DomainHandle, target: str, image: str) -> bool:
     """True if ``image`` is anywhere in the live chain of disk ``target`` (e.g. a commit's top
     is gone from the chain once the commit is done)."""
     return _live_disk(dom, target).position_of(image) is not None
 
 
-def backing_of(dom, target: str, image: str) -> str | None:
+def backing_of(dom: DomainHandle, target: str, image: str) -> str | None:
     """Path of the image directly below ``image`` in the live chain of ``target``, or None
     if ``image`` has no backing file or is not in the chain (e.g. "is the pull done?")."""
     disk = _live_disk(dom, target)
@@ -43,6 +44,6 @@ def backing_of(dom, target: str, image: str) -> str | None:
     return disk.images[depth + 1].path
 
 
-def live_chain(dom, target: str) -> list:
+def live_chain(dom: DomainHandle, target: str) -> list:
     """The live chain of ``target`` as paths, active image first."""
     return _live_disk(dom, target).chain_paths()

@@ -18,14 +18,14 @@ import time
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.block_jobs import ensure_no_job
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import require_active
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks, require_position, select_disk
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import Disk, domain_disks, require_position, select_disk
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.job_runner import run_to_completion
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import require_libvirt
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import DomainHandle, require_libvirt
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.relative_backing import start_keeping_relative
 
 
-def intermediate_commit(dom, target: str, top: str, base: str | None = None, timeout: float | None = None,
+def intermediate_commit(dom: DomainHandle, target: str, top: str, base: str | None = None, timeout: float | None = None,
                         bandwidth: int | None = None, relative: bool | None = None, poll_interval: float = 0.1) -> dict:
     """Commit backing image ``top`` (not the active image) into ``base`` and wait for the end.
 
@@ -62,7 +62,7 @@ def intermediate_commit(dom, target: str, top: str, base: str | None = None, tim
     # Done when top and everything between it and base left the chain and base sits where top was.
     removed = chain_before[top_depth:base_depth]
 
-    def is_done(live_disk) -> bool:
+    def is_done(live_disk: Disk) -> bool:
         return live_disk.position_of(base_path) == top_depth and all(live_disk.position_of(p) is None for p in removed)
 
     message = ("committed %s into %s on disk %s of domain '%s'; %s no longer represent%s a point in time"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import (
+    Connection,
+    DomainHandle,
     libvirt_error_code,
     libvirt_error_text,
     require_libvirt,
@@ -34,11 +36,11 @@ _STATE_NAMES = {
 }
 
 
-def _ignore_libvirt_error(_context, _error):
+def _ignore_libvirt_error(_context: object, _error: object) -> None:
     """libvirt prints every error to stderr unless a handler is set; we report errors ourselves."""
 
 
-def connect(uri: str = DEFAULT_URI):
+def connect(uri: str = DEFAULT_URI) -> Connection:
     """Open a read-write libvirt connection to ``uri``; raise LiveError if libvirtd does not answer."""
     libvirt = require_libvirt()
     libvirt.registerErrorHandler(_ignore_libvirt_error, None)
@@ -51,7 +53,7 @@ def connect(uri: str = DEFAULT_URI):
     return conn
 
 
-def lookup_domain(conn, name: str):
+def lookup_domain(conn: Connection, name: str) -> DomainHandle:
     """The virDomain called ``name``; LiveError if no such domain is defined or running."""
     libvirt = require_libvirt()
     try:
@@ -62,13 +64,13 @@ def lookup_domain(conn, name: str):
         raise LiveError("cannot look up domain '%s': %s" % (name, libvirt_error_text(exc)), domain=name)
 
 
-def domain_state_name(dom) -> str:
+def domain_state_name(dom: DomainHandle) -> str:
     """libvirt's precise state word for messages: running, paused, shut off, crashed, ..."""
     state, _reason = dom.state()
     return _STATE_NAMES.get(state, "unknown state %d" % state)
 
 
-def domain_state(dom) -> str:
+def domain_state(dom: DomainHandle) -> str:
     """Coarse state deciding which path applies: STATE_RUNNING (qemu has the images open and
     is executing), STATE_SHUT_OFF (no qemu: offline engine + inactive XML update) or
     STATE_OTHER (paused, crashed, ...: qemu may still hold the images; refuse or ask the user)."""
@@ -80,7 +82,7 @@ def domain_state(dom) -> str:
     return STATE_OTHER
 
 
-def require_active(dom, action: str) -> None:
+def require_active(dom: DomainHandle, action: str) -> None:
     """Raise LiveError unless a qemu process runs the domain (running or paused): block jobs need it."""
     if not dom.isActive():
         raise LiveError("cannot %s: domain '%s' is %s, so no qemu holds its images; change them offline instead"

@@ -18,8 +18,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import require_libvirt
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.paths import same_file
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import DomainHandle, require_libvirt
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import position_of, same_file
 
 
 @dataclass
@@ -67,10 +67,7 @@ class Disk:
 
     def position_of(self, path: str) -> int | None:
         """Depth of ``path`` in the chain (0 = active image), or None if it is not in it."""
-        for depth, image in enumerate(self.images):
-            if same_file(image.path, path):
-                return depth
-        return None
+        return position_of(self.chain_paths(), path)
 
     def job_spec(self, depth: int) -> str:
         """How block job APIs name the image at ``depth``: "vda[3]" when libvirt gave an index
@@ -166,7 +163,7 @@ def parse_disks(domain_xml: str) -> list[Disk]:
     return disks
 
 
-def domain_disks(dom, inactive: bool = False) -> list[Disk]:
+def domain_disks(dom: DomainHandle, inactive: bool = False) -> list[Disk]:
     """The disks of a domain: the live definition (what qemu runs, full chains) or, with
     ``inactive=True``, the persistent one used at next start."""
     libvirt = require_libvirt()

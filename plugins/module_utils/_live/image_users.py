@@ -10,12 +10,13 @@ them), and on request also the shut-off ones whose disks will open it at their n
 
 from __future__ import annotations
 
+import typing as t
 from dataclasses import dataclass
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import domain_state_name
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import require_libvirt
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.paths import same_file
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import Disk, domain_disks
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import Connection, require_libvirt
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import same_file
 
 
 @dataclass
@@ -33,7 +34,8 @@ class ImageUse:
         return "active image" if self.depth == 0 else "backing image"
 
 
-def find_image_users(conn, image: str, include_shut_off: bool = False, chain_of=None) -> list[ImageUse]:
+def find_image_users(conn: Connection, image: str, include_shut_off: bool = False,
+                     chain_of: t.Callable[[Disk], list[str | None]] | None = None) -> list[ImageUse]:
     """Every disk of every active (running or paused) domain that has ``image`` anywhere in its chain,
     compared by device+inode so any spelling of the path matches.
 

@@ -22,8 +22,8 @@ import os
 import xml.etree.ElementTree as ET
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import libvirt_error_text, require_libvirt
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.paths import same_file
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import Connection, DomainHandle, libvirt_error_text, require_libvirt
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import same_file
 
 
 def _parse_keeping_prefixes(domain_xml: str) -> ET.Element:
@@ -88,7 +88,7 @@ def rewrite_disk_source(domain_xml: str, target: str, image: str, image_format: 
     return ET.tostring(root, encoding="unicode"), before, disk_source_state(disk)
 
 
-def inactive_disk_matches(dom, target: str, image: str, image_format: str = "qcow2") -> bool:
+def inactive_disk_matches(dom: DomainHandle, target: str, image: str, image_format: str = "qcow2") -> bool:
     """True if the persistent definition already points ``target`` at ``image`` with that format
     and lets libvirt detect the chain (no <backingStore>): what update_inactive_disk would produce."""
     libvirt = require_libvirt()
@@ -96,7 +96,7 @@ def inactive_disk_matches(dom, target: str, image: str, image_format: str = "qco
     return not _needs_change(disk_source_state(_find_disk(root, target)), image, image_format)
 
 
-def update_inactive_disk(conn, dom, target: str, image: str, image_format: str = "qcow2", check_mode: bool = False) -> dict:
+def update_inactive_disk(conn: Connection, dom: DomainHandle, target: str, image: str, image_format: str = "qcow2", check_mode: bool = False) -> dict:
     """Redefine a shut-off persistent domain so disk ``target`` starts on ``image``.
 
     Returns {'changed', 'before', 'after'} (each {'source', 'format', 'backing_store_in_xml'}),

@@ -9,21 +9,26 @@
 
 from __future__ import annotations
 
+import typing as t
+
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.block_jobs import (
     WAIT_TIMEOUT,
     abort_job,
     wait_for_disk,
     wait_for_job,
 )
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import Disk
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.job_result import (
     OUTCOME_COMPLETED,
     OUTCOME_FAILED,
     OUTCOME_TIMEOUT,
     job_result,
 )
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import DomainHandle
 
 
-def run_to_completion(dom, target: str, job: str, started: float, chain_before: list, is_done,
+def run_to_completion(dom: DomainHandle, target: str, job: str, started: float, chain_before: list,
+                      is_done: t.Callable[[Disk], bool],
                       timeout: float | None, poll_interval: float, done_message: str, **extra: object) -> dict:
     """Wait for the job on ``target`` to disappear, then check ``is_done(disk)`` on the live chain.
 
@@ -37,7 +42,7 @@ def run_to_completion(dom, target: str, job: str, started: float, chain_before: 
     if aborted:
         abort_job(dom, target)
 
-    def settled(disk) -> bool:
+    def settled(disk: Disk) -> bool:
         return is_done(disk) or (aborted and disk.chain_paths() == chain_before)
 
     disk = wait_for_disk(dom, target, settled)

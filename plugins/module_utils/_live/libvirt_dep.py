@@ -7,13 +7,16 @@
 
 """Guarded import of libvirt-python.
 
-Modules do ``if not HAS_LIBVIRT: module.fail_json(msg=missing_required_lib("libvirt-python"),
-exception=LIBVIRT_IMPORT_ERROR)``; the helpers here raise LiveError instead when called without it.
+Whatever needs libvirt calls require_libvirt(), which raises LiveError naming the library (``library``
+and ``import_error`` in its details) when it is not installed; the modules report that, like any missing
+library, with missing_required_lib().
 """
 
 from __future__ import annotations
 
 import traceback
+import types
+import typing as t
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
 
@@ -27,12 +30,16 @@ else:
     HAS_LIBVIRT = True
     LIBVIRT_IMPORT_ERROR = None
 
+# libvirt-python has no type hints: its handles are annotated by what they are, as Any.
+Connection = t.Any  # libvirt.virConnect
+DomainHandle = t.Any  # libvirt.virDomain
 
-def require_libvirt():
+
+def require_libvirt() -> types.ModuleType:
     """Return the libvirt module, or raise LiveError naming the missing library."""
     if libvirt is None:
         raise LiveError("the Python library libvirt-python is required on the target host for operations on running domains",
-                        import_error=LIBVIRT_IMPORT_ERROR)
+                        library="libvirt-python", import_error=LIBVIRT_IMPORT_ERROR)
     return libvirt
 
 

@@ -18,17 +18,17 @@ import time
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.block_jobs import ensure_no_job
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import require_active
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks, require_position, select_disk
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import Disk, domain_disks, require_position, select_disk
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.job_result import OUTCOME_UNCHANGED, job_result
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.job_runner import run_to_completion
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import require_libvirt
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import DomainHandle, require_libvirt
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.relative_backing import start_keeping_relative
 
 JOB = "pull"
 
 
-def block_pull(dom, target: str, base: str | None = None, timeout: float | None = None, bandwidth: int | None = None,
+def block_pull(dom: DomainHandle, target: str, base: str | None = None, timeout: float | None = None, bandwidth: int | None = None,
                relative: bool | None = None, poll_interval: float = 0.1) -> dict:
     """Pull everything above ``base`` into the active image of ``target`` (base None: all of it).
 
@@ -63,7 +63,7 @@ def block_pull(dom, target: str, base: str | None = None, timeout: float | None 
     used_relative = start_keeping_relative(start, libvirt.VIR_DOMAIN_BLOCK_REBASE_RELATIVE, relative if base else False, what)
     pulled = chain_before[1:base_depth]
 
-    def is_done(live_disk) -> bool:
+    def is_done(live_disk: Disk) -> bool:
         below = live_disk.images[1].path if len(live_disk.images) > 1 else None
         return live_disk.position_of(chain_before[0]) == 0 and (
             below is None if base_path is None else live_disk.position_of(base_path) == 1)

@@ -19,6 +19,8 @@ directories), absolute ones (e.g. made by libvirt snapshots) stay absolute.
 from __future__ import annotations
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
+import typing as t
+
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import (
     libvirt_error_code,
     libvirt_error_text,
@@ -26,7 +28,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_d
 )
 
 
-def start_keeping_relative(start, relative_flag: int, relative: bool | None, what: str) -> bool:
+def start_keeping_relative(start: t.Callable[[int], None], relative_flag: int, relative: bool | None, what: str) -> bool:
     """Call ``start(extra_flags)`` and return whether the relative flag was used.
 
     relative: True requires a relative link (LiveError if libvirt refuses), False writes an
@@ -47,7 +49,7 @@ def start_keeping_relative(start, relative_flag: int, relative: bool | None, wha
         raise LiveError("cannot start %s: %s" % (what, libvirt_error_text(exc)))
 
 
-def _start_or_raise(start, flags: int, what: str) -> None:
+def _start_or_raise(start: t.Callable[[int], None], flags: int, what: str) -> None:
     libvirt = require_libvirt()
     try:
         start(flags)

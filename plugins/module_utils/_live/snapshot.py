@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import os
 import time
+import types
 import xml.etree.ElementTree as ET
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import require_active
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks, select_disk
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import Disk, domain_disks, select_disk
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import (
+    DomainHandle,
     libvirt_error_code,
     libvirt_error_text,
     require_libvirt,
@@ -51,13 +53,13 @@ def snapshot_xml(overlays: dict[str, str], all_targets: list[str], name: str | N
     return ET.tostring(root, encoding="unicode")
 
 
-def _agent_error_codes(libvirt) -> set:
+def _agent_error_codes(libvirt: types.ModuleType) -> set:
     names = ("VIR_ERR_AGENT_UNRESPONSIVE", "VIR_ERR_AGENT_UNSYNCED", "VIR_ERR_AGENT_COMMAND_TIMEOUT",
              "VIR_ERR_AGENT_COMMAND_FAILED")
     return set(getattr(libvirt, name) for name in names if hasattr(libvirt, name))
 
 
-def _is_agent_failure(libvirt, exc) -> bool:
+def _is_agent_failure(libvirt: types.ModuleType, exc: BaseException) -> bool:
     """libvirt 9.0 says "argument unsupported: QEMU guest agent is not configured" without an
     agent channel, and VIR_ERR_AGENT_UNRESPONSIVE when the channel exists but nothing answers."""
     code = libvirt_error_code(exc)
@@ -72,7 +74,7 @@ def agent_not_answering(domain: str, reason: str, **details: object) -> LiveErro
                      domain=domain, **details)
 
 
-def guest_agent_state(dom) -> str | None:
+def guest_agent_state(dom: DomainHandle) -> str | None:
     """The live XML's state of the guest agent channel: 'connected', 'disconnected', 'unknown' (no
     state reported), or None without a channel. libvirt follows the virtio-serial port, so
     'connected' means an agent in the guest opened it."""
@@ -83,7 +85,7 @@ def guest_agent_state(dom) -> str | None:
     return None
 
 
-def _check_request(disks, overlays: dict[str, str], domain: str) -> None:
+def _check_request(disks: list[Disk], overlays: dict[str, str], domain: str) -> None:
     if not overlays:
         raise LiveError("no overlay requested: give at least one disk target and overlay path")
     for target, path in overlays.items():
@@ -99,7 +101,7 @@ def _check_request(disks, overlays: dict[str, str], domain: str) -> None:
             raise LiveError("disk %s of domain '%s' has no local image to put an overlay on" % (target, domain), disk=target)
 
 
-def create_disk_only_snapshot(dom, overlays: dict[str, str], name: str | None = None, metadata: bool = False,
+def create_disk_only_snapshot(dom: DomainHandle, overlays: dict[str, str], name: str | None = None, metadata: bool = False,
                               quiesce: bool = False, description: str | None = None) -> dict:
     """Atomically put a new qcow2 overlay on top of each given disk of a running domain.
 

@@ -7,12 +7,12 @@
 
 from __future__ import annotations
 
+import typing as t
+
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import FormatError
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.image import probe_is_qcow2
 
 
-def underscore_keys(value):
+def underscore_keys(value: t.Any) -> t.Any:
     """qemu's JSON with every dict key's - turned into _ (Ansible variables cannot hold -); values unchanged."""
     if isinstance(value, dict):
         return dict((key.replace("-", "_"), underscore_keys(item)) for key, item in value.items())
@@ -21,32 +21,21 @@ def underscore_keys(value):
     return value
 
 
-def require_qcow2(path):
-    """FormatError unless path is a qcow2 image (a missing file gets the engine's 'No such file' error)."""
-    if not probe_is_qcow2(path):
-        raise FormatError("%s is not a qcow2 image" % path, path)
-
-
-def read_chain(path, policy, backing_chain=True):
+def read_chain(path: str, policy: api.ChainPolicy, backing_chain: bool = True) -> list[dict]:
     """qemu-img info [--backing-chain] of a qcow2 image, top first.
 
     Opened with force_share: reading a header while a VM runs on the image is safe and lets a task that
     changes nothing succeed on an image in use; every write takes the locks and fails then.
     """
-    require_qcow2(path)
+    api.require_qcow2(path)
     return api.image_info(path, backing_chain=backing_chain, force_share=True, policy=policy)
 
 
-def chain_entry(info):
-    """One image of a chain as diffs show it."""
-    return {
-        "filename": info["filename"],
-        "format": info["format"],
-        "virtual_size": info["virtual-size"],
-        "backing_filename": info.get("backing-filename"),
-        "backing_format": info.get("backing-filename-format"),
-    }
+def chain_entry(info: dict) -> dict:
+    """One image of a chain as diffs show it, from its qemu-img info dict."""
+    return dict(api.chain_entry(info)._asdict())
 
 
-def describe_chain(infos):
-    return [chain_entry(info) for info in infos]
+def describe_chain(chain: t.Iterable[dict | api.ChainEntry]) -> list[dict]:
+    """A chain as diffs show it, from qemu-img info dicts or the engine's ChainEntry records."""
+    return [dict(entry._asdict()) if isinstance(entry, tuple) else chain_entry(entry) for entry in chain]

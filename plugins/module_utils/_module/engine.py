@@ -3,33 +3,41 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""The bridge from AnsibleModule to the engine: its dependency, its chain policy, its errors."""
+"""The bridge from AnsibleModule to the engine and the live layer: dependencies, chain policy, errors.
+
+Every error a user can cause ends in fail_json, never a traceback. A missing Python library, whichever
+layer needs it, is reported one way: missing_required_lib() with the import's traceback.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import typing as t
 
-from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import connect
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import deps
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import ChainPolicy
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import MissingDependencyError, Qcow2Error
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.image_users import find_image_users, in_use_message
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import require_libvirt
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
 
-def require_engine(module):
+def require_engine(module: AnsibleModule) -> None:
     """Fail the way Ansible expects when construct (the engine's header parser) is not installed."""
-    if not deps.HAS_CONSTRUCT:
-        module.fail_json(msg=missing_required_lib("construct"), exception=deps.CONSTRUCT_IMPORT_ERROR)
+    try:
+        api.require_construct()
+    except api.MissingDependencyError as err:
+        module.fail_json(msg=missing_required_lib(err.library), exception=err.import_error)
 
 
-def chain_policy(params):
+def chain_policy(params: dict) -> api.ChainPolicy:
     """The ChainPolicy the options allowed_backing_dirs and allow_data_file ask for (empty list: no limit)."""
-    return ChainPolicy(allowed_backing_dirs=params.get("allowed_backing_dirs") or None,
-                       allow_data_file=bool(params.get("allow_data_file")))
+    return api.ChainPolicy(allowed_backing_dirs=params.get("allowed_backing_dirs") or None,
+                           allow_data_file=bool(params.get("allow_data_file")))
 
 
-def os_error_message(err):
+def os_error_message(err: OSError) -> str:
     """An OSError as '<what failed> <file>: <reason>' for a person to act on."""
     reason = err.strerror or str(err)
     if err.filename is not None:
@@ -37,17 +45,70 @@ def os_error_message(err):
     return reason
 
 
+def missing_library(err: Exception) -> tuple[str, str | None] | None:
+    """(library, the import's traceback) when err says a Python library is missing, else None. The engine
+    raises MissingDependencyError, the live layer a LiveError naming the library."""
+    if isinstance(err, api.MissingDependencyError):
+        return err.library, err.import_error
+    if isinstance(err, LiveError) and "library" in err.details:
+        return t.cast(str, err.details["library"]), t.cast("str | None", err.details.get("import_error"))
+    return None
+
+
 @contextlib.contextmanager
-def engine_errors(module):
+def engine_errors(module: AnsibleModule) -> t.Iterator[None]:
     """Turn every error a user can cause into fail_json: never a traceback."""
     try:
         yield
-    except MissingDependencyError as err:
-        module.fail_json(msg=missing_required_lib(err.library), exception=err.import_error)
-    except Qcow2Error as err:
-        module.fail_json(msg=str(err))
-    except LiveError as err:
-        # A block job that failed or timed out reports its progress and what was done about it.
-        module.fail_json(msg=str(err), **dict((key, err.details[key]) for key in ("job",) if key in err.details))
+    except (api.Qcow2Error, LiveError) as err:
+        missing = missing_library(err)
+        if missing is not None:
+            module.fail_json(msg=missing_required_lib(missing[0]), exception=missing[1])
+        elif isinstance(err, api.NotQcow2Error):
+            # The format found, for a playbook to test instead of the message's wording.
+            module.fail_json(msg=str(err), image_format=err.image_format)
+        elif isinstance(err, LiveError):
+            # A block job that failed or timed out reports its progress and what was done about it.
+            module.fail_json(msg=str(err), **dict((key, err.details[key]) for key in ("job",) if key in err.details))
+        else:
+            module.fail_json(msg=str(err))
     except OSError as err:
         module.fail_json(msg=os_error_message(err))
+
+
+def lock_holders(path: str | None, uri: str) -> str | None:
+    """in_use_message for path when libvirt at uri answers, else None (qemu's message has to do)."""
+    if not path:
+        return None
+    try:
+        libvirt = require_libvirt()
+        conn = connect(uri)
+    except LiveError:
+        return None
+    try:
+        return in_use_message(path, find_image_users(conn, path))
+    except libvirt.libvirtError:
+        return None
+    finally:
+        conn.close()
+
+
+def could_pass_domain(params: dict) -> bool:
+    """The task accepts ``domain`` to change a domain's chain and did not set it. Internal snapshots cannot go
+    through a domain; qcow2_info (the module with force_share) only reads, and its domain would not lift a lock."""
+    return "domain" in params and not params["domain"] and params.get("type") != "internal" and "force_share" not in params
+
+
+@contextlib.contextmanager
+def naming_lock_holders(params: dict) -> t.Iterator[None]:
+    """Re-raise ImageLockedError with the domains using the image when the task could have passed
+    ``domain``; qemu's own message stays first."""
+    try:
+        yield
+    except api.ImageLockedError as err:
+        if not could_pass_domain(params):
+            raise
+        holders = lock_holders(err.path, params.get("uri"))
+        if not holders:
+            raise
+        raise api.ImageLockedError("%s\n%s" % (err, holders), err.path) from None

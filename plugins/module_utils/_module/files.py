@@ -3,70 +3,34 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""File-level helpers: identity, build-beside-then-rename, and holding qemu's write lock around a change."""
+"""Files a task names: building an image beside its path, and the backing file the task names (resolved as
+qemu resolves it, checked against the policy and its format)."""
 
 from __future__ import annotations
 
 import binascii
-import contextlib
 import os
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import locking
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import resolve_backing_path
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import ImageLockedError, InvalidArgumentError
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
 
-def file_identity(path):
-    """(device, inode) of the file path names, following symlinks; None if it does not exist."""
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-def same_file(first, second):
-    """True when both paths exist and name the same file (any spelling, links included)."""
-    ident = file_identity(first)
-    return ident is not None and ident == file_identity(second)
-
-
-def backing_is(image_path, stored_name, wanted):
+def backing_is(image_path: str, stored_name: str | None, wanted: str) -> bool:
     """Does a backing name stored in image_path's header name the file ``wanted`` (relative to image_path)?"""
     if stored_name is None:
         return False
     if stored_name == wanted:
         return True
-    return same_file(resolve_backing_path(image_path, stored_name), resolve_backing_path(image_path, wanted))
+    return api.same_file(api.resolve_backing_path(image_path, stored_name), api.resolve_backing_path(image_path, wanted))
 
 
-def require_parent_directory(path):
+def require_parent_directory(path: str) -> None:
     """A clear error instead of the engine's 'No such file' when the image's directory is missing."""
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
-        raise InvalidArgumentError("Cannot create %s: directory %s does not exist" % (path, parent), path)
+        raise api.InvalidArgumentError("Cannot create %s: directory %s does not exist" % (path, parent), path)
 
 
-def remove_stale_temporaries(path):
-    """Delete what an interrupted earlier build of path left beside it: the module's .NAME.TOKEN.tmp and the
-    engine's ..NAME.TOKEN.tmp.XXXXXX.tmp inside that, unless a live run still holds one locked."""
-    directory, name = os.path.split(os.path.abspath(path))
-    try:
-        entries = os.listdir(directory)
-    except OSError:
-        return
-    for entry in entries:
-        if not entry.endswith(".tmp") or not (entry.startswith("." + name + ".") or entry.startswith(".." + name + ".")):
-            continue
-        stale = os.path.join(directory, entry)
-        try:
-            if os.path.isfile(stale) and not os.path.islink(stale) and locking.holders_conflict(stale, True) is None:
-                os.unlink(stale)
-        except OSError:
-            continue
-
-
-def temp_path_beside(path):
+def temp_path_beside(path: str) -> str:
     """A fresh hidden name in path's directory: an image built there is renamed over path without copying,
     and a relative backing name resolves the same for both."""
     directory, name = os.path.split(os.path.abspath(path))
@@ -74,27 +38,23 @@ def temp_path_beside(path):
     return os.path.join(directory, ".%s.%s.tmp" % (name, token))
 
 
-@contextlib.contextmanager
-def locked(path, write=True):
-    """Hold qemu's writer (or reader) lock on path for a change made around the engine's own opens.
-
-    ImageLockedError with qemu's message when a VM has the image open in a conflicting way. A reader lock
-    still lets other readers in but keeps writers (a VM starting on the image) out.
-    """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        locking.acquire(fd, path, write)
-        try:
-            yield
-        finally:
-            locking.release(fd)
-    finally:
-        os.close(fd)
+def check_backing_format(image_path: str, resolved: str, fmt: str) -> None:
+    """Refuse a backing format that does not match the file: qcow2 metadata exposed to a guest as raw data,
+    or a raw file parsed as qcow2, are both mistakes (and the first a security hole)."""
+    is_qcow2 = api.is_qcow2(resolved)
+    if fmt == "raw" and is_qcow2:
+        raise api.BackingChainError("Backing file %s of %s is a qcow2 image, but backing_format is raw; set "
+                                    "backing_format: qcow2" % (resolved, image_path), image_path)
+    if fmt == "qcow2" and not is_qcow2:
+        raise api.BackingChainError("Backing file %s of %s is not a qcow2 image, but backing_format is qcow2; set "
+                                    "backing_format: raw if it is a raw image" % (resolved, image_path), image_path)
 
 
-def refuse_if_locked(path, write=True):
-    """ImageLockedError with qemu's message if another process holds path in a way a writer (or reader)
-    conflicts with; planning uses it so that check mode fails where the real run would."""
-    conflict = locking.holders_conflict(path, write)
-    if conflict:
-        raise ImageLockedError(conflict, path)
+def backing_chain_info(image_path: str, name: str, fmt: str, policy: api.ChainPolicy) -> list[dict]:
+    """qemu-img info --backing-chain of the backing file ``name`` would have as image_path's backing file."""
+    resolved = api.check_backing_reference(name, image_path, policy)
+    if not os.path.exists(resolved):
+        raise api.BackingChainError("Could not open backing file '%s' of '%s': No such file or directory"
+                                    % (resolved, image_path), image_path)
+    check_backing_format(image_path, resolved, fmt)
+    return api.image_info(resolved, backing_chain=True, policy=policy)

@@ -6,44 +6,54 @@
 """The shape every module shares: plan (read only, decides changed and the diff), apply (writes), result.
 
 Check mode runs plan alone, so whatever plan predicts is what the real run then does: a difference
-between the two can only come from apply, which must do exactly what plan decided.
+between the two can only come from apply, which must do exactly what plan decided. The engine's plan
+(api.plan_*) is what plan shows; apply hands it back to the engine instead of planning again.
 """
 
 from __future__ import annotations
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.engine import chain_policy, engine_errors, require_engine
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.lock_holders import naming_lock_holders
+import typing as t
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.engine import (
+    chain_policy,
+    engine_errors,
+    naming_lock_holders,
+    require_engine,
+)
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
 
 class Operation:
     """One module run. Subclasses fill plan(), apply() and extra results."""
 
-    def __init__(self, module):
+    def __init__(self, module: AnsibleModule, policy: api.ChainPolicy | None = None) -> None:
         self.module = module
         self.params = module.params
-        self.path = module.params["path"]
-        self.policy = chain_policy(module.params)
-        self.check_mode = module.check_mode
+        self.path: str = module.params["path"]
+        self.policy = policy or chain_policy(module.params)
+        self.check_mode: bool = module.check_mode
         self.changed = False
-        self.diff_before = {}
-        self.diff_after = {}
+        self.diff_before: dict = {}
+        self.diff_after: dict = {}
 
-    def plan(self):
+    def plan(self) -> None:
         """Read the current state, decide self.changed and the diff; raise Qcow2Error on what cannot be done."""
         raise NotImplementedError
 
-    def apply(self):
+    def apply(self) -> None:
         """Make the planned change. Called only when plan() decided changed and not in check mode."""
         raise NotImplementedError
 
-    def results(self):
+    def results(self) -> dict:
         """Module-specific return values."""
         return {}
 
-    def finish(self):
+    def finish(self) -> None:
         """Called after apply (or instead of it); may add changes that need the final file (attributes)."""
 
-    def dump(self):
+    def dump(self) -> dict:
         result = dict(changed=self.changed)
         result.update(self.results())
         if self.module._diff:
@@ -51,7 +61,10 @@ class Operation:
         return result
 
 
-def run_operation(module, operation_class):
+OperationFactory = t.Callable[[AnsibleModule], Operation]
+
+
+def run_operation(module: AnsibleModule, operation_class: OperationFactory) -> None:
     """Plan, apply unless check mode, exit; every engine error ends in fail_json.
 
     operation_class may be a function of the module choosing the class (offline, live, shut-off domain).
@@ -65,3 +78,14 @@ def run_operation(module, operation_class):
         operation.finish()
         result = operation.dump()
     module.exit_json(**result)
+
+
+def operation_for(module: AnsibleModule, offline: t.Callable[..., t.Any], live: t.Callable[..., t.Any],
+                  shut_off: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+    """Which operation does the task: offline(module, *args) without ``domain``; with it, live(module, *args, domain)
+    while qemu runs the domain, else shut_off(module, *args, domain) (the engine plus the domain's definition)."""
+    if not module.params.get("domain"):
+        return offline(module, *args)
+    from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain import Domain
+    domain = Domain(module.params, chain_policy(module.params))
+    return (live if domain.running else shut_off)(module, *args, domain)

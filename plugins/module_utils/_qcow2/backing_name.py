@@ -8,18 +8,22 @@
 from __future__ import annotations
 
 import os
+import typing
 
 from .errors import FormatError
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .image import Qcow2Image
 
-def name_for(overlay_path, target_path, like_name):
+
+def name_for(overlay_path: str, target_path: str, like_name: str | None) -> str:
     """The backing name to store: relative to the overlay's directory if the name it replaces was relative."""
     if like_name and not os.path.isabs(like_name):
         return os.path.relpath(os.path.abspath(target_path), os.path.dirname(os.path.abspath(overlay_path)))
     return os.path.abspath(target_path)
 
 
-def set_backing(img, name, fmt):
+def set_backing(img: Qcow2Image, name: str | None, fmt: str | None) -> None:
     """Point a writable qcow2 image at another backing file (None/"" = none); one header write."""
     hdr = img.header.copy()
     hdr.backing_file = name or None
@@ -30,11 +34,3 @@ def set_backing(img, name, fmt):
         raise FormatError("Cannot record backing file %r in %s: %s" % (name, img.path, exc), img.path, exc.field) from None
     img.header = hdr
     img.rewrite_header()
-
-
-def same_file(a, b):
-    try:
-        sa, sb = os.stat(a), os.stat(b)
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)

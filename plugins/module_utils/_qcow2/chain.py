@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import resource
+import typing
 
 from . import constants as C
 from .errors import BackingChainError, FormatError, Qcow2Error, UnsafeBackingError, UnsupportedError
@@ -20,11 +21,13 @@ from . import locking
 from .image import Qcow2Image, probe_is_qcow2
 from .raw import RawImage
 
+Image = typing.Union[Qcow2Image, RawImage]  # an open image of a chain: qcow2, or raw (a base)
+
 
 class ChainPolicy:
     """What backing references an operation accepts."""
 
-    def __init__(self, allowed_backing_dirs=None, allow_data_file=False, max_depth=C.MAX_CHAIN_DEPTH):
+    def __init__(self, allowed_backing_dirs: list[str] | None = None, allow_data_file: bool = False, max_depth: int = C.MAX_CHAIN_DEPTH) -> None:
         self.allowed_backing_dirs = [os.path.realpath(d) for d in allowed_backing_dirs] if allowed_backing_dirs else None
         self.allow_data_file = allow_data_file
         self.max_depth = max_depth
@@ -33,14 +36,14 @@ class ChainPolicy:
 DEFAULT_POLICY = ChainPolicy()
 
 
-def resolve_backing_path(overlay_path, name):
+def resolve_backing_path(overlay_path: str, name: str) -> str:
     """qemu's path_combine(): a relative backing name is relative to the overlay's directory."""
     if os.path.isabs(name):
         return name
     return os.path.join(os.path.dirname(overlay_path), name)
 
 
-def has_protocol(name):
+def has_protocol(name: str) -> bool:
     """qemu's path_has_protocol(): a ':' before any '/' makes 'proto:rest' a protocol name."""
     for ch in name:
         if ch in "/\\":
@@ -50,7 +53,7 @@ def has_protocol(name):
     return False
 
 
-def check_backing_reference(name, overlay_path, policy, what="backing file"):
+def check_backing_reference(name: str, overlay_path: str, policy: ChainPolicy, what: str = "backing file") -> str:
     """Refuse hostile backing names; return the path qemu would open."""
     if name.startswith("json:"):
         raise UnsafeBackingError("%s of %s is a json: pseudo-protocol name (%r); refused" % (what.capitalize(), overlay_path, name),
@@ -71,18 +74,23 @@ def check_backing_reference(name, overlay_path, policy, what="backing file"):
 class Chain:
     """The images of a chain, top first; closing it closes them all."""
 
-    def __init__(self, images):
+    def __init__(self, images: list[Image]) -> None:
         self.images = images
 
     @property
-    def top(self):
+    def top(self) -> Image:
         return self.images[0]
 
     @property
-    def depth(self):
+    def depth(self) -> int:
         return len(self.images)
 
-    def close(self):
+    @property
+    def paths(self) -> list[str]:
+        """The images' paths, top first."""
+        return [img.path for img in self.images]
+
+    def close(self) -> None:
         errors = []
         for img in self.images:
             try:
@@ -92,17 +100,17 @@ class Chain:
         if errors:
             raise errors[0]
 
-    def __enter__(self):
+    def __enter__(self) -> Chain:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __iter__(self):
+    def __iter__(self) -> typing.Iterator[Image]:
         return iter(self.images)
 
 
-def _file_identity(path):
+def _file_identity(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -112,7 +120,7 @@ def _file_identity(path):
     return (st.st_dev, st.st_ino)
 
 
-def _ensure_fd_room(depth):
+def _ensure_fd_room(depth: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = depth + 256
     if soft != resource.RLIM_INFINITY and soft < want:
@@ -121,12 +129,13 @@ def _ensure_fd_room(depth):
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
-def detect_format(path):
+def detect_format(path: str) -> str:
     """The top image's format when the caller gave none: qcow2 if it says so, raw otherwise."""
     return "qcow2" if probe_is_qcow2(path) else "raw"
 
 
-def open_image_file(path, fmt, writable=False, force_share=False, policy=DEFAULT_POLICY, check_mode=False):
+def open_image_file(path: str, fmt: str, writable: bool = False, force_share: bool = False,
+                    policy: ChainPolicy = DEFAULT_POLICY, check_mode: bool = False) -> Image:
     """One file, no backing."""
     if fmt == "qcow2":
         img = Qcow2Image(path, writable=writable, force_share=force_share, check_mode=check_mode)
@@ -141,7 +150,7 @@ def open_image_file(path, fmt, writable=False, force_share=False, policy=DEFAULT
     raise UnsupportedError("Image format '%s' of %s is not supported (qcow2 and raw are)" % (fmt, path), path)
 
 
-def _attach_data_file(img, policy, force_share):
+def _attach_data_file(img: Qcow2Image, policy: ChainPolicy, force_share: bool) -> None:
     name = img.header.data_file
     if not (img.header.incompatible_features & C.INCOMPAT_DATA_FILE):
         return
@@ -154,8 +163,9 @@ def _attach_data_file(img, policy, force_share):
         locking.acquire(img.data_file.fd, path, False)
 
 
-def open_chain(path, fmt=None, writable=False, force_share=False, policy=None, writable_backing=(),
-               backing=True, check_mode=False):
+def open_chain(path: str, fmt: str | None = None, writable: bool = False, force_share: bool = False,
+               policy: ChainPolicy | None = None, writable_backing: typing.Iterable[str] = (), backing: bool = True,
+               check_mode: bool = False) -> Chain:
     """Open path and every backing file below it. ``writable_backing`` lists backing files (any spelling of
     the same file) that must be opened writable too, e.g. the base of a commit."""
     policy = policy or DEFAULT_POLICY
@@ -183,11 +193,12 @@ def open_chain(path, fmt=None, writable=False, force_share=False, policy=None, w
             if bident is None:
                 raise BackingChainError("Could not open backing file '%s' of '%s': No such file or directory"
                                         % (bpath, img.path), img.path)
-            if bident in seen:
-                raise BackingChainError("Backing file '%s' creates an infinite loop." % bpath, img.path)
+            if bident in seen:  # refused by policy even where qemu would open it (a layer read as raw, say)
+                raise UnsafeBackingError("Backing file '%s' creates an infinite loop." % bpath, img.path)
             bfmt = _backing_format(img, bpath)
             try:
-                child = open_image_file(bpath, bfmt, writable=bident in want_write, force_share=force_share, policy=policy)
+                child = open_image_file(bpath, bfmt, writable=bident in want_write, force_share=force_share, policy=policy,
+                                        check_mode=check_mode)  # qemu's check flag is inherited by backing files
             except FormatError as exc:
                 raise BackingChainError("Backing file '%s' of '%s' is not a valid %s image (backing format mismatch?): %s"
                                         % (bpath, img.path, bfmt, exc), img.path) from None
@@ -206,8 +217,10 @@ def open_chain(path, fmt=None, writable=False, force_share=False, policy=None, w
     return Chain(images)
 
 
-def _backing_format(img, bpath):
+def _backing_format(img: Qcow2Image, bpath: str) -> str:
     fmt = img.backing_format
+    if fmt == "file":
+        return "raw"  # qemu's file protocol driver: the file's bytes as they are, which is what raw reads
     if fmt:
         if fmt not in ("qcow2", "raw"):
             raise UnsupportedError("Backing file '%s' of '%s' has format '%s'; only qcow2 and raw are supported"

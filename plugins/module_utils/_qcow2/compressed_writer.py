@@ -13,21 +13,28 @@ cluster that touches it. Compression runs in worker threads (zlib releases the G
 from __future__ import annotations
 
 import os
+import typing
 from concurrent.futures import ThreadPoolExecutor
 
 from .compression import compress_cluster
 from .segments import RUN_DATA
 from .zeros import zero_bytes
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .chain import Image
+    from .copyview import CopyStats, Progress
+    from .image import Qcow2Image
+    from .segments import Run
+
 BATCH_CLUSTERS = 64
 
 
 class CompressedWriter:
-    def __init__(self, img):
+    def __init__(self, img: Qcow2Image) -> None:
         self.img = img
         self.next_byte = 0  # where the next compressed cluster may start; 0 = start a new host cluster
 
-    def _place(self, need):
+    def _place(self, need: int) -> int:
         img = self.img
         cs, cb = img.geo.cluster_size, img.geo.cluster_bits
         refcounts = img.refcounts
@@ -48,7 +55,7 @@ class CompressedWriter:
         self.next_byte = off + need
         return off
 
-    def write_cluster(self, guest_offset, data, compressed):
+    def write_cluster(self, guest_offset: int, data: bytes, compressed: bytes | None) -> int:
         """Store one whole guest cluster: compressed if that made it smaller, plain otherwise."""
         img = self.img
         if compressed is None:
@@ -69,12 +76,12 @@ class CompressedWriter:
         return len(compressed)
 
 
-def _kind(entry, extended_l2):
+def _kind(entry: int, extended_l2: bool) -> int:
     from .layout import classify
     return classify(entry, extended_l2)
 
 
-def copy_runs_compressed(source, dest, runs, stats, progress=None, zero_runs="skip"):
+def copy_runs_compressed(source: Image, dest: Qcow2Image, runs: list[Run], stats: CopyStats, progress: Progress | None = None, zero_runs: str = "skip") -> None:
     """Like copyview.copy_runs, with every data cluster compressed. zero_runs="zero" when dest has a backing file:
     all-zero clusters of the data runs are then written as zeros, which mask it."""
     cs = dest.cluster_size

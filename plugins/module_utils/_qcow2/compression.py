@@ -19,7 +19,7 @@ from .deps import require_zstd, zstd_compress, zstd_decompressor
 from .errors import CorruptionError
 
 
-def decompress_cluster(data, cluster_size, compression_type, path=None):
+def decompress_cluster(data: bytes, cluster_size: int, compression_type: int, path: str | None = None) -> bytes:
     """Return exactly cluster_size bytes, or raise CorruptionError."""
     if compression_type == C.COMPRESSION_ZLIB:
         try:
@@ -34,7 +34,7 @@ def decompress_cluster(data, cluster_size, compression_type, path=None):
     return out
 
 
-def _zstd_stream(data, cluster_size, path):
+def _zstd_stream(data: bytes, cluster_size: int, path: str | None) -> bytes:
     parts = []
     total = 0
     view = memoryview(data)
@@ -54,7 +54,7 @@ def _zstd_stream(data, cluster_size, path):
     return b"".join(parts)[:cluster_size]
 
 
-def compress_cluster(data, compression_type):
+def compress_cluster(data: bytes, compression_type: int) -> bytes | None:
     """Compressed bytes, or None if compression does not make the cluster smaller (write it plain)."""
     if compression_type == C.COMPRESSION_ZLIB:
         comp = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -12, 9)

@@ -5,9 +5,8 @@
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
 """Flatten: write a new qcow2 image from any chain or raw file (qemu-img convert -O qcow2 [-c] [-B]).
 
-The image is built in a temporary file beside the destination and renamed over it only when complete
-and flushed, so a crash never leaves a half-written image under the destination's name. Zero ranges
-stay unallocated. With a backing file, only what lies above it is copied (and zero ranges become zero
+The image is built under a temporary name and renamed over the destination when complete (newimage.py).
+Zero ranges stay unallocated. With a backing file, only what lies above it is copied (and zero ranges become zero
 clusters so they still mask it): exactly when the backing file is in the source's chain, or, as
 qemu-img convert -B does, the source's top layer when it is not.
 """
@@ -15,23 +14,29 @@ qemu-img convert -B does, the source's top layer when it is not.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
+import typing
 
-from .backing_name import same_file
 from .chain import check_backing_reference, detect_format, open_chain, DEFAULT_POLICY
 from .compressed_writer import copy_runs_compressed
 from .copyview import CopyStats, copy_runs
-from .create import CreateOptions, create
-from .errors import BackingChainError, ImageLockedError, InvalidArgumentError
+from .create import CreateOptions
+from .errors import BackingChainError, InvalidArgumentError
 from .image import probe_is_qcow2
-from .locking import holders_conflict
 from .measure import measure_chain
+from .newimage import check_destination, new_image, refuse_held
+from .paths import same_file
+from .records import ConvertPlan, ConvertResult
 from .segments import RUN_BELOW, RUN_ZERO, data_bytes, layer_runs
 from .space import require_space
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .chain import Chain, ChainPolicy
+    from .copyview import Progress
+    from .segments import Run
 
-def _options_for(options, size, backing_file, backing_format):
+
+def _options_for(options: CreateOptions | None, size: int, backing_file: str | None, backing_format: str | None) -> CreateOptions:
     opts = CreateOptions(**vars(options)) if options is not None else CreateOptions()
     opts.size = -(-size // 512) * 512  # a raw source of any length: qemu-img convert rounds up to whole sectors
     opts.backing_file = backing_file or None
@@ -41,90 +46,98 @@ def _options_for(options, size, backing_file, backing_format):
     return opts
 
 
-def convert(source, dest, compress=False, backing_file=None, backing_format=None, options=None, policy=None,
-            dry_run=False, source_format=None, progress=None):
-    started = time.time()
+class _Prepared(typing.NamedTuple):  # what plan_convert and convert both work out
+    plan: ConvertPlan
+    options: object  # CreateOptions of the new image
+    runs: list  # segments.layer_runs of the source's view to copy
+    outside: bool  # the new backing file is not in the source's chain
+
+
+def plan_convert(source: str, dest: str, compress: bool = False, backing_file: str | None = None,
+                 backing_format: str | None = None, options: CreateOptions | None = None,
+                 policy: ChainPolicy | None = None, source_format: str | None = None) -> ConvertPlan:
+    """What convert would write, without writing; raises what the real run would raise before writing, too
+    little free space for the new image included (NoSpaceError)."""
     policy = policy or DEFAULT_POLICY
+    with open_chain(source, fmt=_source_format(source, dest, backing_file, backing_format, source_format),
+                    policy=policy) as chain:
+        plan = _prepare(chain, source, dest, compress, backing_file, backing_format, options, policy).plan
+    require_space(dest, plan.required, "writing %s" % dest)
+    return plan
+
+
+def _source_format(source: str, dest: str, backing_file: str | None, backing_format: str | None, source_format: str | None) -> str:
+    """Check what can be checked before opening the source; the format to open it with."""
     if backing_file and not backing_format:
         raise InvalidArgumentError("Backing format must be given with a backing file (qcow2 or raw)")
-    if os.path.isdir(dest):
-        raise InvalidArgumentError("Destination %s is a directory" % dest, dest)
-    if not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
-        raise InvalidArgumentError("The directory of destination %s does not exist" % dest, dest)
-    with open_chain(source, fmt=source_format or detect_format(source), policy=policy) as chain:
-        top = chain.top
-        for img in chain.images:
-            if same_file(img.path, dest):
-                raise InvalidArgumentError("Destination %s is part of the backing chain of the source %s (%s); "
-                                           "replacing it would destroy what is being read" % (dest, source, img.path), dest)
-        stop = None
-        outside = False
-        if backing_file:
-            target = check_backing_reference(backing_file, dest, policy)
-            if same_file(target, dest):
-                raise InvalidArgumentError("Destination %s would be its own backing file (%s)" % (dest, backing_file), dest)
-            if os.path.exists(target) and probe_is_qcow2(target) != (backing_format == "qcow2"):
-                raise BackingChainError("Backing format mismatch: %s is %sa qcow2 image (backing_format=%s for %s)"
-                                        % (target, "" if backing_format == "raw" else "not ", backing_format, dest), dest)
-            stop = next((img for img in chain.images[1:] if same_file(img.path, target)), None)
-            outside = stop is None
-            if outside:
-                stop = top.backing
-        if os.path.exists(dest):
-            conflict = holders_conflict(dest, True)
-            if conflict:
-                raise ImageLockedError(conflict, dest)
-        opts = _options_for(options, top.size, backing_file, backing_format)
-        runs = layer_runs(top, stop, 0, top.size)
-        measured = measure_chain(top, stop, opts, runs)
+    check_destination(dest)
+    return source_format or detect_format(source)
+
+
+def _prepare(chain: Chain, source: str, dest: str, compress: bool, backing_file: str | None, backing_format: str | None,
+             options: CreateOptions | None, policy: ChainPolicy) -> _Prepared:
+    top = chain.top
+    for img in chain.images:
+        if same_file(img.path, dest):
+            raise InvalidArgumentError("Destination %s is part of the backing chain of the source %s (%s); "
+                                       "replacing it would destroy what is being read" % (dest, source, img.path), dest)
+    stop = None
+    outside = False
+    if backing_file:
+        target = check_backing_reference(backing_file, dest, policy)
+        if same_file(target, dest):
+            raise InvalidArgumentError("Destination %s would be its own backing file (%s)" % (dest, backing_file), dest)
+        if os.path.exists(target) and probe_is_qcow2(target) != (backing_format == "qcow2"):
+            raise BackingChainError("Backing format mismatch: %s is %sa qcow2 image (backing_format=%s for %s)"
+                                    % (target, "" if backing_format == "raw" else "not ", backing_format, dest), dest)
+        stop = next((img for img in chain.images[1:] if same_file(img.path, target)), None)
+        outside = stop is None
         if outside:
-            runs = _zeros_past(runs, stop.size if stop is not None else 0)
-        result = {"changed": True, "dest": dest, "required": measured["required"], "bytes_to_copy": data_bytes(runs),
-                  "bytes_written": 0, "compressed": bool(compress), "duration": 0.0}
-        if dry_run:
-            return result
-        require_space(dest, measured["required"], "writing %s" % dest)
-        directory = os.path.dirname(os.path.abspath(dest))
-        _remove_stale_temporaries(directory, os.path.basename(dest))
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".tmp", dir=directory)
-        os.close(fd)
-        try:
-            # the temporary file lives in dest's directory, so a relative backing name resolves the same
-            create(tmp, opts, policy=policy, overwrite=True)
-            with open_chain(tmp, fmt="qcow2", writable=True, policy=policy) as out_chain:
-                out = out_chain.top
-                out.ordered_flushes = False  # nobody sees the file before the rename: one flush at the end suffices
-                stats = CopyStats()
-                saved_backing = top.backing
-                if outside:
-                    # like qemu-img convert -B: the top layer over the new backing file, also in the parts of
-                    # clusters the top layer does not cover (which whole-cluster copies read)
-                    top.backing = out.backing
-                try:
-                    if compress:
-                        copy_runs_compressed(top, out, runs, stats, progress,
-                                             zero_runs="zero" if backing_file else "skip")
-                        if backing_file:
-                            copy_runs(top, out, [r for r in runs if r[2] == RUN_ZERO], zero_runs="zero", stats=stats)
-                    else:
-                        copy_runs(top, out, runs, zero_runs="zero" if backing_file else "skip", stats=stats,
-                                  progress=progress)
-                finally:
-                    top.backing = saved_backing
-                out.flush()
-                out.file.flush()  # durable before the rename makes it visible
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600; give it the mode a new file would get
-            os.replace(tmp, dest)
-            _fsync_dir(directory)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    result.update(bytes_written=stats.bytes_written, duration=time.time() - started)
-    return result
+            stop = top.backing
+    refuse_held(dest)
+    opts = _options_for(options, top.size, backing_file, backing_format)
+    runs = layer_runs(top, stop, 0, top.size)
+    measured = measure_chain(top, stop, opts, runs)
+    if outside:
+        runs = _zeros_past(runs, stop.size if stop is not None else 0)
+    return _Prepared(ConvertPlan(True, dest, measured["required"], data_bytes(runs), bool(compress)), opts, runs, outside)
 
 
-def _zeros_past(runs, end):
+def convert(source: str, dest: str, compress: bool = False, backing_file: str | None = None,
+            backing_format: str | None = None, options: CreateOptions | None = None, policy: ChainPolicy | None = None,
+            source_format: str | None = None, progress: Progress | None = None) -> ConvertResult:
+    """Write dest as a new qcow2 image holding source's guest view (standalone, or above backing_file)."""
+    started = time.time()
+    policy = policy or DEFAULT_POLICY
+    with open_chain(source, fmt=_source_format(source, dest, backing_file, backing_format, source_format),
+                    policy=policy) as chain:
+        top = chain.top
+        prepared = _prepare(chain, source, dest, compress, backing_file, backing_format, options, policy)
+        plan, opts, runs, outside = prepared
+        require_space(dest, plan.required, "writing %s" % dest)
+        with new_image(dest, opts, policy) as out_chain:
+            out = out_chain.top
+            stats = CopyStats()
+            saved_backing = top.backing
+            if outside:
+                # like qemu-img convert -B: the top layer over the new backing file, also in the parts of
+                # clusters the top layer does not cover (which whole-cluster copies read)
+                top.backing = out.backing
+            try:
+                if compress:
+                    copy_runs_compressed(top, out, runs, stats, progress, zero_runs="zero" if backing_file else "skip")
+                    if backing_file:
+                        copy_runs(top, out, [r for r in runs if r[2] == RUN_ZERO], zero_runs="zero", stats=stats)
+                else:
+                    copy_runs(top, out, runs, zero_runs="zero" if backing_file else "skip", stats=stats,
+                              progress=progress)
+            finally:
+                top.backing = saved_backing
+    return ConvertResult(True, dest, plan.required, plan.bytes_to_copy, stats.bytes_written, plan.compressed,
+                         time.time() - started)
+
+
+def _zeros_past(runs: list[Run], end: int) -> list[Run]:
     """A backing file outside the source's chain: what the source read past its own backing file's end (or
     everywhere, without one) is zeros, which must mask the new backing file (qemu-img convert -B does so)."""
     out = []
@@ -136,39 +149,3 @@ def _zeros_past(runs, end):
         else:
             out.append((start, stop, kind))
     return out
-
-
-def _remove_stale_temporaries(directory, name):
-    """Delete what an interrupted earlier run left (.NAME.*.tmp) unless a live run still holds it locked."""
-    prefix, suffix = "." + name + ".", ".tmp"
-    try:
-        entries = os.listdir(directory)
-    except OSError:
-        return
-    for entry in entries:
-        if entry.startswith(prefix) and entry.endswith(suffix):
-            path = os.path.join(directory, entry)
-            try:
-                if os.path.isfile(path) and holders_conflict(path, True) is None:
-                    os.unlink(path)
-            except OSError:
-                continue
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -23,6 +23,7 @@ from .image import Qcow2Image
 from . import locking
 from .resize import grow
 
+
 COMPAT_VERSIONS = {"0.10": 2, "v2": 2, "1.1": 3, "v3": 3}
 PREALLOCATION_MODES = ("off", "metadata", "falloc", "full")
 
@@ -30,9 +31,10 @@ PREALLOCATION_MODES = ("off", "metadata", "falloc", "full")
 class CreateOptions:
     """What qemu-img create -f qcow2 -o ... accepts that matters for qcow2."""
 
-    def __init__(self, size=None, cluster_size=C.DEFAULT_CLUSTER_SIZE, compat="1.1", refcount_bits=16,
-                 lazy_refcounts=False, extended_l2=False, preallocation="off", backing_file=None,
-                 backing_format=None, compression_type="zlib"):
+    def __init__(self, size: int | None = None, cluster_size: int = C.DEFAULT_CLUSTER_SIZE, compat: str = "1.1",
+                 refcount_bits: int = 16, lazy_refcounts: bool = False, extended_l2: bool = False,
+                 preallocation: str = "off", backing_file: str | None = None, backing_format: str | None = None,
+                 compression_type: str = "zlib") -> None:
         self.size = size
         self.cluster_size = cluster_size
         self.compat = compat
@@ -44,7 +46,7 @@ class CreateOptions:
         self.backing_format = backing_format
         self.compression_type = compression_type
 
-    def validate(self):
+    def validate(self) -> None:
         cs = self.cluster_size
         if not isinstance(cs, int) or cs < 512 or cs > (2 << 20) or cs & (cs - 1):
             raise InvalidArgumentError("Cluster size must be a power of two between 512 and 2097152 bytes (got %r)" % (cs,))
@@ -79,7 +81,7 @@ class CreateOptions:
             raise InvalidArgumentError("Image size must be a non-negative number of bytes (got %r)" % (self.size,))
 
 
-def _initial_header(opts):
+def _initial_header(opts: CreateOptions) -> Header:
     hdr = Header()
     hdr.version = COMPAT_VERSIONS[opts.compat]
     hdr.cluster_bits = opts.cluster_size.bit_length() - 1
@@ -101,7 +103,7 @@ def _initial_header(opts):
     return hdr
 
 
-def _backing_size(path, opts, policy):
+def _backing_size(path: str, opts: CreateOptions, policy: ChainPolicy) -> int:
     backing_path = check_backing_reference(opts.backing_file, path, policy)
     try:
         with open_chain(backing_path, fmt=opts.backing_format, policy=policy) as chain:
@@ -110,7 +112,7 @@ def _backing_size(path, opts, policy):
         raise type(exc)("Could not open backing image '%s': %s" % (backing_path, exc), path) from None
 
 
-def create(path, opts, policy=None, overwrite=False):
+def create(path: str, opts: CreateOptions, policy: ChainPolicy | None = None, overwrite: bool = False) -> int:
     """Create a qcow2 image at path. Refuses to replace an existing file unless overwrite."""
     policy = policy or ChainPolicy()
     opts.validate()
@@ -153,7 +155,7 @@ def create(path, opts, policy=None, overwrite=False):
     return size
 
 
-def _set_packed_refcount(block, index, value, bits):
+def _set_packed_refcount(block: bytearray, index: int, value: int, bits: int) -> None:
     """Set one refcount in an on-disk (big-endian, bit-packed below 8 bits) refblock."""
     if bits >= 8:
         width = bits // 8

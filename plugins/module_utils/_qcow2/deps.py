@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+import typing
+
+
 from .errors import MissingDependencyError
 
 try:
@@ -22,7 +25,7 @@ else:
 _zstd = {}  # imported on first use: most images never need zstd, and the import costs start-up time
 
 
-def _load_zstd():
+def _load_zstd() -> dict:
     if _zstd:
         return _zstd
     try:
@@ -43,11 +46,11 @@ def _load_zstd():
     return _zstd
 
 
-def has_zstd():
+def has_zstd() -> bool:
     return _load_zstd().get("factory") is not None
 
 
-def require_construct():
+def require_construct() -> None:
     """Raise MissingDependencyError unless construct is importable."""
     if not HAS_CONSTRUCT:
         raise MissingDependencyError(
@@ -55,7 +58,7 @@ def require_construct():
             library="construct", import_error=CONSTRUCT_IMPORT_ERROR)
 
 
-def require_zstd(path=None):
+def require_zstd(path: str | None = None) -> None:
     """Raise MissingDependencyError unless a zstd implementation is importable."""
     if not has_zstd():
         raise MissingDependencyError(
@@ -63,11 +66,11 @@ def require_zstd(path=None):
             % (path or ""), library="zstandard", import_error=_zstd.get("error"))
 
 
-def zstd_decompressor():
+def zstd_decompressor() -> typing.Any:
     require_zstd()
     return _zstd["factory"]()
 
 
-def zstd_compress(data):
+def zstd_compress(data: bytes) -> bytes:
     require_zstd()
     return _zstd["compress"](data)

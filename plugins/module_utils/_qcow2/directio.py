@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - CPython always has it, but the engine 
     ctypes = None
 
 
-def open_direct(path):
+def open_direct(path: str) -> int | None:
     """A second, write-only descriptor on path that bypasses the page cache; None where the filesystem or
     platform cannot (tmpfs on older kernels, no O_DIRECT)."""
     flags = getattr(os, "O_DIRECT", 0)
@@ -36,7 +36,7 @@ def open_direct(path):
         return None
 
 
-def address(view):
+def address(view: memoryview) -> int | None:
     """Memory address of a writable buffer's first byte; None when it cannot be known (read-only buffer)."""
     try:
         return ctypes.addressof(ctypes.c_char.from_buffer(view))
@@ -44,7 +44,7 @@ def address(view):
         return None
 
 
-def qualifies(views, offset):
+def qualifies(views: list[memoryview], offset: int) -> bool:
     """True when a write of these buffers at offset meets direct I/O's alignment."""
     if offset % ALIGN:
         return False
@@ -57,7 +57,7 @@ def qualifies(views, offset):
     return True
 
 
-def aligned_buffer(size):
+def aligned_buffer(size: int) -> tuple[bytearray, int]:
     """A bytearray with room for size bytes starting at an ALIGN boundary: (buffer, index of that boundary).
 
     A bytearray (not mmap) because the copy compares its clusters with bytes.startswith, which mmap lacks.

@@ -11,7 +11,7 @@ from __future__ import annotations
 class Qcow2Error(Exception):
     """Base class: ``str(err)`` is a message a person can act on."""
 
-    def __init__(self, message, path=None):
+    def __init__(self, message: str, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
 
@@ -19,9 +19,15 @@ class Qcow2Error(Exception):
 class FormatError(Qcow2Error):
     """The file is not a valid qcow2 image; ``field`` names the offending field."""
 
-    def __init__(self, message, path=None, field=None):
+    def __init__(self, message: str, path: str | None = None, field: str | None = None) -> None:
         super().__init__(message, path)
         self.field = field
+
+
+class NotQcow2Error(FormatError):
+    """The file is not a qcow2 image at all: qemu would read it as raw data (``image_format``)."""
+
+    image_format = "raw"
 
 
 class UnsupportedError(Qcow2Error):
@@ -59,7 +65,17 @@ class CorruptionError(Qcow2Error):
 class MissingDependencyError(Qcow2Error):
     """An optional Python library is needed; ``library`` names it for missing_required_lib()."""
 
-    def __init__(self, message, library, import_error=None):
+    def __init__(self, message: str, library: str, import_error: str | None = None) -> None:
         super().__init__(message)
         self.library = library
         self.import_error = import_error
+
+
+class BitmapUnusableError(Qcow2Error):
+    """A persistent bitmap cannot be used: missing, inconsistent (in use, stale), disabled, or its chain broken.
+    ``bitmap`` names it, ``reason`` says why (for a backup to fall back to a full copy and report it)."""
+
+    def __init__(self, message, path=None, bitmap=None, reason=None):
+        super().__init__(message, path)
+        self.bitmap = bitmap
+        self.reason = reason

@@ -3,11 +3,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""Positional file I/O used by every image, with the test-only fault hook.
+"""Positional file I/O used by every image.
 
-Every write, truncate and flush the engine issues goes through BlockFile, so a crash test can stop
-the process at exactly the Nth of them (BACKINGCHAIN_QCOW2_CRASH_AT=N) and check what is on disk, and a race
-test can stretch an operation (BACKINGCHAIN_QCOW2_IO_DELAY=seconds before each of them) past another process's start.
+Every write, truncate and flush the engine issues goes through BlockFile, which reports each to the test
+hooks (testhooks.py) first, so a crash test can stop the process at exactly the Nth of them.
 """
 
 from __future__ import annotations
@@ -15,53 +14,28 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import time
+import stat
+import typing
 from concurrent.futures import ThreadPoolExecutor
 
 from . import directio
 from .errors import CorruptionError, NoSpaceError, Qcow2Error
+from .testhooks import io_event as _io_event
 
 IOV_MAX = 1024
 GATHER_BYTES = 4 << 20  # small writes behind that follow each other on disk go out together, up to this much
 
-# ---- fault hook (tests only) -------------------------------------------------------------------
-_io_events = 0
-_crash_at = int(os.environ.get("BACKINGCHAIN_QCOW2_CRASH_AT", "0") or 0)
-_io_delay = float(os.environ.get("BACKINGCHAIN_QCOW2_IO_DELAY", "0") or 0)
-
-
-def io_event_count():
-    """Number of writes, truncates and flushes issued so far by this process."""
-    return _io_events
-
-
-def set_crash_at(n):
-    """Kill the process (SIGKILL) when the Nth write/flush is about to be issued; 0 disables."""
-    global _crash_at
-    _crash_at = n
-
-
-def _io_event():
-    global _io_events
-    _io_events += 1
-    if _io_delay:
-        time.sleep(_io_delay)
-    if _crash_at and _io_events >= _crash_at:
-        import signal
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 MAX_OFFSET = (1 << 63) - 1
 
 
-def _check_range(path, offset, length):
+def _check_range(path: str, offset: int, length: int) -> None:
     """Offsets come from metadata that may be hostile: refuse what no file can hold before the OS call does."""
     if offset < 0 or length < 0 or offset + length > MAX_OFFSET:
         raise CorruptionError("Offset %#x (+%d bytes) in %s lies beyond any possible file size; the metadata pointing "
                               "there is corrupt" % (offset, length, path), path)
 
 
-def _raise_os_error(exc, path, what):
+def _raise_os_error(exc: OSError, path: str, what: str) -> typing.NoReturn:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         raise NoSpaceError("No space left on device while %s %s" % (what, path), path) from exc
     raise Qcow2Error("I/O error while %s %s: %s" % (what, path, exc.strerror or exc), path) from exc
@@ -70,7 +44,7 @@ def _raise_os_error(exc, path, what):
 class BlockFile:
     """An open file with positional reads and writes."""
 
-    def __init__(self, path, writable=False, create=False, exclusive=False):
+    def __init__(self, path: str, writable: bool = False, create: bool = False, exclusive: bool = False) -> None:
         self.path = path
         self.writable = writable or create
         flags = os.O_RDWR if self.writable else os.O_RDONLY
@@ -89,6 +63,11 @@ class BlockFile:
             raise Qcow2Error("Could not create '%s': File exists" % path, path) from None
         except OSError as exc:
             _raise_os_error(exc, path, "opening")
+        mode = os.fstat(self.fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode) or stat.S_ISCHR(mode)):
+            os.close(self.fd)  # qemu's file driver opens regular files and devices only: not directories, fifos...
+            raise Qcow2Error("Could not open '%s': 'file' driver requires '%s' to be a regular file" % (path, path),
+                             path)
         self.data_written = False
         self.written_end = 0  # one past the highest byte written through this object
         self._executor = None  # set inside write_behind()
@@ -101,7 +80,7 @@ class BlockFile:
         self._direct_refused = None  # the same, once the filesystem refused a direct write (closed at the end)
 
     # ---- reads ----
-    def pread(self, length, offset):
+    def pread(self, length: int, offset: int) -> bytes:
         """Read up to length bytes; shorter only at end of file."""
         _check_range(self.path, offset, length)
         if self._pending or self._gather:
@@ -122,7 +101,7 @@ class BlockFile:
         except OSError as exc:
             _raise_os_error(exc, self.path, "reading")
 
-    def read_into(self, view, offset):
+    def read_into(self, view: memoryview, offset: int) -> None:
         """Fill the writable memoryview from offset; bytes past end of file read as zeros."""
         _check_range(self.path, offset, len(view))
         if self._pending or self._gather:
@@ -140,10 +119,10 @@ class BlockFile:
             _raise_os_error(exc, self.path, "reading")
 
     # ---- writes ----
-    def pwrite(self, data, offset):
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         self.pwritev([data], offset)
 
-    def pwritev(self, buffers, offset):
+    def pwritev(self, buffers: typing.Sequence[bytes | bytearray | memoryview], offset: int) -> None:
         """Write a list of buffers contiguously at offset (one syscall per IOV_MAX buffers).
 
         Under write_behind() the write runs in a worker thread (small ones that follow each other on disk
@@ -174,17 +153,17 @@ class BlockFile:
         else:
             self._submit(views, offset, end, {self.buffer_tag})
 
-    def _issue_gathered(self):
+    def _issue_gathered(self) -> None:
         gather, self._gather = self._gather, None
         if gather is not None:
             self._submit(gather[2], gather[0], gather[1], gather[3])
 
-    def _submit(self, views, start, end, tags):
+    def _submit(self, views: list[memoryview], start: int, end: int, tags: set[int | None]) -> None:
         while len(self._pending) >= self._max_pending:
             self._pending.pop(0)[0].result()
         self._pending.append((self._executor.submit(self._write_views, views, start), start, end, tags))
 
-    def _write_views(self, views, offset):
+    def _write_views(self, views: list[memoryview], offset: int) -> None:
         fd = self._direct_fd
         if fd is not None and directio.qualifies(views, offset):
             try:
@@ -201,7 +180,7 @@ class BlockFile:
         except OSError as exc:
             _raise_os_error(exc, self.path, "writing")
 
-    def _write_views_to(self, fd, views, offset):
+    def _write_views_to(self, fd: int, views: list[memoryview], offset: int) -> None:
         """pwritev all of views at offset through fd, retrying short writes."""
         pos = 0
         while views:
@@ -224,7 +203,7 @@ class BlockFile:
             views = rest
 
     @contextlib.contextmanager
-    def write_behind(self, workers=2, max_pending=8):
+    def write_behind(self, workers: int = 2, max_pending: int = 8) -> typing.Iterator[None]:
         """Let data writes run in worker threads while the caller prepares the next ones (qemu writes from a
         thread pool too). Every read, flush, resize and the end of the block wait for them first."""
         if self._executor is not None:
@@ -244,7 +223,7 @@ class BlockFile:
             self._executor = None
 
     @contextlib.contextmanager
-    def direct_writes(self):
+    def direct_writes(self) -> typing.Iterator[None]:
         """Let aligned data writes bypass the page cache (see directio.py); others, and every read, still use
         it (Linux keeps the two coherent). flush() still makes the direct writes durable."""
         if self._direct_fd is not None or not self.writable:
@@ -262,7 +241,7 @@ class BlockFile:
                 self._direct_fd = self._direct_refused = None
 
     @contextlib.contextmanager
-    def early_writeback(self, every=32 << 20):
+    def early_writeback(self, every: int = 32 << 20) -> typing.Iterator[None]:
         """For a copy whose result is flushed whole at the end: have the kernel start writing back what was
         written every so many bytes, so the disk works while the copy goes on and the final flush finds
         little left (qemu gets the same from its parallel requests)."""
@@ -276,15 +255,26 @@ class BlockFile:
             writeback, self._writeback = self._writeback, None
             writeback.close()
 
-    def wait_for_buffer(self, tag):
+    @contextlib.contextmanager
+    def copy_buffers(self, count: int, size: int) -> typing.Iterator[BufferRing]:
+        """For a copy into this file: its writes go behind (direct where aligned, written back early), from
+        ``count`` aligned buffers of ``size`` bytes the caller fills in turn (BufferRing.take)."""
+        with self.write_behind(), self.early_writeback(), self.direct_writes():
+            ring = BufferRing(self, count, size)
+            try:
+                yield ring
+            finally:
+                self.buffer_tag = None
+
+    def wait_for_buffer(self, tag: int) -> None:
         """Wait for the writes issued while buffer_tag was ``tag``, so that buffer can be refilled."""
         self._finish_writes(lambda start, end, tags: tag in tags)
 
-    def _wait_overlapping(self, start, end):
+    def _wait_overlapping(self, start: int, end: int) -> None:
         """Finish the writes behind that [start, end) overlaps (the others may go on running)."""
         self._finish_writes(lambda s, e, tags: s < end and start < e)
 
-    def _finish_writes(self, matches):
+    def _finish_writes(self, matches: typing.Callable[[int, int, set], bool]) -> None:
         """Issue the gathered writes and wait for the running ones for which matches(start, end, tags) holds."""
         gather = self._gather
         if gather is not None and matches(gather[0], gather[1], gather[3]):
@@ -297,7 +287,7 @@ class BlockFile:
                 still.append(item)
         self._pending = still
 
-    def drain(self):
+    def drain(self) -> None:
         """Wait for every write still running in write_behind(); raise the first failure."""
         if self._gather is not None:
             self._issue_gathered()
@@ -311,7 +301,7 @@ class BlockFile:
         if error is not None:
             raise error
 
-    def truncate(self, length):
+    def truncate(self, length: int) -> None:
         self.drain()
         _io_event()
         try:
@@ -319,7 +309,7 @@ class BlockFile:
         except OSError as exc:
             _raise_os_error(exc, self.path, "resizing")
 
-    def fallocate(self, offset, length):
+    def fallocate(self, offset: int, length: int) -> None:
         """Reserve blocks (preallocation=falloc); falls back to writing zeros where unsupported."""
         self.drain()
         _io_event()
@@ -331,7 +321,7 @@ class BlockFile:
             else:
                 _raise_os_error(exc, self.path, "allocating")
 
-    def reserve(self, offset, length):
+    def reserve(self, offset: int, length: int) -> None:
         """Give the file blocks for [offset, offset+length) ahead of writes (fallocate; ftruncate where the
         filesystem cannot): writes into reserved blocks are several times faster than writes that grow the file."""
         self.drain()
@@ -344,7 +334,7 @@ class BlockFile:
             if self.size() < offset + length:
                 os.ftruncate(self.fd, offset + length)
 
-    def punch_hole(self, offset, length):
+    def punch_hole(self, offset: int, length: int) -> bool:
         """Deallocate [offset, offset+length) keeping the file size (reads return zeros); False if unsupported."""
         self.drain()
         fallocate = _libc_fallocate()
@@ -356,7 +346,7 @@ class BlockFile:
         self.data_written = True
         return True
 
-    def write_zeros(self, offset, length):
+    def write_zeros(self, offset: int, length: int) -> None:
         chunk = bytes(min(length, 4 << 20))
         while length > 0:
             n = min(length, len(chunk))
@@ -364,7 +354,7 @@ class BlockFile:
             offset += n
             length -= n
 
-    def copy_from(self, src, src_offset, dst_offset, length, buffer=None):
+    def copy_from(self, src: BlockFile, src_offset: int, dst_offset: int, length: int, buffer: bytearray | None = None) -> None:
         """Copy bytes from another BlockFile without going through Python where the kernel can."""
         self.drain()
         src.drain()
@@ -396,7 +386,7 @@ class BlockFile:
             _raise_os_error(exc, self.path, "copying into")
         self.data_written = True
 
-    def flush(self):
+    def flush(self) -> None:
         self.drain()
         _io_event()
         try:
@@ -405,13 +395,13 @@ class BlockFile:
             _raise_os_error(exc, self.path, "flushing")
         self.data_written = False
 
-    def size(self):
+    def size(self) -> int:
         return os.fstat(self.fd).st_size
 
-    def stat(self):
+    def stat(self) -> os.stat_result:
         return os.fstat(self.fd)
 
-    def close(self):
+    def close(self) -> None:
         if self.fd >= 0:
             try:
                 try:
@@ -426,6 +416,33 @@ class BlockFile:
 _copy_file_range_ok = hasattr(os, "copy_file_range")
 
 
+class BufferRing:
+    """Aligned buffers a copy fills in turn while the writes from the others run behind.
+
+    Reusing a few buffers spares the page faults of fresh memory; small pieces share a buffer, so their
+    writes can go out together. A buffer is handed out again only once the writes from it have finished.
+    """
+
+    def __init__(self, file: BlockFile, count: int, size: int) -> None:
+        self._file = file
+        self._buffers = [directio.aligned_buffer(size) for _unused in range(count)]
+        self.size = size
+        self._turn = 0
+        self._used = 0
+        file.buffer_tag = 0
+
+    def take(self, length: int) -> tuple[bytearray, int]:
+        """(buffer, first): ``length`` bytes of a buffer from index ``first`` on, free to fill and write from."""
+        if self._used + length > self.size:
+            self._turn, self._used = (self._turn + 1) % len(self._buffers), 0
+            self._file.wait_for_buffer(self._turn)
+            self._file.buffer_tag = self._turn
+        buf, base = self._buffers[self._turn]
+        first = base + self._used
+        self._used += length
+        return buf, first
+
+
 class EarlyWriteback:
     """Starts the writeback of written ranges a batch behind the writes, in a thread of its own.
 
@@ -433,14 +450,14 @@ class EarlyWriteback:
     still being written is simply left for the final flush. Nothing depends on the hints, so a refusal is ignored.
     """
 
-    def __init__(self, fd, every):
+    def __init__(self, fd: int, every: int) -> None:
         self.fd = fd
         self.every = every
         self._batch_start, self._batch_end, self._batch_bytes = None, 0, 0
         self._previous = None
         self._executor = ThreadPoolExecutor(max_workers=1)
 
-    def issued(self, start, end):
+    def issued(self, start: int, end: int) -> None:
         self._batch_start = start if self._batch_start is None else min(self._batch_start, start)
         self._batch_end = max(self._batch_end, end)
         self._batch_bytes += end - start
@@ -452,11 +469,11 @@ class EarlyWriteback:
         if previous is not None:
             self._executor.submit(_start_writeback, self.fd, *previous)
 
-    def close(self):
+    def close(self) -> None:
         self._executor.shutdown(wait=True)
 
 
-def _start_writeback(fd, start, end):
+def _start_writeback(fd: int, start: int, end: int) -> None:
     # POSIX_FADV_DONTNEED makes Linux start writing the range's dirty pages back without waiting for them
     # (and drop those already clean)
     try:
@@ -470,7 +487,7 @@ FALLOC_FL_PUNCH_HOLE = 0x02
 _fallocate = []
 
 
-def _libc_fallocate():
+def _libc_fallocate() -> typing.Callable[[int, int, int, int], int] | None:
     """libc's fallocate(2) through ctypes (the stdlib only has posix_fallocate), or None."""
     if not _fallocate:
         try:
@@ -486,6 +503,6 @@ def _libc_fallocate():
     return _fallocate[0]
 
 
-def _disable_copy_file_range():
+def _disable_copy_file_range() -> None:
     global _copy_file_range_ok
     _copy_file_range_ok = False

@@ -7,17 +7,22 @@
 
 from __future__ import annotations
 
+import typing
+
 from . import constants as C
-from .bitmaps import read_directory
 from .chain import resolve_backing_path
+from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, classify, nonzero_entries
 from .snapshots import snapshot_info
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .chain import Chain, Image
 
-def _actual_size(img):
+
+def _actual_size(img: Image) -> int:
     return img.file.stat().st_blocks * 512
 
 
-def image_info(img):
+def image_info(img: Image) -> dict:
     """One image's info dict, keys exactly as qemu-img prints them."""
     info = {
         "virtual-size": img.size,
@@ -42,7 +47,7 @@ def image_info(img):
         data["extended-l2"] = hdr.extended_l2
         if hdr.bitmaps_ext and hdr.autoclear_features & C.AUTOCLEAR_BITMAPS:
             data["bitmaps"] = [{"flags": b.flag_names(), "name": b.name, "granularity": b.granularity}
-                               for b in read_directory(img)]
+                               for b in img.bitmap_trust.loaded()]
         if hdr.data_file:
             data["data-file"] = hdr.data_file
             data["data-file-raw"] = bool(hdr.autoclear_features & C.AUTOCLEAR_DATA_FILE_RAW)
@@ -58,6 +63,35 @@ def image_info(img):
     return info
 
 
-def chain_info(chain):
-    """qemu-img info --backing-chain: one dict per image, top first."""
-    return [image_info(img) for img in chain.images]
+def chain_info(chain: Chain, bitmaps: bool = False) -> list[dict]:
+    """qemu-img info --backing-chain: one dict per image, top first; with bitmaps, each qcow2 image's dict also
+    has "bitmaps": every bitmap with whether it can be trusted and why not (bitmap_ops.describe)."""
+    infos = [image_info(img) for img in chain.images]
+    if bitmaps:
+        from .bitmap_ops import describe
+        for info, img in zip(infos, chain.images):
+            if img.format_name == "qcow2":
+                info["bitmaps"] = describe(img)
+    return infos
+
+
+def allocated_bytes(img: Image) -> int:
+    """Guest bytes the image itself holds (data, compressed or preallocated zero clusters) in its active L1."""
+    if img.format_name != "qcow2":
+        return img.size
+    geo = img.geo
+    total = 0
+    for l1_index, _entry in nonzero_entries(img.l1):
+        table = img.l2_table_offset(l1_index)
+        if not table:
+            continue
+        for s in range(geo.slices_per_table):
+            entries = img.l2_slice(table, s)
+            for i in range(0, len(entries), geo.l2_entry_words):
+                entry = entries[i]
+                if not entry:
+                    continue
+                kind = classify(entry, geo.extended_l2)
+                if kind in (NORMAL, COMPRESSED, ZERO_ALLOC):
+                    total += geo.cluster_size
+    return total

@@ -12,10 +12,12 @@ write lock, the bytes another holder would have locked.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import struct
+import typing
 
 from .constants import LOCK_PERM_BASE, LOCK_SHARED_BASE
 from .errors import ImageLockedError, Qcow2Error
@@ -42,28 +44,28 @@ WRITE_PERMS = (PERM_CONSISTENT_READ, PERM_WRITE, PERM_RESIZE)
 WRITE_SHARED = (PERM_CONSISTENT_READ, PERM_WRITE_UNCHANGED)
 
 
-def _flock(lock_type, offset):
+def _flock(lock_type: int, offset: int) -> bytes:
     return struct.pack(_FLOCK, lock_type, os.SEEK_SET, offset, 1, 0)
 
 
-def _set_lock(fd, offset, lock_type):
+def _set_lock(fd: int, offset: int, lock_type: int) -> None:
     fcntl.fcntl(fd, F_OFD_SETLK, _flock(lock_type, offset))
 
 
-def _is_locked_by_other(fd, offset):
+def _is_locked_by_other(fd: int, offset: int) -> bool:
     """True if another open file description holds a lock that conflicts with a write lock on offset."""
     result = fcntl.fcntl(fd, F_OFD_GETLK, _flock(fcntl.F_WRLCK, offset))
     return struct.unpack(_FLOCK, result)[0] != fcntl.F_UNLCK
 
 
-def lock_bytes(perms, shared):
+def lock_bytes(perms: typing.Iterable[int], shared: typing.Iterable[int]) -> list[int]:
     """The bytes a holder of ``perms`` that shares ``shared`` locks."""
     held = [LOCK_PERM_BASE + p for p in perms]
     held += [LOCK_SHARED_BASE + p for p in _ALL_PERMS if p not in shared]
     return sorted(held)
 
 
-def acquire(fd, path, write):
+def acquire(fd: int, path: str, write: bool) -> bool:
     """Lock like qemu does for a reader or a writer; raise ImageLockedError with qemu's wording on conflict."""
     perms, shared = (WRITE_PERMS, WRITE_SHARED) if write else (READ_PERMS, READ_SHARED)
     conflict = None
@@ -98,7 +100,7 @@ def acquire(fd, path, write):
     return True
 
 
-def release(fd):
+def release(fd: int) -> None:
     """Drop every lock this open file description holds on qemu's bytes (one unlock over 100..204)."""
     try:
         fcntl.fcntl(fd, F_OFD_SETLK, struct.pack(_FLOCK, fcntl.F_UNLCK, os.SEEK_SET, LOCK_PERM_BASE,
@@ -107,7 +109,7 @@ def release(fd):
         pass
 
 
-def holders_conflict(path, write):
+def holders_conflict(path: str, write: bool) -> str | None:
     """Probe without keeping locks: the qemu-style conflict message, or None if the image is free."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
@@ -116,5 +118,31 @@ def holders_conflict(path, write):
         except ImageLockedError as exc:
             return str(exc)
         return None
+    finally:
+        os.close(fd)
+
+
+def refuse_if_held(path: str, write: bool = True) -> None:
+    """ImageLockedError with qemu's message if another process holds path in a way a writer (or reader)
+    conflicts with; plans use it so that check mode fails where the real run would."""
+    conflict = holders_conflict(path, write)
+    if conflict:
+        raise ImageLockedError(conflict, path)
+
+
+@contextlib.contextmanager
+def held(path: str, write: bool = True) -> typing.Iterator[None]:
+    """Hold qemu's writer (or reader) lock on path for a change made around the engine's own opens.
+
+    ImageLockedError with qemu's message when a VM has the image open in a conflicting way. A reader lock
+    still lets other readers in but keeps writers (a VM starting on the image) out.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        acquire(fd, path, write)
+        try:
+            yield
+        finally:
+            release(fd)
     finally:
         os.close(fd)

@@ -11,11 +11,14 @@ runs first (data, then refcounts, then L2, then L1), exactly as qemu flushes a c
 
 from __future__ import annotations
 
+import typing
+
 from collections import OrderedDict
 
 
 class MetadataCache:
-    def __init__(self, max_entries, load, store, flush_all):
+    def __init__(self, max_entries: int, load: typing.Callable[[int], typing.Any],
+                 store: typing.Callable[[int, typing.Any], None], flush_all: typing.Callable[[], None]) -> None:
         self.max_entries = max(2, max_entries)
         self._load = load  # key -> value
         self._store = store  # (key, value) -> None, writes one entry
@@ -23,10 +26,10 @@ class MetadataCache:
         self._entries = OrderedDict()
         self._dirty = set()
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key):
+    def get(self, key: int) -> typing.Any:
         value = self._entries.get(key)
         if value is not None:
             self._entries.move_to_end(key)
@@ -36,43 +39,43 @@ class MetadataCache:
         self._entries[key] = value
         return value
 
-    def put_new(self, key, value):
+    def put_new(self, key: int, value: typing.Any) -> None:
         """Insert a freshly made entry (e.g. a new L2 slice) as dirty."""
         self._make_room()
         self._entries[key] = value
         self._entries.move_to_end(key)
         self._dirty.add(key)
 
-    def put_clean(self, key, value):
+    def put_clean(self, key: int, value: typing.Any) -> None:
         """Insert an entry that is already on disk."""
         self._make_room()
         self._entries[key] = value
         self._entries.move_to_end(key)
 
-    def mark_dirty(self, key):
+    def mark_dirty(self, key: int) -> None:
         self._dirty.add(key)
 
     @property
-    def dirty(self):
+    def dirty(self) -> bool:
         return bool(self._dirty)
 
-    def write_dirty(self):
+    def write_dirty(self) -> None:
         for key in sorted(self._dirty):
             value = self._entries.get(key)
             if value is not None:
                 self._store(key, value)
         self._dirty.clear()
 
-    def drop(self, key):
+    def drop(self, key: int) -> None:
         """Forget an entry (its cluster was freed or replaced)."""
         self._entries.pop(key, None)
         self._dirty.discard(key)
 
-    def clear(self):
+    def clear(self) -> None:
         self._entries.clear()
         self._dirty.clear()
 
-    def _make_room(self):
+    def _make_room(self) -> None:
         while len(self._entries) >= self.max_entries:
             victim = next((k for k in self._entries if k not in self._dirty), None)
             if victim is None:

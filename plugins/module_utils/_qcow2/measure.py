@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import errno
 import os
+import typing
 
 from . import constants as C
-from .bitmaps import read_directory
 from .create import COMPAT_VERSIONS, CreateOptions
 from .image import DATA, ZERO, Extent
-from .refblock import RefBlockCodec
+from .refcount.block import RefBlockCodec
 from .segments import RUN_DATA, layer_runs
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .chain import Image
+    from .image import Qcow2Image
+    from .segments import Run
 
-def refcount_metadata_size(clusters, cluster_size, refcount_order):
+
+def refcount_metadata_size(clusters: int, cluster_size: int, refcount_order: int) -> int:
     """Refcount table + block bytes needed to count ``clusters`` clusters and themselves (fixed point)."""
     blocks_per_table_cluster = cluster_size // 8
     refcounts_per_block = cluster_size * 8 // (1 << refcount_order)
@@ -32,7 +37,7 @@ def refcount_metadata_size(clusters, cluster_size, refcount_order):
             return (blocks + table) * cluster_size
 
 
-def prealloc_size(virtual_size, cluster_size, refcount_order, extended_l2=False):
+def prealloc_size(virtual_size: int, cluster_size: int, refcount_order: int, extended_l2: bool = False) -> int:
     """Size of a fully allocated image: header, L1, L2, refcounts, data."""
     aligned = -(-virtual_size // cluster_size) * cluster_size
     l2e = 16 if extended_l2 else 8
@@ -47,10 +52,10 @@ def prealloc_size(virtual_size, cluster_size, refcount_order, extended_l2=False)
     return meta + aligned
 
 
-def _bitmaps_size(img, cluster_size):
+def _bitmaps_size(img: Image, cluster_size: int) -> int:
     total = 0
     directory = 0
-    for b in read_directory(img):
+    for b in img.bitmap_trust.loaded():  # qemu measures every bitmap it loads, in use or not
         bits = -(-img.size // b.granularity)
         clusters = -(-(-(-bits // 8)) // cluster_size)
         total += clusters * cluster_size
@@ -59,7 +64,7 @@ def _bitmaps_size(img, cluster_size):
     return total + -(-directory // cluster_size) * cluster_size
 
 
-def measure_chain(top, stop=None, options=None, runs=None):
+def measure_chain(top: Image, stop: Image | None = None, options: CreateOptions | None = None, runs: list[Run] | None = None) -> dict:
     """Measure copying top's view (down to stop) into a new qcow2 image with options.
 
     runs: layer_runs(top, stop, 0, top.size) when the caller has them already; they are what qemu counts
@@ -99,14 +104,14 @@ class _Layer:
     where the file has a hole, the cluster reads zeros and is not counted. Other layers report as they are.
     """
 
-    def __init__(self, img, backing):
+    def __init__(self, img: Image, backing: _Layer | None) -> None:
         self.img = img
         self.backing = backing
         self.size = img.size
         self.format_name = img.format_name
         self.holes = img.format_name == "qcow2" and _looks_metadata_preallocated(img)
 
-    def extents(self, offset, length):
+    def extents(self, offset: int, length: int) -> list[Extent]:
         out = self.img.extents(offset, length)
         if not self.holes:
             return out
@@ -132,7 +137,7 @@ class _Layer:
         return split
 
 
-def _seek(fd, offset, whence):
+def _seek(fd: int, offset: int, whence: int) -> int | None:
     try:
         return os.lseek(fd, offset, whence)
     except OSError as exc:
@@ -141,7 +146,7 @@ def _seek(fd, offset, whence):
         raise
 
 
-def _as_qemu_reports(top, stop):
+def _as_qemu_reports(top: Image, stop: Image | None) -> tuple[_Layer, _Layer | None]:
     images = []
     layer = top
     while layer is not None:
@@ -154,7 +159,7 @@ def _as_qemu_reports(top, stop):
     return wrapped[id(top)], (wrapped.get(id(stop)) if stop is not None else None)
 
 
-def _any_holes(layer, stop):
+def _any_holes(layer: _Layer | None, stop: _Layer | None) -> bool:
     while layer is not None and layer is not stop:
         if layer.holes:
             return True
@@ -162,7 +167,7 @@ def _any_holes(layer, stop):
     return False
 
 
-def _looks_metadata_preallocated(img):
+def _looks_metadata_preallocated(img: Qcow2Image) -> bool:
     """qemu's heuristic: at least max(real * 10 / 9, real + 2) clusters in use, real = clusters the file allocates."""
     st = img.file.stat()
     cs = img.geo.cluster_size
@@ -185,7 +190,7 @@ def _looks_metadata_preallocated(img):
     return False
 
 
-def measure_size(size, options=None):
+def measure_size(size: int, options: CreateOptions | None = None) -> dict:
     """Measure an empty image of a given virtual size (qemu-img measure --size)."""
     opts = options or CreateOptions()
     fully = prealloc_size(size, opts.cluster_size, opts.refcount_bits.bit_length() - 1, opts.extended_l2)

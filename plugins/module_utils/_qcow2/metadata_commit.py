@@ -17,21 +17,28 @@ it the new state is complete; the old structures are simply free clusters of the
 from __future__ import annotations
 
 import struct
+import typing
 from array import array
 
 from . import constants as C
 from .errors import CorruptionError, FormatError
 from .header import OFFSET_SIZE
 from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, array_to_be, classify, nonzero_entries
-from .references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
-from .refstructure import write_refcount_structure
+from .refcount.references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
+from .refcount.structure import write_refcount_structure
 from .snapshot_table import build_snapshot_table
+
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .image import Qcow2Image
+    from .layout import Geometry
+    from .refcount.references import RefMap
+    from .snapshot_table import Snapshot
 
 
 class PlannedState:
     """The metadata an operation wants. Snapshots needing a new L1 carry ``new_l1`` (list of L2 offsets)."""
 
-    def __init__(self, size, active_l1, snapshots, clear_incompatible=0):
+    def __init__(self, size: int, active_l1: typing.Iterable[int], snapshots: list[Snapshot], clear_incompatible: int = 0) -> None:
         self.size = size
         self.active_l1 = array("Q", active_l1)  # L2 table offsets, 0 = none
         self.snapshots = snapshots
@@ -41,16 +48,16 @@ class PlannedState:
 class _Bump:
     """Hands out fresh clusters past the end of everything in use."""
 
-    def __init__(self, first):
+    def __init__(self, first: int) -> None:
         self.next = first
 
-    def take(self, n):
+    def take(self, n: int) -> int:
         start = self.next
         self.next += n
         return start
 
 
-def current_l2_offsets(img, l1_offset=None, l1_size=None):
+def current_l2_offsets(img: Qcow2Image, l1_offset: int | None = None, l1_size: int | None = None) -> array.array:
     """The L2 table offsets of the active L1 (or of an L1 at l1_offset), flags masked off, as an array."""
     if l1_offset is not None:  # a snapshot's L1: qcow2_validate_table's checks before reading it
         if l1_offset % img.geo.cluster_size or l1_offset > C.MAX_CLUSTER_OFFSET:
@@ -64,7 +71,7 @@ def current_l2_offsets(img, l1_offset=None, l1_size=None):
     return offsets
 
 
-def apply_state(img, plan):
+def apply_state(img: Qcow2Image, plan: PlannedState) -> None:
     """Write plan beside the current state and switch to it with one header write."""
     img._require_writable()
     if img.bitmaps is not None:
@@ -77,16 +84,16 @@ def apply_state(img, plan):
 
     # 1. who references each L2 table and data cluster in the planned state (only tables' contents matter here)
     logical = ReferenceCounter(img, CheckReport(), nb_clusters=bump.next)
-    tables_in_plan = [t for _index, t in nonzero_entries(plan.active_l1)]
+    tables_in_plan = [table for _index, table in nonzero_entries(plan.active_l1)]
     for sn in plan.snapshots:
         l2s = sn.new_l1 if getattr(sn, "new_l1", None) is not None else current_l2_offsets(img, sn.l1_table_offset, sn.l1_size)
-        tables_in_plan.extend(t for _index, t in nonzero_entries(array("Q", l2s)))
+        tables_in_plan.extend(table for _index, table in nonzero_entries(array("Q", l2s)))
     l2_refs = {}
-    for t in tables_in_plan:
-        l2_refs[t] = l2_refs.get(t, 0) + 1
-    for t, n in l2_refs.items():
+    for table in tables_in_plan:
+        l2_refs[table] = l2_refs.get(table, 0) + 1
+    for table, n in l2_refs.items():
         for _unused in range(n):
-            logical.count_l2(t, active=False)
+            logical.count_l2(table, active=False)
     if logical.report.corruptions:
         raise CorruptionError("Refusing to change the metadata of %s: %s" % (img.path, logical.report.messages[0]), img.path)
     data_refs = logical.refs
@@ -127,8 +134,7 @@ def apply_state(img, plan):
 
     # 4. the complete refcounts of the new state, and a refcount structure holding them
     img.file.truncate(max(img.file.size(), bump.next << cb))
-    state = MetadataState(l1_offset, l1_size, snapshots, snap_offset, snap_bytes, refblocks=False,
-                          crypto=img.header.crypto_ext)
+    state = MetadataState(l1_offset, l1_size, snapshots, snap_offset, snap_bytes, refblocks=False)
     counter = ReferenceCounter(img, CheckReport(), nb_clusters=bump.next)
     refs = counter.count_state(state)
     if counter.report.corruptions:
@@ -149,7 +155,7 @@ def apply_state(img, plan):
     img.reload()
 
 
-def _write_table(img, bump, entries):
+def _write_table(img: Qcow2Image, bump: _Bump, entries: array.array) -> int:
     cs = img.geo.cluster_size
     raw = array_to_be(array("Q", entries))  # one 8-byte word per entry; no per-entry bytes objects
     offset = bump.take(-(-len(raw) // cs)) << img.geo.cluster_bits
@@ -157,7 +163,7 @@ def _write_table(img, bump, entries):
     return offset
 
 
-def _fix_copied_flags(table, geo, data_refs):
+def _fix_copied_flags(table: array.array, geo: Geometry, data_refs: RefMap) -> bool:
     """Set OFLAG_COPIED exactly where the data cluster will have refcount 1; True if anything changed."""
     words = geo.l2_entry_words
     changed = False

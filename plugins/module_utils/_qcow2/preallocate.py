@@ -12,10 +12,15 @@ reads still go to the backing file, as qemu does.
 
 from __future__ import annotations
 
+import typing
+
 from . import constants as C
 
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .image import Qcow2Image
 
-def preallocate(img, mode, has_backing=False):
+
+def preallocate(img: Qcow2Image, mode: str, has_backing: bool = False) -> None:
     geo = img.geo
     cb, cs = geo.cluster_bits, geo.cluster_size
     writer = img.writer

@@ -20,7 +20,7 @@ from .zeros import zero_bytes
 class RawImage:
     format_name = "raw"
 
-    def __init__(self, path, writable=False, force_share=False):
+    def __init__(self, path: str, writable: bool = False, force_share: bool = False) -> None:
         if writable and force_share:
             raise InvalidArgumentError("force_share is only allowed for read-only access")
         self.path = path
@@ -40,7 +40,7 @@ class RawImage:
     backing_format = None
     cluster_size = 65536
 
-    def extents(self, offset, length):
+    def extents(self, offset: int, length: int) -> list[Extent]:
         """Data and holes (holes read as zeros), from SEEK_DATA/SEEK_HOLE."""
         end = min(offset + length, self.size)
         out = []
@@ -68,23 +68,23 @@ class RawImage:
             pos = hole
         return out
 
-    def read(self, offset, length):
+    def read(self, offset: int, length: int) -> bytes:
         buf = bytearray(length)
         self.read_into(memoryview(buf), offset)
         return buf
 
-    def read_into(self, view, offset):
+    def read_into(self, view: memoryview, offset: int) -> None:
         self.file.read_into(view, offset)
 
-    def _require_writable(self):
+    def _require_writable(self) -> None:
         if not self.writable:
             raise ReadOnlyError("Image %s is open read-only" % self.path, self.path)
 
-    def write(self, offset, data):
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         self._require_writable()
         self.file.pwrite(data, offset)
 
-    def write_zeroes(self, offset, length, unmap=True):
+    def write_zeroes(self, offset: int, length: int, unmap: bool = True) -> None:
         """Zero a range: punch a hole as qemu does (the file stays sparse), write zeros where that fails."""
         self._require_writable()
         if unmap and self.file.punch_hole(offset, length):
@@ -95,16 +95,16 @@ class RawImage:
             self.file.pwrite(zero_bytes(n), pos)
             pos += n
 
-    def resize(self, new_size):
+    def resize(self, new_size: int) -> None:
         self._require_writable()
         self.file.truncate(new_size)
         self.size = new_size
 
-    def flush(self):
+    def flush(self) -> None:
         if self.writable and self.file.data_written:
             self.file.flush()
 
-    def close(self):
+    def close(self) -> None:
         if self._closed:
             return
         try:
@@ -115,5 +115,5 @@ class RawImage:
                 locking.release(self.file.fd)
             self.file.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "RawImage(%r)" % self.path

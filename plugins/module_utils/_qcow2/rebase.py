@@ -17,116 +17,212 @@ clusters are written. Backing "" flattens the image in place.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+import typing
 
-from .backing_name import same_file, set_backing
-from .chain import check_backing_reference, open_chain, resolve_backing_path
+from .backing_name import set_backing
+from .bitmaps import recorded_writes
+from .chain import DEFAULT_POLICY, check_backing_reference, open_chain, resolve_backing_path
 from .copyview import CopyStats, copy_runs, planned_bytes
 from .errors import BackingChainError, ImageLockedError, InvalidArgumentError, Qcow2Error
-from .locking import holders_conflict
 from .image import probe_is_qcow2
+from .info import chain_info
+from .locking import holders_conflict
+from .paths import position_of, same_file
+from .records import RebasePlan, RebaseResult, chain_entry
 from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, layer_runs, sweep
 from .space import require_space
+from .view_diff import differing_sectors, sector_differences
 from .zeros import zero_bytes
+
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .chain import Chain, ChainPolicy, Image
+    from .image import Qcow2Image
+    from .records import ChainEntry
+    from .segments import Run
 
 COMPARE_CHUNK = 2 << 20
 
 
-def rebase(path, backing_file, backing_format=None, unsafe=False, policy=None, dry_run=False):
+def plan_rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False, policy: ChainPolicy | None = None) -> RebasePlan:
+    """What rebase would do, without writing. Raises what the real run would raise, a lock another process
+    holds on an image it writes or reads included (ImageLockedError)."""
+    return _planned(path, backing_file, backing_format, unsafe, policy, dry_run=True)
+
+
+def rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False,
+           policy: ChainPolicy | None = None, plan: RebasePlan | None = None) -> RebaseResult:
+    """Point path at backing_file ("" = none). ``plan``, from plan_rebase with the same arguments just before,
+    spares reading the chains again; the header is checked once path is open for writing, and everything is
+    planned anew if it changed meanwhile."""
     started = time.time()
+    if plan is None:
+        plan = _planned(path, backing_file, backing_format, unsafe, policy, dry_run=False)
+    if not plan.changed:
+        return _result(plan, 0, started)
+    policy = policy or DEFAULT_POLICY
+    if plan.header_only:
+        with open_chain(path, fmt="qcow2", writable=True, backing=False, policy=policy) as chain:
+            if not _same_header(chain.top, plan):
+                chain.close()
+                return rebase(path, backing_file, backing_format, unsafe, policy)
+            set_backing(chain.top, backing_file, plan.new_format)
+        return _result(plan, 0, started)
+    new_path = check_backing_reference(backing_file, path, policy) if backing_file else None
+    bytes_copied = _safe_rebase(path, backing_file, new_path, plan, policy)
+    if bytes_copied is None:  # the header changed meanwhile
+        return rebase(path, backing_file, backing_format, unsafe, policy)
+    return _result(plan, bytes_copied, started)
+
+
+def _result(plan: RebasePlan, bytes_copied: int, started: float) -> RebaseResult:
+    return RebaseResult(plan.changed, plan.old_backing, plan.old_format, plan.new_backing, plan.new_format,
+                        plan.header_only, bytes_copied, time.time() - started)
+
+
+def _same_header(img: Qcow2Image, plan: RebasePlan) -> bool:
+    name = img.backing_filename or ""
+    return (name, img.backing_format if name else None) == (plan.old_backing, plan.old_format)
+
+
+def _check_arguments(backing_file: str, backing_format: str | None) -> None:
     if backing_file is None:
         raise InvalidArgumentError("backing_file is required (use an empty string to make the image standalone)")
     if backing_file and not backing_format:
         raise InvalidArgumentError("Backing format must be given with a backing file (qcow2 or raw)")
     if backing_format and backing_format not in ("qcow2", "raw"):
         raise InvalidArgumentError("Backing format must be qcow2 or raw (got %r)" % (backing_format,))
-    with open_chain(path, fmt="qcow2", force_share=True, backing=False) as chain:
-        old_name = chain.top.backing_filename or ""
-        old_format = chain.top.backing_format if old_name else None
+
+
+def _open_old_chain(path: str, policy: ChainPolicy) -> tuple[Chain, Qcow2Error | None]:
+    """(path's chain, None), or (path alone, the error) when its backing chain cannot be opened: an unsafe
+    rebase, or one that changes nothing, does not need it. An error of path itself is raised."""
+    try:
+        return open_chain(path, fmt="qcow2", force_share=True, policy=policy), None
+    except Qcow2Error as exc:
+        return open_chain(path, fmt="qcow2", force_share=True, backing=False, policy=policy), exc
+
+
+def _planned(path: str, backing_file: str, backing_format: str | None, unsafe: bool, policy: ChainPolicy, dry_run: bool) -> RebasePlan:
+    """The plan; dry_run also checks the locks and counts the bytes (and describes the chains for a diff)."""
+    _check_arguments(backing_file, backing_format)
+    policy = policy or DEFAULT_POLICY
+    old, old_error = _open_old_chain(path, policy)
+    with old, contextlib.ExitStack() as opened:
+        return _plan(old, old_error, opened, path, backing_file, backing_format, unsafe, policy, dry_run)
+
+
+def _old_chain_required(old_error: Qcow2Error, path: str) -> Qcow2Error:
+    """A safe rebase reads the whole old chain; say what to do when it cannot be opened."""
+    if isinstance(old_error, BackingChainError):
+        return type(old_error)("%s. A safe rebase reads the old backing chain to keep the image's content; if the "
+                               "old backing file was moved or renamed, an unsafe rebase (mode=unsafe) rewrites only "
+                               "the header to point at its new name" % str(old_error).rstrip("."), path)
+    return old_error
+
+
+def _plan(old: Chain, old_error: Qcow2Error | None, opened: contextlib.ExitStack, path: str, backing_file: str,
+          backing_format: str | None, unsafe: bool, policy: ChainPolicy, dry_run: bool) -> RebasePlan:
+    img = old.top
+    old_name = img.backing_filename or ""
+    old_format = img.backing_format if old_name else None
     new_format = backing_format if backing_file else None
-    result = {"changed": False, "old_backing": old_name, "old_format": old_format, "new_backing": backing_file,
-              "new_format": new_format, "header_only": True, "bytes_copied": 0, "duration": 0.0}
+    infos = chain_info(old) if dry_run else []
+    entries = [chain_entry(info) for info in infos]
+
+    def plan(changed: bool, header_only: bool, bytes_copied: int = 0, exact: bool = True, below: typing.Sequence[ChainEntry] = ()) -> RebasePlan:
+        after = entries
+        if changed and entries:
+            after = [entries[0]._replace(backing_filename=backing_file or None, backing_format=new_format)] + list(below)
+        return RebasePlan(changed, old_name, old_format, backing_file, new_format, header_only, bytes_copied, exact,
+                          infos, after)
+
     if old_name == backing_file and old_format == new_format:
-        return result
-    new_path = None
+        if old_error is not None and not isinstance(old_error, BackingChainError):
+            raise old_error
+        return plan(False, True)
+    new_path = new_chain = new_error = in_chain = None
     if backing_file:
-        new_path = check_backing_reference(backing_file, path, policy or _default_policy())
-        if os.path.exists(new_path):
-            _check_format(new_path, new_format, path)
-            _refuse_loop(path, new_path, new_format, policy or _default_policy())
-    header_only = unsafe or (
-        old_name and backing_file and same_file(resolve_backing_path(path, old_name), new_path))
-    result["changed"] = True
-    result["header_only"] = bool(header_only)
+        new_path = check_backing_reference(backing_file, path, policy)
+    new_exists = new_path is not None and os.path.exists(new_path)
+    if new_exists:
+        _check_format(new_path, new_format, path)
+        if old_error is None:
+            in_chain = position_of(old.paths[1:], new_path)
+        if in_chain is None:
+            try:
+                new_chain = opened.enter_context(open_chain(new_path, fmt=new_format, force_share=True, policy=policy))
+            except Qcow2Error as exc:
+                new_error = exc
+                _refuse_loop(path, new_path, new_format, policy)
+            else:
+                if position_of(new_chain.paths, path) is not None:
+                    raise BackingChainError("Backing file '%s' creates an infinite loop." % new_path, path)
+    header_only = bool(unsafe or (old_name and same_file(resolve_backing_path(path, old_name), new_path)))
     if dry_run:
-        _refuse_held(path, new_path, not header_only, policy)
+        _refuse_held(path, old, old_error, new_chain, reads=not header_only)
     if header_only:
-        if not dry_run:
-            with open_chain(path, fmt="qcow2", writable=True, backing=False) as chain:
-                set_backing(chain.top, backing_file, new_format)
-        result["duration"] = time.time() - started
-        return result
-    _check_old_chain(path, policy)
-    if new_path is not None and not os.path.exists(new_path):
+        if old_error is not None and not isinstance(old_error, BackingChainError):
+            raise old_error
+        return plan(True, True, below=_described_below(new_path, new_exists, entries, in_chain, new_chain, policy, dry_run))
+    if old_error is not None:
+        raise _old_chain_required(old_error, path)
+    if new_path is not None and not new_exists:
         raise BackingChainError("New backing file '%s' of '%s' could not be opened: No such file or directory (a safe "
                                 "rebase reads it; mode=unsafe records a backing file that does not exist yet)"
                                 % (new_path, path), path)
-    if dry_run:
-        result["bytes_copied"] = _estimate(path, new_path, new_format, policy)
-    else:
-        result["bytes_copied"] = _safe_rebase(path, backing_file, new_path, new_format, policy)
-    result["duration"] = time.time() - started
-    return result
-
-
-def _estimate(path, new_path, new_format, policy):
-    """Check mode's figure: what an in-chain rebase or a flatten will copy, or at most what an unrelated base
-    makes it compare and copy (metadata only, no guest data read)."""
-    with open_chain(path, fmt="qcow2", force_share=True, policy=policy) as old_chain:
-        img = old_chain.top
-        in_chain = next((layer for layer in old_chain.images[1:] if new_path and same_file(layer.path, new_path)), None)
-        if in_chain is not None or new_path is None:
-            dropped = [r for r in layer_runs(img.backing, in_chain, 0, img.size) if r[2] in (RUN_DATA, RUN_ZERO)]
-            return planned_bytes(_subtract_allocated(img, dropped), img.cluster_size, img.size,
+    if new_error is not None:
+        raise new_error
+    if not dry_run:
+        return plan(True, False)
+    if in_chain is not None or new_path is None:
+        dropped = [r for r in layer_runs(img.backing, old.images[1 + in_chain] if in_chain is not None else None, 0,
+                                         img.size) if r[2] in (RUN_DATA, RUN_ZERO)]
+        estimate = planned_bytes(_subtract_allocated(img, dropped), img.cluster_size, img.size,
                                  "zero" if new_path is not None else "skip")
-        with open_chain(new_path, fmt=new_format, force_share=True, policy=policy) as new_chain:
-            return sum(end - start for start, end in _candidates(img, new_chain.top))
+    else:
+        estimate = sum(end - start for start, end in _candidates(img, new_chain.top))
+    below = _described_below(new_path, new_exists, entries, in_chain, new_chain, policy, dry_run)
+    return plan(True, False, estimate, exact=new_path is not None and in_chain is not None, below=below)
 
 
-def _default_policy():
-    from .chain import DEFAULT_POLICY
-    return DEFAULT_POLICY
+def _described_below(new_path: str | None, new_exists: bool, entries: list[ChainEntry], in_chain: int | None,
+                     new_chain: Chain | None, policy: ChainPolicy, dry_run: bool) -> list[ChainEntry]:
+    """The new backing chain as a diff shows it, spelled from new_path: as far as it can be read (the new backing
+    file alone when its own backing chain cannot be opened; nothing when it does not exist yet)."""
+    if not dry_run or not new_exists:
+        return []
+    if in_chain is not None:  # the old chain's tail, each file named as the new backing name leads to it
+        below, name = [], new_path
+        for entry in entries[1 + in_chain:]:
+            below.append(entry._replace(filename=name))
+            if entry.backing_filename:
+                name = resolve_backing_path(name, entry.backing_filename)
+        return below
+    if new_chain is not None:
+        return [chain_entry(info) for info in chain_info(new_chain)]
+    with open_chain(new_path, force_share=True, backing=False, policy=policy) as alone:
+        return [chain_entry(info) for info in chain_info(alone)]
 
 
-def _refuse_held(path, new_path, safe, policy):
-    """Check mode: the locks the real run will take must be free. It writes the image; a safe rebase also reads
-    the old backing chain and the new backing file's chain."""
-    reads = []
-    for top in ((path, new_path) if new_path else (path,)) if safe else ():
-        try:
-            with open_chain(top, force_share=True, policy=policy) as chain:
-                reads.extend(img.path for img in chain.images if not same_file(img.path, path))
-        except Qcow2Error:
-            pass  # the real run reports what cannot be opened
-    for candidate, write in [(path, True)] + [(p, False) for p in reads]:
+def _refuse_held(path: str, old: Chain, old_error: Qcow2Error | None, new_chain: Chain | None, reads: bool) -> None:
+    """The locks the real run will take must be free. It writes the image; a safe rebase also reads the old
+    backing chain and the new backing file's chain."""
+    candidates = [(path, True)]
+    if reads:
+        if old_error is None:
+            candidates += [(p, False) for p in old.paths if not same_file(p, path)]
+        if new_chain is not None:
+            candidates += [(p, False) for p in new_chain.paths if not same_file(p, path)]
+    for candidate, write in candidates:
         conflict = holders_conflict(candidate, write)
         if conflict:
             raise ImageLockedError(conflict, candidate)
 
 
-def _check_old_chain(path, policy):
-    """A safe rebase reads the whole old chain; say what to do when it cannot be opened (also in check mode)."""
-    try:
-        with open_chain(path, fmt="qcow2", force_share=True, policy=policy):
-            pass
-    except BackingChainError as exc:
-        raise type(exc)("%s. A safe rebase reads the old backing chain to keep the image's content; if the old "
-                        "backing file was moved or renamed, an unsafe rebase (mode=unsafe) rewrites only the header "
-                        "to point at its new name" % str(exc).rstrip("."), path) from None
-
-
-def _refuse_loop(path, new_path, new_format, policy):
+def _refuse_loop(path: str, new_path: str, new_format: str | None, policy: ChainPolicy) -> None:
     """Neither the new backing file nor any image below it may be the image itself (its own overlay, say).
 
     Walks the headers only, without locks, and stops where the chain cannot be followed: an unsafe rebase may
@@ -149,7 +245,7 @@ def _refuse_loop(path, new_path, new_format, policy):
             return
 
 
-def _check_format(new_path, fmt, path):
+def _check_format(new_path: str, fmt: str | None, path: str) -> None:
     if fmt == "qcow2" and not probe_is_qcow2(new_path):
         raise BackingChainError("Backing format mismatch: %s is not a qcow2 image (backing_format=qcow2 for %s)"
                                 % (new_path, path), path)
@@ -158,31 +254,32 @@ def _check_format(new_path, fmt, path):
                                 "its qcow2 metadata to the guest)" % (new_path, path), path)
 
 
-def _safe_rebase(path, backing_file, new_path, new_format, policy):
+def _safe_rebase(path: str, backing_file: str, new_path: str | None, plan: RebasePlan, policy: ChainPolicy) -> int | None:
+    """Copy what the new backing view would change, then switch the header; None if the header is no longer the
+    one planned for (the image changed meanwhile)."""
     with open_chain(path, fmt="qcow2", writable=True, policy=policy) as old_chain:
         img = old_chain.top
+        if not _same_header(img, plan):
+            return None
         stats = CopyStats()  # a standalone image reads zeros below: a safe rebase keeps that view too
-        in_chain = None
-        if new_path is not None:
-            for layer in old_chain.images[1:]:
-                if same_file(layer.path, new_path):
-                    in_chain = layer
-                    break
+        in_chain = position_of(old_chain.paths[1:], new_path) if new_path is not None else None
         if in_chain is not None or new_path is None:
             # Metadata decides: only what the dropped layers hold can differ (all of it, when flattening).
-            dropped = [r for r in layer_runs(img.backing, in_chain, 0, img.size) if r[2] in (RUN_DATA, RUN_ZERO)]
+            below = old_chain.images[1 + in_chain] if in_chain is not None else None
+            dropped = [r for r in layer_runs(img.backing, below, 0, img.size) if r[2] in (RUN_DATA, RUN_ZERO)]
             runs = _subtract_allocated(img, dropped)
             require_space(path, data_bytes(runs), "rebase of %s" % path)
-            copy_runs(img, _ZeroesAgainst(img, in_chain), runs, zero_runs="zero" if new_path is not None else "skip",
-                      stats=stats)
+            with recorded_writes(img, _differing(img, below, runs)):
+                copy_runs(img, _ZeroesAgainst(img, below), runs,
+                          zero_runs="zero" if new_path is not None else "skip", stats=stats)
         else:
-            with open_chain(new_path, fmt=new_format, policy=policy) as new_chain:
-                for member in new_chain.images:
-                    if same_file(member.path, path):
-                        raise BackingChainError("Backing file '%s' creates an infinite loop." % new_path, path)
-                _copy_differences(img, new_chain.top, stats)
+            with open_chain(new_path, fmt=plan.new_format, policy=policy) as new_chain:
+                if position_of(new_chain.paths, path) is not None:
+                    raise BackingChainError("Backing file '%s' creates an infinite loop." % new_path, path)
+                with recorded_writes(img) as record:
+                    _copy_differences(img, new_chain.top, stats, record)
         img.flush()
-        set_backing(img, backing_file, new_format)
+        set_backing(img, backing_file, plan.new_format)
     return stats.bytes_written + stats.bytes_zeroed
 
 
@@ -195,17 +292,17 @@ class _ZeroesAgainst:
     reading the old view, which is the view being preserved.
     """
 
-    def __init__(self, img, below):
+    def __init__(self, img: Qcow2Image, below: Image | None) -> None:
         self.img = img
         self.file = img.file
         self.below = below
         self.cluster_size = img.cluster_size
         self.size = img.size
 
-    def write(self, offset, data):
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         self.img.write(offset, data)
 
-    def write_zeroes(self, offset, length):
+    def write_zeroes(self, offset: int, length: int) -> None:
         """Zero [offset, offset+length). Partial clusters (or subclusters) are written as zero data through the old
         view, whose copy-on-write keeps the rest of the cluster as the image reads it now; only the aligned middle,
         which the writer turns into zero clusters without reading anything, is judged against the new backing file."""
@@ -232,7 +329,16 @@ class _ZeroesAgainst:
             img.backing = old
 
 
-def _subtract_allocated(img, runs):
+def _differing(img: Qcow2Image, new_top: Image | None, runs: list[Run]) -> list[tuple[int, int]]:
+    """What qemu-img rebase writes, and so dirties in the image's enabled bitmaps: the sectors of runs where the old
+    backing view and the new one differ (read only when there are enabled bitmaps to tell)."""
+    if img.bitmaps is None:
+        return []
+    return differing_sectors(img.read_backing_into, lambda view, offset: _read_view(new_top, view, offset),
+                             [(start, end) for start, end, _kind in runs])
+
+
+def _subtract_allocated(img: Qcow2Image, runs: list[Run]) -> list[Run]:
     """Drop the parts of runs the image decides itself (its own data masks the backing anyway)."""
     out = []
     for start, end, kind in runs:
@@ -242,8 +348,10 @@ def _subtract_allocated(img, runs):
     return out
 
 
-def _copy_differences(img, new_top, stats):
-    """Unrelated new base: compare old and new views where the image itself is unallocated."""
+def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats,
+                      record: typing.Callable[[int, int], None]) -> None:
+    """Unrelated new base: compare old and new views where the image itself is unallocated; record(start, end) gets
+    the sectors that differ."""
     cs = img.geo.cluster_size
     chunk = max(cs, (COMPARE_CHUNK // cs) * cs)
     old_buf, new_buf = bytearray(chunk), bytearray(chunk)
@@ -257,11 +365,14 @@ def _copy_differences(img, new_top, stats):
             img.read_backing_into(old_view[:n], pos)
             _read_view(new_top, new_view[:n], pos)
             if old_buf[:n] != new_buf[:n]:
+                lo, hi = max(pos, start), min(pos + n, end)
+                for s, e in sector_differences(old_buf[lo - pos:hi - pos], new_buf[lo - pos:hi - pos], lo, hi - lo):
+                    record(s, e)
                 _write_differing(zeroes, old_buf, new_buf, pos, n, cs, stats, start, end)
             pos += n
 
 
-def _candidates(img, new_top):
+def _candidates(img: Qcow2Image, new_top: Image) -> list[tuple[int, int]]:
     """Ranges where the image decides nothing and the old or the new view holds data: only there can they differ."""
     own = layer_runs(img, img.backing, 0, img.size)
     old = layer_runs(img.backing, None, 0, img.size)
@@ -276,8 +387,9 @@ def _candidates(img, new_top):
     return candidates
 
 
-def _read_view(top, view, offset):
-    if offset >= top.size:
+def _read_view(top: Image | None, view: memoryview, offset: int) -> None:
+    """top's guest view (zeros past its end; all zeros without a top: a flatten's new view)."""
+    if top is None or offset >= top.size:
         view[:] = zero_bytes(len(view))
         return
     inside = min(len(view), top.size - offset)
@@ -286,7 +398,8 @@ def _read_view(top, view, offset):
         view[inside:] = zero_bytes(len(view) - inside)
 
 
-def _write_differing(img, old_buf, new_buf, offset, length, cs, stats, run_start, run_end):
+def _write_differing(img: _ZeroesAgainst, old_buf: bytearray, new_buf: bytearray, offset: int, length: int, cs: int,
+                     stats: CopyStats, run_start: int, run_end: int) -> None:
     """Write the old view's clusters where they differ from the new view (clipped to the unallocated run)."""
     pos = 0
     while pos < length:

@@ -12,15 +12,22 @@ guest data. Iterative, so a 1000-deep chain does not hit Python's recursion limi
 
 from __future__ import annotations
 
+import typing
+
 from .image import COMP, DATA, UNALLOC, ZERO
+
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .chain import Image
 
 # Run kinds
 RUN_DATA = "data"  # the layers hold data (possibly compressed) here
 RUN_ZERO = "zero"  # the layers say zeros (zero clusters, or past the end of a shorter layer)
 RUN_BELOW = "below"  # no layer of the run decides: the stop image (or zeros when there is none) shows through
 
+Run = typing.Tuple[int, int, str]  # (start, end, RUN_* kind) of guest bytes
 
-def layer_runs(top, stop, offset, length):
+
+def layer_runs(top: Image, stop: Image | None, offset: int, length: int) -> list[Run]:
     """Sorted (start, end, kind) covering [offset, offset+length) as decided by layers top..above stop."""
     out = []
     pending = [(top, offset, offset + length)]
@@ -49,12 +56,12 @@ def layer_runs(top, stop, offset, length):
     return _merge(out)
 
 
-def _add(out, start, end, kind):
+def _add(out: list[Run], start: int, end: int, kind: str) -> None:
     if end > start:
         out.append((start, end, kind))
 
 
-def _merge(runs):
+def _merge(runs: list[Run]) -> list[Run]:
     merged = []
     for start, end, kind in runs:
         if merged and merged[-1][2] == kind and merged[-1][1] == start:
@@ -64,11 +71,11 @@ def _merge(runs):
     return merged
 
 
-def data_bytes(runs):
+def data_bytes(runs: typing.Iterable[Run]) -> int:
     return sum(end - start for start, end, kind in runs if kind == RUN_DATA)
 
 
-def sweep(*run_lists):
+def sweep(*run_lists: list[Run]) -> typing.Iterator[tuple[int, int, tuple[str | None, ...]]]:
     """Walk several sorted run lists together: yields (start, end, (kind per list or None))."""
     points = set()
     for runs in run_lists:

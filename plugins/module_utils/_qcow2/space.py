@@ -12,14 +12,14 @@ import os
 from .errors import NoSpaceError
 
 
-def free_bytes(path):
+def free_bytes(path: str) -> int:
     """Bytes an unprivileged writer may still use on the filesystem holding path (or its directory)."""
     target = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path)) or "."
     st = os.statvfs(target)
     return st.f_bavail * st.f_frsize
 
 
-def require_space(path, needed, what):
+def require_space(path: str, needed: int, what: str) -> None:
     """Raise NoSpaceError naming the numbers when needed bytes will not fit."""
     free = free_bytes(path)
     if needed > free:

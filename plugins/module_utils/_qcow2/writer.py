@@ -12,38 +12,48 @@ table with OFLAG_COPIED; the cluster it replaces loses its reference after the L
 
 from __future__ import annotations
 
+import typing
+
 from array import array
 
 from . import constants as C
-from .errors import CorruptionError, InvalidArgumentError
+from .errors import InvalidArgumentError
 from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, ZERO_PLAIN, classify
 from .zeros import zero_bytes
 
-
-def _metadata_overwrite(img, what, host):
-    """qemu's overlap check: refuse, rather than let an in-place write destroy other metadata."""
-    return CorruptionError("Preventing invalid write on metadata: %s would be written at host offset %#x, which "
-                           "holds other metadata; the image is corrupt (qemu-img check finds it)" % (what, host),
-                           img.path)
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .errors import CorruptionError
+    from .image import Qcow2Image
+    from .refcount.table import Refcounts
 
 
-def _mask(first, last):
+def _metadata_overwrite(img: Qcow2Image, what: str, host: int) -> CorruptionError:
+    """qemu's overlap check: refuse, rather than let an in-place write destroy other metadata (and mark the image
+    corrupt, as qemu does)."""
+    return img.corrupt("Preventing invalid write on metadata: %s would be written at host offset %#x, which holds "
+                       "other metadata; the image is corrupt (qemu-img check finds it)" % (what, host))
+
+
+def _mask(first: int, last: int) -> int:
     """Bits first..last (inclusive) set."""
     return ((1 << (last + 1)) - 1) ^ ((1 << first) - 1)
 
 
 class ClusterWriter:
-    def __init__(self, image):
+    def __init__(self, image: Qcow2Image) -> None:
         self.img = image
         self.geo = image.geo
         self.v3 = image.header.version >= 3
+        # zero writes leave zero clusters even where nothing lies below: a layer whose backing file may later grow
+        # under it (a commit into it) must still read zeros there, not what the commit brought
+        self.keep_zeroes = False
 
     @property
-    def refcounts(self):
+    def refcounts(self) -> Refcounts:
         return self.img.refcounts
 
     # ---- L2 tables ----
-    def writable_l2(self, l1_index):
+    def writable_l2(self, l1_index: int) -> int:
         """Host offset of an L2 table the active image alone owns, allocating or copying it as needed."""
         img, geo = self.img, self.geo
         entry = img.l1[l1_index]
@@ -65,7 +75,7 @@ class ClusterWriter:
         img.set_l1_entry(l1_index, new | C.OFLAG_COPIED)
         return new
 
-    def _slices(self, start, end):
+    def _slices(self, start: int, end: int) -> typing.Iterator[tuple[array.array, int, int, int, int]]:
         """Yield (table, key, first index, span start, span end) for each L2 slice the range touches."""
         geo = self.geo
         cb = geo.cluster_bits
@@ -81,17 +91,19 @@ class ClusterWriter:
             yield table, key, idx, pos, span_end
             pos = span_end
 
-    def release(self, entry, kind):
+    def release(self, entry: int, kind: int) -> None:
         """Queue the decrement of whatever host clusters an entry referenced."""
         cb = self.geo.cluster_bits
         if kind == COMPRESSED:
             for cluster in self.geo.compressed_host_clusters(entry):
                 self.refcounts.queue_decref(cluster)
         elif entry & C.L2E_OFFSET_MASK and kind in (NORMAL, ZERO_ALLOC):
+            if entry & C.L2E_OFFSET_MASK & (self.geo.cluster_size - 1):
+                return  # qemu: "Cannot free unaligned cluster"; the cluster around it is not this entry's to free
             self.refcounts.queue_decref((entry & C.L2E_OFFSET_MASK) >> cb)
 
     # ---- data writes ----
-    def write(self, offset, data):
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         if view.ndim != 1 or view.itemsize != 1:
             view = view.cast("B")
@@ -106,7 +118,7 @@ class ClusterWriter:
         for table, key, idx, start, end in self._slices(offset, offset + n):
             self._write_slice(table, key, idx, start, end, view[start - offset:end - offset])
 
-    def _write_slice(self, table, key, idx, start, end, view):
+    def _write_slice(self, table: array.array, key: int, idx: int, start: int, end: int, view: memoryview) -> None:
         geo, img = self.geo, self.img
         cb, cs, ext = geo.cluster_bits, geo.cluster_size, geo.extended_l2
         words = geo.l2_entry_words
@@ -120,6 +132,9 @@ class ClusterWriter:
             bitmap = table[idx * 2 + 1] if ext else 0
             kind = classify(entry, ext)
             part = view[pos - start:wend - start]
+            if kind in (NORMAL, ZERO_ALLOC) and entry & C.OFLAG_COPIED and entry & C.L2E_OFFSET_MASK & (cs - 1):
+                raise img.corrupt("Preallocated zero/data cluster offset %#x unaligned (guest offset: %#x)"
+                                  % (entry & C.L2E_OFFSET_MASK, cstart))
             if kind == NORMAL and entry & C.OFLAG_COPIED:
                 host = entry & C.L2E_OFFSET_MASK
                 if img.overlaps_metadata(host >> cb):
@@ -143,7 +158,7 @@ class ClusterWriter:
             self._allocate_and_write(table, key, pending)
         self._write_inplace(inplace)
 
-    def _write_inplace(self, items):
+    def _write_inplace(self, items: list[tuple[int, memoryview]]) -> None:
         f = self.img.file
         run_host, run = None, []
         run_end = None
@@ -158,7 +173,7 @@ class ClusterWriter:
         if run:
             f.pwritev(run, run_host)
 
-    def _visible(self, cstart):
+    def _visible(self, cstart: int) -> bytearray:
         """What the guest reads in a whole cluster right now (copy-on-write source)."""
         cs = self.geo.cluster_size
         buf = bytearray(cs)
@@ -166,7 +181,7 @@ class ClusterWriter:
         self.img.read_into(memoryview(buf)[:inside], cstart)
         return buf
 
-    def _allocate_and_write(self, table, key, pending):
+    def _allocate_and_write(self, table: array.array, key: int, pending: list[tuple[int, int, int, int, int, int, int, memoryview]]) -> None:
         geo, img = self.geo, self.img
         cb, cs, ext = geo.cluster_bits, geo.cluster_size, geo.extended_l2
         first = self.refcounts.alloc(len(pending))
@@ -197,7 +212,7 @@ class ClusterWriter:
                 table[idx] = host | C.OFLAG_COPIED
         img.l2cache.mark_dirty(key)
 
-    def _subcluster_inplace(self, cstart, ws, we, bitmap, part):
+    def _subcluster_inplace(self, cstart: int, ws: int, we: int, bitmap: int, part: memoryview) -> tuple[int, int, memoryview]:
         """Write into an owned cluster with subclusters: unallocated partial subclusters get copy-on-write."""
         sb = self.geo.subcluster_bits
         first, last = (ws - cstart) >> sb, (we - 1 - cstart) >> sb
@@ -215,7 +230,7 @@ class ClusterWriter:
         return new_bitmap, lo, buf
 
     # ---- zero writes ----
-    def write_zeroes(self, offset, length, unmap=True):
+    def write_zeroes(self, offset: int, length: int, unmap: bool = True) -> None:
         img, geo = self.img, self.geo
         end = offset + length
         if offset < 0 or end > img.size:
@@ -243,11 +258,13 @@ class ClusterWriter:
         else:
             self._zero_clusters(a, b, unmap)
 
-    def _nothing_below(self, start, end):
+    def _nothing_below(self, start: int, end: int) -> bool:
+        if self.keep_zeroes:
+            return False
         backing = self.img.backing
         return backing is None or start >= backing.size
 
-    def _skip_unallocated_table(self, pos, end):
+    def _skip_unallocated_table(self, pos: int, end: int) -> int:
         """Where a whole L2 table is absent and nothing lies below, the range already reads zeros."""
         geo, img = self.geo, self.img
         l1_index = pos >> geo.l1_shift
@@ -255,7 +272,7 @@ class ClusterWriter:
             return pos
         return min(end, (l1_index + 1) << geo.l1_shift)
 
-    def _table_spans(self, start, end):
+    def _table_spans(self, start: int, end: int) -> typing.Iterator[tuple[int, int]]:
         """Per L1 entry: (start, end) spans that need zeroing, skipping absent tables with nothing below."""
         shift = self.geo.l1_shift
         pos = start
@@ -265,11 +282,11 @@ class ClusterWriter:
                 yield pos, span_end
             pos = span_end
 
-    def _clusters_in(self, s, e):
+    def _clusters_in(self, s: int, e: int) -> int:
         cb = self.geo.cluster_bits
         return ((e - 1) >> cb) - (s >> cb) + 1
 
-    def _zero_clusters(self, start, end, unmap):
+    def _zero_clusters(self, start: int, end: int, unmap: bool) -> None:
         for span_start, span_end in self._table_spans(start, end):
             for table, key, idx, s, e in self._slices(span_start, span_end):
                 for i in range(idx, idx + self._clusters_in(s, e)):
@@ -284,7 +301,7 @@ class ClusterWriter:
                         table[i] = C.OFLAG_ZERO
                 self.img.l2cache.mark_dirty(key)
 
-    def _zero_subclusters(self, start, end, unmap):
+    def _zero_subclusters(self, start: int, end: int, unmap: bool) -> None:
         geo = self.geo
         cb, sb, cs = geo.cluster_bits, geo.subcluster_bits, geo.cluster_size
         compressed_parts = []  # partly zeroed compressed clusters need a real copy-on-write
@@ -314,7 +331,7 @@ class ClusterWriter:
         for offset, length in compressed_parts:
             self.write(offset, zero_bytes(length))
 
-    def _zero_v2(self, start, end):
+    def _zero_v2(self, start: int, end: int) -> None:
         """v2 has no zero flag: drop clusters where nothing lies below, write zeros elsewhere."""
         cb, cs = self.geo.cluster_bits, self.geo.cluster_size
         for span_start, span_end in self._table_spans(start, end):

@@ -11,7 +11,7 @@ _ZERO_CHUNK = bytes(4 << 20)
 _ZERO_VIEW = memoryview(_ZERO_CHUNK)
 
 
-def fill_zero(view):
+def fill_zero(view: memoryview) -> None:
     """Zero a writable memoryview in place."""
     n = len(view)
     pos = 0
@@ -24,7 +24,7 @@ def fill_zero(view):
 _zero_by_size = {}
 
 
-def zero_bytes(n):
+def zero_bytes(n: int) -> bytes:
     """A cached bytes object of n zeros (for comparisons: bytes == bytes is a memcmp)."""
     z = _zero_by_size.get(n)
     if z is None:
@@ -34,7 +34,7 @@ def zero_bytes(n):
     return z
 
 
-def is_zero(data):
+def is_zero(data: bytes | bytearray | memoryview) -> bool:
     """True if bytes/bytearray/memoryview holds only zeros (memcmp speed, not a Python loop)."""
     if isinstance(data, memoryview):
         data = data.tobytes()  # comparing memoryviews is 100x slower than comparing bytes

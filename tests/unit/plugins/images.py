@@ -31,6 +31,17 @@ def write(path, offset, data):
         chain.top.write(offset, data)
 
 
+def three_layer_chain(directory):
+    """base <- mid <- top in directory (relative backing names), each layer with its own data; their paths."""
+    base = make_image(directory / "base.qcow2", size=2 * MIB)
+    write(base, 0, b"\x01" * MIB)
+    mid = make_image(directory / "mid.qcow2", backing="base.qcow2")
+    write(mid, 65536, b"\x02" * 131072)
+    top = make_image(directory / "top.qcow2", backing="mid.qcow2")
+    write(top, 98304, b"\x03" * 4096)
+    return base, mid, top
+
+
 def guest_view(path):
     """Every byte the guest reads through the image and its chain."""
     with api.open_chain(str(path)) as chain:

@@ -10,7 +10,8 @@ from unittest import mock
 
 import pytest
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module import domain_target, lock_holders
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live import libvirt_dep
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module import engine
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 from ansible_collections.backingchain.qcow2.plugins.modules import qcow2_commit, qcow2_info, qcow2_rebase, qcow2_snapshot
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import make_image, write
@@ -44,7 +45,7 @@ def test_domain_only_options_need_domain(chain):
 ])
 def test_without_libvirt_python_a_domain_task_fails_naming_the_library(chain, module, args):
     _base, top = chain
-    with mock.patch.object(domain_target, "HAS_LIBVIRT", False):
+    with mock.patch.object(libvirt_dep, "libvirt", None):
         result = run_failed(module, dict(args, path=top, domain="vm1"))
     assert "libvirt-python" in result["msg"]
 
@@ -52,7 +53,7 @@ def test_without_libvirt_python_a_domain_task_fails_naming_the_library(chain, mo
 def test_a_lock_message_names_the_holder_unless_the_task_cannot_take_a_domain(chain):
     _base, top = chain
     holders = mock.Mock(return_value="image %s is in use by running domain 'vm1' (disk vda); pass domain: vm1" % top)
-    with mock.patch.object(lock_holders, "lock_holders", holders), api.open_chain(top, writable=True):
+    with mock.patch.object(engine, "lock_holders", holders), api.open_chain(top, writable=True):
         for module, args in ((qcow2_commit, {}), (qcow2_rebase, {"backing_file": ""}),
                              (qcow2_snapshot, {"type": "external", "overlay": top + ".o"})):
             message = run_failed(module, dict(args, path=top))["msg"]
@@ -67,6 +68,6 @@ def test_a_lock_message_names_the_holder_unless_the_task_cannot_take_a_domain(ch
 
 def test_without_libvirt_python_qemus_lock_message_stays(chain):
     _base, top = chain
-    with mock.patch.object(lock_holders, "HAS_LIBVIRT", False), api.open_chain(top, writable=True):
+    with mock.patch.object(libvirt_dep, "libvirt", None), api.open_chain(top, writable=True):
         message = run_failed(qcow2_commit, {"path": top})["msg"]
     assert message.startswith('Failed to get "write" lock') and message.endswith("Is another process using the image [%s]?" % top)

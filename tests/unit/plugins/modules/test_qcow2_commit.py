@@ -7,20 +7,15 @@ from __future__ import annotations
 import os
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.info import allocated_bytes
 from ansible_collections.backingchain.qcow2.plugins.modules import qcow2_commit
-from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import MIB, guest_view, info, make_image, write
+from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import MIB, guest_view, info, three_layer_chain
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.modules.harness import converge, run_failed, run_ok
 
 
 def _chain(tmp_path):
     """base <- mid <- top, each layer with its own data."""
-    base = make_image(tmp_path / "base.qcow2", size=2 * MIB)
-    write(base, 0, b"\x01" * MIB)
-    mid = make_image(tmp_path / "mid.qcow2", backing="base.qcow2")
-    write(mid, 65536, b"\x02" * 131072)
-    top = make_image(tmp_path / "top.qcow2", backing="mid.qcow2")
-    write(top, 98304, b"\x03" * 4096)
-    return base, mid, top
+    return three_layer_chain(tmp_path)
 
 
 def test_commit_a_middle_layer(tmp_path):
@@ -46,7 +41,7 @@ def test_commit_the_active_layer_keeps_it_as_an_empty_top(tmp_path):
     assert real1["base"] == mid and real1["committed"] == [] and real1["bytes_copied"] > 0
     assert guest_view(top) == view
     with api.open_chain(top, backing=False, force_share=True) as chain:
-        assert api.allocated_bytes(chain.top) == 0
+        assert allocated_bytes(chain.top) == 0
     assert guest_view(mid) == view  # mid now holds what top held
     assert info(base)["virtual-size"] == 2 * MIB
 

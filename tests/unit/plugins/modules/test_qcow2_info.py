@@ -76,6 +76,9 @@ def test_errors(tmp_path):
         set_backing(chain.top, "a.qcow2", "qcow2")
     assert "No such file" in run_failed(qcow2_info, {"path": str(tmp_path / "none.qcow2")})["msg"]
     assert "not a qcow2 image" in run_failed(qcow2_info, {"path": str(tmp_path / "plain.txt")})["msg"]
+    # the format found is a field a playbook tests (a raw file is not an error of the same kind as a missing one)
+    assert run_failed(qcow2_info, {"path": str(tmp_path / "plain.txt")})["image_format"] == "raw"
+    assert "image_format" not in run_failed(qcow2_info, {"path": str(tmp_path / "none.qcow2")})
     assert "infinite loop" in run_failed(qcow2_info, {"path": loop_a})["msg"]
     assert "outside the allowed directories" in run_failed(
         qcow2_info, {"path": loop_a, "allowed_backing_dirs": ["/nonexistent"]})["msg"]

@@ -11,7 +11,7 @@ from unittest import mock
 
 import pytest
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module import domain_target
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live import libvirt_dep
 from ansible_collections.backingchain.qcow2.plugins.modules import qcow2_info
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import fingerprint, make_image
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.libvirt_test_driver import (
@@ -185,7 +185,7 @@ def test_options_that_need_path_or_domain(uri, images):
 
 
 def test_without_libvirt_python_domain_and_users_fail_naming_the_library(uri, images):
-    with mock.patch.object(domain_target, "HAS_LIBVIRT", False):
+    with mock.patch.object(libvirt_dep, "libvirt", None):
         for args in ({"domain": "web1"}, {"path": images["web"], "users": True}):
             assert "libvirt-python" in run_failed(qcow2_info, dict(args, uri=uri))["msg"]
         assert run_ok(qcow2_info, {"path": images["web"]})["chain_depth"] == 2

@@ -8,7 +8,10 @@ import errno
 
 import pytest
 
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live import libvirt_dep
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module import engine
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import deps
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import (
     ImageLockedError,
     MissingDependencyError,
@@ -54,8 +57,8 @@ def test_missing_library_uses_missing_required_lib():
 
 def test_missing_construct_fails_before_any_engine_call(monkeypatch):
     module = FakeModule()
-    monkeypatch.setattr(engine.deps, "HAS_CONSTRUCT", False)
-    monkeypatch.setattr(engine.deps, "CONSTRUCT_IMPORT_ERROR", "ImportError: construct")
+    monkeypatch.setattr(deps, "HAS_CONSTRUCT", False)
+    monkeypatch.setattr(deps, "CONSTRUCT_IMPORT_ERROR", "ImportError: construct")
     with pytest.raises(Failed):
         engine.require_engine(module)
     assert "construct" in module.failure["msg"]
@@ -66,3 +69,28 @@ def test_chain_policy_from_options(tmp_path):
     assert policy.allowed_backing_dirs == [str(tmp_path.resolve())] and policy.allow_data_file is True
     policy = engine.chain_policy({"allowed_backing_dirs": [], "allow_data_file": False})
     assert policy.allowed_backing_dirs is None and policy.allow_data_file is False
+
+
+def test_a_missing_libvirt_is_reported_like_any_missing_library(monkeypatch):
+    """The live layer's require_libvirt() and the engine's MissingDependencyError end in the same failure."""
+    monkeypatch.setattr(libvirt_dep, "libvirt", None)
+    monkeypatch.setattr(libvirt_dep, "LIBVIRT_IMPORT_ERROR", "ImportError: No module named 'libvirt'")
+    with pytest.raises(LiveError) as raised:
+        libvirt_dep.require_libvirt()
+    assert raised.value.details == {"library": "libvirt-python", "import_error": "ImportError: No module named 'libvirt'"}
+    assert engine.missing_library(raised.value) == ("libvirt-python", "ImportError: No module named 'libvirt'")
+    module = FakeModule()
+    with pytest.raises(Failed):
+        with engine.engine_errors(module):
+            libvirt_dep.require_libvirt()
+    assert "libvirt-python" in module.failure["msg"] and "Failed to import" in module.failure["msg"]
+    assert module.failure["exception"] == "ImportError: No module named 'libvirt'"
+
+
+def test_other_live_errors_keep_their_message_and_job():
+    assert engine.missing_library(LiveError("domain 'x' is not running", domain="x")) is None
+    module = FakeModule()
+    with pytest.raises(Failed):
+        with engine.engine_errors(module):
+            raise LiveError("the job failed", job={"outcome": "failed"}, domain="x")
+    assert module.failure == {"msg": "the job failed", "job": {"outcome": "failed"}}

@@ -10,24 +10,10 @@ import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.files import (
     backing_is,
-    locked,
-    refuse_if_locked,
     require_parent_directory,
-    same_file,
     temp_path_beside,
 )
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import ImageLockedError, InvalidArgumentError
-from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import make_image
-
-
-def test_same_file_follows_links_and_spellings(tmp_path):
-    target = tmp_path / "a.qcow2"
-    target.write_bytes(b"x")
-    os.symlink("a.qcow2", str(tmp_path / "link.qcow2"))
-    assert same_file(str(target), str(tmp_path / "link.qcow2"))
-    assert same_file(str(target), str(tmp_path / "." / "a.qcow2"))
-    assert not same_file(str(target), str(tmp_path / "missing"))
-    assert not same_file(str(tmp_path / "missing"), str(tmp_path / "missing"))
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import InvalidArgumentError
 
 
 def test_backing_is_resolves_relative_names_against_the_image(tmp_path):
@@ -52,17 +38,3 @@ def test_require_parent_directory(tmp_path):
     with pytest.raises(InvalidArgumentError) as err:
         require_parent_directory(str(tmp_path / "missing" / "disk.qcow2"))
     assert "directory %s does not exist" % (tmp_path / "missing") in str(err.value)
-
-
-def test_locks_conflict_as_qemus_do(tmp_path):
-    path = make_image(tmp_path / "disk.qcow2")
-    refuse_if_locked(path)
-    with locked(path, write=False):
-        refuse_if_locked(path, write=False)  # readers share
-        with pytest.raises(ImageLockedError) as err:
-            refuse_if_locked(path)
-        assert "Is another process using the image" in str(err.value)
-    with locked(path):
-        with pytest.raises(ImageLockedError):
-            refuse_if_locked(path, write=False)
-    refuse_if_locked(path)

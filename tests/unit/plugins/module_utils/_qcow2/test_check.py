@@ -14,7 +14,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api impo
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import FormatError, ReadOnlyError
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.references import used_l2_indexes
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.refcount.references import used_l2_indexes
 from ansible_collections.backingchain.qcow2.tests.helpers import qcow2_poke as poke
 from ansible_collections.backingchain.qcow2.tests.helpers.limits import time_limit
 

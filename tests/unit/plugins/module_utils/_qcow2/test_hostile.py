@@ -16,6 +16,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain im
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import (
     CorruptionError, FormatError, Qcow2Error)
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.info import allocated_bytes
 from ansible_collections.backingchain.qcow2.tests.helpers import qcow2_poke as poke
 from ansible_collections.backingchain.qcow2.tests.helpers.limits import time_limit
 
@@ -64,7 +65,7 @@ def _read(path):
         n = min(img.size, 4 * MiB)
         img.read(0, n)
         img.extents(0, img.size)
-        api.allocated_bytes(img)
+        allocated_bytes(img)
 
 
 OPERATIONS = {

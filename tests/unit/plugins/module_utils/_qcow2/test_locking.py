@@ -9,6 +9,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api impo
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import ImageLockedError, InvalidArgumentError
+from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import make_image
 
 WRITE_CONFLICT = 'Failed to get "write" lock\nIs another process using the image [%s]?'
 SHARED_WRITE_CONFLICT = 'Failed to get shared "write" lock\nIs another process using the image [%s]?'
@@ -85,3 +86,17 @@ def test_create_refuses_to_clobber_an_image_in_use(image):
             create_image(image, CreateOptions(size=1 << 20), overwrite=True)
     with open_chain(image) as chain:
         assert chain.top.size == 1 << 20
+
+
+def test_locks_conflict_as_qemus_do(tmp_path):
+    path = make_image(tmp_path / "disk.qcow2")
+    locking.refuse_if_held(path)
+    with locking.held(path, write=False):
+        locking.refuse_if_held(path, write=False)  # readers share
+        with pytest.raises(ImageLockedError) as err:
+            locking.refuse_if_held(path)
+        assert "Is another process using the image" in str(err.value)
+    with locking.held(path):
+        with pytest.raises(ImageLockedError):
+            locking.refuse_if_held(path, write=False)
+    locking.refuse_if_held(path)

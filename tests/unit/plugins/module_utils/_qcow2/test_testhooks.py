@@ -1,0 +1,46 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The test-only hooks every write, truncate and flush of BlockFile reports to."""
+
+from __future__ import annotations
+
+import os
+
+
+DELAY_CHILD = """
+import sys, time
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.fileio import BlockFile
+f = BlockFile(sys.argv[1], create=True)
+started = time.monotonic()
+for i in range(4):
+    f.pwrite(b"d" * 512, i * 512)
+f.flush()
+f.close()
+print(time.monotonic() - started)
+"""
+
+
+def test_the_delay_hook_sleeps_before_every_io_event(tmp_path):
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), BACKINGCHAIN_QCOW2_IO_DELAY="0.1")
+    env.pop("BACKINGCHAIN_QCOW2_CRASH_AT", None)
+    child = subprocess.run([sys.executable, "-c", DELAY_CHILD, str(tmp_path / "f")], env=env, capture_output=True,
+                           text=True, check=True)
+    assert float(child.stdout) >= 5 * 0.1  # four writes and a flush, each after its sleep (a lower bound only)
+    assert (tmp_path / "f").read_bytes() == b"d" * 2048
+
+
+def test_every_write_truncate_and_flush_is_counted(tmp_path):
+    from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import testhooks
+    from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.fileio import BlockFile
+    f = BlockFile(str(tmp_path / "f"), create=True)
+    before = testhooks.io_event_count()
+    f.pwrite(b"d" * 512, 0)
+    f.pwritev([b"e" * 512, b"f" * 512], 512)
+    f.truncate(4096)
+    f.flush()
+    assert f.pread(3, 0) == b"ddd"  # reads are not events
+    f.close()
+    assert testhooks.io_event_count() - before == 4
