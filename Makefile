@@ -1,5 +1,5 @@
 # Convenience targets; the scripts are the source of truth.
-.PHONY: help setup test demo bench pytest sanity units integration lint molecule clean
+.PHONY: help setup test demo bench pytest sanity units integration lint molecule docsite clean
 
 help:
 	@echo "make setup        install Debian packages and the .venv (scripts/setup.sh)"
@@ -12,6 +12,7 @@ help:
 	@echo "make integration  ansible-test integration --local"
 	@echo "make lint         changelog/docs lint and ansible-lint"
 	@echo "make molecule     molecule scenarios on localhost"
+	@echo "make docsite      the docs site in tests/output/docsite/build/html (scripts/build-docsite.sh)"
 	@echo "make clean        remove test output and caches (keeps .venv)"
 
 setup:
@@ -44,6 +45,9 @@ lint:
 
 molecule:
 	./scripts/test.sh molecule
+
+docsite:
+	./scripts/build-docsite.sh
 
 clean:
 	rm -rf tests/output .pytest_cache .hypothesis .ansible

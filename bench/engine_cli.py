@@ -34,6 +34,9 @@ def main(argv):
                     n = min(len(buf), end - pos)
                     top.read_into(view[:n], pos)
                     pos += n
+    elif op == "incremental":  # source, bitmap, new layer, its backing file
+        dirty = api.dirty_ranges(argv[1], argv[2])
+        api.copy_ranges(argv[1], argv[3], dirty.ranges, backing_file=argv[4])
     elif op == "check":
         api.check(argv[1])
     elif op == "snapshot":

@@ -67,9 +67,7 @@ def build_workload(d, quick):
             ["write -P %d %d 4M" % (i % 250 + 1, i * 16 * MiB) for i in range(256 // scale)])
     # overlay: 512 MiB of scattered writes: 64 runs of 4 MiB and 4096 single 64 KiB clusters
     sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", os.path.join(d, "overlay.qcow2"))
-    cmds = ["write -P %d %d 4M" % (0x40 + i % 50, rnd.randrange(size // (4 * MiB)) * 4 * MiB) for i in range(64 // scale)]
-    cmds += ["write -P %d %d 64k" % (0x80 + i % 50, rnd.randrange(size // 65536) * 65536) for i in range(4096 // scale)]
-    qemu_io(os.path.join(d, "overlay.qcow2"), cmds)
+    qemu_io(os.path.join(d, "overlay.qcow2"), overlay_commands(rnd, size, scale))
     # third layer: 128 MiB scattered
     sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", "overlay.qcow2", "-F", "qcow2", os.path.join(d, "top.qcow2"))
     cmds = ["write -P %d %d 4M" % (0xC0 + i % 30, rnd.randrange(size // (4 * MiB)) * 4 * MiB) for i in range(16 // scale)]
@@ -122,6 +120,24 @@ def build_extras(d, quick):
         f.write(str(scale))
 
 
+def overlay_commands(rnd, size, scale):
+    cmds = ["write -P %d %d 4M" % (0x40 + i % 50, rnd.randrange(size // (4 * MiB)) * 4 * MiB) for i in range(64 // scale)]
+    cmds += ["write -P %d %d 64k" % (0x80 + i % 50, rnd.randrange(size // 65536) * 65536) for i in range(4096 // scale)]
+    return cmds
+
+
+def build_tracked(d, quick):
+    """tracked.qcow2: the overlay's writes again, into an overlay whose persistent bitmap 'chk' records them (the
+    changes an incremental backup copies)."""
+    path = os.path.join(d, "tracked.qcow2")
+    if os.path.exists(path):
+        return
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", path + ".tmp")
+    sh("qemu-img", "bitmap", "--add", path + ".tmp", "chk")
+    qemu_io(path + ".tmp", overlay_commands(random.Random(42), 4 * GiB, 8 if quick else 1))
+    os.rename(path + ".tmp", path)
+
+
 def fresh(src_dir, work, names):
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
@@ -147,6 +163,15 @@ OPERATIONS = [
     ("safe rebase onto unrelated base", ["base.qcow2", "overlay.qcow2", "other.qcow2"],
      ENGINE + ["rebase", "overlay.qcow2", "other.qcow2"],
      ["qemu-img", "rebase", "-q", "-b", "other.qcow2", "-F", "qcow2", "overlay.qcow2"]),
+    # an incremental backup's copy: the 512 MiB a bitmap marks, into a new layer over the previous point (base);
+    # qemu-img's nearest: convert -B, the overlay's own clusters into a new layer over the same backing file
+    ("incremental: 512 MiB dirty -> new layer", ["base.qcow2", "tracked.qcow2"],
+     ENGINE + ["incremental", "tracked.qcow2", "chk", "inc.qcow2", "base.qcow2"],
+     ["qemu-img", "convert", "-O", "qcow2", "-B", "base.qcow2", "-F", "qcow2", "tracked.qcow2", "inc.qcow2"]),
+    ("incremental: 512 MiB dirty, qemu-img -t writeback", ["base.qcow2", "tracked.qcow2"],
+     ENGINE + ["incremental", "tracked.qcow2", "chk", "inc.qcow2", "base.qcow2"],
+     ["qemu-img", "convert", "-t", "writeback", "-O", "qcow2", "-B", "base.qcow2", "-F", "qcow2", "tracked.qcow2",
+      "inc.qcow2"]),
     ("rebase onto base in same chain", ["base.qcow2", "overlay.qcow2", "top.qcow2"],
      ENGINE + ["rebase", "top.qcow2", "base.qcow2"],
      ["qemu-img", "rebase", "-q", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2"]),
@@ -279,6 +304,7 @@ def main():
     print("building the workload in %s ..." % args.dir, flush=True)
     build_workload(args.dir, args.quick)
     build_extras(args.dir, args.quick)
+    build_tracked(args.dir, args.quick)
     rows = []
     for name, inputs, eng, qemu in OPERATIONS + DIFFERING_OPERATIONS:
         if not args.only or args.only in name:

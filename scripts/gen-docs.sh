@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
-# Regenerate the reference pages in docs/reference/ from the modules', roles' and filter's own
-# documentation (antsibull-docs). Stage 32-changelog-docs fails when they are out of date.
+# Regenerate the reference pages in docs/reference/ from the modules', roles' and filters' own
+# documentation (antsibull-docs), and the chain pictures (scripts/lib/chain_pictures.py): those of
+# the guides in docs/docsite/rst/ from the descriptions beside them, docs/images/*.svg from
+# docs/images/*.yml. Stage 32-changelog-docs fails when any of them is out of date.
 #   scripts/gen-docs.sh            # rewrite docs/reference/
 #   scripts/gen-docs.sh --check    # only compare
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -z "${VIRTUAL_ENV:-}" ]]; then
-    "$REPO/scripts/setup.sh" >/dev/null
-    # shellcheck disable=SC1091  # created by setup.sh
-    source "$REPO/.venv/bin/activate"
-fi
+[[ -n "${VIRTUAL_ENV:-}" ]] || "$REPO/scripts/setup.sh" >/dev/null
 # shellcheck source=lib/common.sh
-source "$REPO/scripts/lib/common.sh"
+source "$REPO/scripts/lib/common.sh"  # activates .venv
 use_checkout_collection
 
 out="$(mktemp -d)"
@@ -20,6 +18,7 @@ antsibull-docs collection --use-current --dest-dir "$out" backingchain.qcow2 >/d
 generated="$out/collections/backingchain/qcow2"
 target="$REPO/docs/reference"
 if [[ "${1:-}" == "--check" ]]; then
+    python "$REPO/scripts/lib/chain_pictures.py" --check "$REPO"/docs/docsite/rst/*.rst "$REPO"/docs/images/*.yml
     if ! diff -r -q "$generated" "$target" >/dev/null 2>&1; then
         diff -r -u "$target" "$generated" | head -40 || true
         echo "docs/reference/ is out of date: run scripts/gen-docs.sh"
@@ -31,4 +30,5 @@ else
     mkdir -p "$target"
     cp -r "$generated"/. "$target"/
     echo "wrote $(find "$target" -type f | wc -l) pages to docs/reference/"
+    python "$REPO/scripts/lib/chain_pictures.py" "$REPO"/docs/docsite/rst/*.rst "$REPO"/docs/images/*.yml
 fi

@@ -6,7 +6,11 @@
 #   2. A virtual environment at <repo>/.venv from requirements-dev.txt and
 #      any requirements-*.txt (pip runs only when one of them or the Python
 #      changed).
-#   3. The offline pip bootstrap that ansible-test looks for in its cache.
+#   3. A virtual environment .venvs/ansible-core-X.Y for each other ansible-core
+#      version in scripts/ansible-core-versions.txt (that version plus
+#      requirements.txt).
+#   4. The offline pip bootstrap that ansible-test looks for in its cache, for
+#      every ansible-core version.
 #
 # Idempotent and quick on re-run. Runs as root, or as a user with sudo.
 # Environment: PYTHON (interpreter for the venv, default python3),
@@ -160,14 +164,43 @@ setup_venv() {
         args+=(-r "$req")
     done < <(requirement_files)
     log "venv: installing $(requirement_files | xargs -n1 basename | xargs)"
-    # Some machines configure extra local index locations that do not exist;
-    # pip warns once per package about them. Harmless, so filter them out.
-    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q "${args[@]}" 2>&1 \
-        | { grep -v "^WARNING: Location 'file://.*' is ignored" || true; }; then
-        die "pip install ${args[*]} failed"
-    fi
+    pip_install "$VENV" "${args[@]}"
     printf '%s\n' "$want" >"$stamp"
     log "venv: ready"
+}
+
+pip_install() {
+    local venv="$1"
+    shift
+    # Some machines configure extra local index locations that do not exist;
+    # pip warns once per package about them. Harmless, so filter them out.
+    if ! "$venv/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
+        | { grep -v "^WARNING: Location 'file://.*' is ignored" || true; }; then
+        die "pip install $* failed"
+    fi
+}
+
+# ------------------------------------------- other ansible-core versions ----
+
+core_versions() {
+    sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$REPO/scripts/ansible-core-versions.txt"
+}
+
+# .venvs/ansible-core-X.Y: ansible-core X.Y and requirements.txt, as a user
+# installs them; rebuilt when the Python, the version or requirements.txt change.
+setup_core_venv() {
+    local version="$1" venv="$REPO/.venvs/ansible-core-$1" next want
+    next="${version%.*}.$((${version#*.} + 1))"
+    want="$({ "$PYTHON" -c 'import sys; print(sys.version)'; echo "$version"; cat "$REPO/requirements.txt"; } | sha256sum | cut -d' ' -f1)"
+    if [[ -x "$venv/bin/ansible-test" && -f "$venv/.setup-stamp" && "$(cat "$venv/.setup-stamp")" == "$want" ]]; then
+        log "ansible-core $version: up to date ($venv)"
+        return
+    fi
+    log "ansible-core $version: creating $venv"
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv"
+    pip_install "$venv" "ansible-core>=$version,<$next" -r "$REPO/requirements.txt"
+    printf '%s\n' "$want" >"$venv/.setup-stamp"
 }
 
 # ------------------------------------------------- ansible-test offline ----
@@ -175,8 +208,8 @@ setup_venv() {
 # ansible-test downloads get-pip-<ver>.py for every venv it creates, unless
 # ~/.ansible/test/cache/get_pip_<ver>.py exists. Seed our stand-in there.
 seed_ansible_test_pip() {
-    local src="$REPO/scripts/lib/get_pip_standin.py" reqs ver dest
-    reqs="$("$VENV/bin/python" -c 'import ansible_test, os; print(os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py"))')"
+    local venv="$1" src="$REPO/scripts/lib/get_pip_standin.py" reqs ver dest
+    reqs="$("$venv/bin/python" -c 'import ansible_test, os; print(os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py"))')"
     ver="$(sed -n "s/^[[:space:]]*pip='\([0-9.]*\)',.*/\1/p" "$reqs" | head -n1)"
     [[ -n "$ver" ]] || die "cannot find the pip version ansible-test bootstraps in $reqs"
     dest="$HOME/.ansible/test/cache/get_pip_${ver//./_}.py"
@@ -193,5 +226,9 @@ seed_ansible_test_pip() {
 
 install_apt_packages
 setup_venv
-seed_ansible_test_pip
+seed_ansible_test_pip "$VENV"
+while read -r version; do
+    setup_core_venv "$version"
+    seed_ansible_test_pip "$REPO/.venvs/ansible-core-$version"
+done < <(core_versions)
 log "done"

@@ -30,6 +30,7 @@ options:
     default: false
 requirements:
   - construct (Python library, on the managed node)
+  - zstandard (Python library, on the managed node; optional, for images with zstd-compressed clusters; Python 3.14 and later have it built in)
 notes:
   - The modules read and write qcow2 images with the collection's own Python code; C(qemu-img) is not needed.
   - Like qemu, every write takes qemu's image locks and fails with qemu's message (for example

@@ -84,12 +84,19 @@ _value:
 """
 
 import json
-import posixpath
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.backingchain.qcow2.plugins.plugin_utils.chains import (
+    chain_of,
+    human_size,
+    image_details,
+    image_name,
+    missing_backing,
+    printable,
+)
+
 DIRECTIONS = ("TD", "BT", "LR", "RL")
-_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 # Mermaid entity codes for characters that would end a quoted label, start an entity, open HTML or close a Markdown
 # code fence. '#' comes first so the other replacements are not escaped twice.
@@ -102,76 +109,19 @@ _ESCAPES = (
     ("`", "#96;"),
 )
 
-
-def _printable(text):
-    return "".join(" " if (ord(ch) < 32 or ord(ch) == 127) else ch for ch in str(text))
+__all__ = ("chain_diagram", "escape_label", "human_size", "FilterModule")
 
 
 def escape_label(text):
     """Text that is safe inside a double-quoted Mermaid label."""
-    text = _printable(text)
+    text = printable(text)
     for char, entity in _ESCAPES:
         text = text.replace(char, entity)
     return text
 
 
-def human_size(size):
-    """Bytes in binary units with up to three significant digits: 0 bytes, 512 bytes, 64 MiB, 1.5 GiB."""
-    size = int(size)
-    value = float(size)
-    unit = 0
-    while abs(value) >= 1024 and unit < len(_UNITS) - 1:
-        value /= 1024.0
-        unit += 1
-    if unit == 0:
-        return "%d bytes" % size
-    text = ("%.1f" % value) if abs(value) < 100 else ("%d" % round(value))
-    if text.endswith(".0"):
-        text = text[:-2]
-    return "%s %s" % (text, _UNITS[unit])
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _chain_of(data):
-    if isinstance(data, dict):
-        if "chain" in data:
-            chain = data["chain"]
-        elif "image" in data:
-            chain = [data["image"]]
-        elif "filename" in data:
-            chain = [data]
-        else:
-            raise AnsibleFilterError("chain_diagram: expected a qcow2_info result (with 'chain' or 'image'), a chain or "
-                                     "an image (with 'filename'); got a dictionary with keys %s"
-                                     % ", ".join(sorted(str(key) for key in data)))
-    elif isinstance(data, (list, tuple)):
-        chain = data
-    else:
-        raise AnsibleFilterError("chain_diagram: expected a qcow2_info result, a chain or an image; got %s"
-                                 % type(data).__name__)
-    if not isinstance(chain, (list, tuple)):
-        raise AnsibleFilterError("chain_diagram: 'chain' must be a list of images, got %s" % type(chain).__name__)
-    for index, image in enumerate(chain):
-        if not isinstance(image, dict) or not image.get("filename"):
-            raise AnsibleFilterError("chain_diagram: image %d of the chain is not a dictionary with a 'filename'" % index)
-    return list(chain)
-
-
-def _name(filename, full_path):
-    filename = str(filename)
-    return filename if full_path else (posixpath.basename(filename.rstrip("/")) or filename)
-
-
 def _node_label(image, full_path):
-    details = [str(image["format"]) if image.get("format") else "format unknown"]
-    if _is_int(image.get("virtual_size")):
-        details.append("%s virtual" % human_size(image["virtual_size"]))
-    if _is_int(image.get("actual_size")):
-        details.append("%s on disk" % human_size(image["actual_size"]))
-    return "%s<br/>%s" % (escape_label(_name(image["filename"], full_path)), escape_label(", ".join(details)))
+    return "%s<br/>%s" % (escape_label(image_name(image["filename"], full_path)), escape_label(image_details(image)))
 
 
 def _edge_label(image):
@@ -184,11 +134,11 @@ def chain_diagram(data, direction="TD", full_path=False, title=None):
     direction = str(direction).upper()
     if direction not in DIRECTIONS:
         raise AnsibleFilterError("chain_diagram: direction must be one of %s, got %r" % (", ".join(DIRECTIONS), direction))
-    chain = _chain_of(data)
+    chain = chain_of(data, "chain_diagram")
     lines = []
     if title:
         # Front matter is YAML: a JSON string is a valid double-quoted YAML scalar.
-        lines += ["---", "title: %s" % json.dumps(_printable(title)), "---"]
+        lines += ["---", "title: %s" % json.dumps(printable(title)), "---"]
     lines.append("flowchart %s" % direction)
     if not chain:
         lines.append('  empty["no image"]')
@@ -196,9 +146,9 @@ def chain_diagram(data, direction="TD", full_path=False, title=None):
     for index, image in enumerate(chain):
         lines.append('  n%d["%s"]' % (index, _node_label(image, full_path)))
     last = chain[-1]
-    missing = last.get("full_backing_filename") or last.get("backing_filename")
+    missing = missing_backing(chain)
     if missing:
-        lines.append('  n%d["%s<br/>not read"]' % (len(chain), escape_label(_name(missing, full_path))))
+        lines.append('  n%d["%s<br/>not read"]' % (len(chain), escape_label(image_name(missing, full_path))))
         lines.append("  style n%d stroke-dasharray: 5 5" % len(chain))
     for index, image in enumerate(chain[:-1]):
         lines.append('  n%d -->|"%s"| n%d' % (index, _edge_label(image), index + 1))

@@ -64,6 +64,7 @@ options:
 seealso:
   - module: backingchain.qcow2.qcow2_image
   - module: backingchain.qcow2.qcow2_commit
+  - module: backingchain.qcow2.qcow2_bitmap
 author:
   - backingchain.qcow2 contributors (@backingchain)
 """
@@ -200,6 +201,48 @@ image:
           refcount_bits: 16
           corrupt: false
           extended_l2: false
+    bitmaps:
+      description:
+        - The image's persistent dirty bitmaps (the ones C(qemu-img info) lists in C(format_specific)), each with
+          whether it can be trusted as the record of every write since it was added or cleared, and if not, why.
+          Manage them with M(backingchain.qcow2.qcow2_bitmap).
+        - An image whose bitmaps break qemu's rules (a broken directory, unknown flags, a table that does not fit the
+          size) cannot be read at all, as by qemu; the task fails with the reason.
+        - Empty when a program without bitmap support wrote the image after its bitmaps were saved (qemu then
+          ignores them).
+      type: list
+      elements: dict
+      returned: for qcow2 images
+      contains:
+        name:
+          description: The bitmap's name.
+          type: str
+          sample: backup-1
+        granularity:
+          description: Bytes one bit stands for.
+          type: int
+          sample: 65536
+        flags:
+          description: V(auto) while it records writes, V(in-use) when a writer left it inconsistent.
+          type: list
+          elements: str
+          sample: [auto]
+        in_use:
+          description: Left flagged in use by a writer that did not close the image (killed, crashed); inconsistent.
+          type: bool
+          sample: false
+        enabled:
+          description: Whether it records writes.
+          type: bool
+          sample: true
+        trusted:
+          description: Consistent and enabled, so a record of every write since it was added or cleared.
+          type: bool
+          sample: true
+        reason:
+          description: Why it cannot be trusted; null when it can.
+          type: str
+          sample: null
 chain:
   description:
     - The image and every backing file below it, top first; each entry has the keys of RV(image).

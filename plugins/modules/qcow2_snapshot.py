@@ -63,6 +63,8 @@ options:
       - V(reverted) makes the image's current state the snapshot's, discarding what was written since. It reports no
         change when the current state already is the snapshot's (nothing written since it was taken or last reverted
         to). Exactly one snapshot of that name must exist.
+      - Reverting is refused while the image has persistent dirty bitmaps, as qemu refuses it; they could not say what
+        the revert changed. Remove them first (M(backingchain.qcow2.qcow2_bitmap)).
       - With O(type=external) only V(present).
     type: str
     choices: [present, absent, reverted]

@@ -36,12 +36,14 @@ galaxy_field() {
 # checkout can live anywhere, so copy the working tree - committed, modified
 # and new-but-not-ignored files alike - into such a path under tests/output
 # (ignored by git), make it a one-commit repository, and print its path.
-# The copy is rebuilt from scratch on every call, so it never holds stale files.
+# The copy is rebuilt from scratch on every call, so it never holds stale files;
+# each stage and venv (ansible-core version) has its own, so stages may run side
+# by side (the integration stages wait for the system lock, the others need not).
 collection_tree() {
     local ns name root dest
     ns="$(galaxy_field namespace)"
     name="$(galaxy_field name)"
-    root="$REPO/tests/output/collection-tree"
+    root="$REPO/tests/output/collection-tree/$(basename "$0" .sh)-$(basename "${VIRTUAL_ENV:-.venv}")"
     dest="$root/ansible_collections/$ns/$name"
     rm -rf "$root"
     mkdir -p "$dest"
@@ -52,6 +54,16 @@ collection_tree() {
     git -C "$dest" -c user.name=test.sh -c user.email=test@backingchain.invalid \
         commit -q --no-verify --no-gpg-sign -m "snapshot of $REPO for ansible-test"
     printf '%s\n' "$dest"
+}
+
+# The rest of the stage runs with ansible-core X.Y: .venvs/ansible-core-X.Y
+# (made by scripts/setup.sh from scripts/ansible-core-versions.txt) goes first
+# on PATH, so python, ansible-test and ansible-playbook are that venv's.
+use_ansible_core() {
+    local venv="$REPO/.venvs/ansible-core-$1"
+    [[ -x "$venv/bin/ansible-test" ]] || { echo "$venv is missing: run scripts/setup.sh"; exit 1; }
+    export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
+    echo "ansible-core $(python -c 'from ansible.release import __version__; print(__version__)') from $venv"
 }
 
 controller_python_version() {

@@ -6,4 +6,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 has_files tests/interop 'test_*.py' || skip "no test_*.py under tests/interop"
 command -v qemu-img >/dev/null || { echo "qemu-img missing: run scripts/setup.sh"; exit 1; }
 
-exec python -m pytest -n auto tests/interop
+exec python -m pytest -n auto --durations=15 tests/interop

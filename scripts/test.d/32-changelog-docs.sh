@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Changelog fragments and plugin documentation: antsibull-changelog lint
 # (fragment syntax and sections) and antsibull-docs lint-collection-docs
-# (DOCUMENTATION/RETURN markup, option references, extra docs), and the reference pages in
-# docs/reference/ generated from that documentation being up to date.
+# (DOCUMENTATION/RETURN markup, option references, extra docs), and the generated files being
+# up to date: CHANGELOG.rst and CHANGELOG.md (from changelogs/changelog.yaml), the reference pages
+# in docs/reference/ (from the plugin documentation).
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
@@ -12,6 +13,16 @@ echo "+ antsibull-changelog lint"
 antsibull-changelog lint || rc=1
 echo "+ antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml"
 antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml || rc=1
+for format in rst md; do
+    echo "+ antsibull-changelog generate --output-format $format: CHANGELOG.$format is up to date"
+    generated="$(mktemp)"
+    if ! antsibull-changelog generate --output "$generated" --output-format "$format" ||
+        ! diff -u "CHANGELOG.$format" "$generated"; then
+        echo "CHANGELOG.$format is out of date: run antsibull-changelog generate"
+        rc=1
+    fi
+    rm -f "$generated"
+done
 echo "+ antsibull-docs lint-collection-docs --plugin-docs ."
 antsibull-docs lint-collection-docs --plugin-docs . || rc=1
 echo "+ scripts/gen-docs.sh --check"

@@ -31,7 +31,9 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.info imp
 # Operations the engine imports lazily, imported once here so that every forked case starts warm.
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import (  # noqa: F401 pylint: disable=unused-import
     check as _check, info as _info, measure as _measure, metadata_commit as _metadata_commit, resize as _resize,
-    snapshots as _snapshots, writer as _writer, refcounts as _refcounts)
+    snapshots as _snapshots, writer as _writer)
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.refcount import (  # noqa: F401 pylint: disable=unused-import
+    table as _refcount_table)
 
 TOP = 'top.qcow2'
 COPY = 'copy.qcow2'
@@ -144,7 +146,7 @@ class CaseRun:
     def metadata(self, chain):
         img = chain.top
         img.snapshot_list()
-        for b in bitmaps_mod.read_directory(img):
+        for b in img.bitmap_trust.loaded():
             bitmaps_mod.read_table(img, b)
         allocated_bytes(img)
 
@@ -250,7 +252,7 @@ def _engine_frame(exc):
 
 
 # ---- isolation -----------------------------------------------------------------------------------
-def _child(case_dir, seed, write_side, wfd):
+def _child(case_dir, seed, write_side, wfd, body=None):
     try:
         resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
         resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
@@ -260,7 +262,7 @@ def _child(case_dir, seed, write_side, wfd):
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 1))  # SIGXCPU, then SIGKILL
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over-large writes fail with EFBIG instead of killing
         signal.alarm(int(WALL_TIMEOUT) + 2)  # backstop if the parent is gone
-        result = CaseRun(case_dir, seed).run(write_side)
+        result = body(case_dir) if body is not None else CaseRun(case_dir, seed).run(write_side)
         payload = json.dumps(result).encode()
     except BaseException as exc:  # noqa: B902
         failure = {'kind': 'harness', 'error': repr(exc)[:500], 'traceback': traceback.format_exc()[-4000:]}
@@ -297,8 +299,11 @@ def _reset_peak_rss():
     return _status_kib('VmRSS')
 
 
-def run_isolated(case_dir, seed, write_side=True, timeout=WALL_TIMEOUT, cpu_timeout=TIMEOUT):
+def run_isolated(case_dir, seed, write_side=True, timeout=WALL_TIMEOUT, cpu_timeout=TIMEOUT, body=None):
     """Run a case in a forked child; returns the result dict with 'failure' set on any failure.
+
+    ``body(case_dir)`` replaces the fuzzer's read and write sides when given (the differential fuzzer's
+    engine verdicts); it returns a JSON-able dict, with 'failure' set if the engine misbehaved.
 
     A case fails as a timeout when it uses more than ``cpu_timeout`` seconds of CPU (the child's RLIMIT_CPU
     stops it) or gives no result within ``timeout`` seconds of wall-clock time. Judging by CPU time keeps
@@ -310,7 +315,7 @@ def run_isolated(case_dir, seed, write_side=True, timeout=WALL_TIMEOUT, cpu_time
     pid = os.fork()
     if pid == 0:  # child
         os.close(rfd)
-        _child(case_dir, seed, write_side, wfd)
+        _child(case_dir, seed, write_side, wfd, body)
     os.close(wfd)
     chunks = []
     timed_out = False

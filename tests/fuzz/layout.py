@@ -80,6 +80,7 @@ class Layout:
         self.version = 0
         self.header_length = 72
         self.backing = (0, 0)
+        self.l2_kinds = {}  # 'normal', 'zero_plain', 'zero_alloc', 'compressed', 'unallocated', 'subclusters' -> [Field]
         try:
             self._parse()
         except (struct.error, ValueError, IndexError, OverflowError, MemoryError):
@@ -194,6 +195,11 @@ class Layout:
                     self.region('bitmap_data', cl, cs)
                 pos += (24 + self._u(pos + 20, 4) + self._u(pos + 18, 2) + 7) & ~7
 
+    def _note_l2(self, kind, name, offset, field_kind):
+        fields = self.l2_kinds.setdefault(kind, [])
+        if len(fields) < 64:
+            fields.append(Field(name, offset, 8, field_kind))
+
     def _entries(self, group, offset, count, width, kind):
         zeros = 0
         for i in range(min(count, MAX_ENTRIES_PER_TABLE)):
@@ -240,9 +246,21 @@ class Layout:
                 if ext_l2:
                     self.add('l2', 'l2bitmap[%d]' % i, at + 8, 8, 'subclusters')
                 zeros += not value
+            self._note_l2(l2_kind(value, ext_l2), 'l2[%d]' % i, at, 'l2entry')
+            if ext_l2 and self._u(at + 8, 8):
+                self._note_l2('subclusters', 'l2bitmap[%d]' % i, at + 8, 'subclusters')
             if value & (1 << 62):
                 host = value & ((1 << shift) - 1)
                 sectors = ((value >> shift) & ((1 << (self.cluster_bits - 8)) - 1)) + 1
                 self.compressed.append((host, sectors * 512 - (host & 511)))
             elif value & OFFSET_MASK:
                 self.metadata_offsets.add(value & OFFSET_MASK)
+
+
+def l2_kind(entry, ext_l2):
+    """qcow2_get_cluster_type() of an L2 entry, by name (extended L2: the first word only)."""
+    if entry & (1 << 62):
+        return 'compressed'
+    if entry & 1 and not ext_l2:
+        return 'zero_alloc' if entry & OFFSET_MASK else 'zero_plain'
+    return 'normal' if entry & OFFSET_MASK else 'unallocated'

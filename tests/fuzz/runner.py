@@ -5,6 +5,7 @@
     python tests/fuzz/runner.py --replay tests/output/fuzz/failures/<sig>/case-123
     python tests/fuzz/runner.py --minimize tests/output/fuzz/failures/<sig>/case-123 --name short-name
     python tests/fuzz/runner.py --summarize tests/output/fuzz/cases.jsonl
+    python tests/fuzz/runner.py --differential --cases 10000   # engine vs qemu verdicts (diffrun.py)
 
 scripts/fuzz.sh wraps it. Exit status: 0 when no case failed, 1 otherwise.
 """
@@ -56,6 +57,7 @@ def _signature(result):
     return '-'.join(x for x in (f['kind'], f.get('type'), f.get('step'), (f.get('where') or '').replace(':', '_')) if x)
 
 
+DEFAULT_OUT = os.path.join(REPO, 'tests', 'output', 'fuzz')
 RECIPE_WEIGHTS = {'v3-2m': 1}  # 14 MiB seed: slower to copy, used less
 
 
@@ -94,13 +96,9 @@ def worker(wid, jobs, args, seed_dirs, queue):
                 record['error'] = result['failure'].get('error')
                 saved[sig] += 1
                 if saved[sig] <= args.keep:
-                    dest = os.path.join(args.out, 'failures', sig, 'case-%d' % index)
-                    shutil.rmtree(dest, ignore_errors=True)
-                    shutil.copytree(os.path.join(case_dir, 'inner'), os.path.join(dest, 'inner'),
-                                    ignore=shutil.ignore_patterns(harness.COPY))
-                    with open(os.path.join(dest, 'case.json'), 'w') as f:
-                        json.dump({'recipe': recipe, 'index': index, 'seed': args.seed, 'case_seed': index,
-                                   'mutations': mutations, 'result': result}, f, indent=1)
+                    keep_case(case_dir, os.path.join(args.out, 'failures', sig, 'case-%d' % index),
+                              {'recipe': recipe, 'index': index, 'seed': args.seed, 'case_seed': index,
+                               'mutations': mutations, 'result': result})
             shutil.rmtree(case_dir, ignore_errors=True)
             queue.put(record)
     finally:
@@ -108,8 +106,38 @@ def worker(wid, jobs, args, seed_dirs, queue):
         queue.put(None)
 
 
-def run(args):
+def keep_case(case_dir, dest, meta):
+    """Copy a case's files (without the write side's copy) and its case.json to dest."""
+    from ansible_collections.backingchain.qcow2.tests.fuzz import harness
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(os.path.join(case_dir, 'inner'), os.path.join(dest, 'inner'),
+                    ignore=shutil.ignore_patterns(harness.COPY))
+    with open(os.path.join(dest, 'case.json'), 'w') as f:
+        json.dump(meta, f, indent=1)
+
+
+def records(target, args, seed_dirs):
+    """Run target(wid, jobs, args, seed_dirs, queue) in args.jobs processes; yield the records they send."""
     import multiprocessing
+    ctx = multiprocessing.get_context('fork')
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(w, args.jobs, args, seed_dirs, queue)) for w in range(args.jobs)]
+    for p in procs:
+        p.start()
+    running = len(procs)
+    try:
+        while running:
+            record = queue.get()
+            if record is None:  # a worker is done
+                running -= 1
+                continue
+            yield record
+    finally:
+        for p in procs:
+            p.join()
+
+
+def run(args):
     from ansible_collections.backingchain.qcow2.tests.fuzz import seeds
     os.makedirs(args.out, exist_ok=True)
     seed_dirs = seeds.build_seeds(os.path.join(args.out, 'cache'))
@@ -117,30 +145,20 @@ def run(args):
         seed_dirs = {k: v for k, v in seed_dirs.items() if any(r in k for r in args.recipes.split(','))}
     if args.time_limit:
         args.deadline = time.time() + args.time_limit
-    ctx = multiprocessing.get_context('fork')
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(w, args.jobs, args, seed_dirs, queue)) for w in range(args.jobs)]
     start = time.time()
-    for p in procs:
-        p.start()
     primary = collections.Counter()
     steps = collections.defaultdict(collections.Counter)
     qemu = collections.Counter()
     failures = collections.Counter()
     failure_examples = {}
     by_recipe = collections.defaultdict(collections.Counter)
-    done = running = len(procs)
     cases = 0
     slowest = (0, None)
     most_cpu = (0, None)
     peak_rss = 0
     log = open(os.path.join(args.out, 'cases.jsonl'), 'w')
     next_report = time.time() + 30
-    while running:
-        record = queue.get()
-        if record is None:
-            running -= 1
-            continue
+    for record in records(worker, args, seed_dirs):
         cases += 1
         log.write(json.dumps(record) + '\n')
         primary[record['primary']] += 1
@@ -163,9 +181,6 @@ def run(args):
             next_report = time.time() + 30
             print('... %d/%d cases, %d failures, %.0f s' % (cases, args.cases, sum(failures.values()),
                                                             time.time() - start), flush=True)
-    del done
-    for p in procs:
-        p.join()
     log.close()
     elapsed = time.time() - start
     summary = {'cases': cases, 'seconds': round(elapsed, 1), 'jobs': args.jobs, 'seed': args.seed,
@@ -290,19 +305,36 @@ def main(argv=None):
     parser.add_argument('--recipes', help='comma-separated seed name parts to restrict to')
     parser.add_argument('--time-limit', type=float, default=0, help='stop after this many seconds')
     parser.add_argument('--keep', type=int, default=3, help='failing cases kept per signature')
-    parser.add_argument('--out', default=os.path.join(REPO, 'tests', 'output', 'fuzz'))
+    parser.add_argument('--out', default=DEFAULT_OUT)
     parser.add_argument('--quiet', action='store_true')
     parser.add_argument('--replay', help='run one saved case (directory or regression .tar.xz) and print the result')
     parser.add_argument('--minimize', help='minimize a saved failing case into tests/fuzz/regressions/')
     parser.add_argument('--summarize', help='print the summary of a run from its cases.jsonl')
     parser.add_argument('--name', help='file name (without .tar.xz) for --minimize')
     parser.add_argument('--note', help='what the regression is about, stored with it')
+    parser.add_argument('--differential', action='store_true',
+                        help="compare the engine's verdicts with qemu's (opens, check, full read, bytes) per structure")
+    parser.add_argument('--structures', help='--differential: comma-separated structures to target (targets.py)')
+    parser.add_argument('--save-regression', help='--differential: keep case SEED/INDEX as a replayed regression')
     args = parser.parse_args(argv)
+    args.cache = os.path.abspath(args.out)  # the seed cache is shared by both modes
+    if args.differential and args.out == DEFAULT_OUT:
+        args.out = os.path.join(REPO, 'tests', 'output', 'fuzz-differential')
     args.out = os.path.abspath(args.out)  # qemu-img makes the seeds from another working directory
     args.deadline = 0
     if args.summarize:
+        if args.differential:
+            _bootstrap()
+            from ansible_collections.backingchain.qcow2.tests.fuzz import diffreport
+            diffreport.print_summary(diffreport.summarize_file(args.summarize))
+            return 0
         return summarize(args.summarize)
     _bootstrap()
+    if args.differential:
+        from ansible_collections.backingchain.qcow2.tests.fuzz import diffrun
+        if args.save_regression:
+            return diffrun.save_regression(args)
+        return diffrun.replay(args.replay) if args.replay else diffrun.run(args)
     if args.replay:
         return replay(args)
     if args.minimize:

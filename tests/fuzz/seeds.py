@@ -15,7 +15,7 @@ import subprocess
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import qemu_img, qemu_io
 
 TOP = 'top.qcow2'
-RECIPE_VERSION = '1'
+RECIPE_VERSION = '2'
 
 
 def _create(d, name, size, opts=None, backing=None, backing_fmt=None):
@@ -54,6 +54,13 @@ def plain(opts, size='4M', writes=WRITES):
         _create(d, TOP, size, opts)
         _io(d, TOP, *writes)
     return build
+
+
+def zero_clusters(d):
+    """Preallocated zero clusters (zero flag and a host offset) beside plain zero clusters and data."""
+    _create(d, TOP, '4M')
+    _io(d, TOP, 'write -P 0x11 0 256k', 'write -z 64k 64k', 'write -z 1M 64k', 'write -P 0x22 2M 128k',
+        'write -z 2M 64k')
 
 
 def small_clusters(d):
@@ -163,6 +170,7 @@ RECIPES = {
     'v3-4k-rc32': plain({'cluster_size': 4096, 'refcount_bits': 32}, size='2M', writes=WRITES_2M),
     'v3-64k-rc64': plain({'refcount_bits': 64}),
     'v3-lazy': plain({'lazy_refcounts': 'on'}),
+    'v3-zero-alloc': zero_clusters,
     'v3-prealloc': plain({'preallocation': 'metadata', 'cluster_size': 16384}, size='1M', writes=('write -P 1 0 4k',)),
     'extl2-64k': extended_l2(65536),
     'extl2-16k': extended_l2(16384),

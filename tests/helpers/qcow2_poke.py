@@ -166,3 +166,69 @@ def set_refcount(path, cluster, value):
 def file_clusters(path):
     """Number of clusters the file spans (the last one possibly partial)."""
     return -(-os.path.getsize(path) // header(path)['cluster_size'])
+
+
+# ---- header extensions, snapshot table, bitmap directory ----
+EXT_BACKING_FORMAT = 0xE2792ACA
+EXT_FEATURE_TABLE = 0x6803F857
+EXT_BITMAPS = 0x23852875
+
+
+def header_extensions(path):
+    """(record offset, type, length) of every header extension record, end marker excluded."""
+    h = header(path)
+    start = 72 if h['version'] == 2 else h['header_length']
+    end = h['backing_file_offset'] or h['cluster_size']
+    raw = _read(path, 0, h['cluster_size'])
+    out = []
+    pos = start
+    while pos + 8 <= end:
+        etype, length = struct.unpack_from('>II', raw, pos)
+        if etype == 0:
+            break
+        out.append((pos, etype, length))
+        pos += 8 + ((length + 7) & ~7)
+    return out
+
+
+def snapshot_entries(path):
+    """Every snapshot table entry: dict of its fields plus 'offset', 'extra' (bytes), 'id' and 'name' (bytes)."""
+    h = header(path)
+    pos = h['snapshots_offset']
+    out = []
+    for _i in range(h['nb_snapshots']):
+        fixed = _read(path, pos, 40)
+        names = ('l1_table_offset', 'l1_size', 'id_str_size', 'name_size', 'date_sec', 'date_nsec', 'vm_clock_nsec',
+                 'vm_state_size', 'extra_data_size')
+        entry = dict(zip(names, struct.unpack('>QIHHIIQII', fixed)), offset=pos)
+        rest = _read(path, pos + 40, entry['extra_data_size'] + entry['id_str_size'] + entry['name_size'])
+        entry['extra'] = rest[:entry['extra_data_size']]
+        entry['id'] = rest[entry['extra_data_size']:entry['extra_data_size'] + entry['id_str_size']]
+        entry['name'] = rest[entry['extra_data_size'] + entry['id_str_size']:]
+        out.append(entry)
+        pos += (40 + len(rest) + 7) & ~7
+    return out
+
+
+def bitmap_directory_entries(path):
+    """Every bitmap directory entry: dict of its fields plus 'offset' (in the file) and 'name' (bytes)."""
+    ext = [(p, l) for p, t, l in header_extensions(path) if t == EXT_BITMAPS]
+    if not ext:
+        return []
+    nb, _reserved, size, offset = struct.unpack('>IIQQ', _read(path, ext[0][0] + 8, 24))
+    raw = _read(path, offset, size)
+    out = []
+    pos = 0
+    for _i in range(nb):
+        names = ('bitmap_table_offset', 'bitmap_table_size', 'flags', 'type', 'granularity_bits', 'name_size',
+                 'extra_data_size')
+        entry = dict(zip(names, struct.unpack_from('>QIIBBHI', raw, pos)), offset=offset + pos)
+        start = pos + 24 + entry['extra_data_size']
+        entry['name'] = raw[start:start + entry['name_size']]
+        out.append(entry)
+        pos = (start + entry['name_size'] + 7) & ~7
+    return out
+
+
+def write_bytes(path, offset, data):
+    _write(path, offset, data)

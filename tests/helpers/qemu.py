@@ -277,7 +277,17 @@ def dirty_ranges(path: StrPath, bitmap: str) -> list[tuple[int, int]]:
                 raise QemuError(proc.args, -1, '', 'qemu-nbd did not start listening')
             time.sleep(0.02)
         opts = f'driver=nbd,server.type=unix,server.path={sock},x-dirty-bitmap=qemu:dirty-bitmap:{bitmap}'
-        extents = qemu_img_json('map', '--image-opts', opts)
+        try:
+            extents = qemu_img_json('map', '--image-opts', opts)
+        except QemuError as exc:
+            # qemu-nbd may bind its socket before it refuses the bitmap: report its own error, not the refused connection
+            try:
+                code = proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                raise exc from None
+            if code:
+                raise QemuError(proc.args, code, '', proc.stderr.read() if proc.stderr else '') from None
+            raise
     finally:
         proc.terminate()
         proc.wait()

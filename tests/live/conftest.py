@@ -22,7 +22,7 @@ import pytest
 
 # The helpers next to this file are imported by name, whatever pytest's import mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_helpers import DOMAIN_START_LIMIT_SECONDS, DOMAIN_STARTS, REPO, domain_xml, slow_start_cause, start_domain  # noqa: E402
+from live_helpers import DOMAIN_START_LIMIT_SECONDS, DOMAIN_STARTS, REPO, domain_xml, kvm_device_state, slow_start_cause, start_domain  # noqa: E402
 DOMAIN_PREFIX = "bcq-test-"
 URI = "qemu:///system"
 JOB_DURATIONS: list[tuple[str, str, float]] = []
@@ -103,21 +103,24 @@ def libvirt_up():
 
 
 def _guard_domain_start(connection, image_dir: Path) -> None:
-    """Start a trivial domain twice (the first start may include libvirtd's one probe of qemu) and stop
-    the whole session at once if the second start is slow: the cause is the host, not a test."""
+    """Start a trivial domain four times and stop the whole session at once if even the fastest of the
+    last three starts is slow: the cause is then the host, not a test. The first start may include
+    libvirtd's one probe of qemu; taking the fastest of three keeps passing stalls on a busy machine from
+    stopping the stage, while a host that re-probes qemu makes every start slow."""
     from live_helpers import create_image
     name = "%sstart-guard" % DOMAIN_PREFIX
     _remove_domain(connection, name)
     dom = connection.defineXML(domain_xml(name, create_image(str(image_dir / "guard.qcow2"), size="1M")))
+    starts = []
     try:
-        first = start_domain(dom)
-        dom.destroy()
-        second = start_domain(dom)
+        for _attempt in range(4):
+            starts.append(start_domain(dom))
+            dom.destroy()
     finally:
         _remove_domain(connection, name)
-    print("domain start guard: first start %.3fs, second %.3fs" % (first, second))
-    if second > DOMAIN_START_LIMIT_SECONDS:
-        pytest.exit("live tests stopped: " + slow_start_cause(second), returncode=1)
+    print("domain start guard: starts took %s (%s)" % (", ".join("%.3fs" % seconds for seconds in starts), kvm_device_state()))
+    if min(starts[1:]) > DOMAIN_START_LIMIT_SECONDS:
+        pytest.exit("live tests stopped: " + slow_start_cause(min(starts[1:])), returncode=1)
 
 
 @pytest.fixture(scope="session")

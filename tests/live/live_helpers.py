@@ -85,7 +85,8 @@ def domain_xml(name: str, image: str, agent_channel: bool = False, extra_disk_xm
 # Every domain start in the live tests, timed: (domain name, seconds). The end-of-run summary prints
 # the slowest, and the session's start guard (conftest.py) fails fast when starts are slow.
 DOMAIN_STARTS: list[tuple[str, float]] = []
-# A trivial domain (no OS, 64 MiB) starts in well under a second on a sound host.
+# A trivial domain (no OS, 64 MiB) starts in well under a second on a sound host, in 1-3 s with two
+# cores kept busy; a host that re-probes qemu before every start takes 5-40 s.
 DOMAIN_START_LIMIT_SECONDS = 5.0
 
 

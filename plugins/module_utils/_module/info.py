@@ -31,7 +31,7 @@ class InfoOperation(Operation):
         if self.path:
             api.require_qcow2(self.path)
             self.infos = api.image_info(self.path, backing_chain=self.params["backing_chain"], force_share=force_share,
-                                        policy=self.policy)
+                                        policy=self.policy, bitmaps=True)
         if self.params["check"]:
             report = api.check(self.path, force_share=force_share)
             self.check_report = underscore_keys(report["result"])

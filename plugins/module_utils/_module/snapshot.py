@@ -99,6 +99,7 @@ class SnapshotOperation(Operation):
             matched = self.name
             matches, disk_size = api.snapshot_matches(self.path, sn["id"])
             if not matches:
+                api.revert_snapshot(self.path, sn["id"], dry_run=True)  # what the revert refuses, check mode refuses
                 self.revert_to = sn["id"]
                 self.changed = True
                 self.diff_before["matches_snapshot"] = None

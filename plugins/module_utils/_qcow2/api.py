@@ -23,6 +23,7 @@ from .create import CreateOptions
 from .deps import require_construct
 from .errors import (
     BackingChainError,
+    BitmapUnusableError,
     CorruptionError,
     FormatError,
     ImageLockedError,
@@ -39,11 +40,15 @@ from .image import probe_is_qcow2 as is_qcow2
 from .locking import held as locked, refuse_if_held as refuse_if_locked
 from .paths import file_identity, position_of, remove_stale_temporaries, same_file
 from .records import (
+    BitmapPlan,
+    BitmapResult,
     ChainEntry,
     CommitPlan,
     CommitResult,
     ConvertPlan,
     ConvertResult,
+    CopyRangesResult,
+    DirtyRanges,
     RebasePlan,
     RebaseResult,
     chain_entry,
@@ -60,18 +65,21 @@ if typing.TYPE_CHECKING:  # names used in annotations only (some of these import
 __all__ = [
     # options, records and errors
     "ChainPolicy", "CreateOptions", "ChainEntry", "CommitPlan", "CommitResult", "RebasePlan", "RebaseResult",
-    "ConvertPlan", "ConvertResult", "Qcow2Error", "FormatError", "NotQcow2Error", "UnsupportedError",
-    "ImageLockedError", "ReadOnlyError", "BackingChainError", "UnsafeBackingError", "NoSpaceError",
-    "InvalidArgumentError", "CorruptionError", "MissingDependencyError",
+    "ConvertPlan", "ConvertResult", "BitmapPlan", "BitmapResult", "DirtyRanges", "CopyRangesResult", "Qcow2Error",
+    "FormatError", "NotQcow2Error", "UnsupportedError", "ImageLockedError", "ReadOnlyError", "BackingChainError",
+    "UnsafeBackingError", "NoSpaceError", "InvalidArgumentError", "CorruptionError", "MissingDependencyError",
+    "BitmapUnusableError",
     # files, names and locks
     "same_file", "file_identity", "position_of", "resolve_backing_path", "check_backing_reference", "detect_format",
     "is_qcow2", "require_qcow2", "refuse_if_locked", "locked", "require_space", "remove_stale_temporaries",
     "require_construct",
     # reading
-    "image_info", "chain_entry", "check", "measure", "list_snapshots", "snapshot_matches",
+    "image_info", "chain_entry", "check", "measure", "list_snapshots", "snapshot_matches", "list_bitmaps",
+    "dirty_ranges",
     # changing
     "create_image", "grow_image", "set_lazy_refcounts", "create_snapshot", "revert_snapshot", "delete_snapshot",
-    "plan_commit", "commit", "plan_rebase", "rebase", "plan_convert", "convert",
+    "plan_commit", "commit", "plan_rebase", "rebase", "plan_convert", "convert", "plan_bitmap", "bitmap",
+    "change_bitmap", "copy_ranges",
 ]
 
 
@@ -87,18 +95,23 @@ def create_image(path: str, options: CreateOptions, policy: ChainPolicy | None =
     return create(path, options, policy=policy, overwrite=overwrite)
 
 
-def image_info(path: str, backing_chain: bool = True, force_share: bool = False, policy: ChainPolicy | None = None) -> list[dict]:
-    """qemu-img info [--backing-chain] --output=json as a list of dicts, top first."""
+def image_info(path: str, backing_chain: bool = True, force_share: bool = False, policy: ChainPolicy | None = None,
+               bitmaps: bool = False) -> list[dict]:
+    """qemu-img info [--backing-chain] --output=json as a list of dicts, top first; with bitmaps, each qcow2 image's
+    dict also has "bitmaps" (list_bitmaps' entries)."""
     from .info import chain_info
     with open_chain(path, force_share=force_share, policy=policy, backing=backing_chain) as chain:
-        return chain_info(chain)
+        return chain_info(chain, bitmaps=bitmaps)
 
 
-def check(path: str, repair: str | None = None, force_share: bool = False) -> dict:
-    """qemu-img check [-r leaks|all]: {'result': qemu's json keys, 'exit_code': n, 'messages': [...]}."""
+def check(path: str, repair: str | None = None, force_share: bool = False, policy: ChainPolicy | None = None) -> dict:
+    """qemu-img check [-r leaks|all]: {'result': qemu's json keys, 'exit_code': n, 'messages': [...]}.
+
+    Like qemu-img, it opens the backing chain too (in check mode), so an image whose backing file cannot be opened
+    cannot be checked either."""
     from .check import check_image, exit_code, report_as_qemu_json
-    with open_chain(path, fmt="qcow2", writable=bool(repair), force_share=force_share and not repair,
-                    backing=False, check_mode=True) as chain:
+    with open_chain(path, fmt="qcow2", writable=bool(repair), force_share=force_share and not repair, policy=policy,
+                    check_mode=True) as chain:
         report = check_image(chain.top, repair=repair)
         return {"result": report_as_qemu_json(report, path), "exit_code": exit_code(report), "messages": report.messages}
 
@@ -124,10 +137,12 @@ def create_snapshot(path: str, name: str) -> dict:
         return _snapshots.snapshot_info(_snapshots.create_snapshot(chain.top, name))
 
 
-def revert_snapshot(path: str, name: str) -> None:
+def revert_snapshot(path: str, name: str, dry_run: bool = False) -> None:
+    """qemu-img snapshot -a; with dry_run, read without locks and raise only what the revert would refuse (a bad
+    snapshot, persistent bitmaps)."""
     from . import snapshots as _snapshots
-    with open_chain(path, fmt="qcow2", writable=True) as chain:
-        _snapshots.revert_snapshot(chain.top, name)
+    with open_chain(path, fmt="qcow2", writable=not dry_run, force_share=dry_run, backing=not dry_run) as chain:
+        _snapshots.revert_snapshot(chain.top, name, dry_run)
 
 
 def delete_snapshot(path: str, name: str) -> None:
@@ -211,3 +226,101 @@ def convert(source: str, dest: str, compress: bool = False, backing_file: str | 
     from . import convert as _convert
     return _convert.convert(source, dest, compress=compress, backing_file=backing_file, backing_format=backing_format,
                             options=options, policy=policy, source_format=source_format, progress=progress)
+
+
+# ---- persistent dirty bitmaps ----
+def list_bitmaps(path: str, backing_chain: bool = False, force_share: bool = True,
+                 policy: ChainPolicy | None = None) -> list[dict]:
+    """Every bitmap of the image (and, with backing_chain, of every image below it), top first:
+    [{"filename", "bitmaps": [{name, granularity, flags, in_use, enabled, trusted, reason}]}]."""
+    from .bitmap_ops import describe
+    with open_chain(path, force_share=force_share, policy=policy, backing=backing_chain) as chain:
+        return [{"filename": img.path, "bitmaps": describe(img) if img.format_name == "qcow2" else []}
+                for img in chain.images]
+
+
+def plan_bitmap(path: str, name: str, state: str = "present", granularity: int | None = None,
+                enabled: bool | None = None, merge_from: typing.Sequence[dict] = (),
+                policy: ChainPolicy | None = None) -> BitmapPlan:
+    """What bitmap() will do (a BitmapPlan), read without locks; raises what the run would refuse, the lock a
+    running VM holds on the image included."""
+    from .bitmap_state import merge_sources, plan
+    with open_chain(path, fmt="qcow2", force_share=True, policy=policy, backing=_needs_chain(merge_from)) as chain:
+        with merge_sources(chain, merge_from, policy, force_share=True) as sources:
+            actions, before, after = plan(chain.top, name, state, granularity, enabled, sources)
+    if actions:
+        refuse_if_locked(path)
+    return BitmapPlan(bool(actions), [_action_name(a) for a in actions], before, after)
+
+
+def bitmap(path: str, name: str, state: str = "present", granularity: int | None = None, enabled: bool | None = None,
+           merge_from: typing.Sequence[dict] = (), policy: ChainPolicy | None = None) -> BitmapResult:
+    """Bring bitmap name of path to a state: present (added if missing), cleared (present and empty) or absent;
+    enabled or disabled; with the bits of the bitmaps in merge_from ([{name, path, backing_chain}]) merged in.
+    Returns a BitmapResult."""
+    from .bitmap_state import merge_sources, plan, run
+    with open_chain(path, fmt="qcow2", writable=True, policy=policy, backing=_needs_chain(merge_from)) as chain:
+        with merge_sources(chain, merge_from, policy, force_share=False) as sources:
+            actions, before, after = plan(chain.top, name, state, granularity, enabled, sources)
+            if actions:
+                after = run(chain.top, name, actions)
+    return BitmapResult(bool(actions), [_action_name(a) for a in actions], before, after)
+
+
+def _needs_chain(merge_from: typing.Sequence[dict]) -> bool:
+    return any(item.get("backing_chain") and not item.get("path") for item in merge_from)
+
+
+def _action_name(action: tuple[str, typing.Any]) -> str:
+    verb, argument = action
+    return argument.describe() if verb == "merge" else verb
+
+
+def change_bitmap(path: str, action: str, name: str, granularity: int | None = None, enabled: bool = True,
+                  source: str | None = None, source_file: str | None = None, source_format: str | None = None,
+                  policy: ChainPolicy | None = None) -> bool:
+    """qemu-img bitmap --add/--remove/--clear/--enable/--disable/--merge SOURCE [-b SOURCE_FILE [-F FMT]] on one
+    bitmap, with qemu's checks and messages; True if it changed anything."""
+    from . import bitmap_ops as ops
+    with open_chain(path, fmt="qcow2", writable=True, policy=policy, backing=False) as chain:
+        img = chain.top
+        if action == "add":
+            return ops.add(img, name, granularity, enabled)
+        if action == "remove":
+            return ops.remove(img, name)
+        if action == "clear":
+            return ops.clear(img, name)
+        if action in ("enable", "disable"):
+            return ops.set_enabled(img, name, action == "enable")
+        if action != "merge":
+            raise InvalidArgumentError("Unknown bitmap operation %r" % (action,))
+        if not source_file:
+            return ops.merge(img, name, img, source)
+        with open_chain(source_file, fmt=source_format, policy=policy, backing=False) as other:
+            return ops.merge(img, name, other.top, source)
+
+
+def dirty_ranges(path: str, name: str, backing_chain: bool = False, force_share: bool = False,
+                 allow_disabled: bool = False, policy: ChainPolicy | None = None) -> DirtyRanges:
+    """The guest ranges bitmap name marks dirty (a DirtyRanges), merged across the layers of the chain that hold it
+    with backing_chain. BitmapUnusableError (with its reason) unless every bitmap read is consistent and, unless
+    allow_disabled, enabled: only then is it a record of every change since it was created."""
+    from . import bitmap_ops as ops
+    with open_chain(path, force_share=force_share, policy=policy, backing=backing_chain) as chain:
+        ranges, layers = ops.chain_ranges(chain, name, need_enabled=not allow_disabled)
+        granularity = ops.find(chain.top, name).granularity
+        return DirtyRanges(name, [(start, end - start) for start, end in ranges],
+                           sum(end - start for start, end in ranges), chain.top.size, granularity,
+                           [img.path for img in layers])
+
+
+def copy_ranges(source: str, dest: str, ranges: typing.Sequence[tuple[int, int]], backing_file: str | None = None,
+                backing_format: str | None = None, source_format: str | None = None,
+                options: CreateOptions | None = None, force_share: bool = False, policy: ChainPolicy | None = None,
+                dry_run: bool = False, progress: Progress | None = None) -> CopyRangesResult:
+    """Write dest, a new qcow2 layer over backing_file (None: standalone) holding source's guest view in ranges
+    [(offset, length)] and zero clusters where they read zeros (copyranges.py); a CopyRangesResult."""
+    from .copyranges import copy_ranges as _copy
+    return _copy(source, dest, ranges, backing_file=backing_file, backing_format=backing_format,
+                 source_format=source_format, options=options, force_share=force_share, policy=policy,
+                 dry_run=dry_run, progress=progress)

@@ -3,10 +3,18 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""Persistent dirty bitmaps (qcow2 bitmaps extension): directory parsing, and keeping enabled bitmaps
-true when the engine writes guest data.
+"""Persistent dirty bitmaps (qcow2 bitmaps extension): whether each bitmap can be trusted, and keeping enabled
+bitmaps true when the engine writes guest data.
 
-Chosen behaviour (as qemu does for a read-write open): before the first guest write, every enabled
+assess() is the one place that decides whether a bitmap is trusted, with qemu's rules (qcow2-bitmap.c,
+bitmap_list_load, check_dir_entry, load_bitmap): a directory or bitmap that breaks qemu's constraints makes
+qemu refuse to open the whole image, and the engine refuses it too (``BitmapAssessment.refusal``); a
+bitmap flagged in_use was not saved by its last writer, so qemu loads it as inconsistent: the engine
+reports it untrusted and never uses or rewrites it; a bitmaps extension without its autoclear bit was
+left stale by a program without bitmap support, and qemu ignores it. Every path that reads, updates,
+grows or counts bitmaps goes through assess().
+
+Chosen behaviour (as qemu does for a read-write open): before the first guest write, every trusted enabled
 ('auto') bitmap is flagged in_use on disk; the written ranges are recorded; when the image is closed
 the bits are set in the bitmap data and in_use is cleared. A crash in between leaves the bitmaps
 flagged in_use, which qemu treats as inconsistent: an incremental backup then starts over instead of
@@ -14,6 +22,8 @@ silently missing changes. Disabled bitmaps are left untouched, as qemu leaves th
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from . import constants as C
 from .deps import HAS_CONSTRUCT, require_construct
@@ -34,9 +44,16 @@ if HAS_CONSTRUCT:
     )
 
 DIR_ENTRY_FIXED = 24
-MAX_TABLE_ENTRIES = 0x8000000
+MAX_TABLE_ENTRIES = 0x8000000  # qemu's BME_MAX_TABLE_SIZE
 MAX_PHYS_SIZE = 0x20000000  # qemu's BME_MAX_PHYS_SIZE: at most 512 MiB of bitmap data (table_size * cluster_size)
+MIN_GRANULARITY_BITS = 9
+MAX_GRANULARITY_BITS = 31
+TABLE_ENTRY_RESERVED_MASK = 0xFF000000000001FE
 BITMAP_FLAG_NAMES = ((C.BITMAP_IN_USE, "in-use"), (C.BITMAP_AUTO, "auto"))
+
+TRUSTED = "trusted"
+IN_USE = "in-use"
+INVALID = "invalid"
 
 
 class Bitmap:
@@ -62,37 +79,170 @@ class Bitmap:
         return [name for bit, name in BITMAP_FLAG_NAMES if self.flags & bit]
 
 
-def read_directory(img):
-    """The bitmaps the extension lists, validated like qemu's check_dir_entry()."""
+class BitmapTrust:
+    """The verdict on one bitmap: ``state`` TRUSTED, IN_USE (inconsistent: its bits may miss writes) or INVALID
+    (it breaks qemu's constraints), and ``reason``, a sentence saying why it is not trusted."""
+
+    __slots__ = ("bitmap", "state", "reason")
+
+    def __init__(self, bitmap, state, reason=None):
+        self.bitmap = bitmap
+        self.state = state
+        self.reason = reason
+
+    @property
+    def trusted(self):
+        return self.state == TRUSTED
+
+    def __repr__(self):
+        return "BitmapTrust(%r, %s%s)" % (self.bitmap.name, self.state, ", %s" % self.reason if self.reason else "")
+
+
+class BitmapAssessment:
+    """The verdicts on every bitmap of an image, in directory order.
+
+    ``refusal`` is the FormatError qemu refuses the whole image with (a broken directory, a bitmap breaking
+    the constraints), or None; ``stale`` says the extension lost its autoclear bit, so that qemu ignores it
+    and every bitmap in it is inconsistent (none is listed then)."""
+
+    def __init__(self, verdicts=(), refusal=None, stale=False):
+        self.verdicts = list(verdicts)
+        self.refusal = refusal
+        self.stale = stale
+
+    def loaded(self):
+        """The bitmaps qemu loads when it opens the image: trusted and in-use ones."""
+        return [v.bitmap for v in self.verdicts if v.state != INVALID]
+
+    def trusted(self):
+        return [v.bitmap for v in self.verdicts if v.trusted]
+
+
+def assess(img):
+    """Read the bitmap directory and tables and judge every bitmap as qemu does when it opens the image."""
     require_construct()
-    ext = img.header.bitmaps_ext
+    hdr = img.header
+    ext = hdr.bitmaps_ext
     if not ext:
-        return []
-    raw = img.file.pread(ext["bitmap_directory_size"], ext["bitmap_directory_offset"])
-    if len(raw) < ext["bitmap_directory_size"]:
-        raise FormatError("Bitmap directory lies past the end of the file", img.path, "bitmap directory")
-    out = []
-    pos = 0
-    for i in range(ext["nb_bitmaps"]):
-        if pos + DIR_ENTRY_FIXED > len(raw):
-            raise FormatError("Bitmap directory is shorter than its %d entries" % ext["nb_bitmaps"], img.path, "bitmap directory")
-        e = BITMAP_DIR_ENTRY.parse(raw[pos:pos + DIR_ENTRY_FIXED])
-        end = pos + DIR_ENTRY_FIXED + e.extra_data_size + e.name_size
-        if end > len(raw):
-            raise FormatError("Bitmap directory entry %d overruns the directory" % i, img.path, "bitmap directory")
-        if e.name_size == 0 or e.name_size > C.MAX_BITMAP_NAME:
-            raise FormatError("Bitmap directory entry %d has an invalid name length" % i, img.path, "bitmap name_size")
-        if e.bitmap_table_offset % img.geo.cluster_size or e.bitmap_table_offset > C.MAX_CLUSTER_OFFSET:
-            raise FormatError("Bitmap table offset of entry %d invalid" % i, img.path, "bitmap_table_offset")
-        if e.bitmap_table_size > MAX_TABLE_ENTRIES or e.bitmap_table_size * img.geo.cluster_size > MAX_PHYS_SIZE:
-            raise FormatError("Bitmap table of entry %d too large" % i, img.path, "bitmap_table_size")
-        if e.flags & C.BITMAP_RESERVED_FLAGS:
-            raise FormatError("Bitmap directory entry %d has reserved flags set" % i, img.path, "bitmap flags")
-        extra = bytes(raw[pos + DIR_ENTRY_FIXED:pos + DIR_ENTRY_FIXED + e.extra_data_size])
-        name = bytes(raw[pos + DIR_ENTRY_FIXED + e.extra_data_size:end]).decode("utf-8", "replace")
-        out.append(Bitmap(pos, e.bitmap_table_offset, e.bitmap_table_size, e.flags, e.type, e.granularity_bits, name, extra))
-        pos = (end + 7) & ~7
-    return out
+        return BitmapAssessment()
+    if not hdr.autoclear_features & C.AUTOCLEAR_BITMAPS:
+        return BitmapAssessment(stale=True)
+    return _Assessor(img, ext).run()
+
+
+class _Assessor:
+    def __init__(self, img, ext):
+        self.img = img
+        self.dir_offset = ext["bitmap_directory_offset"]
+        self.dir_size = ext["bitmap_directory_size"]
+        self.nb = ext["nb_bitmaps"]
+        self.verdicts = []
+
+    def refuse(self, message, where=None, bitmap=None):
+        if bitmap is not None:
+            self.verdicts.append(BitmapTrust(bitmap, INVALID, message))
+        if where is not None:
+            message = "%s (%s)" % (message, where)
+        err = FormatError(message, self.img.path, "bitmap directory")
+        return BitmapAssessment(self.verdicts, err)
+
+    def entry_at(self, index, pos):
+        return "bitmap directory entry %d at offset %#x" % (index, self.dir_offset + pos)
+
+    def run(self):
+        if self.dir_size == 0:
+            return self.refuse("Requested bitmap directory size is zero", "bitmaps extension")
+        raw = self.img.file.pread(self.dir_size, self.dir_offset)
+        raw += bytes(self.dir_size - len(raw))  # past the end of the file qemu reads zeros
+        bitmaps = []
+        pos = 0
+        while pos < self.dir_size:  # qemu walks the directory by its size, then compares the count
+            where = self.entry_at(len(bitmaps), pos)
+            if pos + DIR_ENTRY_FIXED > self.dir_size:
+                return self.refuse("Broken bitmap directory: the entry is cut off by the end of the directory", where)
+            if len(bitmaps) + 1 > self.nb:
+                return self.refuse("More bitmaps found than specified in header extension (%d)" % self.nb, where)
+            e = BITMAP_DIR_ENTRY.parse(raw[pos:pos + DIR_ENTRY_FIXED])
+            end = pos + DIR_ENTRY_FIXED + e.extra_data_size + e.name_size
+            if (end + 7) & ~7 > self.dir_size:
+                return self.refuse("Broken bitmap directory: the entry overruns the directory", where)
+            name = bytes(raw[end - e.name_size:end]).split(b"\0", 1)[0].decode("utf-8", "replace")
+            bitmap = Bitmap(pos, e.bitmap_table_offset, e.bitmap_table_size, e.flags, e.type, e.granularity_bits,
+                            name, bytes(raw[pos + DIR_ENTRY_FIXED:end - e.name_size]))
+            if e.extra_data_size:
+                return self.refuse("Bitmap extra data is not supported", where, bitmap)
+            reason = self.constraint_violation(bitmap, e.name_size)
+            if reason:
+                return self.refuse("Bitmap '%s' doesn't satisfy the constraints: %s" % (name, reason), where, bitmap)
+            bitmaps.append(bitmap)
+            pos = (end + 7) & ~7
+        if len(bitmaps) != self.nb:
+            return self.refuse("Less bitmaps found than specified in header extension (%d found, %d specified)"
+                               % (len(bitmaps), self.nb), "bitmap directory at offset %#x" % self.dir_offset)
+        names = set()
+        for index, bitmap in enumerate(bitmaps):
+            where = self.entry_at(index, bitmap.entry_offset)
+            if bitmap.name in names:
+                return self.refuse("Bitmap already exists: %s" % bitmap.name, where, bitmap)
+            names.add(bitmap.name)
+            if bitmap.flags & C.BITMAP_IN_USE:
+                self.verdicts.append(BitmapTrust(bitmap, IN_USE, "flagged in use: the program that last wrote the "
+                                                 "image did not save it, so it may miss writes (qemu: inconsistent)"))
+                continue
+            problem = self.table_problem(bitmap)
+            if problem:
+                return self.refuse("Could not read bitmap '%s' from image: %s" % (bitmap.name, problem), where, bitmap)
+            self.verdicts.append(BitmapTrust(bitmap, TRUSTED))
+        return BitmapAssessment(self.verdicts)
+
+    def constraint_violation(self, b, name_size):
+        """check_dir_entry(): why qemu refuses the entry, or None."""
+        cs = self.img.geo.cluster_size
+        if b.table_size == 0:
+            return "its table has no entries"
+        if b.table_offset == 0 or b.table_offset % cs:
+            return "table offset %#x is not a non-zero multiple of the cluster size" % b.table_offset
+        if b.table_size > MAX_TABLE_ENTRIES:
+            return "table of %d entries (at most %d)" % (b.table_size, MAX_TABLE_ENTRIES)
+        if not MIN_GRANULARITY_BITS <= b.granularity_bits <= MAX_GRANULARITY_BITS:
+            return "granularity 2^%d (2^%d to 2^%d)" % (b.granularity_bits, MIN_GRANULARITY_BITS, MAX_GRANULARITY_BITS)
+        if b.flags & C.BITMAP_RESERVED_FLAGS:
+            return "unknown flags %#x" % (b.flags & C.BITMAP_RESERVED_FLAGS)
+        if name_size > C.MAX_BITMAP_NAME:
+            return "name of %d bytes (at most %d)" % (name_size, C.MAX_BITMAP_NAME)
+        if b.type != C.BITMAP_TYPE_DIRTY_TRACKING:
+            return "type %d (only dirty tracking, 1, is known)" % b.type
+        phys = b.table_size * cs
+        if phys > MAX_PHYS_SIZE:
+            return "its table describes %d bytes of bitmap data (at most %d)" % (phys, MAX_PHYS_SIZE)
+        if not b.flags & C.BITMAP_IN_USE and self.img.size > (phys * 8) << b.granularity_bits:
+            return "its table covers %d bytes, less than the virtual size %d" % ((phys * 8) << b.granularity_bits,
+                                                                                 self.img.size)
+        return None
+
+    def table_problem(self, b):
+        """load_bitmap(): the table must have exactly the entries the virtual size needs, each one valid."""
+        cs = self.img.geo.cluster_size
+        needed = -(-(-(-self.img.size // b.granularity)) // (8 * cs))
+        if needed != b.table_size:
+            return "its table has %d entries, the virtual size needs %d" % (b.table_size, needed)
+        bad = invalid_table_entry(read_table(self.img, b), cs)
+        if bad is not None:
+            index, entry = bad
+            return "bitmap table entry %d (%#018x, at offset %#x) is invalid" % (index, entry, b.table_offset + 8 * index)
+        return None
+
+
+def invalid_table_entry(table, cluster_size):
+    """(index, entry) of the first entry qemu's check_table_entry() rejects, or None."""
+    for index, entry in enumerate(table):
+        if not entry:
+            continue
+        offset = entry & C.BME_TABLE_ENTRY_OFFSET_MASK
+        if entry & TABLE_ENTRY_RESERVED_MASK or (offset and (entry & C.BME_TABLE_ENTRY_FLAG_ALL_ONES
+                                                             or offset % cluster_size)):
+            return index, entry
+    return None
 
 
 def read_table(img, bitmap):
@@ -104,11 +254,9 @@ def read_table(img, bitmap):
 class BitmapTracker:
     """Records guest writes and sets them in the enabled bitmaps when the image closes."""
 
-    def __init__(self, img):
+    def __init__(self, img, assessment):
         self.img = img
-        self.bitmaps = [b for b in read_directory(img)
-                        if b.enabled and not b.flags & C.BITMAP_IN_USE and b.type == C.BITMAP_TYPE_DIRTY_TRACKING
-                        and not b.extra and C.MIN_CLUSTER_BITS <= b.granularity_bits <= 31]
+        self.bitmaps = [b for b in assessment.trusted() if b.enabled]
         self.ranges = []
         self.marked_in_use = False
 
@@ -135,29 +283,17 @@ class BitmapTracker:
         """Write the recorded ranges into the bitmaps, then clear in_use."""
         if not self.marked_in_use:
             return
+        from .bitmap_bits import BitmapBits
         img = self.img
-        cs = img.geo.cluster_size
-        bits_per_cluster = cs * 8
         for b in self.bitmaps:
             table = read_table(img, b)
-            touched = {}
+            bits = BitmapBits(img, b, table)
             for start, end in self.ranges:
-                first_bit = start >> b.granularity_bits
-                last_bit = (min(end, img.size) - 1) >> b.granularity_bits
-                for index in range(first_bit // bits_per_cluster, last_bit // bits_per_cluster + 1):
-                    if index >= len(table) or table[index] & C.BME_TABLE_ENTRY_FLAG_ALL_ONES and not table[index] & C.BME_TABLE_ENTRY_OFFSET_MASK:
-                        continue
-                    data = touched.get(index)
-                    if data is None:
-                        offset = table[index] & C.BME_TABLE_ENTRY_OFFSET_MASK
-                        data = touched[index] = bytearray(img.file.pread(cs, offset).ljust(cs, b"\0") if offset else bytes(cs))
-                    lo = max(first_bit, index * bits_per_cluster) - index * bits_per_cluster
-                    hi = min(last_bit, (index + 1) * bits_per_cluster - 1) - index * bits_per_cluster
-                    _set_bits(data, lo, hi)
-            new_clusters = [i for i in touched if not table[i] & C.BME_TABLE_ENTRY_OFFSET_MASK]
+                bits.set_range(start, end)
+            new_clusters = [i for i in bits.changed if not table[i] & C.BME_TABLE_ENTRY_OFFSET_MASK]
             for index in new_clusters:
                 table[index] = img.refcounts.alloc(1) << img.geo.cluster_bits
-            for index, data in touched.items():
+            for index, data in bits.changed.items():
                 img.file.pwrite(bytes(data), table[index] & C.BME_TABLE_ENTRY_OFFSET_MASK)
             if new_clusters:
                 img.flush()  # data and refcounts on disk before the table points at the new clusters
@@ -168,12 +304,25 @@ class BitmapTracker:
         self.ranges = []
 
 
-def _set_bits(data, lo, hi):
-    """Set bits lo..hi (inclusive) of a bitmap cluster, bit 0 = least significant bit of byte 0."""
-    first_byte, last_byte = lo // 8, hi // 8
-    if first_byte == last_byte:
-        data[first_byte] |= ((0xFF << (lo % 8)) & (0xFF >> (7 - hi % 8))) & 0xFF
+@contextlib.contextmanager
+def recorded_writes(img, ranges=()):
+    """Record ranges [(start, end)] as written in img's enabled bitmaps, then let the writes inside the block go
+    unrecorded; yields record(start, end) for more ranges found on the way, or None when there is no enabled bitmap
+    (so they need not be looked for). For copies that write whole clusters around what they change, where qemu's
+    writes (and so its dirty bits) cover only what changes (commit: what the layers above hold, per copy-job granule;
+    rebase: the sectors that differ)."""
+    tracker = img.bitmaps if img.format_name == "qcow2" else None
+    if tracker is None:
+        yield None
         return
-    data[first_byte] |= (0xFF << (lo % 8)) & 0xFF
-    data[first_byte + 1:last_byte] = b"\xff" * (last_byte - first_byte - 1)
-    data[last_byte] |= 0xFF >> (7 - hi % 8)
+
+    def record(start, end):
+        tracker.mark_dirty(start, end - start)
+
+    for start, end in ranges:
+        record(start, end)
+    img.bitmaps = None
+    try:
+        yield record
+    finally:
+        img.bitmaps = tracker

@@ -193,11 +193,12 @@ def open_chain(path: str, fmt: str | None = None, writable: bool = False, force_
             if bident is None:
                 raise BackingChainError("Could not open backing file '%s' of '%s': No such file or directory"
                                         % (bpath, img.path), img.path)
-            if bident in seen:
-                raise BackingChainError("Backing file '%s' creates an infinite loop." % bpath, img.path)
+            if bident in seen:  # refused by policy even where qemu would open it (a layer read as raw, say)
+                raise UnsafeBackingError("Backing file '%s' creates an infinite loop." % bpath, img.path)
             bfmt = _backing_format(img, bpath)
             try:
-                child = open_image_file(bpath, bfmt, writable=bident in want_write, force_share=force_share, policy=policy)
+                child = open_image_file(bpath, bfmt, writable=bident in want_write, force_share=force_share, policy=policy,
+                                        check_mode=check_mode)  # qemu's check flag is inherited by backing files
             except FormatError as exc:
                 raise BackingChainError("Backing file '%s' of '%s' is not a valid %s image (backing format mismatch?): %s"
                                         % (bpath, img.path, bfmt, exc), img.path) from None
@@ -218,6 +219,8 @@ def open_chain(path: str, fmt: str | None = None, writable: bool = False, force_
 
 def _backing_format(img: Qcow2Image, bpath: str) -> str:
     fmt = img.backing_format
+    if fmt == "file":
+        return "raw"  # qemu's file protocol driver: the file's bytes as they are, which is what raw reads
     if fmt:
         if fmt not in ("qcow2", "raw"):
             raise UnsupportedError("Backing file '%s' of '%s' has format '%s'; only qcow2 and raw are supported"

@@ -21,13 +21,18 @@ from .layout import nonzero_entries
 from .refcount.references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
 
 REPAIR_MODES = (None, "leaks", "all")
+ZEROS = "no refcount block"  # a reftable entry of 0: every refcount it would hold is 0
+MAX_READABLE_OFFSET = (1 << 63) - (1 << 21)  # qemu's largest request offset (BDRV_MAX_LENGTH), rounded to clusters
 
 
 def check_image(img, repair=None):
     """Check an open Qcow2Image; with repair it must be open writable in check mode."""
     if repair not in REPAIR_MODES:
         raise InvalidArgumentError("repair must be one of leaks, all (got %r)" % (repair,))
+    rewritten = _repair_unaligned_preallocations(img) if repair == "all" else []
     report = _check(img)
+    report.corruptions_fixed += len(rewritten)
+    report.messages[:0] = rewritten
     if not repair or (not report.leaks and not report.corruptions):
         if repair and not report.check_errors:
             _mark_clean_and_consistent(img)
@@ -46,11 +51,50 @@ def check_image(img, repair=None):
         return report
     after = _check(img)
     after.leaks_fixed = max(0, report.leaks - after.leaks)
-    after.corruptions_fixed = max(0, report.corruptions - after.corruptions)
+    after.corruptions_fixed = max(0, report.corruptions - after.corruptions) + len(rewritten)
     after.messages = report.messages + ["The following inconsistencies were found and repaired:",
                                         "    %d leaked clusters" % after.leaks_fixed,
                                         "    %d corruptions" % after.corruptions_fixed] + after.messages
     return after
+
+
+def _repair_unaligned_preallocations(img):
+    """qemu's check -r all rewrites an L2 entry that preallocates a zero cluster at an unaligned host offset as a plain
+    zero cluster (reads of it fail before; zeros after), and does not count the reference it held; the clusters it
+    touched are then leaked or correct. An entry that holds data at an unaligned offset stays an error. Returns the
+    messages of the entries rewritten (in place, one entry per write, as qemu does)."""
+    geo = img.geo
+    cs, ext, words = geo.cluster_size, geo.extended_l2, geo.l2_entry_words
+    counter = ReferenceCounter(img, CheckReport())
+    l1s = [counter.read_l1(img.header.l1_table_offset, img.header.l1_size)] if img.header.l1_size else []
+    try:
+        snapshots = img.snapshot_list()
+    except Qcow2Error:
+        snapshots = []  # check reports the table; its L1s cannot be found
+    for sn in snapshots:
+        if sn.l1_size and not sn.l1_table_offset % cs and sn.l1_size <= C.MAX_L1_BYTES // 8:
+            l1s.append(counter.read_l1(sn.l1_table_offset, sn.l1_size))
+    tables = sorted({e & C.L1E_OFFSET_MASK for l1 in l1s for _i, e in nonzero_entries(l1)} - {0})
+    messages = []
+    for table_offset in tables:
+        if table_offset % cs:
+            continue
+        table = counter.read_l2(table_offset)
+        for i in used_l2_indexes(table, words, geo.l2_entries):
+            entry = table[i * words]
+            host = entry & C.L2E_OFFSET_MASK
+            if not host % cs or classify(entry, ext) not in (NORMAL, ZERO_ALLOC):
+                continue
+            has_data = table[i * 2 + 1] & C.EXTL2_ALLOC_MASK if ext else not entry & C.OFLAG_ZERO
+            if has_data:
+                continue
+            img.file.pwrite((0 if ext else C.OFLAG_ZERO).to_bytes(8, "big"), table_offset + 8 * words * i)
+            messages.append("Repairing offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted "
+                            "(L2 table at %#x, index %d)" % (host, table_offset, i))
+    if messages:
+        img.file.flush()
+        img.l2cache.clear()
+    return messages
 
 
 def _mark_clean_and_consistent(img):
@@ -72,6 +116,7 @@ def _check(img):
         report.say("ERROR: could not read the snapshot table: %s" % exc)
         state = MetadataState(img.header.l1_table_offset, img.header.l1_size, [], 0, 0,
                               img.header.refcount_table_offset, img.header.refcount_table_clusters)
+    _check_snapshot_entries(img, state.snapshots, report)
     counter = ReferenceCounter(img, report)
     refs = counter.count_state(state)
     disk = _DiskRefcounts(img, report)
@@ -87,6 +132,11 @@ def _check(img):
             break
         end = min(nb, start + rbe)
         have = disk.counts(start, end)
+        if have is None:  # qemu cannot read this refcount block: every cluster it covers is a check error
+            report.check_errors += end - start
+            report.say("Can't get refcount for clusters %d to %d: refcount block %d is unaligned (%#x)"
+                       % (start, end - 1, group, disk.table[group] & C.REFT_OFFSET_MASK))
+            continue
         want = refs.slice(start, end)
         if have == want:
             if have.tobytes().strip(b"\0"):
@@ -107,6 +157,18 @@ def _check(img):
     report.image_end_offset = (highest + 1) * img.geo.cluster_size
     report.total_clusters = img.geo.size_to_clusters(img.size)
     return report
+
+
+def _check_snapshot_entries(img, snapshots, report):
+    """A v3 image's snapshot table entries must carry at least 16 bytes of extra data (the 64-bit VM state size and
+    the disk size): entries written by v2 tools into an image later upgraded to v3 lack them. Repair rewrites the
+    table with complete entries, as qemu-img check -r all does."""
+    if img.header.version < 3:
+        return
+    for index, sn in enumerate(snapshots):
+        if sn.extra_data_size < 16:
+            report.corruption("ERROR snapshot table entry %d is incomplete (%d bytes of extra data, at least 16 needed "
+                              "in a version 3 image; entry at offset %#x)" % (index, sn.extra_data_size, sn.entry_offset))
 
 
 def _last_nonzero(arr):
@@ -133,11 +195,15 @@ class _DiskRefcounts:
         self._cache = {}
 
     def block(self, t):
+        """The decoded refcount block of reftable entry t; ZEROS where there is none; None where qemu cannot read
+        one (an unaligned offset: qemu signals corruption and fails the read; beyond 2^63 no read is possible)."""
         if t >= len(self.table):
-            return None
+            return ZEROS
         offset = self.table[t] & C.REFT_OFFSET_MASK
-        if not offset or offset & (self.img.geo.cluster_size - 1) or offset > C.MAX_CLUSTER_OFFSET:
-            return None  # reported by count_refblocks; past qemu's 2^56 limit it cannot even be read
+        if not offset:
+            return ZEROS
+        if offset & (self.img.geo.cluster_size - 1) or offset >= MAX_READABLE_OFFSET:
+            return None
         if t not in self._cache:
             if len(self._cache) > 64:
                 self._cache.clear()
@@ -145,9 +211,12 @@ class _DiskRefcounts:
         return self._cache[t]
 
     def counts(self, start, end):
+        """The refcounts of clusters [start, end) (within one refcount block), or None if it cannot be read."""
         rbb = self.img.geo.refblock_bits
         block = self.block(start >> rbb)
         if block is None:
+            return None
+        if block is ZEROS:
             return array("I", bytes(4 * (end - start)))
         first = start & ((1 << rbb) - 1)
         if self.codec.packed:
@@ -156,10 +225,11 @@ class _DiskRefcounts:
         return array("Q" if self.codec.bits > 32 else "I", block[first:first + end - start])
 
     def get(self, cluster):
+        """One cluster's refcount, or None if its refcount block cannot be read."""
         rbb = self.img.geo.refblock_bits
         block = self.block(cluster >> rbb)
-        if block is None:
-            return 0
+        if block is None or block is ZEROS:
+            return None if block is None else 0
         return self.codec.get(block, cluster & ((1 << rbb) - 1))
 
 
@@ -176,30 +246,31 @@ def _check_copied(img, disk, report):
         if not l2:
             continue
         rc = disk.get(l2 >> geo.cluster_bits)
-        if (rc == 1) != bool(entry & C.OFLAG_COPIED):
+        if rc is not None and (rc == 1) != bool(entry & C.OFLAG_COPIED):
             report.corruption("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d" % (index, entry, rc))
         if l2 not in findings:
-            findings[l2] = _copied_flag_errors(geo, disk, counter.read_l2(l2))
+            findings[l2] = _copied_flag_errors(geo, disk, counter.read_l2(l2), counter.has_data_file)
         for message in findings[l2]:
             report.corruption(message)
 
 
-def _copied_flag_errors(geo, disk, table):
-    """The OFLAG_COPIED corruption messages of one L2 table's data cluster entries."""
+def _copied_flag_errors(geo, disk, table, has_data_file):
+    """The OFLAG_COPIED corruption messages of one L2 table's data cluster entries (data in an external data file
+    is not refcounted: qemu takes its refcount as 1)."""
     words, ext = geo.l2_entry_words, geo.extended_l2
     errors = []
     for i in used_l2_indexes(table, words, geo.l2_entries):
         e = table[i * words]
         if not e:
             continue
-        kind = classify(e, ext)
+        kind = classify(e, ext, has_data_file)
         if kind not in (NORMAL, ZERO_ALLOC):
             continue
         offset = e & C.L2E_OFFSET_MASK
-        if not offset:
+        if not offset and not has_data_file:
             continue
-        rc = disk.get(offset >> geo.cluster_bits)
-        if (rc == 1) != bool(e & C.OFLAG_COPIED):
+        rc = 1 if has_data_file else disk.get(offset >> geo.cluster_bits)
+        if rc is not None and (rc == 1) != bool(e & C.OFLAG_COPIED):
             errors.append("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (e, rc))
     return errors
 

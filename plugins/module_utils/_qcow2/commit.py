@@ -22,6 +22,7 @@ import time
 import typing
 
 from .backing_name import name_for, set_backing
+from .bitmaps import recorded_writes
 from .chain import open_chain
 from .copyview import CopyStats, copy_runs
 from .errors import ImageLockedError, InvalidArgumentError, Qcow2Error
@@ -38,6 +39,7 @@ if typing.TYPE_CHECKING:  # names used in annotations only (some of these import
     from .copyview import Progress
     from .image import Qcow2Image
     from .records import ChainEntry
+    from .segments import Run
 
 
 def plan_commit(path: str, top: str | None = None, base: str | None = None, remove_committed: bool = False, policy: ChainPolicy | None = None) -> CommitPlan:
@@ -198,7 +200,8 @@ def _commit_in(chain: Chain, found: _Located, progress: Progress | None) -> int:
     require_space(base_img.path, data_bytes(runs), "commit into %s" % base_img.path)
     if top_img.size > base_img.size:
         _grow(base_img, top_img.size)
-    stats = copy_runs(top_img, base_img, runs, zero_runs="zero", stats=CopyStats(), progress=progress)
+    with recorded_writes(base_img, _committed_granules(base_img, runs)):
+        stats = copy_runs(top_img, base_img, runs, zero_runs="zero", stats=CopyStats(), progress=progress)
     base_img.flush()  # durable before anything stops masking these ranges
     repoint = chain.images[ti - 1] if ti > 0 else (top_img if bi > ti + 1 else None)
     if ti > 0:
@@ -208,6 +211,18 @@ def _commit_in(chain: Chain, found: _Located, progress: Progress | None) -> int:
     if ti == 0:
         _make_empty(top_img)
     return stats.bytes_written + stats.bytes_zeroed
+
+
+def _committed_granules(base_img: Image, runs: list[Run]) -> list[tuple[int, int]]:
+    """What qemu-img commit writes into base, and so dirties in base's enabled bitmaps: every range the layers above
+    base hold, rounded out to the granularity of its copy job (mirror's default: base's cluster size, at least 4 KiB,
+    at most 64 KiB). What top's own bitmaps say stays true: emptying top changes no guest data."""
+    if base_img.format_name != "qcow2":
+        return []
+    from .bitmap_ops import default_granularity
+    granule = default_granularity(base_img)
+    return [(start // granule * granule, -(-end // granule) * granule)
+            for start, end, kind in runs if kind in (RUN_DATA, RUN_ZERO)]
 
 
 def _mask_past_top(above: Qcow2Image, top_img: Image, base_img: Image) -> None:

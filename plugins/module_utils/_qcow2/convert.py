@@ -5,9 +5,8 @@
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
 """Flatten: write a new qcow2 image from any chain or raw file (qemu-img convert -O qcow2 [-c] [-B]).
 
-The image is built in a temporary file beside the destination and renamed over it only when complete
-and flushed, so a crash never leaves a half-written image under the destination's name. Zero ranges
-stay unallocated. With a backing file, only what lies above it is copied (and zero ranges become zero
+The image is built under a temporary name and renamed over the destination when complete (newimage.py).
+Zero ranges stay unallocated. With a backing file, only what lies above it is copied (and zero ranges become zero
 clusters so they still mask it): exactly when the backing file is in the source's chain, or, as
 qemu-img convert -B does, the source's top layer when it is not.
 """
@@ -15,19 +14,18 @@ qemu-img convert -B does, the source's top layer when it is not.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import typing
 
 from .chain import check_backing_reference, detect_format, open_chain, DEFAULT_POLICY
 from .compressed_writer import copy_runs_compressed
 from .copyview import CopyStats, copy_runs
-from .create import CreateOptions, create
-from .errors import BackingChainError, ImageLockedError, InvalidArgumentError
+from .create import CreateOptions
+from .errors import BackingChainError, InvalidArgumentError
 from .image import probe_is_qcow2
-from .locking import holders_conflict
 from .measure import measure_chain
-from .paths import remove_stale_temporaries, same_file
+from .newimage import check_destination, new_image, refuse_held
+from .paths import same_file
 from .records import ConvertPlan, ConvertResult
 from .segments import RUN_BELOW, RUN_ZERO, data_bytes, layer_runs
 from .space import require_space
@@ -72,10 +70,7 @@ def _source_format(source: str, dest: str, backing_file: str | None, backing_for
     """Check what can be checked before opening the source; the format to open it with."""
     if backing_file and not backing_format:
         raise InvalidArgumentError("Backing format must be given with a backing file (qcow2 or raw)")
-    if os.path.isdir(dest):
-        raise InvalidArgumentError("Destination %s is a directory" % dest, dest)
-    if not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
-        raise InvalidArgumentError("The directory of destination %s does not exist" % dest, dest)
+    check_destination(dest)
     return source_format or detect_format(source)
 
 
@@ -99,10 +94,7 @@ def _prepare(chain: Chain, source: str, dest: str, compress: bool, backing_file:
         outside = stop is None
         if outside:
             stop = top.backing
-    if os.path.exists(dest):
-        conflict = holders_conflict(dest, True)
-        if conflict:
-            raise ImageLockedError(conflict, dest)
+    refuse_held(dest)
     opts = _options_for(options, top.size, backing_file, backing_format)
     runs = layer_runs(top, stop, 0, top.size)
     measured = measure_chain(top, stop, opts, runs)
@@ -123,42 +115,24 @@ def convert(source: str, dest: str, compress: bool = False, backing_file: str | 
         prepared = _prepare(chain, source, dest, compress, backing_file, backing_format, options, policy)
         plan, opts, runs, outside = prepared
         require_space(dest, plan.required, "writing %s" % dest)
-        directory = os.path.dirname(os.path.abspath(dest))
-        remove_stale_temporaries(dest)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".tmp", dir=directory)
-        os.close(fd)
-        try:
-            # the temporary file lives in dest's directory, so a relative backing name resolves the same
-            create(tmp, opts, policy=policy, overwrite=True)
-            with open_chain(tmp, fmt="qcow2", writable=True, policy=policy) as out_chain:
-                out = out_chain.top
-                out.ordered_flushes = False  # nobody sees the file before the rename: one flush at the end suffices
-                stats = CopyStats()
-                saved_backing = top.backing
-                if outside:
-                    # like qemu-img convert -B: the top layer over the new backing file, also in the parts of
-                    # clusters the top layer does not cover (which whole-cluster copies read)
-                    top.backing = out.backing
-                try:
-                    if compress:
-                        copy_runs_compressed(top, out, runs, stats, progress,
-                                             zero_runs="zero" if backing_file else "skip")
-                        if backing_file:
-                            copy_runs(top, out, [r for r in runs if r[2] == RUN_ZERO], zero_runs="zero", stats=stats)
-                    else:
-                        copy_runs(top, out, runs, zero_runs="zero" if backing_file else "skip", stats=stats,
-                                  progress=progress)
-                finally:
-                    top.backing = saved_backing
-                out.flush()
-                out.file.flush()  # durable before the rename makes it visible
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600; give it the mode a new file would get
-            os.replace(tmp, dest)
-            _fsync_dir(directory)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with new_image(dest, opts, policy) as out_chain:
+            out = out_chain.top
+            stats = CopyStats()
+            saved_backing = top.backing
+            if outside:
+                # like qemu-img convert -B: the top layer over the new backing file, also in the parts of
+                # clusters the top layer does not cover (which whole-cluster copies read)
+                top.backing = out.backing
+            try:
+                if compress:
+                    copy_runs_compressed(top, out, runs, stats, progress, zero_runs="zero" if backing_file else "skip")
+                    if backing_file:
+                        copy_runs(top, out, [r for r in runs if r[2] == RUN_ZERO], zero_runs="zero", stats=stats)
+                else:
+                    copy_runs(top, out, runs, zero_runs="zero" if backing_file else "skip", stats=stats,
+                              progress=progress)
+            finally:
+                top.backing = saved_backing
     return ConvertResult(True, dest, plan.required, plan.bytes_to_copy, stats.bytes_written, plan.compressed,
                          time.time() - started)
 
@@ -175,22 +149,3 @@ def _zeros_past(runs: list[Run], end: int) -> list[Run]:
         else:
             out.append((start, stop, kind))
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

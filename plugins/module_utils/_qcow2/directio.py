@@ -64,5 +64,6 @@ def aligned_buffer(size: int) -> tuple[bytearray, int]:
     """
     buf = bytearray(size + ALIGN)
     where = address(buf)
-    first = (-where) % ALIGN if where is not None else 0
-    return buf, first
+    if where is None:
+        return buf, 0
+    return buf, (ALIGN - where % ALIGN) % ALIGN

@@ -69,3 +69,13 @@ class MissingDependencyError(Qcow2Error):
         super().__init__(message)
         self.library = library
         self.import_error = import_error
+
+
+class BitmapUnusableError(Qcow2Error):
+    """A persistent bitmap cannot be used: missing, inconsistent (in use, stale), disabled, or its chain broken.
+    ``bitmap`` names it, ``reason`` says why (for a backup to fall back to a full copy and report it)."""
+
+    def __init__(self, message, path=None, bitmap=None, reason=None):
+        super().__init__(message, path)
+        self.bitmap = bitmap
+        self.reason = reason

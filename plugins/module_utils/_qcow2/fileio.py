@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import typing
 
 from . import directio
@@ -61,6 +62,11 @@ class BlockFile:
             raise Qcow2Error("Could not create '%s': File exists" % path, path) from None
         except OSError as exc:
             _raise_os_error(exc, path, "opening")
+        mode = os.fstat(self.fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode) or stat.S_ISCHR(mode)):
+            os.close(self.fd)  # qemu's file driver opens regular files and devices only: not directories, fifos...
+            raise Qcow2Error("Could not open '%s': 'file' driver requires '%s' to be a regular file" % (path, path),
+                             path)
         self.data_written = False
         self.written_end = 0  # one past the highest byte written through this object
         self._executor = None  # set inside write_behind()

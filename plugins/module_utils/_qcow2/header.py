@@ -6,7 +6,7 @@
 """The qcow2 header and its extensions: declared with construct, validated as qemu validates them.
 
 Header.parse() reads cluster 0; Header.build() writes it back the way qemu's qcow2_update_header does:
-fields, unknown header fields, extensions (backing format, data file, crypto, feature table, bitmaps,
+fields, unknown header fields, extensions (backing format, data file, feature table, bitmaps,
 unknown ones verbatim), end marker, backing file name.
 """
 
@@ -16,7 +16,7 @@ import struct
 
 from . import constants as C
 from .deps import HAS_CONSTRUCT, require_construct
-from .errors import FormatError, UnsupportedError
+from .errors import FormatError, UnsafeBackingError, UnsupportedError
 
 if HAS_CONSTRUCT:
     from construct import Bytes, Const, Int8ub, Int32ub, Int64ub, Struct
@@ -51,7 +51,6 @@ if HAS_CONSTRUCT:
         "bitmap_directory_size" / Int64ub,
         "bitmap_directory_offset" / Int64ub,
     )
-    CRYPTO_EXTENSION = Struct("offset" / Int64ub, "length" / Int64ub)
 
 _HEADER_FIELDS = (
     "version", "backing_file_offset", "backing_file_size", "cluster_bits", "size", "crypt_method",
@@ -104,7 +103,6 @@ class Header:
         self.data_file = None
         self._feature_table = b""  # raw feature name table payload, parsed only when a name is needed
         self.bitmaps_ext = None  # dict(nb_bitmaps, bitmap_directory_size, bitmap_directory_offset)
-        self.crypto_ext = None  # dict(offset, length)
         self.unknown_extensions = []  # (type, payload) in file order
 
     # ---- geometry helpers ----
@@ -129,7 +127,6 @@ class Header:
         new.__dict__.update(self.__dict__)
         new.unknown_extensions = list(self.unknown_extensions)
         new.bitmaps_ext = dict(self.bitmaps_ext) if self.bitmaps_ext else None
-        new.crypto_ext = dict(self.crypto_ext) if self.crypto_ext else None
         return new
 
     # ---- parsing ----
@@ -163,8 +160,6 @@ class Header:
                 raise FormatError("qcow2 header too short", path, "header_length")
             if hdr.header_length > cluster_size:
                 raise FormatError("qcow2 header exceeds cluster size", path, "header_length")
-            if hdr.header_length > len(buf):
-                raise FormatError("qcow2 header extends past the end of the file", path, "header_length")
             if hdr.header_length > C.V3_MIN_HEADER_LENGTH:
                 hdr.compression_type = buf[C.V3_MIN_HEADER_LENGTH]
             hdr.unknown_fields = bytes(buf[C.V3_HEADER_LENGTH:hdr.header_length])
@@ -234,33 +229,35 @@ class Header:
         return ", ".join(out)
 
     def _parse_extensions(self, buf, path):
-        if self.version == 2:
-            offset = C.V2_HEADER_LENGTH
-        else:
-            offset = self.header_length
-        declared_end = self.backing_file_offset or self.cluster_size
-        end = min(declared_end, len(buf))
-        seen = set()
-        while True:
+        """qcow2_read_extensions(): records from header_length up to the backing name (or the end of cluster 0).
+
+        A record whose header or payload would cross that limit makes qemu refuse the image ("Header extension
+        too large"), end marker included; so does the engine, instead of reading the image as if the area ended
+        there (which would, for one, lose its backing file). Duplicates are accepted as qemu accepts them: the
+        last record of a type wins.
+        """
+        offset = C.V2_HEADER_LENGTH if self.version == 2 else self.header_length
+        end = self.backing_file_offset or self.cluster_size
+        limit = "the backing file name" if self.backing_file_offset else "the end of the first cluster"
+        while offset < end:
             if offset + 8 > end:
-                if declared_end > len(buf) and offset + 8 <= declared_end:
-                    raise NeedMoreData()
-                break
-            ext = EXTENSION_HEADER.parse(buf[offset:offset + 8])
+                raise FormatError("Header extension too large: the extension record at offset %d crosses the end of "
+                                  "the extension area at offset %d (%s)" % (offset, end, limit),
+                                  path, "header extension at offset %d" % offset)
+            if offset + 8 > len(buf):
+                raise NeedMoreData()  # buf holds the whole of cluster 0 when it is shorter than the area
+            etype, length = struct.unpack_from(">II", buf, offset)
             offset += 8
-            etype, length = ext.type, ext.length
+            if length > end - offset:
+                raise FormatError("Header extension too large: extension 0x%08x at offset %d claims %d bytes, but the "
+                                  "extension area ends at offset %d (%s)" % (etype, offset - 8, length, end, limit),
+                                  path, "header extension 0x%08x at offset %d" % (etype, offset - 8))
             if etype == C.EXT_END:
                 return
-            if length > end - offset:
-                if declared_end > len(buf):
-                    raise NeedMoreData()
-                raise FormatError("Header extension too large", path, "extension 0x%08x" % etype)
-            payload = bytes(buf[offset:offset + length])
+            if offset + length > len(buf):
+                raise NeedMoreData()
+            self._parse_extension(etype, bytes(buf[offset:offset + length]), path)
             offset += _pad8(length)
-            if etype in seen and etype != 0:
-                raise FormatError("Duplicate header extension 0x%08x" % etype, path, "extension 0x%08x" % etype)
-            seen.add(etype)
-            self._parse_extension(etype, payload, path)
         # qemu tolerates a missing end marker when the area simply runs out
 
     def _parse_extension(self, etype, payload, path):
@@ -274,24 +271,17 @@ class Header:
             if len(payload) != 24:
                 raise FormatError("bitmaps_ext: Invalid extension length", path, "bitmaps extension")
             ext = BITMAPS_EXTENSION.parse(payload)
-            if ext.reserved:
-                raise FormatError("bitmaps_ext: Reserved field is not zero", path, "bitmaps extension")
-            if ext.nb_bitmaps == 0 or ext.nb_bitmaps > C.MAX_BITMAPS:
-                raise FormatError("bitmaps_ext: Invalid number of bitmaps", path, "nb_bitmaps")
-            if ext.bitmap_directory_size > C.MAX_BITMAP_DIRECTORY_SIZE:
-                raise FormatError("bitmaps_ext: bitmap directory size too large", path, "bitmap_directory_size")
-            if ext.bitmap_directory_offset % self.cluster_size or ext.bitmap_directory_offset > C.MAX_CLUSTER_OFFSET:
-                raise FormatError("bitmaps_ext: invalid bitmap directory offset", path, "bitmap_directory_offset")
             self.bitmaps_ext = {
                 "nb_bitmaps": ext.nb_bitmaps,
                 "bitmap_directory_size": ext.bitmap_directory_size,
                 "bitmap_directory_offset": ext.bitmap_directory_offset,
             }
+            if self.autoclear_features & C.AUTOCLEAR_BITMAPS:  # without the bit qemu ignores the extension's content
+                _validate_bitmaps_extension(ext, self.cluster_size, path)
         elif etype == C.EXT_CRYPTO_HEADER:
-            if len(payload) != 16:
-                raise FormatError("Invalid crypto header extension length", path, "crypto extension")
-            ext = CRYPTO_EXTENSION.parse(payload)
-            self.crypto_ext = {"offset": ext.offset, "length": ext.length}
+            # crypt_method is 0 here (encrypted images are refused before): qemu refuses the extension then
+            raise FormatError("CRYPTO header extension only expected with LUKS encryption method", path,
+                              "crypto extension")
         elif etype == C.EXT_DATA_FILE:
             self.data_file = _decode_name(payload, path, "data file name")
         else:
@@ -322,8 +312,6 @@ class Header:
             add(C.EXT_BACKING_FORMAT, self.backing_format.encode("utf-8"))
         if self.data_file:
             add(C.EXT_DATA_FILE, self.data_file.encode("utf-8"))
-        if self.crypto_ext:
-            add(C.EXT_CRYPTO_HEADER, CRYPTO_EXTENSION.build(self.crypto_ext))
         if self.version >= 3 and self.cluster_size > 4096:
             table = b"".join(FEATURE_NAME.build({"type": t, "bit": b, "name": n.encode().ljust(46, b"\0")})
                              for t, b, n in C.STANDARD_FEATURE_NAMES)
@@ -381,18 +369,30 @@ class Header:
 
 
 def _decode_name(raw, path, what):
-    raw = bytes(raw)
-    if b"\0" in raw:
-        raise FormatError("%s contains a NUL byte" % what.capitalize(), path, what)
+    """A name as qemu reads it, a C string: it ends at the first NUL byte. Names that are not UTF-8 are refused:
+    qemu would open such a path, but a name no tool can print is a hostile one (docs/hardening.md)."""
+    raw = bytes(raw).split(b"\0", 1)[0]
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise FormatError("%s is not valid UTF-8" % what.capitalize(), path, what) from None
+        raise UnsafeBackingError("%s %r of %s is not valid UTF-8; refused" % (what.capitalize(), raw, path),
+                                 path) from None
+
+
+def _validate_bitmaps_extension(ext, cluster_size, path):
+    if ext.reserved:
+        raise FormatError("bitmaps_ext: Reserved field is not zero", path, "bitmaps extension")
+    if ext.nb_bitmaps == 0 or ext.nb_bitmaps > C.MAX_BITMAPS:
+        raise FormatError("bitmaps_ext: Invalid number of bitmaps", path, "nb_bitmaps")
+    if ext.bitmap_directory_size > C.MAX_BITMAP_DIRECTORY_SIZE:
+        raise FormatError("bitmaps_ext: bitmap directory size too large", path, "bitmap_directory_size")
+    if ext.bitmap_directory_offset % cluster_size:
+        raise FormatError("bitmaps_ext: invalid bitmap directory offset", path, "bitmap_directory_offset")
 
 
 def _validate_table(path, name, offset, entries, entry_len, max_bytes, cluster_size):
     """qcow2_validate_table(): bound a table's size and check its offset."""
     if entries > max_bytes // entry_len:
         raise FormatError("%s too large" % name, path, name)
-    if offset % cluster_size or offset > C.MAX_CLUSTER_OFFSET or (1 << 63) - 1 - entries * entry_len < offset:
+    if offset % cluster_size or (1 << 63) - 1 - entries * entry_len < offset:
         raise FormatError("%s offset invalid" % name, path, name)

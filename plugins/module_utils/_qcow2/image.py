@@ -5,7 +5,7 @@
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
 """An open qcow2 image: header, L1/L2 mapping, guest reads, and the ordered flush of metadata.
 
-Guest writes live in writer.py, refcounts in refcounts.py. The flush order is the one that makes a
+Guest writes live in writer.py, refcounts in refcount/table.py. The flush order is the one that makes a
 crash at any point leave at worst leaked clusters: data, refcount blocks, L2 tables, L1 table, header,
 then the refcount decrements of clusters whose last reference was dropped.
 """
@@ -17,8 +17,9 @@ from . import locking
 from .compression import decompress_cluster
 from .errors import CorruptionError, FormatError, InvalidArgumentError, Qcow2Error, ReadOnlyError, UnsupportedError
 from .fileio import BlockFile
-from .header import OFFSET_AUTOCLEAR, Header, NeedMoreData
-from .layout import COMPRESSED, NORMAL, UNALLOCATED, Geometry, array_to_be, be_array, classify, nonzero_entries
+from .header import OFFSET_AUTOCLEAR, OFFSET_INCOMPAT, Header, NeedMoreData
+from .layout import (COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, ZERO_PLAIN, Geometry, array_to_be, be_array, classify,
+                     nonzero_entries)
 from .lru import MetadataCache
 from .zeros import fill_zero
 
@@ -74,7 +75,9 @@ class Qcow2Image:
         self.refcounts = None
         self.writer = None
         self.snapshots_cache = None
-        self.bitmaps = None
+        self.bitmaps = None  # the BitmapTracker of a writable image with trusted enabled bitmaps
+        self.bitmap_trust = None  # bitmaps.BitmapAssessment: which bitmaps qemu would trust, and why not
+        self.marked_corrupt = False
         self._flushing = False
         self._closed = False
         self._meta_singles = None
@@ -91,6 +94,7 @@ class Qcow2Image:
             self._load_header(check_mode)
             self.l2cache = MetadataCache(max(2 * self.geo.slices_per_table, l2_cache_bytes // self.geo.slice_bytes),
                                          self._load_slice, self._store_slice, self.flush)
+            self._refuse_what_qemu_refuses(check_mode)
             if writable:
                 self._open_for_write(check_mode)
         except BaseException:
@@ -102,6 +106,7 @@ class Qcow2Image:
         head = self.file.pread(4096, 0)
         if len(head) < 24 or head[:4] != C.QCOW_MAGIC:
             raise FormatError("Image is not in qcow2 format", self.path, "magic")
+        head += bytes(4096 - len(head))  # a header cut by the end of the file: qemu reads zeros there
         try:
             self.header = Header.parse(head, self.path)
         except NeedMoreData:
@@ -119,6 +124,20 @@ class Qcow2Image:
         self.geo = Geometry(hdr)
         self.size = hdr.size - hdr.size % 512  # qemu counts whole 512-byte sectors only
         self._l1 = None  # read on first use: info and chain walks never need it
+
+    def _refuse_what_qemu_refuses(self, check_mode):
+        """qemu reads the snapshot table (except in check mode, where check reports on it) and loads the persistent
+        bitmaps when it opens an image, and refuses the image if either is broken: so does the engine."""
+        if not check_mode:
+            from .snapshot_table import check_snapshot_table
+            check_snapshot_table(self)
+        self._assess_bitmaps()
+        if self.bitmap_trust.refusal is not None:
+            raise self.bitmap_trust.refusal
+
+    def _assess_bitmaps(self):
+        from .bitmaps import BitmapAssessment, assess
+        self.bitmap_trust = assess(self) if self.header.bitmaps_ext else BitmapAssessment()
 
     @property
     def l1(self):
@@ -153,16 +172,22 @@ class Qcow2Image:
                                     % (self.path, report.messages[:1]), self.path)
 
     def _attach_write_machinery(self):
-        from .bitmaps import BitmapTracker
         from .refcount.table import Refcounts
         from .writer import ClusterWriter
         self.refcounts = Refcounts(self)
         self.writer = ClusterWriter(self)
-        hdr = self.header
-        if hdr.bitmaps_ext and hdr.autoclear_features & C.AUTOCLEAR_BITMAPS:
-            self.bitmaps = BitmapTracker(self)
-        else:
-            self.bitmaps = None
+        self._attach_tracker()
+
+    def _attach_tracker(self):
+        from .bitmaps import BitmapTracker
+        trusted = self.bitmap_trust.trusted()
+        self.bitmaps = BitmapTracker(self, self.bitmap_trust) if any(b.enabled for b in trusted) else None
+
+    def reload_bitmaps(self):
+        """Judge the bitmaps again after their directory changed (bitmap_store, resize), and track the enabled ones."""
+        self._assess_bitmaps()
+        if self.writable:
+            self._attach_tracker()
 
     def _clear_autoclear_on_write(self):
         """A writer must clear autoclear bits it does not know, and a bitmaps extension without its bit is stale."""
@@ -186,6 +211,7 @@ class Qcow2Image:
         self.invalidate_metadata_map()
         self._load_header(check_mode=True)
         self.l2cache.clear()
+        self._assess_bitmaps()
         if self.writable:
             self._attach_write_machinery()
 
@@ -213,7 +239,8 @@ class Qcow2Image:
             return 0
         offset = self.l1[l1_index] & C.L1E_OFFSET_MASK
         if offset & (self.geo.cluster_size - 1):
-            raise CorruptionError("L2 table offset %#x unaligned (L1 index: %#x)" % (offset, l1_index), self.path)
+            raise self.corrupt("L2 table offset %#x unaligned (L1 index: %#x, active L1 entry at file offset %#x)"
+                               % (offset, l1_index, self.header.l1_table_offset + 8 * l1_index))
         return offset
 
     def _load_slice(self, key):
@@ -269,19 +296,22 @@ class Qcow2Image:
                     continue
                 cend = min(slice_end, cluster_start + geo.cluster_size)
                 kind = classify(entry, ext, has_df)
+                if kind in (ZERO_PLAIN, ZERO_ALLOC) and self.header.version < 3:
+                    raise self.corrupt("Zero cluster entry found in pre-v3 image (%s)"
+                                       % self._l2_entry_at(table_offset, cluster_start))
+                if kind in (NORMAL, ZERO_ALLOC):
+                    self._check_host_offset(entry, kind, cluster_start, table_offset)
                 if ext and kind != COMPRESSED:
-                    self._subcluster_extents(out, pos, cend, cluster_start, entry, table[idx * 2 + 1], kind)
+                    self._subcluster_extents(out, pos, cend, cluster_start, entry, table[idx * 2 + 1], kind,
+                                             table_offset)
                 elif kind == NORMAL:
-                    host = entry & C.L2E_OFFSET_MASK
-                    if host & (geo.cluster_size - 1):
-                        raise CorruptionError("Cluster allocation offset %#x unaligned (guest offset %#x)"
-                                              % (host, cluster_start), self.path)
-                    _append(out, pos, cend - pos, DATA, host + (pos - cluster_start))
+                    _append(out, pos, cend - pos, DATA, (entry & C.L2E_OFFSET_MASK) + (pos - cluster_start))
                 elif kind == UNALLOCATED:
                     _append(out, pos, cend - pos, UNALLOC, 0)
                 elif kind == COMPRESSED:
                     if has_df:
-                        raise CorruptionError("Compressed cluster in an image with an external data file", self.path)
+                        raise self.corrupt("Compressed cluster entry found in image with external data file (%s)"
+                                           % self._l2_entry_at(table_offset, cluster_start))
                     _append(out, pos, cend - pos, COMP, entry)
                 else:
                     _append(out, pos, cend - pos, ZERO, 0)
@@ -289,18 +319,31 @@ class Qcow2Image:
                 idx += 1
         return out
 
-    def _subcluster_extents(self, out, pos, cend, cluster_start, entry, bitmap, kind):
+    def _l2_entry_at(self, table_offset, guest_offset):
+        """Where an L2 entry lives, for error messages: its table, index and file offset."""
+        index = (guest_offset >> self.geo.cluster_bits) & (self.geo.l2_entries - 1)
+        return "L2 offset: %#x, L2 index: %#x, entry at file offset %#x, guest offset %#x" % (
+            table_offset, index, table_offset + 8 * self.geo.l2_entry_words * index, guest_offset)
+
+    def _check_host_offset(self, entry, kind, cluster_start, table_offset):
+        """qcow2_get_host_offset(): a cluster with a host offset must name a whole cluster (preallocated zero
+        clusters too, though they read as zeros), and with an external data file, the cluster at the guest offset."""
+        host = entry & C.L2E_OFFSET_MASK
+        if host & (self.geo.cluster_size - 1):
+            what = "Preallocated zero cluster" if kind == ZERO_ALLOC else "Cluster"
+            raise self.corrupt("%s allocation offset %#x unaligned (%s)"
+                               % (what, host, self._l2_entry_at(table_offset, cluster_start)))
+        if self.data_file is not None and host != cluster_start:
+            raise self.corrupt("External data file host cluster offset %#x does not match guest cluster offset %#x (%s)"
+                               % (host, cluster_start, self._l2_entry_at(table_offset, cluster_start)))
+
+    def _subcluster_extents(self, out, pos, cend, cluster_start, entry, bitmap, kind, table_offset):
         alloc = bitmap & C.EXTL2_ALLOC_MASK
         zero = bitmap >> 32
-        if alloc & zero:
-            raise CorruptionError("Invalid subcluster bitmap %#x (allocated and zero) at guest offset %#x"
-                                  % (bitmap, cluster_start), self.path)
+        if alloc & zero or (kind == UNALLOCATED and alloc):
+            raise self.corrupt("Invalid cluster entry found: subcluster bitmap %#x (%s)"
+                               % (bitmap, self._l2_entry_at(table_offset, cluster_start)))
         host = entry & C.L2E_OFFSET_MASK
-        if kind == UNALLOCATED and alloc:
-            raise CorruptionError("Subclusters allocated in an unallocated cluster at guest offset %#x" % cluster_start,
-                                  self.path)
-        if host & (self.geo.cluster_size - 1):
-            raise CorruptionError("Cluster allocation offset %#x unaligned" % host, self.path)
         sb = self.geo.subcluster_bits
         while pos < cend:
             sc = (pos - cluster_start) >> sb
@@ -373,10 +416,25 @@ class Qcow2Image:
         self._decompressed = (entry, data)
         return data
 
+    def corrupt(self, message):
+        """qcow2_signal_corruption(): a read or write met corrupt metadata. qemu refuses the access and, on an image
+        open for writing, sets the corrupt bit so that nothing writes to the image until check -r repairs it, and
+        stops using it; so does the engine (a v2 image has no such bit). Returns the CorruptionError to raise."""
+        if self.writable and not self.marked_corrupt:
+            self.marked_corrupt = True
+            if self.header.version >= 3:
+                self.header.incompatible_features |= C.INCOMPAT_CORRUPT
+                self.file.pwrite(self.header.incompatible_features.to_bytes(8, "big"), OFFSET_INCOMPAT)
+                self.file.flush()
+                message += "; the image is now marked corrupt (repair it with check -r all)"
+        return CorruptionError(message, self.path)
+
     # ---- writes (delegated) ----
     def _require_writable(self):
         if not self.writable or self.writer is None:
             raise ReadOnlyError("Image %s is open read-only" % self.path, self.path)
+        if self.marked_corrupt:
+            raise ReadOnlyError("Image %s is corrupt; it cannot be written until it is repaired" % self.path, self.path)
 
     def write(self, offset, data):
         self._require_writable()
@@ -421,8 +479,6 @@ class Qcow2Image:
                 add_range(sn.l1_table_offset, sn.l1_size * 8)
         if hdr.bitmaps_ext:
             add_range(hdr.bitmaps_ext["bitmap_directory_offset"], hdr.bitmaps_ext["bitmap_directory_size"])
-        if hdr.crypto_ext:
-            add_range(hdr.crypto_ext["offset"], hdr.crypto_ext["length"])
         singles = set()
         for _index, entry in nonzero_entries(self.l1):
             if entry & C.L1E_OFFSET_MASK:
@@ -484,8 +540,8 @@ class Qcow2Image:
 
         With ordered_flushes off (a new image nobody can see yet, renamed into place after one final flush),
         the barriers between the steps are skipped: only the end state has to be durable."""
-        if not self.writable or self._flushing or self.refcounts is None or self._closed:
-            return
+        if not self.writable or self._flushing or self.refcounts is None or self._closed or self.marked_corrupt:
+            return  # a corrupt image is not written to any more (qemu drops its driver)
         self._flushing = True
         try:
             f = self.file
@@ -552,7 +608,7 @@ class Qcow2Image:
         if self._closed:
             return
         try:
-            if self.writable:
+            if self.writable and not self.marked_corrupt:
                 if self.bitmaps is not None:
                     self.bitmaps.finish()
                 self.flush()

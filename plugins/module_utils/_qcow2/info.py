@@ -45,9 +45,8 @@ def image_info(img: Image) -> dict:
         data["corrupt"] = bool(hdr.incompatible_features & C.INCOMPAT_CORRUPT)
         data["extended-l2"] = hdr.extended_l2
         if hdr.bitmaps_ext and hdr.autoclear_features & C.AUTOCLEAR_BITMAPS:
-            from .bitmaps import read_directory  # imported by the few images that need it: start-up time counts
             data["bitmaps"] = [{"flags": b.flag_names(), "name": b.name, "granularity": b.granularity}
-                               for b in read_directory(img)]
+                               for b in img.bitmap_trust.loaded()]
         if hdr.data_file:
             data["data-file"] = hdr.data_file
             data["data-file-raw"] = bool(hdr.autoclear_features & C.AUTOCLEAR_DATA_FILE_RAW)
@@ -59,14 +58,21 @@ def image_info(img: Image) -> dict:
             info["backing-filename-format"] = hdr.backing_format
     snaps = img.snapshot_list()
     if snaps:
-        from .snapshots import snapshot_info  # as read_directory
+        from .snapshots import snapshot_info  # imported by the few images that need it: start-up time counts
         info["snapshots"] = [snapshot_info(sn) for sn in snaps]
     return info
 
 
-def chain_info(chain: Chain) -> list[dict]:
-    """qemu-img info --backing-chain: one dict per image, top first."""
-    return [image_info(img) for img in chain.images]
+def chain_info(chain: Chain, bitmaps: bool = False) -> list[dict]:
+    """qemu-img info --backing-chain: one dict per image, top first; with bitmaps, each qcow2 image's dict also
+    has "bitmaps": every bitmap with whether it can be trusted and why not (bitmap_ops.describe)."""
+    infos = [image_info(img) for img in chain.images]
+    if bitmaps:
+        from .bitmap_ops import describe
+        for info, img in zip(infos, chain.images):
+            if img.format_name == "qcow2":
+                info["bitmaps"] = describe(img)
+    return infos
 
 
 def allocated_bytes(img: Image) -> int:

@@ -12,7 +12,6 @@ import os
 import typing
 
 from . import constants as C
-from .bitmaps import read_directory
 from .create import COMPAT_VERSIONS, CreateOptions
 from .image import DATA, ZERO, Extent
 from .refcount.block import RefBlockCodec
@@ -56,7 +55,7 @@ def prealloc_size(virtual_size: int, cluster_size: int, refcount_order: int, ext
 def _bitmaps_size(img: Image, cluster_size: int) -> int:
     total = 0
     directory = 0
-    for b in read_directory(img):
+    for b in img.bitmap_trust.loaded():  # qemu measures every bitmap it loads, in use or not
         bits = -(-img.size // b.granularity)
         clusters = -(-(-(-bits // 8)) // cluster_size)
         total += clusters * cluster_size

@@ -134,8 +134,7 @@ def apply_state(img: Qcow2Image, plan: PlannedState) -> None:
 
     # 4. the complete refcounts of the new state, and a refcount structure holding them
     img.file.truncate(max(img.file.size(), bump.next << cb))
-    state = MetadataState(l1_offset, l1_size, snapshots, snap_offset, snap_bytes, refblocks=False,
-                          crypto=img.header.crypto_ext)
+    state = MetadataState(l1_offset, l1_size, snapshots, snap_offset, snap_bytes, refblocks=False)
     counter = ReferenceCounter(img, CheckReport(), nb_clusters=bump.next)
     refs = counter.count_state(state)
     if counter.report.corruptions:

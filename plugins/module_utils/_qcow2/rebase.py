@@ -23,6 +23,7 @@ import time
 import typing
 
 from .backing_name import set_backing
+from .bitmaps import recorded_writes
 from .chain import DEFAULT_POLICY, check_backing_reference, open_chain, resolve_backing_path
 from .copyview import BUFFERS, CHUNK, CopyStats, copy_runs, planned_bytes, ring_chunks
 from .errors import BackingChainError, ImageLockedError, InvalidArgumentError, Qcow2Error
@@ -33,6 +34,7 @@ from .paths import position_of, same_file
 from .records import RebasePlan, RebaseResult, chain_entry
 from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, layer_runs, sweep
 from .space import require_space
+from .view_diff import differing_sectors, sector_differences
 from .zeros import zero_bytes
 
 if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
@@ -265,13 +267,15 @@ def _safe_rebase(path: str, backing_file: str, new_path: str | None, plan: Rebas
             dropped = [r for r in layer_runs(img.backing, below, 0, img.size) if r[2] in (RUN_DATA, RUN_ZERO)]
             runs = _subtract_allocated(img, dropped)
             require_space(path, data_bytes(runs), "rebase of %s" % path)
-            copy_runs(img, _ZeroesAgainst(img, below), runs, zero_runs="zero" if new_path is not None else "skip",
-                      stats=stats)
+            with recorded_writes(img, _differing(img, below, runs)):
+                copy_runs(img, _ZeroesAgainst(img, below), runs,
+                          zero_runs="zero" if new_path is not None else "skip", stats=stats)
         else:
             with open_chain(new_path, fmt=plan.new_format, policy=policy) as new_chain:
                 if position_of(new_chain.paths, path) is not None:
                     raise BackingChainError("Backing file '%s' creates an infinite loop." % new_path, path)
-                _copy_differences(img, new_chain.top, stats)
+                with recorded_writes(img) as record:
+                    _copy_differences(img, new_chain.top, stats, record)
         img.flush()
         set_backing(img, backing_file, plan.new_format)
     return stats.bytes_written + stats.bytes_zeroed
@@ -323,6 +327,15 @@ class _ZeroesAgainst:
             img.backing = old
 
 
+def _differing(img: Qcow2Image, new_top: Image | None, runs: list[Run]) -> list[tuple[int, int]]:
+    """What qemu-img rebase writes, and so dirties in the image's enabled bitmaps: the sectors of runs where the old
+    backing view and the new one differ (read only when there are enabled bitmaps to tell)."""
+    if img.bitmaps is None:
+        return []
+    return differing_sectors(img.read_backing_into, lambda view, offset: _read_view(new_top, view, offset),
+                             [(start, end) for start, end, _kind in runs])
+
+
 def _subtract_allocated(img: Qcow2Image, runs: list[Run]) -> list[Run]:
     """Drop the parts of runs the image decides itself (its own data masks the backing anyway)."""
     out = []
@@ -333,8 +346,10 @@ def _subtract_allocated(img: Qcow2Image, runs: list[Run]) -> list[Run]:
     return out
 
 
-def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats) -> None:
-    """Unrelated new base: compare old and new views where the image itself is unallocated.
+def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats,
+                      record: typing.Callable[[int, int], None] | None) -> None:
+    """Unrelated new base: compare old and new views where the image itself is unallocated; record(start, end) gets
+    the sectors that differ (None: no enabled bitmap to tell, so they are not looked for).
 
     The old view is read into the copy buffers flatten and commit use, so the clusters that differ go to disk as
     theirs do: straight from those buffers, direct where aligned, behind the next reads."""
@@ -348,7 +363,19 @@ def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats) -> None
                 img.read_backing_into(memoryview(buf)[first:first + n], pos)
                 _read_view(new_top, new_view[:n], pos)
                 if not buf.startswith(new_view[:n], first, first + n):  # memcmp, no copy
+                    if record is not None:
+                        _record_differing_sectors(record, buf, first, new_view, pos, n, start, end)
                     _write_differing(zeroes, buf, first, new_view, pos, n, stats, start, end)
+
+
+def _record_differing_sectors(record: typing.Callable[[int, int], None], buf: bytearray, first: int,
+                              new_view: memoryview, offset: int, length: int, run_start: int, run_end: int) -> None:
+    """record() the sectors of the piece (old view in buf[first:first+length], guest offset ``offset``) that differ
+    from the new view, within the unallocated run [run_start, run_end)."""
+    lo, hi = max(offset, run_start), min(offset + length, run_end)
+    old = buf[first + lo - offset:first + hi - offset]
+    for s, e in sector_differences(old, new_view[lo - offset:hi - offset].tobytes(), lo, hi - lo):
+        record(s, e)
 
 
 def _candidates(img: Qcow2Image, new_top: Image) -> list[tuple[int, int]]:
@@ -366,8 +393,9 @@ def _candidates(img: Qcow2Image, new_top: Image) -> list[tuple[int, int]]:
     return candidates
 
 
-def _read_view(top: Image, view: memoryview, offset: int) -> None:
-    if offset >= top.size:
+def _read_view(top: Image | None, view: memoryview, offset: int) -> None:
+    """top's guest view (zeros past its end; all zeros without a top: a flatten's new view)."""
+    if top is None or offset >= top.size:
         view[:] = zero_bytes(len(view))
         return
     inside = min(len(view), top.size - offset)

@@ -107,3 +107,48 @@ class ConvertResult(typing.NamedTuple):
     bytes_written: int
     compressed: bool
     duration: float
+
+
+class BitmapPlan(typing.NamedTuple):
+    """What bringing a bitmap to a wanted state will do, read without writing anything."""
+
+    changed: bool
+    actions: typing.List[str]  # qemu-img bitmap's operations, in order: "add", "enable", "clear", "merge NAME of FILE"...
+    before: typing.Optional[dict]  # the bitmap as bitmap_ops.describe() shows it, with dirty_bytes; None when absent
+    after: typing.Optional[dict]  # the same, as it will be
+
+
+class BitmapResult(typing.NamedTuple):
+    """What bringing a bitmap to a wanted state did."""
+
+    changed: bool
+    actions: typing.List[str]
+    before: typing.Optional[dict]
+    after: typing.Optional[dict]
+
+
+class DirtyRanges(typing.NamedTuple):
+    """The guest ranges a bitmap (or the same bitmap across the layers of a chain) marks dirty."""
+
+    bitmap: str
+    ranges: typing.List[typing.Tuple[int, int]]  # (offset, length), sorted, not touching each other
+    dirty_bytes: int
+    size: int  # the virtual size of the image read
+    granularity: int  # the top image's bitmap's granularity
+    layers: typing.List[str]  # the images whose bitmaps were merged, top first
+
+
+class CopyRangesResult(typing.NamedTuple):
+    """What a copy of ranges into a new layer wrote (or, in a plan, will write)."""
+
+    changed: bool
+    dest: str
+    backing_file: typing.Optional[str]  # the name recorded in dest: relative to dest's directory
+    backing_format: typing.Optional[str]
+    size: int
+    cluster_size: int
+    ranges: int  # the number of ranges after joining the ones that touch
+    bytes_in_ranges: int
+    bytes_copied: int  # data written (in a plan: at most this much: all-zero data is written as zero clusters)
+    bytes_zeroed: int  # written as zero clusters (in a plan: at least this much)
+    duration: float

@@ -22,7 +22,7 @@ import struct
 import typing
 
 from . import constants as C
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, UnsupportedError
 from .header import OFFSET_L1, OFFSET_SIZE
 from .layout import array_to_be
 
@@ -41,6 +41,11 @@ def grow(img: Qcow2Image, new_size: int) -> bool:
         raise InvalidArgumentError("Image size must be a multiple of 512 bytes (got %d)" % new_size, img.path)
     if new_size == img.size:
         return False
+    for verdict in img.bitmap_trust.verdicts:
+        if not verdict.trusted:  # qemu-img resize refuses too: the bitmap's table could not follow the size
+            raise UnsupportedError("Bitmap '%s' of %s is inconsistent and cannot be used (%s); remove it first "
+                                   "(qemu-img bitmap --remove)" % (verdict.bitmap.name, img.path, verdict.reason),
+                                   img.path)
     geo, hdr = img.geo, img.header
     new_l1_size = geo.size_to_l1(new_size)
     if new_l1_size > C.MAX_L1_BYTES // 8:
@@ -102,15 +107,12 @@ def _bitmap_tables_needed(img: Qcow2Image, new_size: int) -> list[tuple[Bitmap, 
     """[(bitmap, entries)] for the persistent bitmaps whose table must grow to cover new_size.
 
     qemu refuses to open an image whose bitmap table is not exactly as large as the size needs ("doesn't satisfy
-    the constraints"), so the tables must change together with the size.
+    the constraints"), so the tables must change together with the size. Bitmaps flagged in use are exempt from that
+    rule and are never rewritten (qemu does not store inconsistent bitmaps either).
     """
-    hdr = img.header
-    if not hdr.bitmaps_ext or not hdr.autoclear_features & C.AUTOCLEAR_BITMAPS:
-        return []
-    from .bitmaps import read_directory
     bits_per_cluster = img.geo.cluster_size * 8
     out = []
-    for bitmap in read_directory(img):
+    for bitmap in img.bitmap_trust.trusted():
         entries = -(-(-(-new_size // bitmap.granularity)) // bits_per_cluster)
         if entries != bitmap.table_size:
             out.append((bitmap, entries))
@@ -118,37 +120,16 @@ def _bitmap_tables_needed(img: Qcow2Image, new_size: int) -> list[tuple[Bitmap, 
 
 
 def _switch_with_bitmap_tables(img: Qcow2Image, new_size: int, tables: list[tuple[Bitmap, int]]) -> None:
-    """Larger bitmap tables and a directory naming them go into fresh clusters; one rewrite of the header (size and
-    bitmaps extension, in its first sector) switches to them; the old tables and directory are freed after."""
-    from .bitmaps import BitmapTracker, read_table
-    geo, hdr = img.geo, img.header
-    cs, cb = geo.cluster_size, geo.cluster_bits
-    ext = dict(hdr.bitmaps_ext)
-    directory = bytearray(img.file.pread(ext["bitmap_directory_size"], ext["bitmap_directory_offset"]))
-    freed = []
+    """Larger bitmap tables go into fresh clusters; the header write that switches to a directory naming them also
+    sets the new size (bitmap_store.BitmapChange); the old tables are freed after."""
+    from .bitmap_store import BitmapChange
+    from .bitmaps import read_table
+    change = BitmapChange(img)
     for bitmap, entries in tables:
         table = read_table(img, bitmap)
         table.extend([0] * (entries - len(table)))  # the new area: clusters of zero bits
-        raw = array_to_be(table)
-        clusters = -(-len(raw) // cs)
-        first = img.refcounts.alloc(clusters)
-        img.file.pwrite(raw + bytes(clusters * cs - len(raw)), first << cb)
-        directory[bitmap.entry_offset:bitmap.entry_offset + 12] = struct.pack(">QI", first << cb, entries)
-        freed.append((bitmap.table_offset, bitmap.table_size * 8))
-    clusters = -(-len(directory) // cs)
-    first = img.refcounts.alloc(clusters)
-    img.file.pwrite(bytes(directory) + bytes(clusters * cs - len(directory)), first << cb)
-    freed.append((ext["bitmap_directory_offset"], ext["bitmap_directory_size"]))
-    img.flush()  # tables, directory and their refcounts on disk before the header names them
-    ext["bitmap_directory_offset"] = first << cb
-    hdr.bitmaps_ext = ext
-    hdr.size = new_size
-    img.rewrite_header()
-    for offset, length in freed:
-        for i in range(-(-length // cs)):
-            img.refcounts.queue_decref((offset >> cb) + i)
-    img.invalidate_metadata_map()
-    img.bitmaps = BitmapTracker(img)
+        change.replace_table(bitmap.name, table)
+    change.commit(size=new_size)
 
 
 @contextlib.contextmanager

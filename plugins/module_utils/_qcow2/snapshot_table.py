@@ -58,6 +58,7 @@ class Snapshot:
         self.icount = icount
         self.extra_unknown = extra_unknown
         self.extra_data_size = extra_data_size
+        self.entry_offset = None
 
     def copy(self):
         new = Snapshot(self.id_str, self.name)
@@ -73,7 +74,8 @@ def _pad8(n):
 
 
 class _GrowingBuffer:
-    """Reads the table from the file on demand, never more than qemu's 64 MiB bound."""
+    """Reads the table from the file on demand, never more than qemu's 64 MiB bound; past the end of the file the
+    table reads as zeros, as it does for qemu."""
 
     def __init__(self, read, limit):
         self._read = read
@@ -87,40 +89,75 @@ class _GrowingBuffer:
         if end > len(self.data) and len(self.data) < self._limit:
             want = min(self._limit, max(end, 2 * len(self.data), 65536))
             more = self._read(want - len(self.data), len(self.data))
-            self.data += more
+            self.data += more + bytes(want - len(self.data) - len(more))  # past the end of the file: zeros, as qemu
         return len(self.data) >= end
 
     def __getitem__(self, item):
         return self.data[item]
 
 
-def parse_snapshot_table(raw, count, cluster_size, virtual_size, path=None):
-    """Parse count entries from raw (bytes or a _GrowingBuffer); returns (snapshots, table byte length)."""
+def _as_buffer(raw):
     if isinstance(raw, (bytes, bytearray)):
-        data = raw
-        raw = _GrowingBuffer(lambda n, off: b"", len(data))
-        raw.data = bytes(data)
+        table = bytes(raw)
+        return _GrowingBuffer(lambda n, off: table[off:off + n], C.MAX_SNAPSHOTS_TABLE_BYTES)
+    return raw
+
+
+def _walk(raw, count, path, table_offset):
+    """qemu's walk over the entries (qcow2_do_read_snapshots): yields (index, entry offset in the table, fixed fields,
+    end of the entry) and refuses what qemu refuses there: too much extra data, a table over 64 MiB. Every open
+    walks the table (qemu reads it on open): the loop stays lean for tables of 65535 entries."""
+    offset = 0
+    data = raw.data
+    unpack = _HEADER.unpack_from
+    for i in range(count):
+        if offset + C.SNAPSHOT_HEADER_SIZE > len(data):
+            if not raw.ensure(offset + C.SNAPSHOT_HEADER_SIZE):
+                raise _too_big(i, table_offset + offset, path)
+            data = raw.data
+        fields = unpack(data, offset)
+        extra_data_size = fields[8]
+        if extra_data_size > C.MAX_SNAPSHOT_EXTRA_DATA:
+            raise FormatError("Too much extra metadata in snapshot table entry %d (%d bytes, at most %d; snapshot table "
+                              "entry %d at offset %#x)" % (i, extra_data_size, C.MAX_SNAPSHOT_EXTRA_DATA, i,
+                                                           table_offset + offset), path, "snapshot extra_data_size")
+        end = offset + C.SNAPSHOT_HEADER_SIZE + extra_data_size + fields[2] + fields[3]
+        if end > len(data):
+            if not raw.ensure(end):
+                raise _too_big(i, table_offset + offset, path)
+            data = raw.data
+        yield i, offset, fields, end
+        offset = (end + 7) & ~7
+
+
+def _too_big(index, entry_offset, path):
+    return FormatError("Snapshot table is too big (snapshot table entry %d at offset %#x ends past %d bytes)"
+                       % (index, entry_offset, C.MAX_SNAPSHOTS_TABLE_BYTES), path, "snapshot table")
+
+
+def snapshot_table_length(raw, count, path=None, table_offset=0):
+    """The table's length in bytes, checked as qemu checks it when it opens an image (no entry is built)."""
+    end = 0
+    for _i, _offset, _fields, end in _walk(_as_buffer(raw), count, path, table_offset):
+        pass
+    return _pad8(end)
+
+
+def parse_snapshot_table(raw, count, cluster_size, virtual_size, path=None, table_offset=0):
+    """Parse count entries from raw (bytes or a _GrowingBuffer); returns (snapshots, table byte length)."""
+    raw = _as_buffer(raw)
     out = []
     offset = 0
-    for i in range(count):
-        if not raw.ensure(offset + C.SNAPSHOT_HEADER_SIZE):
-            raise FormatError("Snapshot table entry %d lies past the end of the file" % i, path, "snapshot table")
+    for _i, start, fields, _end in _walk(raw, count, path, table_offset):
         (l1_table_offset, l1_size, id_str_size, name_size, date_sec, date_nsec, vm_clock_nsec, vm_state_size_small,
-         extra_data_size) = _HEADER.unpack_from(raw.data, offset)
-        offset += C.SNAPSHOT_HEADER_SIZE
-        if extra_data_size > C.MAX_SNAPSHOT_EXTRA_DATA:
-            raise FormatError("Too much extra metadata in snapshot table entry %d" % i, path, "snapshot extra_data_size")
-        end = offset + extra_data_size + id_str_size + name_size
-        if end > C.MAX_SNAPSHOTS_TABLE_BYTES:
-            raise FormatError("Snapshot table exceeds the maximum size", path, "snapshot table")
-        if not raw.ensure(end):
-            raise FormatError("Snapshot table entry %d lies past the end of the file" % i, path, "snapshot table")
+         extra_data_size) = fields
+        offset = start + C.SNAPSHOT_HEADER_SIZE
         data = raw.data
         extra = data[offset:offset + extra_data_size]
         offset += extra_data_size
-        id_str = data[offset:offset + id_str_size].decode("utf-8", "replace")
+        id_str = data[offset:offset + id_str_size].split(b"\0", 1)[0].decode("utf-8", "replace")  # C strings, as qemu
         offset += id_str_size
-        name = data[offset:offset + name_size].decode("utf-8", "replace")
+        name = data[offset:offset + name_size].split(b"\0", 1)[0].decode("utf-8", "replace")
         offset = _pad8(offset + name_size)
         # a bad L1 offset or size is reported by check and refused where the snapshot is used (qemu does the same)
         if len(extra) >= C.SNAPSHOT_EXTRA_SIZE:
@@ -131,8 +168,10 @@ def parse_snapshot_table(raw, count, cluster_size, virtual_size, path=None):
             vm_state_size = vm_state_size if len(extra) >= 8 else vm_state_size_small
             disk_size = disk_size if len(extra) >= 16 else virtual_size
             icount = icount if len(extra) >= 24 else -1
-        out.append(Snapshot(id_str, name, l1_table_offset, l1_size, date_sec, date_nsec, vm_clock_nsec,
-                            vm_state_size, disk_size, icount, extra[C.SNAPSHOT_EXTRA_SIZE:], extra_data_size))
+        sn = Snapshot(id_str, name, l1_table_offset, l1_size, date_sec, date_nsec, vm_clock_nsec, vm_state_size,
+                      disk_size, icount, extra[C.SNAPSHOT_EXTRA_SIZE:], extra_data_size)
+        sn.entry_offset = table_offset + start  # where it was read, for messages
+        out.append(sn)
     return out, offset
 
 
@@ -155,15 +194,27 @@ def build_snapshot_table(snapshots):
     return b"".join(parts)
 
 
+def _table_buffer(img):
+    offset = img.header.snapshots_offset
+    return _GrowingBuffer(lambda n, off: img.file.pread(n, offset + off), C.MAX_SNAPSHOTS_TABLE_BYTES)
+
+
 def read_snapshot_table(img):
     hdr = img.header
     if not hdr.nb_snapshots:
         img.snapshot_table_bytes = 0
         return []
-    raw = _GrowingBuffer(lambda n, off: img.file.pread(n, hdr.snapshots_offset + off), C.MAX_SNAPSHOTS_TABLE_BYTES)
-    snaps, length = parse_snapshot_table(raw, hdr.nb_snapshots, img.geo.cluster_size, img.size, img.path)
+    snaps, length = parse_snapshot_table(_table_buffer(img), hdr.nb_snapshots, img.geo.cluster_size, img.size, img.path,
+                                         hdr.snapshots_offset)
     img.snapshot_table_bytes = length
     return snaps
+
+
+def check_snapshot_table(img):
+    """What qemu refuses an image for when it reads the snapshot table on open (the entries are built on demand)."""
+    hdr = img.header
+    if hdr.nb_snapshots and img.snapshots_cache is None:
+        snapshot_table_length(_table_buffer(img), hdr.nb_snapshots, img.path, hdr.snapshots_offset)
 
 
 def snapshot_table_size(img):

@@ -15,7 +15,7 @@ import time
 import typing
 
 from . import constants as C
-from .errors import FormatError, InvalidArgumentError
+from .errors import FormatError, InvalidArgumentError, UnsupportedError
 from .metadata_commit import PlannedState, apply_state, current_l2_offsets
 from .snapshot_table import Snapshot
 
@@ -77,16 +77,24 @@ def create_snapshot(img: Qcow2Image, name: str) -> Snapshot:
     return find_snapshot(img, sn.id_str)
 
 
-def revert_snapshot(img: Qcow2Image, name_or_id: str) -> None:
-    """Make the active state what the snapshot holds (qemu-img snapshot -a)."""
+def revert_snapshot(img: Qcow2Image, name_or_id: str, dry_run: bool = False) -> None:
+    """Make the active state what the snapshot holds (qemu-img snapshot -a); dry_run: only refuse what it would."""
     sn = find_snapshot(img, name_or_id)
     if sn is None:
         raise InvalidArgumentError("Could not find snapshot '%s' in %s" % (name_or_id, img.path), img.path)
+    bitmaps = img.bitmap_trust.loaded()
+    if bitmaps:
+        # qemu refuses too (bdrv_snapshot_goto): the bitmaps could not say what the revert changed
+        raise UnsupportedError("Could not apply snapshot '%s' to %s: Device has active dirty bitmaps (%s); remove them "
+                               "first (qemu-img bitmap --remove), which ends the incremental backups based on them"
+                               % (name_or_id, img.path, ", ".join(b.name for b in bitmaps)), img.path)
     needed = img.geo.size_to_l1(sn.disk_size)
     if sn.disk_size % 512 or needed > C.MAX_L1_BYTES // 8:  # qemu: the truncate to that size fails
         raise FormatError("Snapshot %s of %s has an invalid disk size %d" % (sn.id_str, img.path, sn.disk_size),
                           img.path, "snapshot disk_size")
     active = current_l2_offsets(img, sn.l1_table_offset, sn.l1_size)
+    if dry_run:
+        return
     if len(active) < needed:
         active.frombytes(bytes(8 * (needed - len(active))))
     apply_state(img, PlannedState(sn.disk_size, active, [s.copy() for s in img.snapshot_list()]))

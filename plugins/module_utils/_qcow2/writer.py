@@ -17,20 +17,21 @@ import typing
 from array import array
 
 from . import constants as C
-from .errors import CorruptionError, InvalidArgumentError
+from .errors import InvalidArgumentError
 from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, ZERO_PLAIN, classify
 from .zeros import zero_bytes
 
 if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from .errors import CorruptionError
     from .image import Qcow2Image
     from .refcount.table import Refcounts
 
 
 def _metadata_overwrite(img: Qcow2Image, what: str, host: int) -> CorruptionError:
-    """qemu's overlap check: refuse, rather than let an in-place write destroy other metadata."""
-    return CorruptionError("Preventing invalid write on metadata: %s would be written at host offset %#x, which "
-                           "holds other metadata; the image is corrupt (qemu-img check finds it)" % (what, host),
-                           img.path)
+    """qemu's overlap check: refuse, rather than let an in-place write destroy other metadata (and mark the image
+    corrupt, as qemu does)."""
+    return img.corrupt("Preventing invalid write on metadata: %s would be written at host offset %#x, which holds "
+                       "other metadata; the image is corrupt (qemu-img check finds it)" % (what, host))
 
 
 def _mask(first: int, last: int) -> int:
@@ -43,6 +44,9 @@ class ClusterWriter:
         self.img = image
         self.geo = image.geo
         self.v3 = image.header.version >= 3
+        # zero writes leave zero clusters even where nothing lies below: a layer whose backing file may later grow
+        # under it (a commit into it) must still read zeros there, not what the commit brought
+        self.keep_zeroes = False
 
     @property
     def refcounts(self) -> Refcounts:
@@ -94,6 +98,8 @@ class ClusterWriter:
             for cluster in self.geo.compressed_host_clusters(entry):
                 self.refcounts.queue_decref(cluster)
         elif entry & C.L2E_OFFSET_MASK and kind in (NORMAL, ZERO_ALLOC):
+            if entry & C.L2E_OFFSET_MASK & (self.geo.cluster_size - 1):
+                return  # qemu: "Cannot free unaligned cluster"; the cluster around it is not this entry's to free
             self.refcounts.queue_decref((entry & C.L2E_OFFSET_MASK) >> cb)
 
     # ---- data writes ----
@@ -126,6 +132,9 @@ class ClusterWriter:
             bitmap = table[idx * 2 + 1] if ext else 0
             kind = classify(entry, ext)
             part = view[pos - start:wend - start]
+            if kind in (NORMAL, ZERO_ALLOC) and entry & C.OFLAG_COPIED and entry & C.L2E_OFFSET_MASK & (cs - 1):
+                raise img.corrupt("Preallocated zero/data cluster offset %#x unaligned (guest offset: %#x)"
+                                  % (entry & C.L2E_OFFSET_MASK, cstart))
             if kind == NORMAL and entry & C.OFLAG_COPIED:
                 host = entry & C.L2E_OFFSET_MASK
                 if img.overlaps_metadata(host >> cb):
@@ -250,6 +259,8 @@ class ClusterWriter:
             self._zero_clusters(a, b, unmap)
 
     def _nothing_below(self, start: int, end: int) -> bool:
+        if self.keep_zeroes:
+            return False
         backing = self.img.backing
         return backing is None or start >= backing.size
 

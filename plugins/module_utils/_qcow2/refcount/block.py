@@ -84,7 +84,7 @@ class RefBlockCodec:
         for i in range(start, min(end, (first_byte + 1) * per_byte)):
             if (self.get(block, i) == 0) == want_zero:
                 return i
-        pos = bytes(block[first_byte + 1:-(-end // per_byte)]).translate(flags).find(1)
+        pos = bytes(block[first_byte + 1:(end + per_byte - 1) // per_byte]).translate(flags).find(1)
         if pos < 0:
             return None
         pos += first_byte + 1

@@ -17,7 +17,8 @@ import typing
 from array import array
 
 from .. import constants as C
-from ..bitmaps import read_directory, read_table
+from ..bitmaps import invalid_table_entry, read_table
+from ..errors import Qcow2Error
 from ..layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, be_array, classify, nonzero_entries
 
 if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
@@ -150,7 +151,7 @@ class MetadataState:
 
     def __init__(self, l1_table_offset: int, l1_size: int, snapshots: list[Snapshot], snapshots_offset: int,
                  snapshots_size: int, reftable_offset: int = 0, reftable_clusters: int = 0, refblocks: bool = True,
-                 bitmaps: bool = True, crypto: dict | None = None) -> None:
+                 bitmaps: bool = True) -> None:
         self.l1_table_offset = l1_table_offset
         self.l1_size = l1_size
         self.snapshots = snapshots
@@ -160,7 +161,6 @@ class MetadataState:
         self.reftable_clusters = reftable_clusters
         self.refblocks = refblocks  # count the refblocks the reftable points at
         self.bitmaps = bitmaps
-        self.crypto = crypto
 
     @classmethod
     def of(cls, img: Qcow2Image) -> MetadataState:
@@ -168,7 +168,7 @@ class MetadataState:
         snaps = img.snapshot_list()
         return cls(hdr.l1_table_offset, hdr.l1_size, snaps, hdr.snapshots_offset,
                    getattr(img, "snapshot_table_bytes", 0) if snaps else 0,
-                   hdr.refcount_table_offset, hdr.refcount_table_clusters, crypto=hdr.crypto_ext)
+                   hdr.refcount_table_offset, hdr.refcount_table_clusters)
 
 
 class ReferenceCounter:
@@ -204,6 +204,8 @@ class ReferenceCounter:
         cs = self.geo.cluster_size
         self.inc(0, cs)
         self.count_l1(state.l1_table_offset, state.l1_size, active=True)
+        if self.has_data_file and state.snapshots:  # internal snapshots cannot share clusters of a data file
+            self.report.corruption("ERROR %d snapshots in image with data file" % len(state.snapshots))
         for sn in state.snapshots:
             if sn.l1_table_offset % cs:
                 self.report.corruption("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; snapshot "
@@ -218,8 +220,6 @@ class ReferenceCounter:
             self.inc(state.snapshots_offset, state.snapshots_size)
         if state.reftable_clusters:
             self.inc(state.reftable_offset, state.reftable_clusters * cs)
-        if state.crypto:
-            self.inc(state.crypto["offset"], state.crypto["length"])
         if state.bitmaps:
             self.count_bitmaps()
         if state.refblocks:
@@ -237,9 +237,9 @@ class ReferenceCounter:
         l1 = self.read_l1(offset, size)
         cs = self.geo.cluster_size
         for index, entry in nonzero_entries(l1):
+            # qemu skips only entries that are all zero: one holding flags but no offset names cluster 0 (the
+            # header) as its L2 table, and check counts and reads it as one (a read treats it as unallocated)
             l2 = entry & C.L1E_OFFSET_MASK
-            if not l2:
-                continue
             if entry & C.L1E_RESERVED_MASK:
                 self.report.corruption("ERROR found L1 entry with reserved bits set: %x" % entry)
             self.inc(l2, cs)
@@ -307,22 +307,33 @@ class ReferenceCounter:
                     self.inc(offset, cs)
 
     def count_bitmaps(self) -> None:
+        """qcow2_check_bitmaps_refcounts(): the directory, every loaded bitmap's table and its data clusters. A table
+        holding an invalid entry cannot be loaded: one corruption, and qemu's check stops there (not completed)."""
         img = self.img
         ext = img.header.bitmaps_ext
         if not ext or not img.header.autoclear_features & C.AUTOCLEAR_BITMAPS:
             return
         self.inc(ext["bitmap_directory_offset"], ext["bitmap_directory_size"])
         cs = self.geo.cluster_size
-        for bitmap in read_directory(img):
+        for bitmap in img.bitmap_trust.loaded():
             self.inc(bitmap.table_offset, bitmap.table_size * 8)
-            for entry in read_table(img, bitmap):
+            try:
+                table = read_table(img, bitmap)
+            except Qcow2Error as exc:
+                bad = "it cannot be read: %s" % exc
+            else:
+                found = invalid_table_entry(table, cs)
+                bad = found and "entry %d (%#018x, at offset %#x) is invalid" % (
+                    found[0], found[1], bitmap.table_offset + 8 * found[0])
+            if bad:
+                self.report.corruption("ERROR bitmap '%s': bitmap table at offset %#x: %s"
+                                       % (bitmap.name, bitmap.table_offset, bad))
+                self.report.check_errors += 1
+                return
+            for entry in table:
                 offset = entry & C.BME_TABLE_ENTRY_OFFSET_MASK
-                if not offset:
-                    continue
-                if offset & (cs - 1):
-                    self.report.corruption("ERROR bitmap %s: data cluster %#x is not cluster aligned" % (bitmap.name, offset))
-                    continue
-                self.inc(offset, cs)
+                if offset:
+                    self.inc(offset, cs)
 
     def count_refblocks(self, reftable_offset: int, reftable_clusters: int) -> None:
         cs = self.geo.cluster_size

@@ -125,3 +125,15 @@ def test_locked_image(tmp_path):
         assert run_ok(qcow2_snapshot, {"path": path, "name": "s1"})["changed"] is False
     assert not os.path.exists(overlay)
     assert _names(path) == ["s1"]
+
+
+def test_reverted_is_refused_while_the_image_has_bitmaps_also_in_check_mode(tmp_path):
+    path = make_image(tmp_path / "disk.qcow2", size=MIB)
+    api.create_snapshot(path, "s1")
+    write(path, 0, b"\x02" * 4096)
+    api.change_bitmap(path, "add", "b", enabled=False)
+    for check_mode in (True, False):
+        failed = run_failed(qcow2_snapshot, {"path": path, "name": "s1", "state": "reverted"}, check_mode=check_mode)
+        assert "Device has active dirty bitmaps (b)" in failed["msg"]
+    api.change_bitmap(path, "remove", "b")
+    converge(qcow2_snapshot, {"path": path, "name": "s1", "state": "reverted"}, tmp_path)

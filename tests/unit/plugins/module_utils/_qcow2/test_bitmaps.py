@@ -9,7 +9,8 @@ from hypothesis import given, strategies as st
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import constants as C
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import check, create_image, image_info
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.bitmaps import _set_bits, read_directory, read_table
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.bitmap_bits import set_bits
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.bitmaps import read_table
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.chain import open_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.image import Qcow2Image
@@ -22,7 +23,7 @@ MiB = 1 << 20
 def test_set_bits_sets_exactly_the_range(lo, span):
     hi = min(CS * 8 - 1, lo + span)
     data = bytearray(CS)
-    _set_bits(data, lo, hi)
+    set_bits(data, lo, hi)
     as_int = int.from_bytes(data, 'little')  # bit n of the cluster = bit n % 8 of byte n // 8
     assert as_int == ((1 << (hi + 1)) - 1) ^ ((1 << lo) - 1)
 
@@ -53,7 +54,7 @@ def dirty_ranges(path):
     """{bitmap name: set of dirty chunk indexes}."""
     out = {}
     with Qcow2Image(path) as img:
-        for b in read_directory(img):
+        for b in img.bitmap_trust.loaded():
             bits = set()
             for index, entry in enumerate(read_table(img, b)):
                 offset = entry & C.BME_TABLE_ENTRY_OFFSET_MASK
