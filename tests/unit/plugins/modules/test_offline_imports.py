@@ -57,6 +57,9 @@ def _tasks(tmp_path):
         ("qcow2_rebase", {"path": top, "backing_file": other}),
         ("qcow2_rebase", {"path": top, "backing_file": ""}),
         ("qcow2_info", {"path": base}),
+        ("qcow2_bitmap", {"path": single, "name": "full"}),
+        ("qcow2_bitmap", {"path": single, "name": "inc", "merge_from": [{"name": "full"}]}),
+        ("qcow2_info", {"path": single}),  # lists the bitmaps
     ]
 
 
