@@ -68,11 +68,17 @@ def chain_info(chain: Chain, bitmaps: bool = False) -> list[dict]:
     has "bitmaps": every bitmap with whether it can be trusted and why not (bitmap_ops.describe)."""
     infos = [image_info(img) for img in chain.images]
     if bitmaps:
-        from .bitmap_ops import describe
         for info, img in zip(infos, chain.images):
             if img.format_name == "qcow2":
-                info["bitmaps"] = describe(img)
+                info["bitmaps"] = _described_bitmaps(img)
     return infos
+
+
+def _described_bitmaps(img: Image) -> list[dict]:
+    if not img.bitmap_trust.verdicts:
+        return []  # what describe() says, without importing the bitmap operations: start-up time counts
+    from .bitmap_ops import describe
+    return describe(img)
 
 
 def allocated_bytes(img: Image) -> int:
