@@ -313,14 +313,15 @@ class BitmapTracker:
 
 
 @contextlib.contextmanager
-def recorded_writes(img: Image, ranges: typing.Iterable[tuple[int, int]] = ()) -> typing.Iterator[typing.Callable[[int, int], None]]:
+def recorded_writes(img: Image, ranges: typing.Iterable[tuple[int, int]] = ()) -> typing.Iterator[typing.Optional[typing.Callable[[int, int], None]]]:
     """Record ranges [(start, end)] as written in img's enabled bitmaps, then let the writes inside the block go
-    unrecorded; yields record(start, end) for more ranges found on the way. For copies that write whole clusters
+    unrecorded; yields record(start, end) for more ranges found on the way, or None when img has no enabled bitmap
+    (so the caller can skip working out what to record). For copies that write whole clusters
     around what they change, where qemu's writes (and so its dirty bits) cover only what changes (commit: what the
     layers above hold, per copy-job granule; rebase: the sectors that differ)."""
     tracker = img.bitmaps if img.format_name == "qcow2" else None
     if tracker is None:
-        yield _record_nothing
+        yield None
         return
 
     def record(start: int, end: int) -> None:
@@ -333,7 +334,3 @@ def recorded_writes(img: Image, ranges: typing.Iterable[tuple[int, int]] = ()) -
         yield record
     finally:
         img.bitmaps = tracker
-
-
-def _record_nothing(start: int, end: int) -> None:
-    """No enabled bitmap to record writes in."""

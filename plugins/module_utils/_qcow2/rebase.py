@@ -349,9 +349,9 @@ def _subtract_allocated(img: Qcow2Image, runs: list[Run]) -> list[Run]:
 
 
 def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats,
-                      record: typing.Callable[[int, int], None]) -> None:
+                      record: typing.Optional[typing.Callable[[int, int], None]]) -> None:
     """Unrelated new base: compare old and new views where the image itself is unallocated; record(start, end) gets
-    the sectors that differ."""
+    the sectors that differ (None: no enabled bitmap, nothing to work out)."""
     cs = img.geo.cluster_size
     chunk = max(cs, (COMPARE_CHUNK // cs) * cs)
     old_buf, new_buf = bytearray(chunk), bytearray(chunk)
@@ -365,9 +365,10 @@ def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats,
             img.read_backing_into(old_view[:n], pos)
             _read_view(new_top, new_view[:n], pos)
             if old_buf[:n] != new_buf[:n]:
-                lo, hi = max(pos, start), min(pos + n, end)
-                for s, e in sector_differences(old_buf[lo - pos:hi - pos], new_buf[lo - pos:hi - pos], lo, hi - lo):
-                    record(s, e)
+                if record is not None:
+                    lo, hi = max(pos, start), min(pos + n, end)
+                    for s, e in sector_differences(old_buf[lo - pos:hi - pos], new_buf[lo - pos:hi - pos], lo, hi - lo):
+                        record(s, e)
                 _write_differing(zeroes, old_buf, new_buf, pos, n, cs, stats, start, end)
             pos += n
 
