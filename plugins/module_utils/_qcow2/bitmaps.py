@@ -24,11 +24,18 @@ silently missing changes. Disabled bitmaps are left untouched, as qemu leaves th
 from __future__ import annotations
 
 import contextlib
+import typing
 
 from . import constants as C
 from .deps import HAS_CONSTRUCT, require_construct
 from .errors import FormatError
 from .layout import array_to_be, be_array
+
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from array import array
+
+    from .chain import Image
+    from .image import Qcow2Image
 
 if HAS_CONSTRUCT:
     from construct import Int8ub, Int16ub, Int32ub, Int64ub, Struct
@@ -57,7 +64,8 @@ INVALID = "invalid"
 
 
 class Bitmap:
-    def __init__(self, entry_offset, table_offset, table_size, flags, btype, granularity_bits, name, extra):
+    def __init__(self, entry_offset: int, table_offset: int, table_size: int, flags: int, btype: int, granularity_bits: int,
+                 name: str, extra: bytes) -> None:
         self.entry_offset = entry_offset  # byte offset of the entry inside the directory
         self.table_offset = table_offset
         self.table_size = table_size
@@ -68,14 +76,14 @@ class Bitmap:
         self.extra = extra
 
     @property
-    def granularity(self):
+    def granularity(self) -> int:
         return 1 << self.granularity_bits
 
     @property
-    def enabled(self):
+    def enabled(self) -> bool:
         return bool(self.flags & C.BITMAP_AUTO)
 
-    def flag_names(self):
+    def flag_names(self) -> list[str]:
         return [name for bit, name in BITMAP_FLAG_NAMES if self.flags & bit]
 
 
@@ -85,16 +93,16 @@ class BitmapTrust:
 
     __slots__ = ("bitmap", "state", "reason")
 
-    def __init__(self, bitmap, state, reason=None):
+    def __init__(self, bitmap: Bitmap, state: str, reason: str | None = None) -> None:
         self.bitmap = bitmap
         self.state = state
         self.reason = reason
 
     @property
-    def trusted(self):
+    def trusted(self) -> bool:
         return self.state == TRUSTED
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "BitmapTrust(%r, %s%s)" % (self.bitmap.name, self.state, ", %s" % self.reason if self.reason else "")
 
 
@@ -105,20 +113,20 @@ class BitmapAssessment:
     the constraints), or None; ``stale`` says the extension lost its autoclear bit, so that qemu ignores it
     and every bitmap in it is inconsistent (none is listed then)."""
 
-    def __init__(self, verdicts=(), refusal=None, stale=False):
+    def __init__(self, verdicts: typing.Iterable[BitmapTrust] = (), refusal: FormatError | None = None, stale: bool = False) -> None:
         self.verdicts = list(verdicts)
         self.refusal = refusal
         self.stale = stale
 
-    def loaded(self):
+    def loaded(self) -> list[Bitmap]:
         """The bitmaps qemu loads when it opens the image: trusted and in-use ones."""
         return [v.bitmap for v in self.verdicts if v.state != INVALID]
 
-    def trusted(self):
+    def trusted(self) -> list[Bitmap]:
         return [v.bitmap for v in self.verdicts if v.trusted]
 
 
-def assess(img):
+def assess(img: Qcow2Image) -> BitmapAssessment:
     """Read the bitmap directory and tables and judge every bitmap as qemu does when it opens the image."""
     require_construct()
     hdr = img.header
@@ -131,14 +139,14 @@ def assess(img):
 
 
 class _Assessor:
-    def __init__(self, img, ext):
+    def __init__(self, img: Qcow2Image, ext: dict[str, int]) -> None:
         self.img = img
         self.dir_offset = ext["bitmap_directory_offset"]
         self.dir_size = ext["bitmap_directory_size"]
         self.nb = ext["nb_bitmaps"]
         self.verdicts = []
 
-    def refuse(self, message, where=None, bitmap=None):
+    def refuse(self, message: str, where: str | None = None, bitmap: Bitmap | None = None) -> BitmapAssessment:
         if bitmap is not None:
             self.verdicts.append(BitmapTrust(bitmap, INVALID, message))
         if where is not None:
@@ -146,10 +154,10 @@ class _Assessor:
         err = FormatError(message, self.img.path, "bitmap directory")
         return BitmapAssessment(self.verdicts, err)
 
-    def entry_at(self, index, pos):
+    def entry_at(self, index: int, pos: int) -> str:
         return "bitmap directory entry %d at offset %#x" % (index, self.dir_offset + pos)
 
-    def run(self):
+    def run(self) -> BitmapAssessment:
         if self.dir_size == 0:
             return self.refuse("Requested bitmap directory size is zero", "bitmaps extension")
         raw = self.img.file.pread(self.dir_size, self.dir_offset)
@@ -195,7 +203,7 @@ class _Assessor:
             self.verdicts.append(BitmapTrust(bitmap, TRUSTED))
         return BitmapAssessment(self.verdicts)
 
-    def constraint_violation(self, b, name_size):
+    def constraint_violation(self, b: Bitmap, name_size: int) -> str | None:
         """check_dir_entry(): why qemu refuses the entry, or None."""
         cs = self.img.geo.cluster_size
         if b.table_size == 0:
@@ -220,7 +228,7 @@ class _Assessor:
                                                                                  self.img.size)
         return None
 
-    def table_problem(self, b):
+    def table_problem(self, b: Bitmap) -> str | None:
         """load_bitmap(): the table must have exactly the entries the virtual size needs, each one valid."""
         cs = self.img.geo.cluster_size
         needed = -(-(-(-self.img.size // b.granularity)) // (8 * cs))
@@ -233,7 +241,7 @@ class _Assessor:
         return None
 
 
-def invalid_table_entry(table, cluster_size):
+def invalid_table_entry(table: typing.Iterable[int], cluster_size: int) -> tuple[int, int] | None:
     """(index, entry) of the first entry qemu's check_table_entry() rejects, or None."""
     for index, entry in enumerate(table):
         if not entry:
@@ -245,7 +253,7 @@ def invalid_table_entry(table, cluster_size):
     return None
 
 
-def read_table(img, bitmap):
+def read_table(img: Qcow2Image, bitmap: Bitmap) -> array:
     raw = img.file.pread(bitmap.table_size * 8, bitmap.table_offset)
     raw += bytes(bitmap.table_size * 8 - len(raw))
     return be_array(raw)
@@ -254,13 +262,13 @@ def read_table(img, bitmap):
 class BitmapTracker:
     """Records guest writes and sets them in the enabled bitmaps when the image closes."""
 
-    def __init__(self, img, assessment):
+    def __init__(self, img: Qcow2Image, assessment: BitmapAssessment) -> None:
         self.img = img
         self.bitmaps = [b for b in assessment.trusted() if b.enabled]
         self.ranges = []
         self.marked_in_use = False
 
-    def mark_dirty(self, offset, length):
+    def mark_dirty(self, offset: int, length: int) -> None:
         if not self.bitmaps or not length:
             return
         if not self.marked_in_use:
@@ -271,7 +279,7 @@ class BitmapTracker:
         else:
             self.ranges.append((offset, offset + length))
 
-    def _set_in_use(self, in_use):
+    def _set_in_use(self, in_use: bool) -> None:
         img = self.img
         dir_offset = img.header.bitmaps_ext["bitmap_directory_offset"]
         for b in self.bitmaps:
@@ -279,7 +287,7 @@ class BitmapTracker:
             img.file.pwrite(b.flags.to_bytes(4, "big"), dir_offset + b.entry_offset + 12)
         img.file.flush()
 
-    def finish(self):
+    def finish(self) -> None:
         """Write the recorded ranges into the bitmaps, then clear in_use."""
         if not self.marked_in_use:
             return
@@ -305,18 +313,18 @@ class BitmapTracker:
 
 
 @contextlib.contextmanager
-def recorded_writes(img, ranges=()):
+def recorded_writes(img: Image, ranges: typing.Iterable[tuple[int, int]] = ()) -> typing.Iterator[typing.Optional[typing.Callable[[int, int], None]]]:
     """Record ranges [(start, end)] as written in img's enabled bitmaps, then let the writes inside the block go
-    unrecorded; yields record(start, end) for more ranges found on the way, or None when there is no enabled bitmap
-    (so they need not be looked for). For copies that write whole clusters around what they change, where qemu's
-    writes (and so its dirty bits) cover only what changes (commit: what the layers above hold, per copy-job granule;
-    rebase: the sectors that differ)."""
+    unrecorded; yields record(start, end) for more ranges found on the way, or None when img has no enabled bitmap
+    (so the caller can skip working out what to record). For copies that write whole clusters
+    around what they change, where qemu's writes (and so its dirty bits) cover only what changes (commit: what the
+    layers above hold, per copy-job granule; rebase: the sectors that differ)."""
     tracker = img.bitmaps if img.format_name == "qcow2" else None
     if tracker is None:
         yield None
         return
 
-    def record(start, end):
+    def record(start: int, end: int) -> None:
         tracker.mark_dirty(start, end - start)
 
     for start, end in ranges:

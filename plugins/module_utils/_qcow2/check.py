@@ -10,6 +10,7 @@ repair by switching atomically to a rebuilt refcount structure with corrected fl
 
 from __future__ import annotations
 
+import typing
 from array import array
 
 from . import constants as C
@@ -20,12 +21,17 @@ from .refcount.block import RefBlockCodec
 from .layout import nonzero_entries
 from .refcount.references import CheckReport, MetadataState, ReferenceCounter, used_l2_indexes
 
+if typing.TYPE_CHECKING:  # names used in annotations only (the image imports this module)
+    from .image import Qcow2Image
+    from .layout import Geometry
+    from .snapshot_table import Snapshot
+
 REPAIR_MODES = (None, "leaks", "all")
 ZEROS = "no refcount block"  # a reftable entry of 0: every refcount it would hold is 0
 MAX_READABLE_OFFSET = (1 << 63) - (1 << 21)  # qemu's largest request offset (BDRV_MAX_LENGTH), rounded to clusters
 
 
-def check_image(img, repair=None):
+def check_image(img: Qcow2Image, repair: str | None = None) -> CheckReport:
     """Check an open Qcow2Image; with repair it must be open writable in check mode."""
     if repair not in REPAIR_MODES:
         raise InvalidArgumentError("repair must be one of leaks, all (got %r)" % (repair,))
@@ -58,7 +64,7 @@ def check_image(img, repair=None):
     return after
 
 
-def _repair_unaligned_preallocations(img):
+def _repair_unaligned_preallocations(img: Qcow2Image) -> list[str]:
     """qemu's check -r all rewrites an L2 entry that preallocates a zero cluster at an unaligned host offset as a plain
     zero cluster (reads of it fail before; zeros after), and does not count the reference it held; the clusters it
     touched are then leaked or correct. An entry that holds data at an unaligned offset stays an error. Returns the
@@ -97,7 +103,7 @@ def _repair_unaligned_preallocations(img):
     return messages
 
 
-def _mark_clean_and_consistent(img):
+def _mark_clean_and_consistent(img: Qcow2Image) -> None:
     """qemu clears the dirty and corrupt bits after a check -r that found nothing left to fix."""
     hdr = img.header
     bits = hdr.incompatible_features & (C.INCOMPAT_DIRTY | C.INCOMPAT_CORRUPT)
@@ -107,7 +113,7 @@ def _mark_clean_and_consistent(img):
         img.write_header_bytes(OFFSET_INCOMPAT, hdr.incompatible_features.to_bytes(8, "big"))
 
 
-def _check(img):
+def _check(img: Qcow2Image) -> CheckReport:
     report = CheckReport()
     try:
         state = MetadataState.of(img)
@@ -159,7 +165,7 @@ def _check(img):
     return report
 
 
-def _check_snapshot_entries(img, snapshots, report):
+def _check_snapshot_entries(img: Qcow2Image, snapshots: list[Snapshot], report: CheckReport) -> None:
     """A v3 image's snapshot table entries must carry at least 16 bytes of extra data (the 64-bit VM state size and
     the disk size): entries written by v2 tools into an image later upgraded to v3 lack them. Repair rewrites the
     table with complete entries, as qemu-img check -r all does."""
@@ -171,7 +177,7 @@ def _check_snapshot_entries(img, snapshots, report):
                               "in a version 3 image; entry at offset %#x)" % (index, sn.extra_data_size, sn.entry_offset))
 
 
-def _last_nonzero(arr):
+def _last_nonzero(arr: array) -> int:
     for i in range(len(arr) - 1, -1, -1):
         if arr[i]:
             return i
@@ -181,7 +187,7 @@ def _last_nonzero(arr):
 class _DiskRefcounts:
     """The refcounts as stored, read block by block; unreadable blocks count as check errors."""
 
-    def __init__(self, img, report):
+    def __init__(self, img: Qcow2Image, report: CheckReport) -> None:
         self.img = img
         self.report = report
         geo = img.geo
@@ -194,7 +200,7 @@ class _DiskRefcounts:
         self.table = be_array(raw)
         self._cache = {}
 
-    def block(self, t):
+    def block(self, t: int) -> array | bytearray | str | None:
         """The decoded refcount block of reftable entry t; ZEROS where there is none; None where qemu cannot read
         one (an unaligned offset: qemu signals corruption and fails the read; beyond 2^63 no read is possible)."""
         if t >= len(self.table):
@@ -210,7 +216,7 @@ class _DiskRefcounts:
             self._cache[t] = self.codec.decode(self.img.file.pread(self.img.geo.cluster_size, offset))
         return self._cache[t]
 
-    def counts(self, start, end):
+    def counts(self, start: int, end: int) -> array | None:
         """The refcounts of clusters [start, end) (within one refcount block), or None if it cannot be read."""
         rbb = self.img.geo.refblock_bits
         block = self.block(start >> rbb)
@@ -224,7 +230,7 @@ class _DiskRefcounts:
         # 64-bit refcounts may hold values a 32-bit array cannot (compared elementwise with the references)
         return array("Q" if self.codec.bits > 32 else "I", block[first:first + end - start])
 
-    def get(self, cluster):
+    def get(self, cluster: int) -> int | None:
         """One cluster's refcount, or None if its refcount block cannot be read."""
         rbb = self.img.geo.refblock_bits
         block = self.block(cluster >> rbb)
@@ -233,7 +239,7 @@ class _DiskRefcounts:
         return self.codec.get(block, cluster & ((1 << rbb) - 1))
 
 
-def _check_copied(img, disk, report):
+def _check_copied(img: Qcow2Image, disk: _DiskRefcounts, report: CheckReport) -> None:
     """OFLAG_COPIED must be set exactly where the refcount is 1, in the active L1 and its L2 tables."""
     geo = img.geo
     counter = ReferenceCounter(img, CheckReport())
@@ -254,7 +260,7 @@ def _check_copied(img, disk, report):
             report.corruption(message)
 
 
-def _copied_flag_errors(geo, disk, table, has_data_file):
+def _copied_flag_errors(geo: Geometry, disk: _DiskRefcounts, table: array, has_data_file: bool) -> list[str]:
     """The OFLAG_COPIED corruption messages of one L2 table's data cluster entries (data in an external data file
     is not refcounted: qemu takes its refcount as 1)."""
     words, ext = geo.l2_entry_words, geo.extended_l2
@@ -275,7 +281,7 @@ def _copied_flag_errors(geo, disk, table, has_data_file):
     return errors
 
 
-def report_as_qemu_json(report, filename):
+def report_as_qemu_json(report: CheckReport, filename: str) -> dict[str, typing.Any]:
     """The keys qemu-img check --output=json prints (optional ones only when non-zero)."""
     out = {
         "image-end-offset": report.image_end_offset,
@@ -294,7 +300,7 @@ def report_as_qemu_json(report, filename):
     return out
 
 
-def exit_code(report):
+def exit_code(report: CheckReport) -> int:
     """qemu-img check's exit status: 0 clean/repaired, 1 check errors, 2 corruptions, 3 leaks only."""
     if report.check_errors:
         return 1

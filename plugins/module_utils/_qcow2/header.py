@@ -13,6 +13,7 @@ unknown ones verbatim), end marker, backing file name.
 from __future__ import annotations
 
 import struct
+import typing
 
 from . import constants as C
 from .deps import HAS_CONSTRUCT, require_construct
@@ -67,7 +68,7 @@ OFFSET_COMPAT = 80
 OFFSET_AUTOCLEAR = 88
 
 
-def _pad8(n):
+def _pad8(n: int) -> int:
     return (n + 7) & ~7
 
 
@@ -78,7 +79,7 @@ class NeedMoreData(Exception):
 class Header:
     """Everything cluster 0 says about an image."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.version = 3
         self.backing_file_offset = 0
         self.backing_file_size = 0
@@ -107,22 +108,22 @@ class Header:
 
     # ---- geometry helpers ----
     @property
-    def cluster_size(self):
+    def cluster_size(self) -> int:
         return 1 << self.cluster_bits
 
     @property
-    def refcount_bits(self):
+    def refcount_bits(self) -> int:
         return 1 << self.refcount_order
 
     @property
-    def extended_l2(self):
+    def extended_l2(self) -> bool:
         return bool(self.incompatible_features & C.INCOMPAT_EXTL2)
 
     @property
-    def compat(self):
+    def compat(self) -> str:
         return "0.10" if self.version == 2 else "1.1"
 
-    def copy(self):
+    def copy(self) -> Header:
         new = Header()
         new.__dict__.update(self.__dict__)
         new.unknown_extensions = list(self.unknown_extensions)
@@ -131,7 +132,7 @@ class Header:
 
     # ---- parsing ----
     @classmethod
-    def parse(cls, buf, path=None):
+    def parse(cls, buf: bytes | bytearray, path: str | None = None) -> Header:
         """Parse cluster 0 (``buf`` holds at least the first 2 MiB or the whole file if shorter)."""
         require_construct()
         if len(buf) < C.V2_HEADER_LENGTH or buf[:4] != C.QCOW_MAGIC:
@@ -176,7 +177,7 @@ class Header:
         hdr._parse_backing_name(buf, path)
         return hdr
 
-    def _validate_fields(self, path):
+    def _validate_fields(self, path: str | None) -> None:
         cs = self.cluster_size
         if self.refcount_order > 6:
             raise FormatError("Reference count entry width too large; may not exceed 64 bits", path, "refcount_order")
@@ -211,7 +212,7 @@ class Header:
             raise FormatError("L1 table is too small", path, "l1_size")
 
     @property
-    def feature_names(self):
+    def feature_names(self) -> list[tuple[int, int, str]]:
         """(type, bit, name) entries of the image's feature name table."""
         entries = []
         payload = self._feature_table
@@ -220,7 +221,7 @@ class Header:
             entries.append((entry.type, entry.bit, entry.name.split(b"\0", 1)[0].decode("utf-8", "replace")))
         return entries
 
-    def _feature_list(self, bits, ftype):
+    def _feature_list(self, bits: int, ftype: int) -> str:
         names = {(t, b): n for t, b, n in self.feature_names}
         out = []
         for bit in range(64):
@@ -228,7 +229,7 @@ class Header:
                 out.append(names.get((ftype, bit), "Unknown incompatible feature: %x" % (1 << bit)))
         return ", ".join(out)
 
-    def _parse_extensions(self, buf, path):
+    def _parse_extensions(self, buf: bytes | bytearray, path: str | None) -> None:
         """qcow2_read_extensions(): records from header_length up to the backing name (or the end of cluster 0).
 
         A record whose header or payload would cross that limit makes qemu refuse the image ("Header extension
@@ -260,7 +261,7 @@ class Header:
             offset += _pad8(length)
         # qemu tolerates a missing end marker when the area simply runs out
 
-    def _parse_extension(self, etype, payload, path):
+    def _parse_extension(self, etype: int, payload: bytes, path: str | None) -> None:
         if etype == C.EXT_BACKING_FORMAT:
             if len(payload) > C.MAX_BACKING_FORMAT:
                 raise FormatError("ERROR: ext_backing_format: len=%d too large" % len(payload), path, "backing format")
@@ -287,7 +288,7 @@ class Header:
         else:
             self.unknown_extensions.append((etype, payload))
 
-    def _parse_backing_name(self, buf, path):
+    def _parse_backing_name(self, buf: bytes | bytearray, path: str | None) -> None:
         if not self.backing_file_offset:
             self.backing_file = None
             return
@@ -299,12 +300,12 @@ class Header:
         self.backing_file = _decode_name(buf[start:start + length], path, "backing file name")
 
     # ---- building ----
-    def extension_area(self):
+    def extension_area(self) -> bytes:
         """The extension records, qemu's order, without end marker."""
         require_construct()
         out = []
 
-        def add(etype, payload):
+        def add(etype: int, payload: bytes) -> None:
             out.append(EXTENSION_HEADER.build({"type": etype, "length": len(payload)}))
             out.append(payload + bytes(_pad8(len(payload)) - len(payload)))
 
@@ -322,7 +323,7 @@ class Header:
             add(etype, payload)
         return b"".join(out)
 
-    def build(self):
+    def build(self) -> bytes:
         """Serialize cluster 0 (header, extensions, backing name); returns the bytes to write at offset 0."""
         require_construct()
         cs = self.cluster_size
@@ -363,12 +364,12 @@ class Header:
         out.append(backing)
         return b"".join(out)
 
-    def pack_fields(self, start, end):
+    def pack_fields(self, start: int, end: int) -> bytes:
         """The serialized bytes [start, end) of the fixed header, for an in-place rewrite of a few fields."""
         return self.build()[start:end]
 
 
-def _decode_name(raw, path, what):
+def _decode_name(raw: bytes | bytearray, path: str | None, what: str) -> str:
     """A name as qemu reads it, a C string: it ends at the first NUL byte. Names that are not UTF-8 are refused:
     qemu would open such a path, but a name no tool can print is a hostile one (docs/hardening.md)."""
     raw = bytes(raw).split(b"\0", 1)[0]
@@ -379,7 +380,7 @@ def _decode_name(raw, path, what):
                                  path) from None
 
 
-def _validate_bitmaps_extension(ext, cluster_size, path):
+def _validate_bitmaps_extension(ext: typing.Any, cluster_size: int, path: str | None) -> None:
     if ext.reserved:
         raise FormatError("bitmaps_ext: Reserved field is not zero", path, "bitmaps extension")
     if ext.nb_bitmaps == 0 or ext.nb_bitmaps > C.MAX_BITMAPS:
@@ -390,7 +391,7 @@ def _validate_bitmaps_extension(ext, cluster_size, path):
         raise FormatError("bitmaps_ext: invalid bitmap directory offset", path, "bitmap_directory_offset")
 
 
-def _validate_table(path, name, offset, entries, entry_len, max_bytes, cluster_size):
+def _validate_table(path: str | None, name: str, offset: int, entries: int, entry_len: int, max_bytes: int, cluster_size: int) -> None:
     """qcow2_validate_table(): bound a table's size and check its offset."""
     if entries > max_bytes // entry_len:
         raise FormatError("%s too large" % name, path, name)

@@ -12,6 +12,8 @@ then the refcount decrements of clusters whose last reference was dropped.
 
 from __future__ import annotations
 
+import typing
+
 from . import constants as C
 from . import locking
 from .compression import decompress_cluster
@@ -22,6 +24,11 @@ from .layout import (COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, ZERO_PLAIN, Ge
                      nonzero_entries)
 from .lru import MetadataCache
 from .zeros import fill_zero
+
+if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
+    from array import array
+
+    from .snapshot_table import Snapshot
 
 # Extent kinds returned by extents(): what a guest read of that range returns
 DATA = "data"  # host bytes at ``host``
@@ -37,21 +44,21 @@ RESERVE_MAX_STEP = 256 << 20
 class Extent:
     __slots__ = ("offset", "length", "kind", "host")
 
-    def __init__(self, offset, length, kind, host):
+    def __init__(self, offset: int, length: int, kind: str, host: int) -> None:
         self.offset = offset
         self.length = length
         self.kind = kind
         self.host = host
 
     @property
-    def end(self):
+    def end(self) -> int:
         return self.offset + self.length
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Extent(%d, %d, %s, %s)" % (self.offset, self.length, self.kind, self.host)
 
 
-def _append(out, offset, length, kind, host):
+def _append(out: list[Extent], offset: int, length: int, kind: str, host: int) -> None:
     if out:
         last = out[-1]
         if last.kind == kind and last.end == offset and kind != COMP and (kind != DATA or last.host + last.length == host):
@@ -65,7 +72,8 @@ class Qcow2Image:
 
     format_name = "qcow2"
 
-    def __init__(self, path, writable=False, force_share=False, check_mode=False, l2_cache_bytes=L2_CACHE_BYTES):
+    def __init__(self, path: str, writable: bool = False, force_share: bool = False, check_mode: bool = False,
+                 l2_cache_bytes: int = L2_CACHE_BYTES) -> None:
         if writable and force_share:
             raise InvalidArgumentError("force_share is only allowed for read-only access")
         self.path = path
@@ -102,7 +110,7 @@ class Qcow2Image:
             raise
 
     # ---- opening ----
-    def _load_header(self, check_mode):
+    def _load_header(self, check_mode: bool) -> None:
         head = self.file.pread(4096, 0)
         if len(head) < 24 or head[:4] != C.QCOW_MAGIC:
             raise FormatError("Image is not in qcow2 format", self.path, "magic")
@@ -125,7 +133,7 @@ class Qcow2Image:
         self.size = hdr.size - hdr.size % 512  # qemu counts whole 512-byte sectors only
         self._l1 = None  # read on first use: info and chain walks never need it
 
-    def _refuse_what_qemu_refuses(self, check_mode):
+    def _refuse_what_qemu_refuses(self, check_mode: bool) -> None:
         """qemu reads the snapshot table (except in check mode, where check reports on it) and loads the persistent
         bitmaps when it opens an image, and refuses the image if either is broken: so does the engine."""
         if not check_mode:
@@ -135,12 +143,12 @@ class Qcow2Image:
         if self.bitmap_trust.refusal is not None:
             raise self.bitmap_trust.refusal
 
-    def _assess_bitmaps(self):
+    def _assess_bitmaps(self) -> None:
         from .bitmaps import BitmapAssessment, assess
         self.bitmap_trust = assess(self) if self.header.bitmaps_ext else BitmapAssessment()
 
     @property
-    def l1(self):
+    def l1(self) -> array:
         if self._l1 is None:
             hdr = self.header
             raw = self.file.pread(hdr.l1_size * 8, hdr.l1_table_offset) if hdr.l1_size else b""
@@ -150,10 +158,10 @@ class Qcow2Image:
         return self._l1
 
     @l1.setter
-    def l1(self, table):
+    def l1(self, table: array) -> None:
         self._l1 = table
 
-    def _open_for_write(self, check_mode):
+    def _open_for_write(self, check_mode: bool) -> None:
         hdr = self.header
         if hdr.incompatible_features & C.INCOMPAT_CORRUPT and not check_mode:
             raise ReadOnlyError("qcow2: Image is corrupt; cannot be opened read/write", self.path)
@@ -171,25 +179,25 @@ class Qcow2Image:
                 raise ReadOnlyError("Image %s was not cleanly closed and its refcounts could not be repaired: %s"
                                     % (self.path, report.messages[:1]), self.path)
 
-    def _attach_write_machinery(self):
+    def _attach_write_machinery(self) -> None:
         from .refcount.table import Refcounts
         from .writer import ClusterWriter
         self.refcounts = Refcounts(self)
         self.writer = ClusterWriter(self)
         self._attach_tracker()
 
-    def _attach_tracker(self):
+    def _attach_tracker(self) -> None:
         from .bitmaps import BitmapTracker
         trusted = self.bitmap_trust.trusted()
         self.bitmaps = BitmapTracker(self, self.bitmap_trust) if any(b.enabled for b in trusted) else None
 
-    def reload_bitmaps(self):
+    def reload_bitmaps(self) -> None:
         """Judge the bitmaps again after their directory changed (bitmap_store, resize), and track the enabled ones."""
         self._assess_bitmaps()
         if self.writable:
             self._attach_tracker()
 
-    def _clear_autoclear_on_write(self):
+    def _clear_autoclear_on_write(self) -> None:
         """A writer must clear autoclear bits it does not know, and a bitmaps extension without its bit is stale."""
         hdr = self.header
         stale_bitmaps = hdr.bitmaps_ext is not None and not hdr.autoclear_features & C.AUTOCLEAR_BITMAPS
@@ -203,7 +211,7 @@ class Qcow2Image:
         elif unknown:
             self.write_header_bytes(OFFSET_AUTOCLEAR, hdr.autoclear_features.to_bytes(8, "big"))
 
-    def reload(self):
+    def reload(self) -> None:
         """Re-read everything from disk after a metadata switch (metadata_commit.apply_state)."""
         self._l1_dirty_sectors.clear()
         self._decompressed = (None, None)
@@ -217,23 +225,23 @@ class Qcow2Image:
 
     # ---- geometry ----
     @property
-    def cluster_size(self):
+    def cluster_size(self) -> int:
         return self.geo.cluster_size
 
     @property
-    def backing_filename(self):
+    def backing_filename(self) -> str | None:
         return self.header.backing_file
 
     @property
-    def backing_format(self):
+    def backing_format(self) -> str | None:
         return self.header.backing_format
 
     @property
-    def has_data_file(self):
+    def has_data_file(self) -> bool:
         return self.data_file is not None
 
     # ---- L2 access ----
-    def l2_table_offset(self, l1_index):
+    def l2_table_offset(self, l1_index: int) -> int:
         """Host offset of the L2 table for an L1 index, 0 if unallocated."""
         if l1_index >= len(self.l1):
             return 0
@@ -243,20 +251,20 @@ class Qcow2Image:
                                % (offset, l1_index, self.header.l1_table_offset + 8 * l1_index))
         return offset
 
-    def _load_slice(self, key):
+    def _load_slice(self, key: int) -> array:
         raw = self.file.pread(self.geo.slice_bytes, key)
         if len(raw) < self.geo.slice_bytes:
             raw += bytes(self.geo.slice_bytes - len(raw))
         return be_array(raw)
 
-    def _store_slice(self, key, table):
+    def _store_slice(self, key: int, table: array) -> None:
         self.file.pwrite(array_to_be(table), key)
 
-    def l2_slice(self, table_offset, slice_index):
+    def l2_slice(self, table_offset: int, slice_index: int) -> array:
         return self.l2cache.get(table_offset + slice_index * self.geo.slice_bytes)
 
     # ---- mapping ----
-    def extents(self, offset, length):
+    def extents(self, offset: int, length: int) -> list[Extent]:
         """Guest ranges in [offset, offset+length) by what a read returns (clamped to the virtual size)."""
         geo = self.geo
         cb = geo.cluster_bits
@@ -319,13 +327,13 @@ class Qcow2Image:
                 idx += 1
         return out
 
-    def _l2_entry_at(self, table_offset, guest_offset):
+    def _l2_entry_at(self, table_offset: int, guest_offset: int) -> str:
         """Where an L2 entry lives, for error messages: its table, index and file offset."""
         index = (guest_offset >> self.geo.cluster_bits) & (self.geo.l2_entries - 1)
         return "L2 offset: %#x, L2 index: %#x, entry at file offset %#x, guest offset %#x" % (
             table_offset, index, table_offset + 8 * self.geo.l2_entry_words * index, guest_offset)
 
-    def _check_host_offset(self, entry, kind, cluster_start, table_offset):
+    def _check_host_offset(self, entry: int, kind: int, cluster_start: int, table_offset: int) -> None:
         """qcow2_get_host_offset(): a cluster with a host offset must name a whole cluster (preallocated zero
         clusters too, though they read as zeros), and with an external data file, the cluster at the guest offset."""
         host = entry & C.L2E_OFFSET_MASK
@@ -337,7 +345,8 @@ class Qcow2Image:
             raise self.corrupt("External data file host cluster offset %#x does not match guest cluster offset %#x (%s)"
                                % (host, cluster_start, self._l2_entry_at(table_offset, cluster_start)))
 
-    def _subcluster_extents(self, out, pos, cend, cluster_start, entry, bitmap, kind, table_offset):
+    def _subcluster_extents(self, out: list[Extent], pos: int, cend: int, cluster_start: int, entry: int, bitmap: int, kind: int,
+                            table_offset: int) -> None:
         alloc = bitmap & C.EXTL2_ALLOC_MASK
         zero = bitmap >> 32
         if alloc & zero or (kind == UNALLOCATED and alloc):
@@ -356,7 +365,7 @@ class Qcow2Image:
                 _append(out, pos, send - pos, UNALLOC, 0)
             pos = send
 
-    def cluster_entry(self, guest_offset):
+    def cluster_entry(self, guest_offset: int) -> tuple[int, int]:
         """(standard entry, bitmap) of the cluster holding guest_offset; (0, 0) when no L2 table."""
         geo = self.geo
         table_offset = self.l2_table_offset(guest_offset >> geo.l1_shift)
@@ -370,12 +379,12 @@ class Qcow2Image:
         return table[idx], 0
 
     # ---- reads ----
-    def read(self, offset, length):
+    def read(self, offset: int, length: int) -> bytearray:
         buf = bytearray(length)
         self.read_into(memoryview(buf), offset)
         return buf
 
-    def read_into(self, view, offset):
+    def read_into(self, view: memoryview, offset: int) -> None:
         """Fill view with guest data from offset; past the virtual size reads zeros."""
         length = len(view)
         covered = 0
@@ -396,7 +405,7 @@ class Qcow2Image:
         if covered < length:
             fill_zero(view[covered:])
 
-    def read_backing_into(self, view, offset):
+    def read_backing_into(self, view: memoryview, offset: int) -> None:
         """What an unallocated range reads: the backing file, zeros past its end or without one."""
         backing = self.backing
         if backing is None or offset >= backing.size:
@@ -407,7 +416,7 @@ class Qcow2Image:
         if inside < len(view):
             fill_zero(view[inside:])
 
-    def _decompress(self, entry):
+    def _decompress(self, entry: int) -> bytes:
         if self._decompressed[0] == entry:
             return self._decompressed[1]
         host, length = self.geo.compressed_location(entry)
@@ -416,7 +425,7 @@ class Qcow2Image:
         self._decompressed = (entry, data)
         return data
 
-    def corrupt(self, message):
+    def corrupt(self, message: str) -> CorruptionError:
         """qcow2_signal_corruption(): a read or write met corrupt metadata. qemu refuses the access and, on an image
         open for writing, sets the corrupt bit so that nothing writes to the image until check -r repairs it, and
         stops using it; so does the engine (a v2 image has no such bit). Returns the CorruptionError to raise."""
@@ -430,28 +439,28 @@ class Qcow2Image:
         return CorruptionError(message, self.path)
 
     # ---- writes (delegated) ----
-    def _require_writable(self):
+    def _require_writable(self) -> None:
         if not self.writable or self.writer is None:
             raise ReadOnlyError("Image %s is open read-only" % self.path, self.path)
         if self.marked_corrupt:
             raise ReadOnlyError("Image %s is corrupt; it cannot be written until it is repaired" % self.path, self.path)
 
-    def write(self, offset, data):
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         self._require_writable()
         self.writer.write(offset, data)
 
-    def write_zeroes(self, offset, length, unmap=True):
+    def write_zeroes(self, offset: int, length: int, unmap: bool = True) -> None:
         self._require_writable()
         self.writer.write_zeroes(offset, length, unmap)
 
     # ---- metadata bookkeeping used by the writer ----
-    def set_l1_entry(self, index, value):
+    def set_l1_entry(self, index: int, value: int) -> None:
         self.l1[index] = value
         self._l1_dirty_sectors.add((index * 8) // 512)
         if self._meta_singles is not None and value & C.L1E_OFFSET_MASK:
             self._meta_singles.add((value & C.L1E_OFFSET_MASK) >> self.geo.cluster_bits)
 
-    def overlaps_metadata(self, cluster, active_l2=True):
+    def overlaps_metadata(self, cluster: int, active_l2: bool = True) -> bool:
         """True if a cluster holds known metadata (qemu's 'cached' overlap check before allocation or an
         in-place write). active_l2=False leaves the active L2 tables out (for rewriting one in place)."""
         if self._meta_singles is None:
@@ -463,11 +472,11 @@ class Qcow2Image:
                 return True
         return False
 
-    def _build_metadata_map(self):
+    def _build_metadata_map(self) -> None:
         hdr, cb, cs = self.header, self.geo.cluster_bits, self.geo.cluster_size
         ranges = [(0, 1)]
 
-        def add_range(offset, nbytes):
+        def add_range(offset: int, nbytes: int) -> None:
             if offset and nbytes:
                 ranges.append((offset >> cb, (offset + nbytes + cs - 1) >> cb))
 
@@ -492,34 +501,34 @@ class Qcow2Image:
         self._meta_refblocks = refblocks
         self._meta_ranges = ranges
 
-    def note_refblock(self, cluster):
+    def note_refblock(self, cluster: int) -> None:
         """A new refcount block now lives in cluster (keeps the overlap check current without a rebuild)."""
         if self._meta_singles is not None:
             self._meta_singles.add(cluster)
             self._meta_refblocks.add(cluster)
 
-    def invalidate_metadata_map(self):
+    def invalidate_metadata_map(self) -> None:
         self._meta_singles = None
         self._meta_ranges = None
 
-    def _snapshot_table_bytes(self):
+    def _snapshot_table_bytes(self) -> int:
         from .snapshot_table import snapshot_table_size
         return snapshot_table_size(self)
 
-    def snapshot_list(self):
+    def snapshot_list(self) -> list[Snapshot]:
         if self.snapshots_cache is None:
             from .snapshot_table import read_snapshot_table
             self.snapshots_cache = read_snapshot_table(self)
         return self.snapshots_cache
 
     # ---- flushing and closing ----
-    def write_header_bytes(self, offset, data):
+    def write_header_bytes(self, offset: int, data: bytes) -> None:
         """Rewrite a few header bytes in place (one write inside the first sector), durably."""
         self._require_writable()
         self.file.pwrite(data, offset)
         self.file.flush()
 
-    def rewrite_header(self):
+    def rewrite_header(self) -> None:
         """Write cluster 0 from self.header (extensions and backing name included), durably."""
         self._require_writable()
         data = self.header.build()
@@ -529,13 +538,13 @@ class Qcow2Image:
         self.file.pwrite(data, 0)
         self.file.flush()
 
-    def _header_used_bytes(self):
+    def _header_used_bytes(self) -> int:
         hdr = self.header
         if hdr.backing_file_offset:
             return hdr.backing_file_offset + hdr.backing_file_size
         return min(self.geo.cluster_size, 4096)
 
-    def flush(self):
+    def flush(self) -> None:
         """Write back metadata in crash-safe order; frees take effect only at the end.
 
         With ordered_flushes off (a new image nobody can see yet, renamed into place after one final flush),
@@ -572,7 +581,7 @@ class Qcow2Image:
         finally:
             self._flushing = False
 
-    def reserve_file(self, end):
+    def reserve_file(self, end: int) -> None:
         """Extend the file ahead of new clusters in large steps: writes inside the file's size are several times
         faster than writes that extend it a little at a time. close() trims what was not used."""
         if end <= self._reserved_end:
@@ -588,7 +597,7 @@ class Qcow2Image:
         self.file.reserve(current, target - current)
         self._reserved_end = target
 
-    def _trim_reserve(self):
+    def _trim_reserve(self) -> None:
         if self._size_at_open is None or self.refcounts is None:
             return
         # never cut what was written, even where hostile metadata pointed past every allocated cluster
@@ -596,7 +605,7 @@ class Qcow2Image:
         if self.file.size() > keep:
             self.file.truncate(keep)
 
-    def forget_cluster(self, cluster):
+    def forget_cluster(self, cluster: int) -> None:
         """A cluster was freed: drop cached metadata that lived in it."""
         key = cluster << self.geo.cluster_bits
         for i in range(self.geo.slices_per_table):
@@ -604,7 +613,7 @@ class Qcow2Image:
         if self._meta_singles is not None:
             self._meta_singles.discard(cluster)
 
-    def close(self):
+    def close(self) -> None:
         if self._closed:
             return
         try:
@@ -621,17 +630,17 @@ class Qcow2Image:
             if self.data_file is not None:
                 self.data_file.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Qcow2Image:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Qcow2Image(%r)" % self.path
 
 
-def probe_is_qcow2(path):
+def probe_is_qcow2(path: str) -> bool:
     """True if the file starts with qcow2's magic (used only to refuse silent probing)."""
     try:
         with open(path, "rb") as f:

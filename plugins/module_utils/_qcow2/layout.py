@@ -8,9 +8,13 @@
 from __future__ import annotations
 
 import sys
+import typing
 from array import array
 
 from . import constants as C
+
+if typing.TYPE_CHECKING:  # names used in annotations only
+    from .header import Header
 
 LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 
@@ -27,7 +31,7 @@ L2_SLICE_BYTES = 4096  # qemu caches L2 tables in 4 KiB slices since 4.0
 class Geometry:
     """Sizes derived from the header; shared by every part that maps offsets."""
 
-    def __init__(self, header):
+    def __init__(self, header: Header) -> None:
         cb = header.cluster_bits
         self.cluster_bits = cb
         self.cluster_size = 1 << cb
@@ -50,31 +54,31 @@ class Geometry:
         self.refblock_bits = cb + 3 - header.refcount_order
         self.refblock_entries = 1 << self.refblock_bits
 
-    def size_to_l1(self, size):
+    def size_to_l1(self, size: int) -> int:
         return -(-size // (1 << self.l1_shift))
 
-    def size_to_clusters(self, size):
+    def size_to_clusters(self, size: int) -> int:
         return -(-size // self.cluster_size)
 
-    def compressed_location(self, entry):
+    def compressed_location(self, entry: int) -> tuple[int, int]:
         """(host byte offset, byte count to read) of a compressed cluster descriptor."""
         offset = entry & self.compressed_offset_mask
         sectors = ((entry >> self.csize_shift) & self.csize_mask) + 1
         return offset, sectors * C.COMPRESSED_SECTOR_SIZE - (offset & (C.COMPRESSED_SECTOR_SIZE - 1))
 
-    def compressed_host_clusters(self, entry):
+    def compressed_host_clusters(self, entry: int) -> range:
         """Host cluster indexes a compressed cluster's data touches (each holds one reference for it)."""
         offset, length = self.compressed_location(entry)
         first = offset >> self.cluster_bits
         last = (offset + length - 1) >> self.cluster_bits
         return range(first, last + 1)
 
-    def compressed_entry(self, host_offset, length):
+    def compressed_entry(self, host_offset: int, length: int) -> int:
         sectors = ((host_offset + length - 1) >> 9) - (host_offset >> 9)
         return C.OFLAG_COMPRESSED | (sectors << self.csize_shift) | host_offset
 
 
-def classify(entry, extended_l2=False, has_data_file=False):
+def classify(entry: int, extended_l2: bool = False, has_data_file: bool = False) -> int:
     """qcow2_get_cluster_type() on one standard L2 entry (the first word with extended L2)."""
     if entry & C.OFLAG_COMPRESSED:
         return COMPRESSED
@@ -87,7 +91,7 @@ def classify(entry, extended_l2=False, has_data_file=False):
     return NORMAL
 
 
-def be_array(raw, typecode="Q"):
+def be_array(raw: bytes | bytearray | memoryview, typecode: str = "Q") -> array:
     """Big-endian table bytes -> native array."""
     table = array(typecode)
     table.frombytes(raw)
@@ -96,7 +100,7 @@ def be_array(raw, typecode="Q"):
     return table
 
 
-def array_to_be(table):
+def array_to_be(table: array) -> bytes:
     """Native array -> big-endian bytes."""
     if LITTLE_ENDIAN_HOST and table.itemsize > 1:
         swapped = array(table.typecode, table)
@@ -105,7 +109,7 @@ def array_to_be(table):
     return table.tobytes()
 
 
-def nonzero_entries(table, chunk=512):
+def nonzero_entries(table: array, chunk: int = 512) -> typing.Iterator[tuple[int, int]]:
     """(index, entry) of a table's non-zero entries; zero runs are skipped a chunk at a time (a 4M-entry L1
     is mostly zero, and a per-entry Python loop over it takes seconds)."""
     zero = array(table.typecode, bytes(chunk * table.itemsize))

@@ -347,7 +347,7 @@ def _subtract_allocated(img: Qcow2Image, runs: list[Run]) -> list[Run]:
 
 
 def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats,
-                      record: typing.Callable[[int, int], None] | None) -> None:
+                      record: typing.Optional[typing.Callable[[int, int], None]]) -> None:
     """Unrelated new base: compare old and new views where the image itself is unallocated; record(start, end) gets
     the sectors that differ (None: no enabled bitmap to tell, so they are not looked for).
 

@@ -9,10 +9,14 @@ with extra data of at least 24 bytes and any unknown extra data preserved (qcow2
 from __future__ import annotations
 
 import struct
+import typing
 
 from . import constants as C
 from .deps import HAS_CONSTRUCT, require_construct
 from .errors import FormatError
+
+if typing.TYPE_CHECKING:  # names used in annotations only (the image imports this module)
+    from .image import Qcow2Image
 
 if HAS_CONSTRUCT:
     from construct import Int16ub, Int32ub, Int64sb, Int64ub, Struct
@@ -44,8 +48,9 @@ _EXTRA = struct.Struct(">QQq")
 class Snapshot:
     """One internal snapshot."""
 
-    def __init__(self, id_str, name, l1_table_offset=0, l1_size=0, date_sec=0, date_nsec=0, vm_clock_nsec=0,
-                 vm_state_size=0, disk_size=0, icount=-1, extra_unknown=b"", extra_data_size=C.SNAPSHOT_EXTRA_SIZE):
+    def __init__(self, id_str: str, name: str, l1_table_offset: int = 0, l1_size: int = 0, date_sec: int = 0,
+                 date_nsec: int = 0, vm_clock_nsec: int = 0, vm_state_size: int = 0, disk_size: int = 0, icount: int = -1,
+                 extra_unknown: bytes = b"", extra_data_size: int = C.SNAPSHOT_EXTRA_SIZE) -> None:
         self.id_str = id_str
         self.name = name
         self.l1_table_offset = l1_table_offset
@@ -60,16 +65,16 @@ class Snapshot:
         self.extra_data_size = extra_data_size
         self.entry_offset = None
 
-    def copy(self):
+    def copy(self) -> Snapshot:
         new = Snapshot(self.id_str, self.name)
         new.__dict__.update(self.__dict__)
         return new
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Snapshot(id=%r, name=%r)" % (self.id_str, self.name)
 
 
-def _pad8(n):
+def _pad8(n: int) -> int:
     return (n + 7) & ~7
 
 
@@ -77,33 +82,33 @@ class _GrowingBuffer:
     """Reads the table from the file on demand, never more than qemu's 64 MiB bound; past the end of the file the
     table reads as zeros, as it does for qemu."""
 
-    def __init__(self, read, limit):
+    def __init__(self, read: typing.Callable[[int, int], bytes], limit: int) -> None:
         self._read = read
         self._limit = limit
         self.data = b""
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.data)
 
-    def ensure(self, end):
+    def ensure(self, end: int) -> bool:
         if end > len(self.data) and len(self.data) < self._limit:
             want = min(self._limit, max(end, 2 * len(self.data), 65536))
             more = self._read(want - len(self.data), len(self.data))
             self.data += more + bytes(want - len(self.data) - len(more))  # past the end of the file: zeros, as qemu
         return len(self.data) >= end
 
-    def __getitem__(self, item):
+    def __getitem__(self, item: int | slice) -> int | bytes:
         return self.data[item]
 
 
-def _as_buffer(raw):
+def _as_buffer(raw: bytes | bytearray | _GrowingBuffer) -> _GrowingBuffer:
     if isinstance(raw, (bytes, bytearray)):
         table = bytes(raw)
         return _GrowingBuffer(lambda n, off: table[off:off + n], C.MAX_SNAPSHOTS_TABLE_BYTES)
     return raw
 
 
-def _walk(raw, count, path, table_offset):
+def _walk(raw: _GrowingBuffer, count: int, path: str | None, table_offset: int) -> typing.Iterator[tuple[int, int, tuple[int, ...], int]]:
     """qemu's walk over the entries (qcow2_do_read_snapshots): yields (index, entry offset in the table, fixed fields,
     end of the entry) and refuses what qemu refuses there: too much extra data, a table over 64 MiB. Every open
     walks the table (qemu reads it on open): the loop stays lean for tables of 65535 entries."""
@@ -130,12 +135,12 @@ def _walk(raw, count, path, table_offset):
         offset = (end + 7) & ~7
 
 
-def _too_big(index, entry_offset, path):
+def _too_big(index: int, entry_offset: int, path: str | None) -> FormatError:
     return FormatError("Snapshot table is too big (snapshot table entry %d at offset %#x ends past %d bytes)"
                        % (index, entry_offset, C.MAX_SNAPSHOTS_TABLE_BYTES), path, "snapshot table")
 
 
-def snapshot_table_length(raw, count, path=None, table_offset=0):
+def snapshot_table_length(raw: bytes | bytearray | _GrowingBuffer, count: int, path: str | None = None, table_offset: int = 0) -> int:
     """The table's length in bytes, checked as qemu checks it when it opens an image (no entry is built)."""
     end = 0
     for _i, _offset, _fields, end in _walk(_as_buffer(raw), count, path, table_offset):
@@ -143,7 +148,8 @@ def snapshot_table_length(raw, count, path=None, table_offset=0):
     return _pad8(end)
 
 
-def parse_snapshot_table(raw, count, cluster_size, virtual_size, path=None, table_offset=0):
+def parse_snapshot_table(raw: bytes | bytearray | _GrowingBuffer, count: int, cluster_size: int, virtual_size: int,
+                         path: str | None = None, table_offset: int = 0) -> tuple[list[Snapshot], int]:
     """Parse count entries from raw (bytes or a _GrowingBuffer); returns (snapshots, table byte length)."""
     raw = _as_buffer(raw)
     out = []
@@ -175,7 +181,7 @@ def parse_snapshot_table(raw, count, cluster_size, virtual_size, path=None, tabl
     return out, offset
 
 
-def build_snapshot_table(snapshots):
+def build_snapshot_table(snapshots: typing.Iterable[Snapshot]) -> bytes:
     require_construct()
     parts = []
     for sn in snapshots:
@@ -194,12 +200,12 @@ def build_snapshot_table(snapshots):
     return b"".join(parts)
 
 
-def _table_buffer(img):
+def _table_buffer(img: Qcow2Image) -> _GrowingBuffer:
     offset = img.header.snapshots_offset
     return _GrowingBuffer(lambda n, off: img.file.pread(n, offset + off), C.MAX_SNAPSHOTS_TABLE_BYTES)
 
 
-def read_snapshot_table(img):
+def read_snapshot_table(img: Qcow2Image) -> list[Snapshot]:
     hdr = img.header
     if not hdr.nb_snapshots:
         img.snapshot_table_bytes = 0
@@ -210,13 +216,13 @@ def read_snapshot_table(img):
     return snaps
 
 
-def check_snapshot_table(img):
+def check_snapshot_table(img: Qcow2Image) -> None:
     """What qemu refuses an image for when it reads the snapshot table on open (the entries are built on demand)."""
     hdr = img.header
     if hdr.nb_snapshots and img.snapshots_cache is None:
         snapshot_table_length(_table_buffer(img), hdr.nb_snapshots, img.path, hdr.snapshots_offset)
 
 
-def snapshot_table_size(img):
+def snapshot_table_size(img: Qcow2Image) -> int:
     img.snapshot_list()
     return img.snapshot_table_bytes

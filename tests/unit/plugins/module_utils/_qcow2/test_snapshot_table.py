@@ -17,7 +17,8 @@ CS = 65536
 snapshots = st.lists(st.builds(
     Snapshot,
     id_str=st.integers(1, 99999).map(str),
-    name=st.text(st.characters(blacklist_characters='\0', blacklist_categories=('Cs',)), min_size=0, max_size=40),  # names are UTF-8 (no lone surrogates) ending at NUL
+    # names are UTF-8 (no lone surrogates) ending at NUL
+    name=st.text(st.characters(blacklist_characters='\0', blacklist_categories=('Cs',)), min_size=0, max_size=40),
     l1_table_offset=st.integers(0, 1 << 30).map(lambda n: n * CS),
     l1_size=st.integers(0, 1 << 20),
     date_sec=st.integers(0, 0xFFFFFFFF), date_nsec=st.integers(0, 999999999),
