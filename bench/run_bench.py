@@ -17,10 +17,13 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
 ENGINE = [sys.executable, os.path.join(HERE, "engine_cli.py")]
+MODULES = "ansible_collections.backingchain.qcow2.plugins.modules."
 MiB = 1 << 20
 GiB = 1 << 30
 
@@ -29,10 +32,10 @@ def sh(*cmd):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def timed(cmd, cwd):
+def timed(cmd, cwd, env=None):
     """Wall seconds and peak RSS (MiB) of one command."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, env=env)
     _pid, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -86,6 +89,34 @@ def build_workload(d, quick):
     sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", "huge.qcow2", "-F", "qcow2", os.path.join(d, "huge-top.qcow2"))
     qemu_io(os.path.join(d, "huge-top.qcow2"), ["write -P 9 %d 1M" % (i * 16 * GiB + 5 * MiB) for i in range(64 // scale)])
     with open(os.path.join(d, "ready"), "w") as f:
+        f.write(str(scale))
+
+
+def build_extras(d, quick):
+    """What the rows of module runs and the differing rebase need, built once next to the main workload."""
+    scale = 8 if quick else 1
+    marker = os.path.join(d, "ready-extras")
+    if os.path.exists(marker) and open(marker).read() == str(scale):
+        return
+    rnd = random.Random(7)
+    # an unrelated base whose data differs from base's in about half: every other 4 MiB run rewritten
+    sh("qemu-img", "convert", "-O", "qcow2", os.path.join(d, "base.qcow2"), os.path.join(d, "other-half.qcow2"))
+    qemu_io(os.path.join(d, "other-half.qcow2"),
+            ["write -P %d %d 4M" % (0xF0 + i % 8, i * 16 * MiB) for i in range(0, 256 // scale, 2)])
+    # an everyday chain: a 2 GiB disk, a base with 512 MiB of data, a middle layer of 64 x 4 MiB writes and a top of
+    # 342 x 64 KiB (21 MiB)
+    size = 2 * GiB
+    base, mid, top = (os.path.join(d, "day-%s.qcow2" % n) for n in ("base", "mid", "top"))
+    sh("qemu-img", "create", "-q", "-f", "qcow2", base, str(size))
+    qemu_io(base, ["write -P %d %d 4M" % (i % 250 + 1, i * 16 * MiB) for i in range(128 // scale)])
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", "day-base.qcow2", "-F", "qcow2", mid)
+    qemu_io(mid, ["write -P %d %d 4M" % (0x40 + i % 50, rnd.randrange(size // (4 * MiB)) * 4 * MiB)
+                  for i in range(64 // scale)])
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", "day-mid.qcow2", "-F", "qcow2", top)
+    qemu_io(top, ["write -P %d %d 64k" % (0x80 + i % 50, rnd.randrange(size // 65536) * 65536) for i in range(342)])
+    sh("qemu-img", "create", "-q", "-f", "qcow2", os.path.join(d, "tiny.qcow2"), "64M")
+    qemu_io(os.path.join(d, "tiny.qcow2"), ["write -P 1 0 1M"])
+    with open(marker, "w") as f:
         f.write(str(scale))
 
 
@@ -146,6 +177,30 @@ OPERATIONS = [
      ["qemu-img", "rebase", "-q", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2"]),
 ]
 
+# Added with the module rows; kept apart so that OPERATIONS stays comparable with earlier versions of this script.
+DIFFERING_OPERATIONS = [
+    ("safe rebase onto unrelated base, half its data differs", ["base.qcow2", "overlay.qcow2", "other-half.qcow2"],
+     ENGINE + ["rebase", "overlay.qcow2", "other-half.qcow2"],
+     ["qemu-img", "rebase", "-q", "-b", "other-half.qcow2", "-F", "qcow2", "overlay.qcow2"]),
+]
+
+DAY_CHAIN = ["day-base.qcow2", "day-mid.qcow2", "day-top.qcow2"]
+
+# Modules run as Ansible runs them on the target: one Python process per task (AnsiballZ aside: it imports the same
+# code from a zip). name, inputs (copied fresh into work/ when given), module, its arguments (paths relative to the
+# run's directory), qemu-img command. The baseline is what the run pays before it does any work.
+MODULE_OPERATIONS = [
+    ("module start-up: qcow2_info, small image", [], "qcow2_info", {"path": "tiny.qcow2"},
+     ["qemu-img", "info", "--output=json", "tiny.qcow2"]),
+    ("module start-up: qcow2_image, nothing to change", [], "qcow2_image", {"path": "tiny.qcow2", "size": "64M"},
+     ["qemu-img", "info", "--output=json", "tiny.qcow2"]),
+    ("module: commit of a 21 MiB overlay", DAY_CHAIN, "qcow2_commit", {"path": "day-top.qcow2"},
+     ["qemu-img", "commit", "-q", "day-top.qcow2"]),
+    ("module: rebase of a small top onto the base in its chain", DAY_CHAIN, "qcow2_rebase",
+     {"path": "day-top.qcow2", "backing_file": "day-base.qcow2"},
+     ["qemu-img", "rebase", "-q", "-b", "day-base.qcow2", "-F", "qcow2", "day-top.qcow2"]),
+]
+
 NO_COPY_OPERATIONS = [
     ("info, 1000-deep chain", "deep", ENGINE + ["info", "l0999.qcow2"],
      ["qemu-img", "info", "--backing-chain", "--output=json", "l0999.qcow2"]),
@@ -165,9 +220,42 @@ HUGE_OPERATIONS = [
 ]
 
 
-def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None, show_pairs=False, settle=0.0):
+class ModuleRunner:
+    """Commands that run a module of this checkout as its own process, importing it as ansible_collections.*
+    through a temporary collection root (a symlink to the checkout). Bytecode is cached as for any installed
+    Python code, ansible.module_utils.basic included, so start-up compares like with like."""
+
+    def __init__(self):
+        self.root = tempfile.mkdtemp(prefix="backingchain-bench-")
+        link = os.path.join(self.root, "ansible_collections", "backingchain", "qcow2")
+        os.makedirs(os.path.dirname(link))
+        os.symlink(REPO, link)
+        self.env = dict(os.environ, PYTHONPATH=self.root)
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+
+    def command(self, module, args, cwd):
+        """The command running module with args (relative paths resolved against cwd)."""
+        args = dict((k, os.path.join(cwd, v) if k in ("path", "backing_file") else v) for k, v in args.items())
+        args_file = os.path.join(self.root, "%s-args.json" % module)
+        with open(args_file, "w") as f:
+            json.dump({"ANSIBLE_MODULE_ARGS": args}, f)
+        return [sys.executable, "-m", MODULES + module, args_file]
+
+    def startup(self, module):
+        """What every run of module pays before its work: the interpreter, Ansible's module_utils and the module's
+        own imports (the code it imports only for the work it does is not included)."""
+        return [sys.executable, "-c", "import " + MODULES + module]
+
+    def close(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None, show_pairs=False, settle=0.0,
+            baseline_cmd=None, env=None):
+    """Paired runs of engine_cmd and qemu_cmd (and baseline_cmd, when given, whose time the row reports too)."""
     work = os.path.join(data, "work")
     eng_t, qemu_t, ratios, eng_rss, qemu_rss = [], [], [], [], []
+    base_t, net_ratios = [], []
     for rep in range(reps):
         pair = {}
         # alternate which side goes first, so neither always gets the warmer cache
@@ -182,7 +270,10 @@ def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None, show_
             else:
                 cwd = os.path.join(data, cwd_name) if cwd_name else data
             cmd = engine_cmd if side == "engine" else qemu_cmd
-            pair[side] = timed(cmd, cwd)
+            pair[side] = timed(cmd, cwd, env if side == "engine" else None)
+        if baseline_cmd is not None:
+            base_t.append(timed(baseline_cmd, cwd, env)[0])
+            net_ratios.append((pair["engine"][0] - base_t[-1]) / pair["qemu"][0])
         eng_t.append(pair["engine"][0])
         qemu_t.append(pair["qemu"][0])
         ratios.append(pair["engine"][0] / pair["qemu"][0])
@@ -191,8 +282,12 @@ def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None, show_
                   % (rep + 1, pair["engine"][0], pair["qemu"][0], ratios[-1]), flush=True)
         eng_rss.append(pair["engine"][1])
         qemu_rss.append(pair["qemu"][1])
-    return {"operation": name, "engine_s": statistics.median(eng_t), "qemu_s": statistics.median(qemu_t),
-            "ratio": statistics.median(ratios), "engine_rss_mib": max(eng_rss), "qemu_rss_mib": max(qemu_rss)}
+    row = {"operation": name, "engine_s": statistics.median(eng_t), "qemu_s": statistics.median(qemu_t),
+           "ratio": statistics.median(ratios), "engine_rss_mib": max(eng_rss), "qemu_rss_mib": max(qemu_rss)}
+    if baseline_cmd is not None:
+        row.update(baseline_s=statistics.median(base_t),
+                   net_s=statistics.median([e - b for e, b in zip(eng_t, base_t)]), net_ratio=statistics.median(net_ratios))
+    return row
 
 
 def main():
@@ -208,9 +303,10 @@ def main():
     args = parser.parse_args()
     print("building the workload in %s ..." % args.dir, flush=True)
     build_workload(args.dir, args.quick)
+    build_extras(args.dir, args.quick)
     build_tracked(args.dir, args.quick)
     rows = []
-    for name, inputs, eng, qemu in OPERATIONS:
+    for name, inputs, eng, qemu in OPERATIONS + DIFFERING_OPERATIONS:
         if not args.only or args.only in name:
             rows.append(measure(name, args.dir, inputs, eng, qemu, args.reps, show_pairs=args.pairs, settle=args.settle))
             _print_row(rows[-1])
@@ -223,16 +319,44 @@ def main():
             rows.append(measure(name, args.dir, inputs, eng, qemu, max(1, args.reps // 2), show_pairs=args.pairs,
                                 settle=args.settle))
             _print_row(rows[-1])
+    module_rows = _measure_modules(args)
     print()
     print(table(rows))
+    if module_rows:
+        print()
+        print(module_table(module_rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump(rows + module_rows, f, indent=2)
+
+
+def _measure_modules(args):
+    runner = ModuleRunner()
+    rows = []
+    try:
+        bare = [sys.executable, "-c", "import ansible.module_utils.basic"]
+        for name, inputs, module, module_args, qemu in MODULE_OPERATIONS:
+            if args.only and args.only not in name:
+                continue
+            cwd = os.path.join(args.dir, "work") if inputs else args.dir
+            # start-up rows: against the bare import of Ansible's module_utils (the floor of any module run);
+            # the others: against the module's own start-up
+            baseline = bare if name.startswith("module start-up") else runner.startup(module)
+            rows.append(measure(name, args.dir, inputs, runner.command(module, module_args, cwd), qemu, args.reps,
+                                show_pairs=args.pairs, settle=args.settle if inputs else 0.0, baseline_cmd=baseline,
+                                env=runner.env))
+            _print_row(rows[-1])
+    finally:
+        runner.close()
+    return rows
 
 
 def _print_row(r):
     print("%-36s engine %7.3fs  qemu-img %7.3fs  ratio %5.2f  RSS engine %6.1f MiB  qemu-img %6.1f MiB"
           % (r["operation"], r["engine_s"], r["qemu_s"], r["ratio"], r["engine_rss_mib"], r["qemu_rss_mib"]), flush=True)
+    if "baseline_s" in r:
+        print("%-36s baseline %7.3fs  module - baseline %7.3fs  ratio (module - baseline)/qemu-img %5.2f"
+              % ("", r["baseline_s"], r["net_s"], r["net_ratio"]), flush=True)
 
 
 def table(rows):
@@ -241,6 +365,16 @@ def table(rows):
     for r in rows:
         values = (r["operation"], r["engine_s"], r["qemu_s"], r["ratio"], r["engine_rss_mib"], r["qemu_rss_mib"])
         out.append("| %s | %.3f | %.3f | %.2f | %.1f | %.1f |" % values)
+    return "\n".join(out)
+
+
+def module_table(rows):
+    out = ["| operation | module (s) | baseline (s) | module - baseline (s) | qemu-img (s) | ratio module/qemu-img "
+           "| ratio (module - baseline)/qemu-img |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        values = (r["operation"], r["engine_s"], r["baseline_s"], r["net_s"], r["qemu_s"], r["ratio"], r["net_ratio"])
+        out.append("| %s | %.3f | %.3f | %.3f | %.3f | %.2f | %.2f |" % values)
     return "\n".join(out)
 
 

@@ -13,8 +13,8 @@ import os
 import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api, directio, fileio
-from ansible_collections.backingchain.qcow2.tests.helpers.chains import assert_clean, same_view, view_of
-from ansible_collections.backingchain.qcow2.tests.helpers.qemu import backing_chain, qemu_img_create, qemu_io
+from ansible_collections.backingchain.qcow2.tests.helpers.chains import assert_clean, copy_images, same_view, view_of
+from ansible_collections.backingchain.qcow2.tests.helpers.qemu import backing_chain, qemu_img, qemu_img_create, qemu_io
 
 MiB = 1 << 20
 DATA_MIB = 24  # in the overlay: what commit, flatten and the in-chain rebase copy (at least)
@@ -75,6 +75,34 @@ def test_in_chain_rebase_writes_its_data_direct(tmp_path, written):
     assert same_view(before, top)
     assert [name for name, _fmt in backing_chain(top)] == [str(top), str(base)]
     assert_clean([base, mid, top])
+
+
+def test_rebase_onto_an_unrelated_base_writes_its_differences_direct_as_qemu_img_rebase_does(tmp_path, written):
+    """Two bases that differ in about half their data: the differences (and only they) are copied into the overlay,
+    straight to disk, and the overlay ends as qemu-img rebase leaves it."""
+    pristine = tmp_path / 'pristine'
+    pristine.mkdir()
+    base = qemu_img_create(pristine / 'base.qcow2', '64M')
+    qemu_io(base, *['write -P %d %dM 1M' % (0x10 + i, i) for i in range(0, 64, 2)])
+    qemu_img('convert', '-O', 'qcow2', base, pristine / 'other.qcow2')
+    # other: every second run of base rewritten, one run zeroed, data where base has none
+    qemu_io(pristine / 'other.qcow2', *['write -P 0x77 %dM 1M' % i for i in range(4, 64, 4)])
+    qemu_io(pristine / 'other.qcow2', 'write -z 2M 1M', 'write -P 0x66 1M 512K', 'write -P 0x55 33M 64K')
+    top = qemu_img_create(pristine / 'top.qcow2', backing='base.qcow2', cwd=pristine)
+    qemu_io(top, 'write -P 0x44 8M 1M', 'write -P 0x45 17M 4K')
+    before = view_of(top, tmp_path)
+    ours, theirs = copy_images(pristine, tmp_path / 'ours'), copy_images(pristine, tmp_path / 'theirs')
+
+    result = api.rebase(str(ours / 'top.qcow2'), 'other.qcow2', 'qcow2')
+    qemu_img('rebase', '-q', '-f', 'qcow2', '-b', 'other.qcow2', '-F', 'qcow2', 'top.qcow2', cwd=theirs)
+
+    # 14 rewritten runs (top holds the 15th) and the zeroed run: data; 1M+512K and 33M+64K: zeros over other's data
+    assert result.bytes_copied == 15 * MiB + 512 * 1024 + 64 * 1024
+    assert written['direct'] >= 15 * MiB
+    assert same_view(before, ours / 'top.qcow2')
+    qemu_img('compare', '-f', 'qcow2', '-F', 'qcow2', ours / 'top.qcow2', theirs / 'top.qcow2')  # raises unless identical
+    assert [name for name, _fmt in backing_chain(ours / 'top.qcow2')] == [str(ours / 'top.qcow2'), str(ours / 'other.qcow2')]
+    assert_clean([ours / 'top.qcow2', ours / 'other.qcow2'])
 
 
 def test_without_o_direct_the_same_copy_goes_through_the_page_cache(tmp_path, written, monkeypatch):

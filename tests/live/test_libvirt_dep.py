@@ -19,7 +19,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors im
 assert libvirt_dep.HAS_LIBVIRT is False
 assert "Error: import of libvirt halted" in libvirt_dep.LIBVIRT_IMPORT_ERROR
 try:
-    connect()
+    connect("qemu:///system")
 except LiveError as err:
     print(err)
 """

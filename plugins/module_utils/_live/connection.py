@@ -18,8 +18,6 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_d
     require_libvirt,
 )
 
-DEFAULT_URI = "qemu:///system"
-
 STATE_RUNNING = "running"
 STATE_SHUT_OFF = "shut off"
 STATE_OTHER = "other"
@@ -40,7 +38,7 @@ def _ignore_libvirt_error(_context: object, _error: object) -> None:
     """libvirt prints every error to stderr unless a handler is set; we report errors ourselves."""
 
 
-def connect(uri: str = DEFAULT_URI) -> Connection:
+def connect(uri: str) -> Connection:
     """Open a read-write libvirt connection to ``uri``; raise LiveError if libvirtd does not answer."""
     libvirt = require_libvirt()
     libvirt.registerErrorHandler(_ignore_libvirt_error, None)

@@ -18,7 +18,6 @@ import typing as t
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.formatters import human_to_bytes
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import DEFAULT_URI
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import InvalidArgumentError
 
 _CONSTRAINTS = ("mutually_exclusive", "required_together", "required_one_of", "required_if", "required_by")
@@ -81,6 +80,10 @@ def common_argument_spec() -> ArgumentSpec:
         allowed_backing_dirs=dict(type="list", elements="path"),
         allow_data_file=dict(type="bool", default=False),
     ))
+
+
+# The libvirt connection a task with domain opens (the doc fragment _domain documents this default).
+DEFAULT_URI = "qemu:///system"
 
 
 def domain_argument_spec() -> ArgumentSpec:

@@ -12,15 +12,26 @@ layer needs it, is reported one way: missing_required_lib() with the import's tr
 from __future__ import annotations
 
 import contextlib
+import sys
 import typing as t
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import connect
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.image_users import find_image_users, in_use_message
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import require_libvirt
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
+
+# The live layer (and libvirt with it) is imported only by runs that use it: it costs a module run start-up time.
+# Until something imported it, no LiveError can have been raised.
+LIVE_ERRORS = "ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors"
+
+
+class _NeverRaised(Exception):
+    """Stands for LiveError in an except clause while the live layer is not imported."""
+
+
+def live_error_type() -> type[Exception]:
+    """LiveError once the live layer is imported, else an exception type nothing raises."""
+    errors = sys.modules.get(LIVE_ERRORS)
+    return errors.LiveError if errors is not None else _NeverRaised
 
 
 def require_engine(module: AnsibleModule) -> None:
@@ -50,7 +61,7 @@ def missing_library(err: Exception) -> tuple[str, str | None] | None:
     raises MissingDependencyError, the live layer a LiveError naming the library."""
     if isinstance(err, api.MissingDependencyError):
         return err.library, err.import_error
-    if isinstance(err, LiveError) and "library" in err.details:
+    if isinstance(err, live_error_type()) and "library" in err.details:
         return t.cast(str, err.details["library"]), t.cast("str | None", err.details.get("import_error"))
     return None
 
@@ -60,14 +71,14 @@ def engine_errors(module: AnsibleModule) -> t.Iterator[None]:
     """Turn every error a user can cause into fail_json: never a traceback."""
     try:
         yield
-    except (api.Qcow2Error, LiveError) as err:
+    except (api.Qcow2Error, live_error_type()) as err:
         missing = missing_library(err)
         if missing is not None:
             module.fail_json(msg=missing_required_lib(missing[0]), exception=missing[1])
         elif isinstance(err, api.NotQcow2Error):
             # The format found, for a playbook to test instead of the message's wording.
             module.fail_json(msg=str(err), image_format=err.image_format)
-        elif isinstance(err, LiveError):
+        elif isinstance(err, live_error_type()):
             # A block job that failed or timed out reports its progress and what was done about it.
             module.fail_json(msg=str(err), **dict((key, err.details[key]) for key in ("job",) if key in err.details))
         else:
@@ -80,6 +91,10 @@ def lock_holders(path: str | None, uri: str) -> str | None:
     """in_use_message for path when libvirt at uri answers, else None (qemu's message has to do)."""
     if not path:
         return None
+    from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import connect
+    from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
+    from ansible_collections.backingchain.qcow2.plugins.module_utils._live.image_users import find_image_users, in_use_message
+    from ansible_collections.backingchain.qcow2.plugins.module_utils._live.libvirt_dep import require_libvirt
     try:
         libvirt = require_libvirt()
         conn = connect(uri)

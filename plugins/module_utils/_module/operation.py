@@ -80,12 +80,18 @@ def run_operation(module: AnsibleModule, operation_class: OperationFactory) -> N
     module.exit_json(**result)
 
 
-def operation_for(module: AnsibleModule, offline: t.Callable[..., t.Any], live: t.Callable[..., t.Any],
-                  shut_off: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+def operation_for(module: AnsibleModule, offline: t.Callable[..., t.Any],
+                  domain_variants: t.Callable[[], tuple[t.Callable[..., t.Any], t.Callable[..., t.Any]]],
+                  *args: t.Any) -> t.Any:
     """Which operation does the task: offline(module, *args) without ``domain``; with it, live(module, *args, domain)
-    while qemu runs the domain, else shut_off(module, *args, domain) (the engine plus the domain's definition)."""
+    while qemu runs the domain, else shut_off(module, *args, domain) (the engine plus the domain's definition), where
+    (live, shut_off) = domain_variants().
+
+    domain_variants imports the domain variants, and this imports Domain, only here: a run without ``domain`` imports
+    nothing of libvirt and the live layer (they cost a module run start-up time)."""
     if not module.params.get("domain"):
         return offline(module, *args)
     from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain import Domain
+    live, shut_off = domain_variants()
     domain = Domain(module.params, chain_policy(module.params))
     return (live if domain.running else shut_off)(module, *args, domain)

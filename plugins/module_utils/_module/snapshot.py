@@ -7,7 +7,7 @@
 
 An external snapshot is a new qcow2 overlay that becomes the writable top, the image below it its backing
 file. Where it is taken is chosen by select_external_backend(): OfflineExternalSnapshot writes the overlay
-itself and needs the image to be idle; with ``domain`` set, LiveExternalSnapshot has libvirt take it on a
+itself and needs the image to be idle; with ``domain`` set (snapshot_domain.py), LiveExternalSnapshot has libvirt take it on a
 running domain (libvirt's atomic disk-only snapshot makes the overlay, mode 0600 and owned by qemu's user,
 and records path, absolute, with its format; the change is already made when the disk runs on the overlay
 with path directly below), and ShutOffExternalSnapshot writes it offline, then points the domain's
@@ -18,21 +18,11 @@ definition not yet updated) is taken as it is and only the definition changes.
 from __future__ import annotations
 
 import os
+import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.snapshot import (
-    agent_not_answering,
-    create_disk_only_snapshot,
-    guest_agent_state,
-)
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.describe import describe_chain, read_chain, underscore_keys
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.domain import (
-    DefinitionSync,
-    Domain,
-    DomainDisk,
-    require_active_image,
-)
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.files import (
     backing_is,
     require_parent_directory,
@@ -153,8 +143,15 @@ class SnapshotOperation(Operation):
 def select_external_backend(module: AnsibleModule, path: str, overlay: str,
                             policy: api.ChainPolicy) -> ExternalSnapshotBackend:
     """Offline without ``domain``; with it, libvirt while qemu runs the domain, else offline plus its definition."""
-    return operation_for(module, OfflineExternalSnapshot, LiveExternalSnapshot, ShutOffExternalSnapshot,
-                         path, overlay, policy)
+    return operation_for(module, OfflineExternalSnapshot, _domain_variants, path, overlay, policy)
+
+
+def _domain_variants() -> tuple[t.Any, t.Any]:
+    from ansible_collections.backingchain.qcow2.plugins.module_utils._module.snapshot_domain import (
+        LiveExternalSnapshot,
+        ShutOffExternalSnapshot,
+    )
+    return LiveExternalSnapshot, ShutOffExternalSnapshot
 
 
 class ExternalSnapshotBackend(Operation):
@@ -237,115 +234,3 @@ def overlay_results(overlay: str, policy: api.ChainPolicy) -> dict:
         return {}
     infos = read_chain(overlay, policy)
     return {"overlay": underscore_keys(infos[0]), "chain": underscore_keys(infos)}
-
-
-class LiveExternalSnapshot(ExternalSnapshotBackend):
-    """A running domain: libvirt creates the overlay and qemu switches to it; nothing here writes an image."""
-
-    def __init__(self, module: AnsibleModule, path: str, overlay: str, policy: api.ChainPolicy, domain: Domain) -> None:
-        super().__init__(module, path, os.path.abspath(overlay), policy)
-        self.domain = domain
-        self.disk: DomainDisk | None = None
-        self.taken: dict | None = None
-
-    def _done(self, disk: DomainDisk) -> bool:
-        return disk.position(self.overlay) == 0 and disk.position(self.path) == 1
-
-    def plan(self) -> None:
-        disk = self.domain.locate(self.path, self.module.params["disk"], done=self._done)
-        if disk is None:
-            raise self.domain.not_active_error(self.path, "an overlay can only go on top of the active image")
-        self.disk = disk
-        self.diff_before = self.diff_after = self._describe(disk.chain)
-        if self._done(disk):
-            return
-        require_active_image(self.domain, disk, self.path, "an overlay can only go on top of the active image")
-        if os.path.lexists(self.overlay):
-            raise api.InvalidArgumentError("Overlay %s already exists and is not the active image of disk %s above %s; "
-                                           "choose another overlay path or remove it first"
-                                           % (self.overlay, disk.target, self.path), self.overlay)
-        require_parent_directory(self.overlay)
-        if self.module.params["quiesce"]:
-            self._require_agent()
-        # Reading the chain applies allowed_backing_dirs, as offline.
-        api.image_info(self.path, backing_chain=True, force_share=True, policy=self.policy)
-        self.diff_after = self._describe([self.overlay] + disk.chain)
-        self.changed = True
-
-    def _require_agent(self) -> None:
-        """Refuse in the plan (so check mode predicts it) what libvirt would refuse: quiesce without an agent."""
-        state = guest_agent_state(self.domain.dom)
-        if state is None:
-            raise agent_not_answering(self.domain.name, "the domain has no guest agent channel")
-        if state == "disconnected":
-            raise agent_not_answering(self.domain.name, "no agent has connected to its guest agent channel")
-
-    def _describe(self, chain: list[str]) -> dict:
-        return {"path": self.path, "overlay": self.overlay, "domain": self.domain.name, "disk": self.disk.target,
-                "chain": chain}
-
-    def apply(self) -> None:
-        params = self.module.params
-        self.taken = create_disk_only_snapshot(
-            self.domain.dom, {self.disk.target: self.overlay}, name=params["name"] if params["metadata"] else None,
-            metadata=params["metadata"], quiesce=params["quiesce"])
-        self.diff_after = self._describe(self.domain.chain_now(self.disk.target))
-
-    def results(self) -> dict:
-        taken = self.taken or {}
-        snapshot = taken.get("name") if taken.get("metadata") else None  # libvirt names even the snapshots it does not keep
-        domain = self.domain.result(self.disk.target, snapshot=snapshot, quiesced=taken.get("quiesced", False))
-        result = overlay_results(self.overlay, self.policy)
-        result["domain"] = domain
-        return result
-
-
-class ShutOffExternalSnapshot(OfflineExternalSnapshot):
-    """A shut-off domain: the engine writes the overlay, then the definition points the disk at it."""
-
-    def __init__(self, module: AnsibleModule, path: str, overlay: str, policy: api.ChainPolicy, domain: Domain) -> None:
-        super().__init__(module, path, os.path.abspath(overlay), policy)
-        self.domain = domain
-        self.disk: DomainDisk | None = None
-        self.definition: DefinitionSync | None = None
-        self.writes_overlay = False
-
-    def _done(self, disk: DomainDisk) -> bool:
-        return api.same_file(disk.active, self.overlay) and disk.position(self.path) == 1
-
-    def plan(self) -> None:
-        disk = self.domain.locate(self.path, self.module.params["disk"], done=self._done)
-        if disk is None:
-            raise self.domain.not_active_error(self.path, "an overlay can only go on top of the active image")
-        if not self._done(disk):
-            require_active_image(self.domain, disk, self.path, "an overlay can only go on top of the active image")
-        self.disk = disk
-        super().plan()
-        self.writes_overlay = self.changed
-        if self._done(disk):
-            chain_after, formats_after = disk.chain, disk.formats
-        else:  # the disk starts on path, the overlay goes on top (or was made by an interrupted run)
-            chain_after, formats_after = [self.overlay] + disk.chain, ["qcow2"] + disk.formats
-        self.definition = DefinitionSync(self.domain, disk)
-        self.definition.plan(self.overlay, "qcow2", self.writes_overlay, chain_after, formats_after)
-        self.changed = self.writes_overlay or self.definition.changed
-        self.diff_before = self._describe_domain(disk.chain, self.definition.before)
-        self.diff_after = self._describe_domain(chain_after, self.definition.after)
-
-    def _describe_domain(self, chain: list[str], definition: dict) -> dict:
-        return {"path": self.path, "overlay": self.overlay, "domain": self.domain.name, "disk": self.disk.target,
-                "chain": chain, "definition": definition}
-
-    def apply(self) -> None:
-        if self.writes_overlay:
-            super().apply()
-            if self.module.params["metadata"]:
-                self.module.warn("domain '%s' is shut off: the overlay was made offline and libvirt keeps no snapshot "
-                                 "metadata for it" % self.domain.name)
-        self.definition.apply()
-        self.diff_after = self._describe_domain(self.domain.chain_now(self.disk.target), self.definition.after)
-
-    def results(self) -> dict:
-        result = super().results()
-        result["domain"] = self.domain.result(self.disk.target, definition_changed=self.definition.changed)
-        return result

@@ -82,7 +82,6 @@ def copy_runs(source: Image, dest: CopyDestination, runs: list[Run], zero_runs: 
 
 def _copy(source: Image, dest: CopyDestination, runs: list[Run], zero_runs: str, ring: BufferRing, stats: CopyStats, progress: Progress | None) -> None:
     cs = dest.cluster_size
-    chunk = ring.size
     for start, end, kind in runs:
         if kind == RUN_ZERO:
             if zero_runs == "zero":
@@ -91,17 +90,24 @@ def _copy(source: Image, dest: CopyDestination, runs: list[Run], zero_runs: str,
             continue
         if kind != RUN_DATA:
             continue
-        pos = (start // cs) * cs
-        stop = min(dest.size, -(-end // cs) * cs)
-        while pos < stop:
-            n = min(chunk, stop - pos)
-            buf, first = ring.take(n)
+        for pos, n, buf, first in ring_chunks(ring, start, end, cs, dest.size):
             source.read_into(memoryview(buf)[first:first + n], pos)
             stats.bytes_read += n
             _write_nonzero(dest, buf, first, pos, n, cs, zero_runs, stats)
             if progress is not None:
                 progress(pos + n)
-            pos += n
+
+
+def ring_chunks(ring: BufferRing, start: int, end: int, cs: int, size: int) -> typing.Iterator[tuple[int, int, bytearray, int]]:
+    """(guest offset, length, buffer, first) for each piece of [start, end), widened to whole clusters of cs bytes
+    (but not past size), that fits a buffer of the ring: buffer[first:first+length] is free to fill."""
+    pos = (start // cs) * cs
+    stop = min(size, -(-end // cs) * cs)
+    while pos < stop:
+        n = min(ring.size, stop - pos)
+        buf, first = ring.take(n)
+        yield pos, n, buf, first
+        pos += n
 
 
 def _write_nonzero(dest: CopyDestination, buf: bytearray, first: int, offset: int, length: int, cs: int, zero_runs: str, stats: CopyStats) -> None:

@@ -16,7 +16,6 @@ import errno
 import os
 import stat
 import typing
-from concurrent.futures import ThreadPoolExecutor
 
 from . import directio
 from .errors import CorruptionError, NoSpaceError, Qcow2Error
@@ -209,6 +208,7 @@ class BlockFile:
         if self._executor is not None:
             yield
             return
+        from concurrent.futures import ThreadPoolExecutor  # only writers need threads: start-up time counts
         self._executor = ThreadPoolExecutor(max_workers=workers)
         self._max_pending = max_pending
         try:
@@ -455,6 +455,7 @@ class EarlyWriteback:
         self.every = every
         self._batch_start, self._batch_end, self._batch_bytes = None, 0, 0
         self._previous = None
+        from concurrent.futures import ThreadPoolExecutor  # as in write_behind
         self._executor = ThreadPoolExecutor(max_workers=1)
 
     def issued(self, start: int, end: int) -> None:

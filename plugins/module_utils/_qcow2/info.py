@@ -12,7 +12,6 @@ import typing
 from . import constants as C
 from .chain import resolve_backing_path
 from .layout import COMPRESSED, NORMAL, ZERO_ALLOC, classify, nonzero_entries
-from .snapshots import snapshot_info
 
 if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
     from .chain import Chain, Image
@@ -59,6 +58,7 @@ def image_info(img: Image) -> dict:
             info["backing-filename-format"] = hdr.backing_format
     snaps = img.snapshot_list()
     if snaps:
+        from .snapshots import snapshot_info  # imported by the few images that need it: start-up time counts
         info["snapshots"] = [snapshot_info(sn) for sn in snaps]
     return info
 
@@ -68,11 +68,17 @@ def chain_info(chain: Chain, bitmaps: bool = False) -> list[dict]:
     has "bitmaps": every bitmap with whether it can be trusted and why not (bitmap_ops.describe)."""
     infos = [image_info(img) for img in chain.images]
     if bitmaps:
-        from .bitmap_ops import describe
         for info, img in zip(infos, chain.images):
             if img.format_name == "qcow2":
-                info["bitmaps"] = describe(img)
+                info["bitmaps"] = _described_bitmaps(img)
     return infos
+
+
+def _described_bitmaps(img: Image) -> list[dict]:
+    if not img.bitmap_trust.verdicts:
+        return []  # what describe() says, without importing the bitmap operations: start-up time counts
+    from .bitmap_ops import describe
+    return describe(img)
 
 
 def allocated_bytes(img: Image) -> int:

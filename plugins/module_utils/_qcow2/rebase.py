@@ -25,7 +25,7 @@ import typing
 from .backing_name import set_backing
 from .bitmaps import recorded_writes
 from .chain import DEFAULT_POLICY, check_backing_reference, open_chain, resolve_backing_path
-from .copyview import CopyStats, copy_runs, planned_bytes
+from .copyview import BUFFERS, CHUNK, CopyStats, copy_runs, planned_bytes, ring_chunks
 from .errors import BackingChainError, ImageLockedError, InvalidArgumentError, Qcow2Error
 from .image import probe_is_qcow2
 from .info import chain_info
@@ -42,8 +42,6 @@ if typing.TYPE_CHECKING:  # names used in annotations only (some of these import
     from .image import Qcow2Image
     from .records import ChainEntry
     from .segments import Run
-
-COMPARE_CHUNK = 2 << 20
 
 
 def plan_rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False, policy: ChainPolicy | None = None) -> RebasePlan:
@@ -351,26 +349,33 @@ def _subtract_allocated(img: Qcow2Image, runs: list[Run]) -> list[Run]:
 def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats,
                       record: typing.Optional[typing.Callable[[int, int], None]]) -> None:
     """Unrelated new base: compare old and new views where the image itself is unallocated; record(start, end) gets
-    the sectors that differ (None: no enabled bitmap, nothing to work out)."""
+    the sectors that differ (None: no enabled bitmap to tell, so they are not looked for).
+
+    The old view is read into the copy buffers flatten and commit use, so the clusters that differ go to disk as
+    theirs do: straight from those buffers, direct where aligned, behind the next reads."""
     cs = img.geo.cluster_size
-    chunk = max(cs, (COMPARE_CHUNK // cs) * cs)
-    old_buf, new_buf = bytearray(chunk), bytearray(chunk)
-    old_view, new_view = memoryview(old_buf), memoryview(new_buf)
+    chunk = max(cs, (CHUNK // cs) * cs)
+    new_view = memoryview(bytearray(chunk))
     zeroes = _ZeroesAgainst(img, new_top)
-    for start, end in _candidates(img, new_top):
-        pos = (start // cs) * cs
-        stop = min(img.size, -(-end // cs) * cs)
-        while pos < stop:
-            n = min(chunk, stop - pos)
-            img.read_backing_into(old_view[:n], pos)
-            _read_view(new_top, new_view[:n], pos)
-            if old_buf[:n] != new_buf[:n]:
-                if record is not None:
-                    lo, hi = max(pos, start), min(pos + n, end)
-                    for s, e in sector_differences(old_buf[lo - pos:hi - pos], new_buf[lo - pos:hi - pos], lo, hi - lo):
-                        record(s, e)
-                _write_differing(zeroes, old_buf, new_buf, pos, n, cs, stats, start, end)
-            pos += n
+    with img.file.copy_buffers(BUFFERS, chunk) as ring:
+        for start, end in _candidates(img, new_top):
+            for pos, n, buf, first in ring_chunks(ring, start, end, cs, img.size):
+                img.read_backing_into(memoryview(buf)[first:first + n], pos)
+                _read_view(new_top, new_view[:n], pos)
+                if not buf.startswith(new_view[:n], first, first + n):  # memcmp, no copy
+                    if record is not None:
+                        _record_differing_sectors(record, buf, first, new_view, pos, n, start, end)
+                    _write_differing(zeroes, buf, first, new_view, pos, n, stats, start, end)
+
+
+def _record_differing_sectors(record: typing.Callable[[int, int], None], buf: bytearray, first: int,
+                              new_view: memoryview, offset: int, length: int, run_start: int, run_end: int) -> None:
+    """record() the sectors of the piece (old view in buf[first:first+length], guest offset ``offset``) that differ
+    from the new view, within the unallocated run [run_start, run_end)."""
+    lo, hi = max(offset, run_start), min(offset + length, run_end)
+    old = buf[first + lo - offset:first + hi - offset]
+    for s, e in sector_differences(old, new_view[lo - offset:hi - offset].tobytes(), lo, hi - lo):
+        record(s, e)
 
 
 def _candidates(img: Qcow2Image, new_top: Image) -> list[tuple[int, int]]:
@@ -399,21 +404,36 @@ def _read_view(top: Image | None, view: memoryview, offset: int) -> None:
         view[inside:] = zero_bytes(len(view) - inside)
 
 
-def _write_differing(img: _ZeroesAgainst, old_buf: bytearray, new_buf: bytearray, offset: int, length: int, cs: int,
+def _write_differing(dest: _ZeroesAgainst, buf: bytearray, first: int, new_view: memoryview, offset: int, length: int,
                      stats: CopyStats, run_start: int, run_end: int) -> None:
-    """Write the old view's clusters where they differ from the new view (clipped to the unallocated run)."""
+    """Write the old view's clusters (buf[first:first+length], guest offset ``offset``) where they differ from the new
+    view, clipped to the unallocated run [run_start, run_end). Neighbouring clusters go in one write, from buf."""
+    cs = dest.cluster_size
+    view = memoryview(buf)
+    gathered: list = []  # [lo, hi, all zeros] of the clusters gathered for one write
+
+    def write_gathered() -> None:
+        if not gathered:
+            return
+        lo, hi, zero = gathered
+        if zero:
+            dest.write_zeroes(lo, hi - lo)
+            stats.bytes_zeroed += hi - lo
+        else:
+            dest.write(lo, view[first + lo - offset:first + hi - offset])
+            stats.bytes_written += hi - lo
+        gathered.clear()
+
     pos = 0
     while pos < length:
         n = min(cs, length - pos)
-        if old_buf[pos:pos + n] != new_buf[pos:pos + n]:
-            lo = max(offset + pos, run_start)
-            hi = min(offset + pos + n, run_end)
-            if hi > lo:
-                data = old_buf[lo - offset:hi - offset]
-                if data == zero_bytes(len(data)):
-                    img.write_zeroes(lo, hi - lo)
-                    stats.bytes_zeroed += hi - lo
-                else:
-                    img.write(lo, data)
-                    stats.bytes_written += hi - lo
+        lo, hi = max(offset + pos, run_start), min(offset + pos + n, run_end)
+        if hi > lo and not buf.startswith(new_view[pos:pos + n], first + pos, first + pos + n):
+            zero = buf.startswith(zero_bytes(hi - lo), first + lo - offset, first + hi - offset)
+            if gathered and gathered[1] == lo and gathered[2] == zero:
+                gathered[1] = hi
+            else:
+                write_gathered()
+                gathered.extend((lo, hi, zero))
         pos += n
+    write_gathered()
