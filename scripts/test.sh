@@ -11,8 +11,8 @@
 # why) or anything else (failed). All selected stages run even when one
 # fails; the last line is "N passed, M failed" and the exit status is non-zero
 # when a stage failed. Each stage's output is also kept in
-# tests/output/stages/<stage>.log. The stages of the other ansible-core
-# versions (NN-<kind>-core-X.Y) of one kind run side by side (see below).
+# tests/output/stages/<stage>.log. Stages run side by side, one per core
+# (see below), and print their wall time and CPU seconds.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,7 +48,8 @@ fi
 mkdir -p "$LOG_DIR"
 trap 'echo; echo "interrupted" >&2; exit 130' INT
 
-results=() times=() passed=0 failed=0 skipped=0
+declare -A result_of=() seconds_of=() cpu_of=()
+passed=0 failed=0 skipped=0
 
 run_stage() {
     (
@@ -60,65 +61,93 @@ run_stage() {
 }
 
 record() {
-    local name="$1" rc="$2" elapsed="$3" result
+    local name="$1" rc="$2" elapsed="$3" cpu="$4" result
     case $rc in
         0) result=PASS; passed=$((passed + 1)) ;;
         "$SKIP_RC") result=SKIP; skipped=$((skipped + 1)) ;;
         *) result="FAIL (exit $rc)"; failed=$((failed + 1)) ;;
     esac
-    printf '==== stage %s: %s in %ss ====\n' "$name" "$result" "$elapsed"
-    results+=("$result")
-    times+=("$elapsed")
+    printf '==== stage %s: %s in %ss (%ss of CPU) ====\n' "$name" "$result" "$elapsed" "$cpu"
+    result_of[$name]=$result
+    seconds_of[$name]=$elapsed
+    cpu_of[$name]=$cpu
 }
 
-# The stages of the other ansible-core versions (NN-<kind>-core-X.Y) of one kind
-# run side by side, one per version: each mostly waits on one process at a
-# time, so two of them on the machine's two cores take the time of one. Their
-# output is shown, stage by stage, when all of them have ended.
-group_at() {
-    local first="${stages[$1]}" j
-    printf '%s\n' "$first"
-    [[ "$first" == *-core-* ]] || return 0
-    for ((j = $1 + 1; j < ${#stages[@]}; j++)); do
-        [[ "${stages[$j]}" == "${first%-core-*}"-core-* ]] || break
-        printf '%s\n' "${stages[$j]}"
+# Stages run side by side, as many at a time as the machine has cores (TEST_SLOTS
+# overrides): most of them keep one core busy at a time (one ansible-playbook,
+# one ansible-test, one pytest process), so on two cores two of them take little
+# longer than one. A stage whose file has the line "# test.sh: runs alone" keeps
+# every core busy itself (pytest -n auto) and runs with nothing beside it, its
+# output shown as it comes. A stage run beside others writes to its log, shown
+# when it ends. Stages start in lexical order. No two stages share a service:
+# only 60-live starts libvirtd, only 70-fleet the sshd fleet.
+SLOTS="${TEST_SLOTS:-$(nproc 2>/dev/null || echo 1)}"
+((SLOTS >= 1)) || SLOTS=1
+
+runs_alone() { grep -q '^# test.sh: runs alone' "$STAGE_DIR/$1.sh"; }
+
+# CPU seconds (user + system) of the children of the calling shell, from the builtin times.
+children_cpu() {
+    times | awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); t += p[1] * 60 + p[2] } printf "%d", t }'
+}
+
+declare -A pid_of=()
+running=()
+
+start_beside() {
+    local name="$1"
+    rm -f "$LOG_DIR/$name.result"
+    (
+        set +e
+        began=$(date +%s)
+        run_stage "$name" >"$LOG_DIR/$name.log" 2>&1
+        rc=$?
+        printf '%s %s %s\n' "$rc" "$(($(date +%s) - began))" "$(children_cpu)" >"$LOG_DIR/$name.result"
+    ) &
+    pid_of[$name]=$!
+    running+=("$name")
+    printf '\n==== stage %s started%s ====\n' "$name" "$( ((${#running[@]} > 1)) && printf ' (beside %s)' "${running[*]:0:${#running[@]}-1}")"
+}
+
+# Wait until at most $1 stages run beside each other; show and record each one that ended.
+reap() {
+    local limit="$1" name rc elapsed cpu still
+    while ((${#running[@]} > limit)); do
+        still=()
+        for name in "${running[@]}"; do
+            if [[ -e "$LOG_DIR/$name.result" ]]; then
+                wait "${pid_of[$name]}" || true
+                printf '\n==== stage %s ====\n' "$name"
+                cat "$LOG_DIR/$name.log"
+                read -r rc elapsed cpu <"$LOG_DIR/$name.result"
+                record "$name" "$rc" "$elapsed" "$cpu"
+            else
+                still+=("$name")
+            fi
+        done
+        running=(${still[@]+"${still[@]}"})
+        ((${#running[@]} > limit)) && sleep 1
     done
+    return 0
 }
 
-i=0
-while ((i < ${#stages[@]})); do
-    mapfile -t group < <(group_at "$i")
-    i=$((i + ${#group[@]}))
-    if [[ ${#group[@]} -eq 1 ]]; then
-        name="${group[0]}"
+for name in "${stages[@]}"; do
+    if ((SLOTS == 1)) || runs_alone "$name"; then
+        reap 0
         printf '\n==== stage %s ====\n' "$name"
         start=$SECONDS
+        cpu_before=$(children_cpu)
         set +e
         run_stage "$name" 2>&1 | tee "$LOG_DIR/$name.log"
         rc=${PIPESTATUS[0]}
         set -e
-        record "$name" "$rc" $((SECONDS - start))
-        continue
+        record "$name" "$rc" $((SECONDS - start)) $(($(children_cpu) - cpu_before))
+    else
+        reap $((SLOTS - 1))
+        start_beside "$name"
     fi
-    printf '\n==== stages %s, side by side ====\n' "${group[*]}"
-    start=$SECONDS
-    began=$(date +%s)
-    for name in "${group[@]}"; do
-        (
-            set +e
-            run_stage "$name" >"$LOG_DIR/$name.log" 2>&1
-            printf '%s %s\n' "$?" "$(($(date +%s) - began))" >"$LOG_DIR/$name.result"
-        ) &
-    done
-    wait
-    for name in "${group[@]}"; do
-        printf '\n==== stage %s ====\n' "$name"
-        cat "$LOG_DIR/$name.log"
-        read -r rc elapsed <"$LOG_DIR/$name.result"
-        record "$name" "$rc" "$elapsed"
-    done
-    echo "(side by side: ${group[*]} took $((SECONDS - start))s together)"
 done
+reap 0
 
 # CI keeps only the end of the output: repeat what each failed stage said about its failure here.
 failure_digest() {
@@ -128,13 +157,14 @@ failure_digest() {
     echo '---- its last lines ----'
     tail -n 15 "$LOG_DIR/$name.log"
 }
-for i in "${!stages[@]}"; do
-    [[ "${results[$i]}" == FAIL* ]] && failure_digest "${stages[$i]}"
+for name in "${stages[@]}"; do
+    [[ "${result_of[$name]}" == FAIL* ]] && failure_digest "$name"
 done
 
-printf '\n%-28s %-16s %8s\n' STAGE RESULT SECONDS
-for i in "${!stages[@]}"; do
-    printf '%-28s %-16s %8s\n' "${stages[$i]}" "${results[$i]}" "${times[$i]}"
+# SECONDS is each stage's own wall time; stages run beside others overlap, so they add up to more than the total.
+printf '\n%-28s %-16s %8s %8s\n' STAGE RESULT SECONDS CPU
+for name in "${stages[@]}"; do
+    printf '%-28s %-16s %8s %8s\n' "$name" "${result_of[$name]}" "${seconds_of[$name]}" "${cpu_of[$name]}"
 done
 printf '%-28s %-16s %8s\n' total "" "$SECONDS"
 # Which ansible-core each stage ran with: the .venv's, or .venvs/ansible-core-X.Y for the *-core-X.Y stages.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pure-Python tests under plain pytest: tests/unit (engine and plugin unit
 # tests, ansible-test layout) and tests/repo (checks on the repository itself).
+# test.sh: runs alone (pytest -n auto keeps every core busy)
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzing, short: replay every stored regression input, hypothesis-driven mutations, then a fixed-seed
 # random run (FUZZ_CASES, default 600) on every core. The long run is scripts/fuzz.sh --cases 100000.
+# test.sh: runs alone (pytest -n 2 and two fuzz workers keep every core busy)
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 

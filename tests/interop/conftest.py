@@ -48,23 +48,29 @@ def small_fs(tmp_path: Path):
         subprocess.run(['umount', str(mnt)], check=False)
 
 
-_CRASH_POINTS: list[tuple[str, int]] = []
+_CRASH_POINTS: list[tuple[str, int, int | None]] = []  # (test, points tried, I/O events of the sweep)
 _FIGURES: list = []  # (topic, {name: value}) from record_property('interop_figures', ...)
 
 
 def pytest_runtest_logreport(report):
     """Collect the crash points and figures tests report (record_property, which also reaches the xdist controller)."""
     if report.when == 'call' and report.passed:
-        _CRASH_POINTS.extend((report.nodeid, value) for key, value in report.user_properties if key == 'crash_points')
+        properties = dict(report.user_properties)
+        if 'crash_points' in properties:
+            _CRASH_POINTS.append((report.nodeid, properties['crash_points'], properties.get('crash_events')))
         _FIGURES.extend(value for key, value in report.user_properties if key == 'interop_figures')
 
 
 def pytest_terminal_summary(terminalreporter):
     if _CRASH_POINTS:
         terminalreporter.section('crash points tried')
-        for nodeid, count in sorted(_CRASH_POINTS):
-            terminalreporter.write_line('%5d  %s' % (count, nodeid.split('::', 1)[-1]))
-        terminalreporter.write_line('%5d  in total' % sum(count for _nodeid, count in _CRASH_POINTS))
+        for nodeid, count, events in sorted(_CRASH_POINTS, key=lambda c: c[0]):
+            of = ' of %4d' % events if events else ' ' * 8
+            terminalreporter.write_line('%5d%s  %s' % (count, of, nodeid.split('::', 1)[-1]))
+        terminalreporter.write_line('%5d%s  in total' % (sum(c[1] for c in _CRASH_POINTS), ' ' * 8))
+        if any(events and events > count for _nodeid, count, events in _CRASH_POINTS):
+            terminalreporter.write_line('(a sample of each sweep\'s I/O events; CRASH_POINTS=all, or scripts/crash-sweep.sh, '
+                                        'tries every one)')
     if _FIGURES:
         terminalreporter.section('interop figures')
         for topic, figures in sorted(_FIGURES, key=lambda f: (f[0], sorted(f[1].items()))):

@@ -20,7 +20,7 @@ import pytest
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.create import CreateOptions
 from ansible_collections.backingchain.qcow2.tests.helpers.chains import Layer, build_chain, count_events, run_engine
-from ansible_collections.backingchain.qcow2.tests.helpers.limits import examples
+from ansible_collections.backingchain.qcow2.tests.helpers.limits import crash_points, examples, record_crash_points
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     QemuError, qemu_compare, qemu_img, qemu_img_check, qemu_img_create, qemu_img_info, qemu_img_map, qemu_io,
     qemu_io_holding, raw_of)
@@ -178,7 +178,7 @@ def test_a_copy_killed_anywhere_leaves_no_layer_or_a_complete_one(tmp_path, reco
     expected = reference(tmp_path, source, full, kwargs['ranges'], 4 * MiB)
     os.unlink(kwargs['dest'])
     before = qemu_img('map', '--output=json', source)
-    for n in range(1, events + 1):
+    for n in crash_points(events):
         proc = run_engine('copy_ranges', kwargs, crash_at=n)
         assert proc.returncode == -9, (n, proc.stderr)
         if os.path.exists(kwargs['dest']):  # killed after the rename: complete
@@ -188,4 +188,4 @@ def test_a_copy_killed_anywhere_leaves_no_layer_or_a_complete_one(tmp_path, reco
     api.copy_ranges(**kwargs)  # a new run removes what the killed ones left
     assert qemu_compare(expected, kwargs['dest'])
     assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
-    record_property('crash_points', events)
+    record_crash_points(record_property, events)

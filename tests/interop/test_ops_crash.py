@@ -48,6 +48,7 @@ from ansible_collections.backingchain.qcow2.tests.helpers.crash import (
     snapshot_names,
     snapshot_view,
 )
+from ansible_collections.backingchain.qcow2.tests.helpers.limits import crash_points, record_crash_points
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     backing_chain,
     dirty_ranges,
@@ -164,7 +165,7 @@ def test_crash_at_every_io_event(tmp_path, scenario, record_property):
     assert backing_chain(work / 'top.qcow2') == expected_chain and same_view(work / 'top.qcow2', before)
 
     repaired = 0
-    for n in range(1, total + 1):
+    for n in crash_points(total):
         _reset(work, pristine)
         proc = run_engine(op, _kwargs(kwargs, work), crash_at=n, cwd=work)
         assert proc.returncode == KILLED, (n, proc.stderr)
@@ -175,7 +176,7 @@ def test_crash_at_every_io_event(tmp_path, scenario, record_property):
         assert backing_chain(work / 'top.qcow2') == expected_chain, n
         assert_clean(_images(work), leaks_ok=True)
         assert getattr(api, op)(**_kwargs(kwargs, work)).changed is False, n
-    record_property('crash_points', total)
+    record_crash_points(record_property, total)
     print('%s: %d crash points, %d left leaks the engine repaired' % (scenario, total, repaired))
 
 
@@ -187,7 +188,7 @@ def test_convert_crash_at_every_io_event(tmp_path, compress, record_property):
     _reset(work, pristine)
     total = count_events('convert', _kwargs(kwargs, work), cwd=work)
 
-    for n in range(1, total + 1):
+    for n in crash_points(total):
         _reset(work, pristine)
         proc = run_engine('convert', _kwargs(kwargs, work), crash_at=n, cwd=work)
         assert proc.returncode == KILLED, (n, proc.stderr)
@@ -201,7 +202,7 @@ def test_convert_crash_at_every_io_event(tmp_path, compress, record_property):
         api.convert(**_kwargs(kwargs, work))
         assert same_view(dest, before) and backing_chain(dest) == [(str(dest), 'qcow2')]
         assert_clean([dest])
-    record_property('crash_points', total)
+    record_crash_points(record_property, total)
     print('convert%s: %d crash points' % (' -c' if compress else '', total))
 
 
@@ -226,7 +227,7 @@ def test_grow_crash_at_every_io_event(tmp_path, bitmaps, record_property):
     new_size = (299 if bitmaps else 3) * MiB  # 299M: past the 256M one table cluster of bitmap "fine" covers
     kwargs = {'path': str(work / 'top.qcow2'), 'size': new_size}
     total = count_events('grow_image', kwargs, cwd=work)
-    for n in range(1, total + 1):
+    for n in crash_points(total):
         _reset(work, pristine)
         assert run_engine('grow_image', kwargs, crash_at=n, cwd=work).returncode == KILLED
         assert_clean([work / 'top.qcow2'], leaks_ok=True)  # also: qemu opens it, bitmaps included
@@ -239,7 +240,7 @@ def test_grow_crash_at_every_io_event(tmp_path, bitmaps, record_property):
             assert dirty_ranges(work / 'top.qcow2', 'fine') == [(128 * 1024, 4096)], n
         assert api.grow_image(**kwargs) is False, n  # converged: nothing left to do
         assert_clean([work / 'top.qcow2'], leaks_ok=True)
-    record_property('crash_points', total)
+    record_crash_points(record_property, total)
 
 
 # ---- internal snapshots, through qcow2_snapshot -------------------------------------------------------------------
@@ -303,7 +304,7 @@ def test_snapshot_crash_at_every_io_event(tmp_path, chain, task, record_property
 
     seen = {'before': 0, 'after': 0}
     repaired = 0
-    for n in range(1, total + 1):
+    for n in crash_points(total):
         _reset(work, pristine)
         proc = run_module('qcow2_snapshot', args, crash_at=n)
         assert proc.returncode == KILLED, (n, proc.stdout, proc.stderr)
@@ -321,7 +322,7 @@ def test_snapshot_crash_at_every_io_event(tmp_path, chain, task, record_property
         assert_clean(_images(work), leaks_ok=True)
         assert module_result('qcow2_snapshot', args)[0]['changed'] is False, n
     assert seen['before'] and seen['after'], seen  # crashes on both sides of the switch
-    record_property('crash_points', total)
+    record_crash_points(record_property, total)
     print('snapshot %s (%s): %d crash points, %d before the switch, %d after, %d left leaks the engine repaired'
           % (task, chain, total, seen['before'], seen['after'], repaired))
 
@@ -378,7 +379,7 @@ def test_create_crash_at_every_io_event(tmp_path, task, record_property):
     reference = work / 'reference.qcow2'
 
     made = 0
-    for n in range(1, total + 1):
+    for n in crash_points(total):
         _reset(work, pristine)
         proc = run_module('qcow2_image', args, crash_at=n, cwd=work)
         assert proc.returncode == KILLED, (n, proc.stdout, proc.stderr)
@@ -392,7 +393,7 @@ def test_create_crash_at_every_io_event(tmp_path, task, record_property):
         _same_image(work / 'new.qcow2', reference)
         assert leftovers(work, 'new.qcow2') == [], n  # the interrupted run's temporary files are gone
         assert module_result('qcow2_image', args, cwd=work)[0]['changed'] is False, n
-    record_property('crash_points', total)
+    record_crash_points(record_property, total)
     print('create (%s): %d crash points, %d after the rename' % (task, total, made))
 
 
