@@ -122,7 +122,9 @@ use_checkout_collection() {
     link="$root/ansible_collections/$(galaxy_field namespace)/$(galaxy_field name)"
     if [[ "$(readlink "$link" 2>/dev/null)" != "$REPO" ]]; then
         mkdir -p "$(dirname "$link")"
-        ln -sfn "$REPO" "$link"
+        # made beside and renamed over: a stage running beside this one never sees the link missing
+        ln -sfn "$REPO" "$link.$$"
+        mv -Tf "$link.$$" "$link"
     fi
     export ANSIBLE_COLLECTIONS_PATH="$root${ANSIBLE_COLLECTIONS_PATH:+:$ANSIBLE_COLLECTIONS_PATH}"
 }
