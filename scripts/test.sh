@@ -86,9 +86,13 @@ SLOTS="${TEST_SLOTS:-$(nproc 2>/dev/null || echo 1)}"
 
 runs_alone() { grep -q '^# test.sh: runs alone' "$STAGE_DIR/$1.sh"; }
 
-# CPU seconds (user + system) of the children of the calling shell, from the builtin times.
+# CPU seconds (user + system) of the waited-for children of the calling shell: the builtin times
+# writes to a file (in a pipe or $(...) it would run in a subshell, which has no children of its own).
 children_cpu() {
-    times | awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); t += p[1] * 60 + p[2] } printf "%d", t }'
+    times >"$LOG_DIR/.times.$BASHPID"
+    awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); t += p[1] * 60 + p[2] } printf "%d", t + 0.5 }' \
+        "$LOG_DIR/.times.$BASHPID"
+    rm -f "$LOG_DIR/.times.$BASHPID"
 }
 
 declare -A pid_of=()
@@ -102,7 +106,8 @@ start_beside() {
         began=$(date +%s)
         run_stage "$name" >"$LOG_DIR/$name.log" 2>&1
         rc=$?
-        printf '%s %s %s\n' "$rc" "$(($(date +%s) - began))" "$(children_cpu)" >"$LOG_DIR/$name.result"
+        children_cpu >"$LOG_DIR/$name.cpu"
+        printf '%s %s %s\n' "$rc" "$(($(date +%s) - began))" "$(cat "$LOG_DIR/$name.cpu")" >"$LOG_DIR/$name.result"
     ) &
     pid_of[$name]=$!
     running+=("$name")
@@ -136,12 +141,14 @@ for name in "${stages[@]}"; do
         reap 0
         printf '\n==== stage %s ====\n' "$name"
         start=$SECONDS
-        cpu_before=$(children_cpu)
+        children_cpu >"$LOG_DIR/$name.cpu"
+        cpu_before=$(cat "$LOG_DIR/$name.cpu")
         set +e
         run_stage "$name" 2>&1 | tee "$LOG_DIR/$name.log"
         rc=${PIPESTATUS[0]}
         set -e
-        record "$name" "$rc" $((SECONDS - start)) $(($(children_cpu) - cpu_before))
+        children_cpu >"$LOG_DIR/$name.cpu"
+        record "$name" "$rc" $((SECONDS - start)) $(($(cat "$LOG_DIR/$name.cpu") - cpu_before))
     else
         reap $((SLOTS - 1))
         start_beside "$name"

@@ -20,13 +20,15 @@ STAGE = """#!/usr/bin/env bash
 {marker}
 echo "start $(date +%s.%N)" >>"$REPO/events/{name}"
 sleep {seconds}
+end=$((SECONDS + {burn}))
+while ((SECONDS < end)); do :; done  # CPU time, counted in the stage's CPU column
 echo "end $(date +%s.%N)" >>"$REPO/events/{name}"
 echo "{name} says hello"
 exit {rc}
 """
 
 
-def _scratch_repo(tmp_path: Path, stages: dict[str, tuple[float, int, bool]]) -> Path:
+def _scratch_repo(tmp_path: Path, stages: dict[str, tuple[float, int, bool]], burn: tuple[str, ...] = ()) -> Path:
     """A repository holding test.sh, a setup.sh that does nothing, an empty venv activate script and the stages."""
     repo = tmp_path / 'repo'
     (repo / 'scripts' / 'test.d').mkdir(parents=True)
@@ -39,7 +41,7 @@ def _scratch_repo(tmp_path: Path, stages: dict[str, tuple[float, int, bool]]) ->
     for name, (seconds, rc, alone) in stages.items():
         marker = '# test.sh: runs alone (for the test)' if alone else '# a stage'
         (repo / 'scripts' / 'test.d' / (name + '.sh')).write_text(
-            STAGE.format(name=name, seconds=seconds, rc=rc, marker=marker))
+            STAGE.format(name=name, seconds=seconds, rc=rc, marker=marker, burn=3 if name in burn else 0))
     return repo
 
 
@@ -61,11 +63,18 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
+_ROW = re.compile(r'(\S+)\s+(PASS|SKIP|FAIL \(exit \d+\))\s+(\d+)\s+(\d+)$')
+
+
 def _table(stdout: str) -> dict[str, str]:
     """STAGE -> RESULT from the table at the end."""
+    return {name: result for name, (result, _seconds, _cpu) in _rows(stdout).items()}
+
+
+def _rows(stdout: str) -> dict[str, tuple[str, int, int]]:
+    """STAGE -> (RESULT, SECONDS, CPU) from the table at the end."""
     rows = stdout[stdout.index('STAGE '):].splitlines()[1:]
-    return {m.group(1): m.group(2) for m in (re.match(r'(\S+)\s+(PASS|SKIP|FAIL \(exit \d+\))\s', r) for r in rows)
-            if m}
+    return {m.group(1): (m.group(2), int(m.group(3)), int(m.group(4))) for m in (_ROW.match(r) for r in rows) if m}
 
 
 @pytest.mark.skipif(shutil.which('bash') is None, reason='test.sh is a bash script')
@@ -77,7 +86,7 @@ def test_two_slots_run_two_stages_at_a_time_and_a_stage_marked_alone_by_itself(t
         '22-c': (0.6, 0, False),
         '30-alone': (0.6, 0, True),
         '40-d': (0.6, 0, False),
-    })
+    }, burn=('10-alone', '21-b'))
     proc = _run(repo, 2)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     spans = _spans(repo)
@@ -91,6 +100,9 @@ def test_two_slots_run_two_stages_at_a_time_and_a_stage_marked_alone_by_itself(t
         assert '%s says hello' % name in proc.stdout
         assert (repo / 'tests' / 'output' / 'stages' / (name + '.log')).read_text().strip().endswith('hello')
     assert proc.stdout.rstrip().endswith('6 passed, 0 failed')
+    rows = _rows(proc.stdout)  # CPU seconds: counted for a stage run alone and for one run beside another
+    assert rows['10-alone'][2] >= 1 and rows['21-b'][2] >= 1, rows
+    assert rows['20-a'][2] == 0 and rows['40-d'][2] == 0, rows
 
 
 @pytest.mark.skipif(shutil.which('bash') is None, reason='test.sh is a bash script')
