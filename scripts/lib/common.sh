@@ -39,11 +39,18 @@ galaxy_field() {
 # The copy is rebuilt from scratch on every call, so it never holds stale files;
 # each stage and venv (ansible-core version) has its own, so stages may run side
 # by side (the integration stages wait for the system lock, the others need not).
+# A name for what one stage run leaves in tests/output: the stage's file and its venv (the
+# core-X.Y stages run the file of another stage in their own venv). Stages run side by side,
+# so none may remove or rewrite what another uses.
+stage_key() {
+    printf '%s-%s\n' "$(basename "$0" .sh)" "$(basename "${VIRTUAL_ENV:-.venv}")"
+}
+
 collection_tree() {
     local ns name root dest
     ns="$(galaxy_field namespace)"
     name="$(galaxy_field name)"
-    root="$REPO/tests/output/collection-tree/$(basename "$0" .sh)-$(basename "${VIRTUAL_ENV:-.venv}")"
+    root="$REPO/tests/output/collection-tree/$(stage_key)"
     dest="$root/ansible_collections/$ns/$name"
     rm -rf "$root"
     mkdir -p "$dest"

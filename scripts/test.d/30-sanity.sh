@@ -33,7 +33,7 @@ others=()
 for v in $(target_python_versions); do
     [[ "$v" == "$controller" ]] || others+=("$v")
 done
-bindir="$REPO/tests/output/pythons"
+bindir="$REPO/tests/output/pythons/$(stage_key)"
 have="$(expose_pythons "$bindir" "${others[@]}")"
 for v in $have; do
     PATH="$bindir:$PATH" ansible-test sanity --test compile --test import --python "$v" --requirements --color no || rc=1

@@ -23,7 +23,7 @@ else
     wanted=("$controller")
     [[ "${targets[0]}" != "$controller" ]] && wanted+=("${targets[0]}")
 fi
-bindir="$REPO/tests/output/pythons"
+bindir="$REPO/tests/output/pythons/$(stage_key)"
 have="$(expose_pythons "$bindir" "${wanted[@]}")"
 [[ " $have " == *" $controller "* ]] || have="$controller $have"
 
