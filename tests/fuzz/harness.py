@@ -40,7 +40,7 @@ COPY = 'copy.qcow2'
 TIMEOUT = 5.0  # CPU seconds per case (RLIMIT_CPU): what the engine spends, whatever else loads the machine
 WALL_TIMEOUT = 60.0  # wall-clock backstop for a hang that uses no CPU (a deadlock, a blocking read)
 RSS_LIMIT = 256 << 20  # bytes of resident memory per case
-AS_LIMIT = 512 << 20  # address space: allocations beyond this fail at once instead of swapping
+AS_HEADROOM = 512 << 20  # address space a case may add: allocations beyond it fail at once instead of swapping
 FSIZE_LIMIT = 1 << 30  # no case may write a file larger than this
 READ_ALL_LIMIT = 32 << 20  # images up to this virtual size are read whole and compared with qemu-img
 MAP_LIMIT = 64 << 30  # guest bytes walked with extents() from the start (plus the last GiB)
@@ -252,9 +252,18 @@ def _engine_frame(exc):
 
 
 # ---- isolation -----------------------------------------------------------------------------------
+def _address_space():
+    """This process's virtual size in bytes (/proc/self/statm, first field, in pages)."""
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[0]) * resource.getpagesize()
+
+
 def _child(case_dir, seed, write_side, wfd, body=None):
     try:
-        resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
+        # relative to what the child inherited: the forking process's own mappings (thread stacks and malloc
+        # arenas of earlier tests' worker threads among them) are not the case's
+        limit = _address_space() + AS_HEADROOM
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         used = resource.getrusage(resource.RUSAGE_SELF)  # a forked child starts with its parent's usage at 0

@@ -5,7 +5,10 @@ A fake CaseRun.run stands in for the engine, so each limit is seen to work on it
 
 from __future__ import annotations
 
+import mmap
 import time
+
+import pytest
 
 from ansible_collections.backingchain.qcow2.tests.fuzz import harness
 
@@ -47,16 +50,22 @@ def test_a_case_blocking_without_cpu_hits_the_wall_clock_backstop(tmp_path, monk
     assert result['seconds'] < 10
 
 
-def test_a_case_hoarding_memory_is_a_failure(tmp_path, monkeypatch):
+@pytest.mark.parametrize('parent_mapped_mib', [0, 400])
+def test_a_case_hoarding_memory_is_a_failure(tmp_path, monkeypatch, parent_mapped_mib):
+    """Also when the process running the cases already maps a lot (an xdist worker keeps the malloc arenas and
+    stacks of earlier tests' threads): the case's own allocations are what is limited."""
+    mapped = mmap.mmap(-1, parent_mapped_mib << 20) if parent_mapped_mib else None  # address space, no RSS
     hoard = []
 
     def grab():
-        for _i in range(40):  # 320 MiB in 8 MiB steps: past RSS_LIMIT, under the 512 MiB address space
+        for _i in range(40):  # 320 MiB in 8 MiB steps: past RSS_LIMIT, under the 512 MiB of address space a case may add
             hoard.append(bytearray(8 << 20))
 
     monkeypatch.setattr(harness.CaseRun, 'run', _fake_run(grab))
     result = harness.run_isolated(_case(tmp_path), 0)
     assert result['failure'] is not None and result['failure']['kind'] == 'memory', result
+    if mapped is not None:
+        mapped.close()
 
 
 def test_a_quick_case_passes_and_reports_its_cpu_time(tmp_path, monkeypatch):
