@@ -32,11 +32,14 @@ def assert_aborted_on_original_chain(dom, result, chain_before):
 
 
 def test_active_commit_timeout_aborts_and_keeps_the_overlay_active(make_domain, image_dir, record_job):
-    base = create_image(str(image_dir / "base.qcow2"))
+    base = create_image(str(image_dir / "base.qcow2"), size="64M")
     dom = make_domain(base)
     overlay = str(image_dir / "overlay.qcow2")
     create_disk_only_snapshot(dom, {"vda": overlay})
-    guest_write(dom, 0x77, 0, 8 * MiB)
+    # More than an active commit copies before its rate limit first applies: a mirror job has up to its
+    # buffer (qemu's default 10 MiB) in flight at once, so 8 MiB was sometimes copied, and the job ready,
+    # within the second
+    guest_write(dom, 0x77, 0, 48 * MiB)
 
     result = record_job("active commit timeout", active_commit(dom, "vda", base=base, timeout=TIMEOUT, bandwidth=SLOW))
 
@@ -44,7 +47,7 @@ def test_active_commit_timeout_aborts_and_keeps_the_overlay_active(make_domain, 
     assert domblklist(dom.name())["vda"] == overlay
     guest_write(dom, 0x78, 0, MiB)  # the guest still writes through the overlay
     stop_gracefully(dom)
-    assert reads_pattern(overlay, 0x78, 0, MiB) and reads_pattern(overlay, 0x77, MiB, 7 * MiB)
+    assert reads_pattern(overlay, 0x78, 0, MiB) and reads_pattern(overlay, 0x77, MiB, 47 * MiB)
 
 
 def test_intermediate_commit_timeout_aborts_and_keeps_the_chain(make_domain, image_dir, record_job):
