@@ -79,8 +79,9 @@ record() {
 # longer than one. A stage whose file has the line "# test.sh: runs alone" keeps
 # every core busy itself (pytest -n auto) and runs with nothing beside it, its
 # output shown as it comes. A stage run beside others writes to its log, shown
-# when it ends. Stages start in lexical order. No two stages share a service:
-# only 60-live starts libvirtd, only 70-fleet the sshd fleet.
+# when it ends. Stages start in lexical order, so the long ones are numbered
+# before the short ones of their kind (55-fleet before 60-*, 65-demo last). No two stages share a service:
+# only 60-live starts libvirtd, only 55-fleet the sshd fleet.
 SLOTS="${TEST_SLOTS:-$(nproc 2>/dev/null || echo 1)}"
 ((SLOTS >= 1)) || SLOTS=1
 

@@ -135,3 +135,12 @@ use_checkout_collection() {
     fi
     export ANSIBLE_COLLECTIONS_PATH="$root${ANSIBLE_COLLECTIONS_PATH:+:$ANSIBLE_COLLECTIONS_PATH}"
 }
+
+# Run one molecule scenario of extensions/molecule/ (the built-in default driver
+# against localhost; no containers here) and end the stage with its result.
+molecule_scenario() {
+    [[ -f "$REPO/extensions/molecule/$1/molecule.yml" ]] || { echo "no molecule scenario $1 in extensions/molecule"; exit 1; }
+    use_checkout_collection
+    export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
+    exec molecule test --scenario-name "$1"
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# molecule test of the default scenario (extensions/molecule/default), against
+# localhost: its test_sequence, including the idempotence check. One stage per
+# scenario, so that test.sh runs them beside other stages.
+# shellcheck source=../lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+molecule_scenario default
