@@ -1,0 +1,61 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Writing one layer of a store: a full (the source's guest view, standalone) or an increment (the changed ranges
+over the previous layer, named relatively, format qcow2).
+
+The engine writes a new image under a temporary name and renames it when it is complete and flushed, checking
+free space first; on ENOSPC or any error the temporary file goes and nothing appears under the layer's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import typing
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
+
+HASH_CHUNK = 4 << 20
+
+
+class Written(typing.NamedTuple):
+    file: str  # name in the chain directory
+    sha256: str
+    bytes_copied: int
+    file_bytes: int
+
+
+def write_full(source: str, dest: str, policy: api.ChainPolicy | None = None) -> Written:
+    cluster_size = api.image_info(source, backing_chain=False, policy=policy)[0].get("cluster-size")
+    options = api.CreateOptions(cluster_size=cluster_size) if cluster_size else None
+    result = api.convert(source, dest, options=options, policy=policy)
+    return sealed(dest, result.bytes_written)
+
+
+def write_increment(source: str, dest: str, previous: str, ranges: list[tuple[int, int]],
+                    policy: api.ChainPolicy | None = None) -> Written:
+    result = api.copy_ranges(source, dest, ranges, backing_file=os.path.basename(previous), backing_format="qcow2",
+                             policy=policy)
+    return sealed(dest, result.bytes_copied + result.bytes_zeroed)
+
+
+def sealed(dest: str, bytes_copied: int) -> Written:
+    return Written(os.path.basename(dest), sha256_of(dest), bytes_copied, os.path.getsize(dest))
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(HASH_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def grown_ranges(ranges: list[tuple[int, int]], old_size: int, new_size: int) -> list[tuple[int, int]]:
+    """The changed ranges plus what the source grew by (a bitmap may not mark it; the layer must hold it)."""
+    if new_size <= old_size:
+        return list(ranges)
+    return list(ranges) + [(old_size, new_size - old_size)]

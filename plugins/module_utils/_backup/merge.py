@@ -1,0 +1,75 @@
+# Copyright (c) backingchain.qcow2 contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
+"""Merge the oldest increment of a chain into its full (a synthetic full), safe to kill at every step.
+
+1. The manifest records the merge (chain, the full's point, the increment's point) before anything is written:
+   from here on the full's own point is retiring and is no longer offered for restore.
+2. The engine commits the increment into the full (commit.py: the chain reads the same from its top at every
+   instant), re-points the layer above it at the full (by the same relative name spelling) or, when the
+   increment is the chain's top, empties it.
+3. The increment's file is deleted.
+4. The manifest gives the full's file to the merged point, with the file's new sha256 (and the new sha256 of the
+   re-pointed layer, whose header changed), and forgets the merge.
+
+Until step 3 the full plus the increment still read as the increment's point, so a run killed anywhere leaves
+every other sealed point intact, and the next run on the store finishes the merge (finish_merge) first.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
+
+from .layer import sha256_of
+from .manifest import StoreError, fsync_dir, layer_path, pinned, save
+
+
+def merge_oldest(store: str, manifest: dict, chain: dict, policy: api.ChainPolicy | None = None) -> dict:
+    """Merge the chain's second point into its first; the merged point."""
+    full, increment = chain["points"][0], chain["points"][1]
+    held = pinned(manifest) & {full["seq"], increment["seq"]}
+    if held:
+        raise StoreError("Point %d is in use by an instant restore and cannot be merged away" % min(held))
+    manifest["merging"] = {"chain": chain["id"], "full": full["seq"], "increment": increment["seq"]}
+    save(store, manifest)
+    return finish_merge(store, manifest, policy)
+
+
+def finish_merge(store: str, manifest: dict, policy: api.ChainPolicy | None = None) -> dict:
+    """Finish the merge the manifest records (after a crash, or right after merge_oldest started it)."""
+    merging = manifest["merging"]
+    chain = next(c for c in manifest["chains"] if c["id"] == merging["chain"])
+    full = next(p for p in chain["points"] if p["seq"] == merging["full"])
+    increment = next(p for p in chain["points"] if p["seq"] == merging["increment"])
+    full_path, increment_path = layer_path(store, chain, full), layer_path(store, chain, increment)
+    if os.path.exists(increment_path):
+        top = layer_path(store, chain, chain["points"][-1])
+        api.commit(top, top=increment_path, base=full_path, policy=policy)
+        _give_back_leaks(full_path, policy)
+        os.unlink(increment_path)
+        fsync_dir(os.path.dirname(full_path))
+    merged = dict(increment, file=full["file"], level="full", merged=sorted(set(full.get("merged", [])) | {full["seq"]}),
+                  **_seal_of(full_path))
+    rest = [p for p in chain["points"] if p["seq"] not in (full["seq"], increment["seq"])]
+    if rest:  # its header now names the full: its bytes changed
+        rest[0] = dict(rest[0], **_seal_of(layer_path(store, chain, rest[0])))
+    chain["points"] = [merged] + rest
+    manifest["merging"] = None
+    save(store, manifest)
+    return merged
+
+
+def _seal_of(path: str) -> dict:
+    return {"sha256": sha256_of(path), "file_bytes": os.path.getsize(path)}
+
+
+def _give_back_leaks(path: str, policy: api.ChainPolicy | None) -> None:
+    """A commit an earlier run began and ENOSPC or a kill stopped leaves clusters leaked in the full (as qemu
+    would); give them back so that the sealed full is clean under qemu-img check."""
+    report = api.check(path, policy=policy)
+    if report["result"].get("leaks"):
+        api.check(path, repair="leaks", policy=policy)
