@@ -20,10 +20,10 @@ import typing
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
-from .layer import grown_ranges, write_full, write_increment
+from .layer import write_full, write_increment
 from .level import DEFAULT_MAX_CHAIN_LENGTH, Decision, decide, source_facts
 from .lock import store_lock
-from .manifest import current_chain, layer_name, layer_path, load, new_manifest, save
+from .manifest import current_chain, layer_name, layer_path, load, loaded, new_manifest, save
 from .merge import merge_oldest
 from .recover import recover
 from .retention import Step, now_text, plan as retention_plan
@@ -74,9 +74,7 @@ def plan_backup(request: Request, policy: api.ChainPolicy | None = None,
         nbytes = api.measure(request.source, policy=policy)["required"]
     else:
         chain = current_chain(manifest)
-        ranges = grown_ranges(api.dirty_ranges(request.source, decision.tracking, force_share=True,
-                                               policy=policy).ranges,
-                              chain["points"][-1]["virtual_size"], facts.virtual_size)
+        ranges = api.dirty_ranges(request.source, decision.tracking, force_share=True, policy=policy).ranges
         previous = layer_path(request.store, chain, chain["points"][-1])
         nbytes = api.copy_ranges(request.source, os.path.join(request.store, chain["dir"], layer_name(manifest["next_seq"])),
                                  ranges, backing_file=os.path.basename(previous), backing_format="qcow2",
@@ -128,8 +126,9 @@ def _write(request: Request, manifest: dict, decision: Decision, facts: typing.A
     else:
         chain = current_chain(manifest)
         latest = chain["points"][-1]
-        ranges = grown_ranges(tracking.changed_ranges(decision.tracking).ranges, latest["virtual_size"],
-                              facts.virtual_size)
+        # a grown source needs nothing more: past the shorter layer below, the new layer reads zeros, as the
+        # source does where nothing was written (qemu marks what is written there)
+        ranges = tracking.changed_ranges(decision.tracking).ranges
         written = write_increment(request.source, os.path.join(request.store, chain["dir"], layer_name(seq)),
                                   layer_path(request.store, chain, latest), ranges, policy)
     return _point(seq, decision, now, facts, bitmap, written)
@@ -154,6 +153,15 @@ def _seal(manifest: dict, decision: Decision, point: dict, facts: typing.Any) ->
     current_chain(manifest)["points"].append(point)
     manifest["next_seq"] = point["seq"] + 1
     manifest["source"] = {"path": facts.path, "identity": facts.identity}
+
+
+def retain(store: str, keep: int | None = None, keep_days: float | None = None,
+           policy: api.ChainPolicy | None = None, now: datetime.datetime | None = None) -> list[Step]:
+    """Apply retention alone (no new point), under the store lock; the steps taken."""
+    with store_lock(store, "retention"):
+        manifest = loaded(store)
+        recover(store, manifest, policy)
+        return apply_retention(Request(store, "", keep=keep, keep_days=keep_days), manifest, now or _now(), policy)
 
 
 def apply_retention(request: Request, manifest: dict, now: datetime.datetime,

@@ -53,9 +53,3 @@ def sha256_of(path: str) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def grown_ranges(ranges: list[tuple[int, int]], old_size: int, new_size: int) -> list[tuple[int, int]]:
-    """The changed ranges plus what the source grew by (a bitmap may not mark it; the layer must hold it)."""
-    if new_size <= old_size:
-        return list(ranges)
-    return list(ranges) + [(old_size, new_size - old_size)]

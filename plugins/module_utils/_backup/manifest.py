@@ -62,6 +62,14 @@ def load(store: str) -> dict | None:
     return data
 
 
+def loaded(store: str) -> dict:
+    """The manifest of an existing store; StoreError when store is none."""
+    manifest = load(store) if os.path.isdir(store) else None
+    if manifest is None:
+        raise StoreError("%s is not a backup store (it has no %s)" % (store, MANIFEST), store)
+    return manifest
+
+
 def save(store: str, manifest: dict) -> None:
     """Replace manifest.json atomically and durably."""
     fd, tmp = tempfile.mkstemp(prefix="." + MANIFEST + ".", suffix=".tmp", dir=store)

@@ -19,7 +19,7 @@ import shutil
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
 from .lock import LOCK
-from .manifest import MANIFEST, layer_path, save
+from .manifest import MANIFEST, save
 from .merge import finish_merge
 
 
@@ -75,7 +75,3 @@ def release_dead_pins(manifest: dict) -> list[dict]:
     manifest["pins"] = [pin for pin in manifest["pins"] if pin not in dead]
     return dead
 
-
-def layer_of(store: str, manifest: dict, seq: int) -> str:
-    chain, point = next((c, p) for c in manifest["chains"] for p in c["points"] if p["seq"] == seq)
-    return layer_path(store, chain, point)

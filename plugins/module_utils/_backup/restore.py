@@ -20,18 +20,11 @@ import os
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
 from .lock import store_lock
-from .manifest import StoreError, find_point, layer_path, load, save
+from .manifest import find_point, layer_path, loaded, save
 from .recover import recover
 
 MODES = ("full", "instant")
 FORMATS = ("qcow2", "raw")
-
-
-def loaded(store: str) -> dict:
-    manifest = load(store) if os.path.isdir(store) else None
-    if manifest is None:
-        raise StoreError("%s is not a backup store (it has no manifest.json)" % store, store)
-    return manifest
 
 
 def restore(store: str, dest: str, point: int | None = None, mode: str = "full", fmt: str = "qcow2",

@@ -23,9 +23,8 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import a
 
 from .layer import sha256_of
 from .lock import store_lock
-from .manifest import layer_path, save
+from .manifest import layer_path, loaded, save
 from .recover import recover
-from .restore import loaded
 
 LEVELS = ("quick", "full", "audit")
 
