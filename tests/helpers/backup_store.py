@@ -5,8 +5,8 @@ kills it at its Nth event: the engine's writes, flushes and truncates (BACKINGCH
 the child only, the moments just before and just after each manifest replacement.
 
 assert_store_sound() is the invariant: every sealed point of the manifest is a layer that qemu-img check finds
-clean, that qemu-img reads (through its relative backing chain) as the source did when the point was taken,
-and that the engine restores to the same view.
+clean, that qemu-img and the engine both read (through its relative backing chain) as the source did when the
+point was taken, and that the engine restores to the same view.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup import restore
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import all_points, layer_path, load
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 from ansible_collections.backingchain.qcow2.tests.helpers.chains import run_child
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import StrPath, qemu_compare, qemu_img_check
 
@@ -86,6 +87,8 @@ def assert_store_sound(store: StrPath, views: dict[int, StrPath], scratch: StrPa
         check = qemu_img_check(layer)
         assert check.clean or (leaks_ok and not check.report.get('corruptions')), (seq, layer, check)
         assert qemu_compare(layer, views[seq]), ('qemu-img reads point %d differently' % seq, layer)
+        assert not api.differing_ranges(layer, str(views[seq]), force_share=True), ('the engine reads point %d '
+                                                                                      'differently' % seq, layer)
         if engine_restore:
             dest = Path(scratch) / ('restored-%d.qcow2' % seq)
             restore.restore(str(store), str(dest), seq)
