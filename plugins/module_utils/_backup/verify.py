@@ -30,7 +30,8 @@ LEVELS = ("quick", "full", "audit")
 
 
 def verify(store: str, level: str = "quick", source: str | None = None,
-           policy: api.ChainPolicy | None = None) -> dict:
+           policy: api.ChainPolicy | None = None, record: bool = True) -> dict:
+    """The verdict; recorded in the manifest (where the next backup reads it) unless record is False."""
     if level not in LEVELS:
         raise api.InvalidArgumentError("level must be one of %s, not %r" % (", ".join(LEVELS), level))
     if level == "audit" and not source:
@@ -45,11 +46,12 @@ def verify(store: str, level: str = "quick", source: str | None = None,
         elif level == "audit":
             audited, found = audit(store, manifest, source, policy)
             problems += found
-        record = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "level": level,
+        verdict = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "level": level,
                   "ok": not problems, "problems": problems, "bad_points": sorted(bad)}
-        manifest["last_verify"] = record
-        save(store, manifest)
-        return dict(record, audited=audited)
+        if record:
+            manifest["last_verify"] = verdict
+            save(store, manifest)
+        return dict(verdict, audited=audited)
 
 
 def quick(store: str, manifest: dict, policy: api.ChainPolicy | None) -> tuple[list[str], set[int]]:
