@@ -75,7 +75,7 @@ options:
       - Keep the newest O(keep) points of the store; older ones are merged into their chain's full or, for older
         chains, dropped.
       - With O(keep_days) as well, a point is kept when either keeps it. Neither set, every point is kept.
-      - The latest point, and a point an instant restore uses, are always kept.
+      - The latest point is always kept, and a chain an instant restore (M(backingchain.qcow2.qcow2_backup_restore)) reads through is not merged or dropped.
     type: int
   keep_days:
     description:

@@ -14,7 +14,7 @@ description:
   - V(full) writes O(dest) as a standalone image of the chain up to the point (qcow2 or raw), each cluster read once
     from the layer that holds it; no replay of increments.
   - V(instant) creates O(dest) as a new qcow2 overlay on the point's layer, ready to boot at once. The store records
-    it, and no retention merge takes the point away while the overlay reads through it; delete the overlay, or
+    it, and retention neither merges nor drops that chain while the overlay reads through it; delete the overlay, or
     flatten it (M(backingchain.qcow2.qcow2_rebase) with an empty backing file), and the store releases the point at
     its next run.
   - An existing O(dest) is left alone (no change) unless O(force) is set; the module does not compare its contents

@@ -31,9 +31,9 @@ from .manifest import StoreError, fsync_dir, layer_path, pinned, save
 def merge_oldest(store: str, manifest: dict, chain: dict, policy: api.ChainPolicy | None = None) -> dict:
     """Merge the chain's second point into its first; the merged point."""
     full, increment = chain["points"][0], chain["points"][1]
-    held = pinned(manifest) & {full["seq"], increment["seq"]}
+    held = pinned(manifest) & {p["seq"] for p in chain["points"]}
     if held:
-        raise StoreError("Point %d is in use by an instant restore and cannot be merged away" % min(held))
+        raise StoreError("Point %d is in use by an instant restore: its chain cannot be merged" % min(held))
     manifest["merging"] = {"chain": chain["id"], "full": full["seq"], "increment": increment["seq"]}
     save(store, manifest)
     return finish_merge(store, manifest, policy)

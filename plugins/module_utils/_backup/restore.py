@@ -5,7 +5,7 @@
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
 """Restore a sealed point: full (a standalone qcow2 image of the chain up to the point, written by the engine's
 convert: each cluster read once from the layer that holds it, no replay) or instant (a new qcow2 overlay on the
-point's layer, ready to boot at once; the point is pinned so that no merge takes it away while the overlay
+point's layer, ready to boot at once; the point is pinned so that retention leaves its chain alone while the overlay
 reads through it).
 
 A pin lasts as long as the overlay exists and its backing chain still reaches the layer: delete the overlay,

@@ -7,8 +7,9 @@
 older chain all of whose points are dropped is deleted whole.
 
 A point is kept when any rule set keeps it: ``keep`` (the newest N points of the store) or ``keep_days`` (points
-younger than that). Neither set: every point is kept. The latest point is always kept, and so is a point an
-instant restore uses (with the one before it, which a merge would change).
+younger than that). Neither set: every point is kept. The latest point is always kept, and a chain an instant
+restore reads through is left alone whole: a merge writes into its full and re-points a layer above, files the
+restored VM's qemu holds open.
 """
 
 from __future__ import annotations
@@ -48,11 +49,13 @@ def plan(manifest: dict, keep: int | None, keep_days: float | None, now: datetim
     latest_chain = current_chain(manifest)
     for chain in manifest["chains"]:
         seqs = [p["seq"] for p in chain["points"]]
-        if chain is not latest_chain and not (set(seqs) & (keeping | pins)):
+        if set(seqs) & pins:
+            continue
+        if chain is not latest_chain and not set(seqs) & keeping:
             steps.append(Step("drop_chain", chain["id"], seqs))
             continue
         # the first point absorbs the next while the first is not kept: the merged point takes the second's seq
-        while len(seqs) > 1 and seqs[0] not in keeping and not ({seqs[0], seqs[1]} & pins):
+        while len(seqs) > 1 and seqs[0] not in keeping:
             steps.append(Step("merge", chain["id"], seqs[:2]))
             seqs = seqs[1:]
     return steps
