@@ -226,6 +226,9 @@ def test_fallback_after_a_failed_verify_of_a_bit_flipped_layer(store):
     result = store.point()
     assert result['level'] == 'full' and 'the last verify' in result['reason']
     assert verify.verify(str(store.path))['bad_points'] == [1, 2]  # the old chain stays flagged
+    assert store.manifest()['chains'][0]['damaged'] == [1, 2]
+    assert backup.retain(str(store.path), keep=2) == []  # point 2 is kept, and its damaged chain is never merged
+    assert [s.action for s in backup.retain(str(store.path), keep=1)] == ['drop_chain']
 
 
 def test_verify_quick_full_and_audit_on_a_sound_store(store):

@@ -34,6 +34,9 @@ def merge_oldest(store: str, manifest: dict, chain: dict, policy: api.ChainPolic
     held = pinned(manifest) & {p["seq"] for p in chain["points"]}
     if held:
         raise StoreError("Point %d is in use by an instant restore: its chain cannot be merged" % min(held))
+    if chain.get("damaged"):
+        raise StoreError("Chain %s was found damaged by a verify (points %s): it is not merged"
+                         % (chain["dir"], ", ".join(str(seq) for seq in chain["damaged"])))
     manifest["merging"] = {"chain": chain["id"], "full": full["seq"], "increment": increment["seq"]}
     save(store, manifest)
     return finish_merge(store, manifest, policy)

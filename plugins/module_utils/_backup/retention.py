@@ -9,7 +9,8 @@ older chain all of whose points are dropped is deleted whole.
 A point is kept when any rule set keeps it: ``keep`` (the newest N points of the store) or ``keep_days`` (points
 younger than that). Neither set: every point is kept. The latest point is always kept, and a chain an instant
 restore reads through is left alone whole: a merge writes into its full and re-points a layer above, files the
-restored VM's qemu holds open.
+restored VM's qemu holds open. A chain a verify found damaged is never merged (that would seal the damage under a
+new sha256), only dropped whole once none of its points is kept.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def plan(manifest: dict, keep: int | None, keep_days: float | None, now: datetim
         if chain is not latest_chain and not set(seqs) & keeping:
             steps.append(Step("drop_chain", chain["id"], seqs))
             continue
+        if chain.get("damaged"):
+            continue  # a merge would seal the damaged data under a new sha256: the chain waits to be dropped whole
         # the first point absorbs the next while the first is not kept: the merged point takes the second's seq
         while len(seqs) > 1 and seqs[0] not in keeping:
             steps.append(Step("merge", chain["id"], seqs[:2]))

@@ -3,8 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""Verify a store, at three levels; the result goes into the manifest, and a failed verify makes the next
-``auto`` backup a full.
+"""Verify a store, at three levels; the result goes into the manifest: a failed verify makes the next ``auto``
+backup a full, and a chain with a bad layer is marked damaged, never to be merged (retention.py).
 
 - quick: every sealed layer exists, hashes to the sha256 sealed in the manifest (bit rot, a stray write),
   passes the engine's check (qemu-img check's rules), and names the layer below it relatively, as qcow2.
@@ -50,6 +50,8 @@ def verify(store: str, level: str = "quick", source: str | None = None,
                   "ok": not problems, "problems": problems, "bad_points": sorted(bad)}
         if record:
             manifest["last_verify"] = verdict
+            for chain in manifest["chains"]:
+                chain["damaged"] = sorted(bad & {p["seq"] for p in chain["points"]})
             save(store, manifest)
         return dict(verdict, audited=audited)
 

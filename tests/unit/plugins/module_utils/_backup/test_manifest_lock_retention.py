@@ -125,3 +125,11 @@ def test_retention_drops_old_chains_whole_and_keeps_the_latest_and_pinned_points
         steps = plan(_manifest([0, 1, 2], [3, 4], pins=[pin]), 1, None, NOW)
         assert [(s.action, s.points) for s in steps] == [('merge', [3, 4])]
     assert plan(_manifest([0]), 1, 0, NOW) == []  # the latest point stays whatever the rules say
+
+
+def test_retention_never_merges_a_damaged_chain():
+    data = _manifest([0, 1, 2, 3], [4])
+    assert [(s.action, s.points) for s in plan(data, 3, None, NOW)] == [('merge', [0, 1]), ('merge', [1, 2])]
+    data['chains'][0]['damaged'] = [1, 2, 3]
+    assert plan(data, 3, None, NOW) == []  # 2 and 3 are kept, and the damaged chain is not merged
+    assert [(s.action, s.points) for s in plan(data, 1, None, NOW)] == [('drop_chain', [0, 1, 2, 3])]
