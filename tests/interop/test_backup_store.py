@@ -31,6 +31,7 @@ from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     qemu_img_create,
     qemu_img_json,
     qemu_io,
+    qemu_io_holding,
 )
 
 
@@ -296,8 +297,10 @@ def test_restore_full_raw_and_instant(store, tmp_path):
 
 def test_restore_refuses_unknown_points_and_stores(store, tmp_path):
     with pytest.raises(StoreError, match='not a backup store'):
-        restore.restore(str(tmp_path), str(tmp_path / 'x.qcow2'))
+        restore.restore(str(tmp_path / 'store'), str(tmp_path / 'x.qcow2'))
     store.point()
+    with pytest.raises(api.InvalidArgumentError, match='outside the backup store'):
+        restore.restore(str(store.path), str(store.path / 'chain-0001' / 'x.qcow2'))
     with pytest.raises(StoreError, match='has no point 7; it has 0'):
         restore.restore(str(store.path), str(tmp_path / 'x.qcow2'), 7)
 
@@ -370,3 +373,14 @@ def test_raw_and_v2_sources(tmp_path):
 
 def _tracking(store):
     return store.manifest()['chains'][-1]['points'][-1]['bitmap']
+
+
+def test_a_running_vm_holding_the_source_is_refused_in_check_mode_and_run(store):
+    store.point()
+    with qemu_io_holding(store.source):
+        with pytest.raises(api.ImageLockedError, match='lock'):
+            backup.plan_backup(store.request())
+        with pytest.raises(api.ImageLockedError, match='lock'):
+            backup.run_backup(store.request())
+    assert store.manifest()['next_seq'] == 1
+    assert store.point()['level'] == 'incremental'

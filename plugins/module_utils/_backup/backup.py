@@ -70,6 +70,8 @@ def plan_backup(request: Request, policy: api.ChainPolicy | None = None,
     manifest = (load(request.store) if os.path.isdir(request.store) else None) or new_manifest()
     facts = source_facts(request.source, policy)
     decision = decide(request.store, manifest, facts, request.level, request.max_chain_length)
+    if facts.can_track:
+        api.refuse_if_locked(request.source)  # the run adds a bitmap: it needs the write lock a running VM holds
     if decision.level == "full":
         nbytes = api.measure(request.source, policy=policy)["required"]
     else:

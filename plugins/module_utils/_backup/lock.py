@@ -27,6 +27,8 @@ LOCK = ".lock"
 @contextlib.contextmanager
 def store_lock(store: str, operation: str) -> typing.Iterator[None]:
     """Hold the store's lock for the block; StoreError naming the holder when another run has it."""
+    if not os.path.isdir(store):
+        raise StoreError("%s is not a backup store (there is no such directory)" % store, store)
     fd = os.open(os.path.join(store, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

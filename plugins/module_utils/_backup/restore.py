@@ -35,6 +35,9 @@ def restore(store: str, dest: str, point: int | None = None, mode: str = "full",
     if fmt not in FORMATS or (mode == "instant" and fmt != "qcow2"):
         raise api.InvalidArgumentError("format must be qcow2%s, not %r"
                                        % (" for an instant restore" if mode == "instant" else " or raw", fmt))
+    if _inside(dest, store):
+        raise api.InvalidArgumentError("Restore %s outside the backup store %s: the store deletes every file it does "
+                                       "not list" % (dest, store), dest)
     with store_lock(store, "restore to %s" % dest):
         manifest = loaded(store)
         recover(store, manifest, policy)
@@ -54,3 +57,8 @@ def restore(store: str, dest: str, point: int | None = None, mode: str = "full",
                                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
         save(store, manifest)
         return {"point": found, "dest": dest, "bytes_written": os.path.getsize(dest)}
+
+
+def _inside(path: str, directory: str) -> bool:
+    real = os.path.realpath(directory)
+    return os.path.commonpath([os.path.realpath(path), real]) == real
