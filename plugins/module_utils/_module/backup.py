@@ -25,7 +25,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifes
     loaded,
     typed_points,
 )
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import ArgumentSpec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import ArgumentSpec, policy_argument_spec
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.engine import (
     chain_policy,
     engine_errors,
@@ -34,14 +34,8 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._module.engine 
 
 
 def store_argument_spec(**options: dict) -> ArgumentSpec:
-    """store, the action group's chain policy options (every module of the group accepts them), and options."""
-    spec = dict(
-        store=dict(type="path", required=True),
-        allowed_backing_dirs=dict(type="list", elements="path"),
-        allow_data_file=dict(type="bool", default=False),
-    )
-    spec.update(options)
-    return ArgumentSpec(spec)
+    """store, the chain policy (every module of the action group accepts it), and options."""
+    return policy_argument_spec().update(dict(store=dict(type="path", required=True), **options))
 
 
 def _run(module: AnsibleModule, work: t.Callable[[dict], dict]) -> None:
