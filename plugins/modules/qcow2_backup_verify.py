@@ -15,7 +15,8 @@ description:
   - V(quick) checks every sealed layer, that it hashes to the sha256 sealed in the manifest (bit rot, a stray write),
     passes the collection's check (the rules of C(qemu-img check)) and names the layer below it relatively, as qcow2.
     A bad layer flags its point and every later point of its chain, which read through it.
-  - V(full) also reads every point's chain end to end.
+  - V(full) also reads the chain up to O(point) end to end, every data cluster (by default the latest point of every
+    chain: reading every point would cost the disk's size once per point).
   - V(audit) also compares the source O(source) with the latest point, when the source has not changed since it
     (its tracking bitmap is empty); a difference is a write the tracking missed.
   - The verdict is recorded in the store's manifest; after a failed verify, the next
@@ -51,6 +52,9 @@ options:
   source:
     description: The image backed up into the store, for V(audit).
     type: path
+  point:
+    description: The point whose chain V(full) reads; not set, the latest point of every chain.
+    type: int
   fail_on_problems:
     description: Fail the task when the verify finds a problem; otherwise report it in RV(problems).
     type: bool
@@ -112,6 +116,7 @@ def main() -> None:
     spec = store_argument_spec(
         level=dict(type="str", default="quick", choices=["quick", "full", "audit"]),
         source=dict(type="path"),
+        point=dict(type="int"),
         fail_on_problems=dict(type="bool", default=True),
     ).update(required_if=[("level", "audit", ("source",))])
     module = spec.create_ansible_module(supports_check_mode=True)

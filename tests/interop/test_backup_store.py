@@ -239,6 +239,9 @@ def test_verify_quick_full_and_audit_on_a_sound_store(store):
     for level in ('quick', 'full'):
         report = verify.verify(str(store.path), level)
         assert report['ok'] and not report['problems'], report
+    assert verify.verify(str(store.path), 'full', point=0)['ok']
+    with pytest.raises(StoreError, match='has no point 5'):
+        verify.verify(str(store.path), 'full', point=5)
     audit = verify.verify(str(store.path), 'audit', str(store.source))
     assert audit['ok'] and audit['audited'] == 1
     assert store.manifest()['last_verify']['level'] == 'audit'

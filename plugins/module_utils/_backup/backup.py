@@ -20,8 +20,8 @@ import typing
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
-from .layer import write_full, write_increment
-from .level import DEFAULT_MAX_CHAIN_LENGTH, Decision, decide, source_facts
+from .layer import Written, write_full, write_increment
+from .level import DEFAULT_MAX_CHAIN_LENGTH, Decision, SourceFacts, decide, source_facts
 from .lock import store_lock
 from .manifest import current_chain, layer_name, layer_path, load, loaded, new_manifest, save
 from .merge import merge_oldest
@@ -119,7 +119,7 @@ def run_backup(request: Request, policy: api.ChainPolicy | None = None,
             "bitmaps_removed": stale, "retention": [step._asdict() for step in steps]}
 
 
-def _write(request: Request, manifest: dict, decision: Decision, facts: typing.Any, tracking: OfflineTracking,
+def _write(request: Request, manifest: dict, decision: Decision, facts: SourceFacts, tracking: OfflineTracking,
            seq: int, bitmap: str | None, now: datetime.datetime, policy: api.ChainPolicy | None) -> dict:
     if decision.level == "full":
         directory = os.path.join(request.store, "chain-%04d" % manifest["next_chain"])
@@ -136,8 +136,9 @@ def _write(request: Request, manifest: dict, decision: Decision, facts: typing.A
     return _point(seq, decision, now, facts, bitmap, written)
 
 
-def _point(seq: int, decision: Decision, now: datetime.datetime, facts: typing.Any, bitmap: str | None,
-           written: typing.Any) -> dict:
+def _point(seq: int, decision: Decision, now: datetime.datetime, facts: SourceFacts, bitmap: str | None,
+           written: Written | None) -> dict:
+    """The point's manifest record; without written (a plan), as far as it is known before the copy."""
     return {"seq": seq, "time": now_text(now), "level": decision.level, "reason": decision.reason,
             "file": written.file if written else layer_name(seq), "sha256": written.sha256 if written else None,
             "bytes_copied": written.bytes_copied if written else None,
@@ -145,13 +146,14 @@ def _point(seq: int, decision: Decision, now: datetime.datetime, facts: typing.A
             "virtual_size": facts.virtual_size, "bitmap": bitmap, "consistency": "offline", "state": "sealed"}
 
 
-def _seal(manifest: dict, decision: Decision, point: dict, facts: typing.Any) -> None:
+def _seal(manifest: dict, decision: Decision, point: dict, facts: SourceFacts) -> None:
     """Add the point to the manifest (a full opens a new chain)."""
     if decision.level == "full":
         manifest["chains"].append({"id": manifest["next_chain"], "dir": "chain-%04d" % manifest["next_chain"],
                                    "points": []})
         manifest["next_chain"] += 1
-        manifest["last_verify"] = None  # a failed verify is answered by this new full
+        if manifest["last_verify"] and not manifest["last_verify"]["ok"]:
+            manifest["last_verify"] = None  # answered by this new full (the damaged chain stays marked)
     current_chain(manifest)["points"].append(point)
     manifest["next_seq"] = point["seq"] + 1
     manifest["source"] = {"path": facts.path, "identity": facts.identity}

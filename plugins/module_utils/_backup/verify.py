@@ -9,7 +9,8 @@ backup a full, and a chain with a bad layer is marked damaged, never to be merge
 - quick: every sealed layer exists, hashes to the sha256 sealed in the manifest (bit rot, a stray write),
   passes the engine's check (qemu-img check's rules), and names the layer below it relatively, as qcow2.
   A bad layer flags its point and every later point of its chain (they read through it).
-- full: quick, then every point's chain read end to end (every data cluster, decompressed).
+- full: quick, then the chain up to a point read end to end (every data cluster, decompressed): the point asked
+  for, or the latest point of every chain (reading every point would cost the disk's size once per point).
 - audit: quick, then the source compared with the latest point, when the source has not changed since that
   point (its tracking bitmap is empty): a difference is a write the tracking missed.
 """
@@ -23,14 +24,14 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import a
 
 from .layer import sha256_of
 from .lock import store_lock
-from .manifest import layer_path, loaded, save
+from .manifest import find_point, layer_path, loaded, save
 from .recover import recover
 
 LEVELS = ("quick", "full", "audit")
 
 
 def verify(store: str, level: str = "quick", source: str | None = None,
-           policy: api.ChainPolicy | None = None, record: bool = True) -> dict:
+           policy: api.ChainPolicy | None = None, record: bool = True, point: int | None = None) -> dict:
     """The verdict; recorded in the manifest (where the next backup reads it) unless record is False."""
     if level not in LEVELS:
         raise api.InvalidArgumentError("level must be one of %s, not %r" % (", ".join(LEVELS), level))
@@ -42,7 +43,9 @@ def verify(store: str, level: str = "quick", source: str | None = None,
         problems, bad = quick(store, manifest, policy)
         audited = None
         if level == "full":
-            problems += read_through(store, manifest, bad, policy)
+            if point is not None:
+                find_point(manifest, point)
+            problems += read_through(store, manifest, bad, point, policy)
         elif level == "audit":
             audited, found = audit(store, manifest, source, policy)
             problems += found
@@ -92,17 +95,20 @@ def _layer_problems(store: str, chain: dict, index: int, policy: api.ChainPolicy
     return out
 
 
-def read_through(store: str, manifest: dict, bad: set[int], policy: api.ChainPolicy | None) -> list[str]:
+def read_through(store: str, manifest: dict, bad: set[int], point: int | None,
+                 policy: api.ChainPolicy | None) -> list[str]:
+    """Read the chain up to point (None: the latest point of every chain) end to end."""
     problems = []
     for chain in manifest["chains"]:
-        for point in chain["points"]:
-            if point["seq"] in bad:
+        for point_record in chain["points"]:
+            if point_record["seq"] in bad or (point_record["seq"] != point if point is not None
+                                              else point_record is not chain["points"][-1]):
                 continue
             try:
-                api.read_view(layer_path(store, chain, point), policy=policy)
+                api.read_view(layer_path(store, chain, point_record), policy=policy)
             except api.Qcow2Error as err:
-                bad.add(point["seq"])
-                problems.append("point %d cannot be read end to end: %s" % (point["seq"], err))
+                bad.add(point_record["seq"])
+                problems.append("point %d cannot be read end to end: %s" % (point_record["seq"], err))
     return problems
 
 

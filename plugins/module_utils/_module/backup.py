@@ -92,7 +92,7 @@ def run_restore_module(module: AnsibleModule) -> None:
 def run_verify_module(module: AnsibleModule) -> None:
     def work(params: dict) -> dict:
         report = verify.verify(params["store"], params["level"], params["source"], chain_policy(params),
-                               record=not module.check_mode)
+                               record=not module.check_mode, point=params["point"])
         result = dict(report, changed=False)
         if not report["ok"] and params["fail_on_problems"]:
             result.update(failed=True, msg="The backup store %s failed its %s verify: %s"
