@@ -87,9 +87,12 @@ def plan_backup(request: Request, policy: api.ChainPolicy | None = None,
                       retention_plan(after, request.keep, request.keep_days, now))
 
 
-def run_backup(request: Request, policy: api.ChainPolicy | None = None,
-               now: datetime.datetime | None = None) -> dict:
-    """Take one point and apply retention; what was done (the point, the level and why, the merges)."""
+def run_backup(request: Request, policy: api.ChainPolicy | None = None, now: datetime.datetime | None = None,
+               tracking_for: typing.Callable[..., OfflineTracking] = OfflineTracking) -> dict:
+    """Take one point and apply retention; what was done (the point, the level and why, the merges).
+
+    tracking_for(source, manifest, policy) gives the changed-block tracking (tracking.py): the engine's own for an
+    image nobody runs; a live flow passes one that works with libvirt checkpoints and the frozen image."""
     check_request(request)
     now = now or _now()
     if not os.path.isdir(request.store):
@@ -99,7 +102,7 @@ def run_backup(request: Request, policy: api.ChainPolicy | None = None,
         recovered = recover(request.store, manifest, policy)
         facts = source_facts(request.source, policy)
         decision = decide(request.store, manifest, facts, request.level, request.max_chain_length)
-        tracking = OfflineTracking(request.source, manifest, policy)
+        tracking = tracking_for(request.source, manifest, policy)
         latest = current_chain(manifest)["points"][-1]["bitmap"] if current_chain(manifest) else None
         stale = tracking.remove_own_except(latest) if facts.can_track else []
         seq = manifest["next_seq"]

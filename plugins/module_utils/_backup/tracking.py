@@ -11,8 +11,9 @@ of point N-1, whose changes the layer copied, is removed only once point N is se
 leaves it, and the next run copies from it again. A bitmap of the store that no sealed point tracks with (what a
 killed run added) is removed at the start of the next run. Bitmaps of any other name are never touched.
 
-A live flow (libvirt checkpoints) gives the store the same three things: the bitmap name to copy changes from,
-the ranges it marks in the frozen image, and the bitmap that starts recording for the next point.
+A live flow (libvirt checkpoints) gives backup.run_backup an object with the same four methods: own_bitmaps and
+remove_own_except (its checkpoints), start (the checkpoint created at the freeze, whose bitmap records from
+then on) and changed_ranges (the ranges a checkpoint's bitmap marks in the frozen image, read with force_share).
 """
 
 from __future__ import annotations
