@@ -116,11 +116,6 @@ def all_points(manifest: dict) -> list[tuple[dict, dict]]:
     return [(chain, point) for chain in manifest["chains"] for point in chain["points"]]
 
 
-def latest_point(manifest: dict) -> tuple[dict, dict] | None:
-    points = all_points(manifest)
-    return points[-1] if points else None
-
-
 def find_point(manifest: dict, seq: int | None) -> tuple[dict, dict]:
     """(chain, point) of point seq (None: the latest); StoreError naming the points there are when it is not there."""
     points = all_points(manifest)
@@ -147,5 +142,5 @@ def pinned(manifest: dict) -> set[int]:
 
 
 def typed_points(points: typing.Iterable[tuple[dict, dict]]) -> list[dict]:
-    """Points as a module returns them (no internal keys)."""
+    """Points as a module returns them: each with the id of its chain."""
     return [dict(point, chain=chain["id"]) for chain, point in points]
