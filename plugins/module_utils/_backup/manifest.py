@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import typing
 import uuid
@@ -34,6 +35,8 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api impo
 FORMAT = 1
 MANIFEST = "manifest.json"
 BITMAP_PREFIX = "bcq-backup-"
+_CHAIN_DIR = re.compile(r"\Achain-[0-9]{4,}\Z")
+_LAYER_FILE = re.compile(r"\A[0-9]{4,}\.qcow2\Z")
 
 
 class StoreError(Qcow2Error):
@@ -59,7 +62,29 @@ def load(store: str) -> dict | None:
                          path) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise StoreError("%s is not a backup store manifest of format %d" % (path, FORMAT), path)
+    problem = _malformed(data)
+    if problem:
+        raise StoreError("The backup store manifest %s is damaged: %s; nothing will be written until it is repaired or "
+                         "the store moved aside" % (path, problem), path)
     return data
+
+
+def _malformed(data: dict) -> str | None:
+    """What is wrong with a manifest's structure; the names it gives files must stay inside the store."""
+    for key in ("store_id", "next_seq", "next_chain", "chains", "pins"):
+        if key not in data:
+            return "it has no %r" % key
+    if not isinstance(data["chains"], list) or not isinstance(data["pins"], list):
+        return "chains and pins must be lists"
+    for chain in data["chains"]:
+        if not isinstance(chain, dict) or not _CHAIN_DIR.match(str(chain.get("dir"))) or \
+                not isinstance(chain.get("points"), list):
+            return "a chain is not {dir: chain-NNNN, points: [...]}: %r" % (chain,)
+        for point in chain["points"]:
+            if not isinstance(point, dict) or not _LAYER_FILE.match(str(point.get("file"))) or \
+                    not isinstance(point.get("seq"), int):
+                return "a point of %s is not {seq: N, file: NNNN.qcow2, ...}: %r" % (chain["dir"], point)
+    return None
 
 
 def loaded(store: str) -> dict:

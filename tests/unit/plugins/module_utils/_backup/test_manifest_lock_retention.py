@@ -59,7 +59,7 @@ def test_a_killed_writer_leaves_the_old_or_the_new_manifest(tmp_path):
     save(str(tmp_path), new_manifest())
     script = ('import sys, json\nsys.path.insert(0, %r)\n'
               'from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import save, new_manifest\n'
-              'm = new_manifest()\nm["chains"] = [{"id": i, "dir": "x" * 1000, "points": []} for i in range(3000)]\n'
+              'm = new_manifest()\nm["chains"] = [{"id": i, "dir": "chain-%%04d" %% i, "points": [], "pad": "x" * 1000} for i in range(3000)]\n'
               'while True:\n    save(%r, m)\n' % (sys.path[0], str(tmp_path)))
     for delay in (0.05, 0.2, 0.4):
         proc = subprocess.Popen([sys.executable, '-c', script])
@@ -74,6 +74,19 @@ def test_load_refuses_what_is_not_a_manifest(tmp_path):
     assert load(str(tmp_path)) is None
     (tmp_path / 'manifest.json').write_text('[1, 2]')
     with pytest.raises(StoreError, match='is not a backup store manifest of format 1'):
+        load(str(tmp_path))
+
+
+@pytest.mark.parametrize('damage,message', [
+    (lambda m: m.pop('chains'), "it has no 'chains'"),
+    (lambda m: m['chains'].append({'dir': '../elsewhere', 'points': []}), 'a chain is not'),
+    (lambda m: m['chains'][0]['points'].append({'seq': 3, 'file': '../../etc/x'}), 'a point of chain-0001 is not'),
+])
+def test_load_refuses_a_damaged_manifest(tmp_path, damage, message):
+    data = _manifest([0, 1])
+    damage(data)
+    (tmp_path / 'manifest.json').write_text(json.dumps(data))
+    with pytest.raises(StoreError, match='is damaged: %s' % message):
         load(str(tmp_path))
 
 
