@@ -139,8 +139,8 @@ bytes_to_copy:
   sample: 268435456
 point:
   description:
-    - The point as the manifest records it (seq, time, level, reason, file, sha256, bytes_copied, file_bytes,
-      virtual_size, bitmap, consistency, state).
+    - The point as the manifest records it (seq, time, level, reason, file, sha256 (one digest per 64 MiB part of
+      the layer file), bytes_copied, file_bytes, virtual_size, bitmap, consistency, state).
   returned: success, not in check mode
   type: dict
 retention:

@@ -12,8 +12,8 @@ import shutil
 
 import pytest
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._backup import backup
-from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import load
+from ansible_collections.backingchain.qcow2.plugins.module_utils._backup import backup, verify
+from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import load, new_manifest, save
 from ansible_collections.backingchain.qcow2.tests.helpers.backup_store import (
     assert_store_sound,
     keep_view,
@@ -32,7 +32,8 @@ MAX_CRASH_POINTS = 30  # spread over the run's events; every event with INTEROP_
 def three_points(tmp_path):
     """A store with three points of a disk and, in the disk, changes for a fourth; views of each state."""
     work = tmp_path / 'work'
-    work.mkdir()
+    (work / 'store').mkdir(parents=True)
+    save(str(work / 'store'), new_manifest(hash_part=65536))  # small parts: a merge rehashes only some
     source = qemu_img_create(work / 'disk.qcow2', 8 * MiB)
     views = {}
     for seq, writes in enumerate((('write -P 0x11 0 3M',), ('write -P 0x21 1M 512k', 'write -z 2M 64k'),
@@ -94,4 +95,5 @@ def test_killed_at_every_step_then_run_again(three_points, tmp_path, record_prop
         assert manifest['merging'] is None
         assert_store_sound(store, _views_for(store, views), tmp_path)
         assert _own_bitmaps(source, manifest) == [manifest['chains'][-1]['points'][-1]['bitmap']]
+        assert verify.verify(str(store))['problems'] == []  # the sealed digests match the files
     record_property('crash_points', tried)

@@ -127,7 +127,7 @@ def _write(request: Request, manifest: dict, decision: Decision, facts: SourceFa
     if decision.level == "full":
         directory = os.path.join(request.store, "chain-%04d" % manifest["next_chain"])
         os.makedirs(directory, exist_ok=True)
-        written = write_full(request.source, os.path.join(directory, layer_name(seq)), policy)
+        written = write_full(request.source, os.path.join(directory, layer_name(seq)), manifest["hash_part"], policy)
     else:
         chain = current_chain(manifest)
         latest = chain["points"][-1]
@@ -135,7 +135,7 @@ def _write(request: Request, manifest: dict, decision: Decision, facts: SourceFa
         # source does where nothing was written (qemu marks what is written there)
         ranges = tracking.changed_ranges(decision.tracking).ranges
         written = write_increment(request.source, os.path.join(request.store, chain["dir"], layer_name(seq)),
-                                  layer_path(request.store, chain, latest), ranges, policy)
+                                  layer_path(request.store, chain, latest), ranges, manifest["hash_part"], policy)
     return _point(seq, decision, now, facts, bitmap, written)
 
 

@@ -35,6 +35,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api impo
 FORMAT = 1
 MANIFEST = "manifest.json"
 BITMAP_PREFIX = "bcq-backup-"
+HASH_PART = 64 << 20  # a layer's sha256 is kept per part of this many bytes of its file (layer.part_digests)
 _CHAIN_DIR = re.compile(r"\Achain-[0-9]{4,}\Z")
 _LAYER_FILE = re.compile(r"\A[0-9]{4,}\.qcow2\Z")
 
@@ -43,9 +44,9 @@ class StoreError(Qcow2Error):
     """A store problem a user can act on: a damaged manifest, a point that does not exist, a running backup."""
 
 
-def new_manifest() -> dict:
+def new_manifest(hash_part: int = HASH_PART) -> dict:
     return {"format": FORMAT, "store_id": uuid.uuid4().hex[:8], "next_seq": 0, "next_chain": 1, "source": None,
-            "chains": [], "merging": None, "pins": [], "last_verify": None}
+            "chains": [], "merging": None, "pins": [], "last_verify": None, "hash_part": hash_part}
 
 
 def load(store: str) -> dict | None:
@@ -71,7 +72,7 @@ def load(store: str) -> dict | None:
 
 def _malformed(data: dict) -> str | None:
     """What is wrong with a manifest's structure; the names it gives files must stay inside the store."""
-    for key in ("store_id", "next_seq", "next_chain", "chains", "pins"):
+    for key in ("store_id", "next_seq", "next_chain", "chains", "pins", "hash_part"):
         if key not in data:
             return "it has no %r" % key
     if not isinstance(data["chains"], list) or not isinstance(data["pins"], list):

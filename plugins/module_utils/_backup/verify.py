@@ -22,7 +22,7 @@ import os
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
-from .layer import sha256_of
+from .layer import part_digests
 from .lock import store_lock
 from .manifest import find_point, layer_path, loaded, save
 from .recover import recover
@@ -65,7 +65,7 @@ def quick(store: str, manifest: dict, policy: api.ChainPolicy | None) -> tuple[l
     for chain in manifest["chains"]:
         broken = False
         for index, point in enumerate(chain["points"]):
-            found = _layer_problems(store, chain, index, policy)
+            found = _layer_problems(store, chain, index, manifest["hash_part"], policy)
             problems += found
             broken = broken or bool(found)
             if broken:
@@ -73,15 +73,19 @@ def quick(store: str, manifest: dict, policy: api.ChainPolicy | None) -> tuple[l
     return problems, bad
 
 
-def _layer_problems(store: str, chain: dict, index: int, policy: api.ChainPolicy | None) -> list[str]:
+def _layer_problems(store: str, chain: dict, index: int, part: int, policy: api.ChainPolicy | None) -> list[str]:
     point = chain["points"][index]
     path = layer_path(store, chain, point)
     what = "point %d (%s/%s)" % (point["seq"], chain["dir"], point["file"])
     if not os.path.isfile(path):
         return ["%s: the layer is missing" % what]
     out = []
-    if sha256_of(path) != point["sha256"]:
-        out.append("%s: the layer's sha256 differs from the one sealed in the manifest" % what)
+    digests = part_digests(path, part)
+    differ = [index for index, (now, sealed) in enumerate(zip(digests, point["sha256"])) if now != sealed]
+    if differ or len(digests) != len(point["sha256"]):
+        where = differ[0] * part if differ else min(len(digests), len(point["sha256"])) * part
+        out.append("%s: the layer's sha256 differs from the one sealed in the manifest (from byte %d of the file)"
+                   % (what, where))
     try:
         info = api.image_info(path, backing_chain=False, policy=policy)[0]
         expected = chain["points"][index - 1]["file"] if index else None

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup import manifest as manifest_mod
+from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.layer import part_digests
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.lock import store_lock
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import (
     StoreError,
@@ -146,3 +147,22 @@ def test_retention_never_merges_a_damaged_chain():
     data['chains'][0]['damaged'] = [1, 2, 3]
     assert plan(data, 3, None, NOW) == []  # 2 and 3 are kept, and the damaged chain is not merged
     assert [(s.action, s.points) for s in plan(data, 1, None, NOW)] == [('drop_chain', [0, 1, 2, 3])]
+
+
+def test_part_digests_rehash_only_what_changed(tmp_path):
+    path = tmp_path / 'layer'
+    path.write_bytes(bytes(range(256)) * 1000)  # 256000 bytes: 4 parts of 65536, the last shorter
+    known = part_digests(str(path), 65536)
+    assert len(known) == 4
+    with open(path, 'r+b') as f:
+        f.seek(70000)
+        f.write(b'changed')
+        f.seek(0, 2)
+        f.write(b'grown' * 20000)  # the last part grows, and new parts follow
+    updated = part_digests(str(path), 65536, known, [(70000, 7), (256000, 100000)])
+    assert updated == part_digests(str(path), 65536)
+    assert updated[0] == known[0] and updated[1] != known[1] and updated[2] == known[2]
+    # a change the caller does not report is not seen: the reason a crashed merge rehashes everything
+    with open(path, 'r+b') as f:
+        f.write(b'unreported')
+    assert part_digests(str(path), 65536, updated, [])[0] == updated[0] != part_digests(str(path), 65536)[0]
