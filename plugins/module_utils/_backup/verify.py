@@ -24,7 +24,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import a
 
 from .layer import part_digests
 from .lock import store_lock
-from .manifest import find_point, layer_path, loaded, save
+from .manifest import StoreError, find_point, layer_path, loaded, save
 from .recover import recover
 
 LEVELS = ("quick", "full", "audit")
@@ -32,14 +32,19 @@ LEVELS = ("quick", "full", "audit")
 
 def verify(store: str, level: str = "quick", source: str | None = None,
            policy: api.ChainPolicy | None = None, record: bool = True, point: int | None = None) -> dict:
-    """The verdict; recorded in the manifest (where the next backup reads it) unless record is False."""
+    """The verdict; recorded in the manifest (where the next backup reads it) unless record is False (check mode:
+    then nothing is written, not even what recover() would finish)."""
     if level not in LEVELS:
         raise api.InvalidArgumentError("level must be one of %s, not %r" % (", ".join(LEVELS), level))
     if level == "audit" and not source:
         raise api.InvalidArgumentError("An audit compares the source with the store: give the source image")
     with store_lock(store, "verify (%s)" % level):
         manifest = loaded(store)
-        recover(store, manifest, policy)
+        if record:
+            recover(store, manifest, policy)
+        elif manifest["merging"]:  # finishing it writes, and until then the full's digests are stale
+            raise StoreError("A merge in the backup store %s is unfinished; the next run that is not in check mode "
+                             "finishes it before it verifies" % store, store)
         problems, bad = quick(store, manifest, policy)
         audited = None
         if level == "full":
