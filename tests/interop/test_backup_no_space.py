@@ -74,6 +74,8 @@ def test_no_space_in_the_middle_of_a_merge(store_on_small_fs, tmp_path):
     assert load(str(store))['merging'] == {'chain': 1, 'full': 0, 'increment': 1}
     # point 0 was retiring; points 1 and 2 read as they did (leaks in the full are what a stopped commit leaves)
     assert assert_store_sound(store, views, tmp_path, engine_restore=False, leaks_ok=True, only_sealed=False) == 2
+    plan = backup.plan_backup(backup.Request(str(store), str(source), keep=2))  # as if the merge were finished
+    assert (plan.level, plan.retention) == ('incremental', [backup.Step('merge', 1, [1, 2])])
     os.unlink(store / 'filler')
     assert backup.retain(str(store), keep=2) == []  # the recorded merge is finished first; nothing more to drop
     manifest = load(str(store))

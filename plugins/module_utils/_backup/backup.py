@@ -68,6 +68,8 @@ def plan_backup(request: Request, policy: api.ChainPolicy | None = None,
     check_request(request)
     now = now or _now()
     manifest = (load(request.store) if os.path.isdir(request.store) else None) or new_manifest()
+    if manifest["merging"]:
+        manifest = _as_merged(manifest)
     facts = source_facts(request.source, policy)
     decision = decide(request.store, manifest, facts, request.level, request.max_chain_length)
     if facts.can_track:
@@ -85,6 +87,18 @@ def plan_backup(request: Request, policy: api.ChainPolicy | None = None,
     _seal(after, decision, _point(manifest["next_seq"], decision, now, facts, None, None), facts)
     return BackupPlan(decision.level, decision.reason, manifest["next_seq"], nbytes,
                       retention_plan(after, request.keep, request.keep_days, now))
+
+
+def _as_merged(manifest: dict) -> dict:
+    """A copy of the manifest as it will be once the recorded merge is finished (the run finishes it first)."""
+    out = copy.deepcopy(manifest)
+    merging = out["merging"]
+    chain = next(c for c in out["chains"] if c["id"] == merging["chain"])
+    full = next(p for p in chain["points"] if p["seq"] == merging["full"])
+    chain["points"] = [dict(p, file=full["file"], level="full") if p["seq"] == merging["increment"] else p
+                       for p in chain["points"] if p is not full]
+    out["merging"] = None
+    return out
 
 
 def run_backup(request: Request, policy: api.ChainPolicy | None = None, now: datetime.datetime | None = None,
