@@ -110,7 +110,7 @@ EXAMPLES = r"""
   backingchain.qcow2.qcow2_backup:
     path: /var/lib/libvirt/images/vm1.qcow2
     store: /backup/vm1-vda
-    level: "{{ 'full' if ansible_date_time.weekday == 'Sunday' else 'auto' }}"
+    level: "{{ 'full' if ansible_facts['date_time']['weekday'] == 'Sunday' else 'auto' }}"
     keep: 20
 """
 

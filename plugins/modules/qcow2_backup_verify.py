@@ -76,7 +76,7 @@ EXAMPLES = r"""
     store: /backup/vm1-vda
     level: audit
     source: /var/lib/libvirt/images/vm1.qcow2
-  when: ansible_date_time.weekday == 'Sunday'
+  when: ansible_facts['date_time']['weekday'] == 'Sunday'
 """
 
 RETURN = r"""
