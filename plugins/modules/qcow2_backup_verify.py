@@ -16,7 +16,7 @@ description:
     passes the collection's check (the rules of C(qemu-img check)) and names the layer below it relatively, as qcow2.
     A bad layer flags its point and every later point of its chain, which read through it.
   - V(full) also reads the chain up to O(point) end to end, every data cluster (by default the latest point of every
-    chain: reading every point would cost the disk's size once per point).
+    chain, since reading every point would cost the disk's size once per point).
   - V(audit) also compares the source O(source) with the latest point, when the source has not changed since it
     (its tracking bitmap is empty); a difference is a write the tracking missed.
   - The verdict is recorded in the store's manifest; after a failed verify, the next
