@@ -150,17 +150,17 @@ def _write(request: Request, manifest: dict, decision: Decision, facts: SourceFa
         ranges = tracking.changed_ranges(decision.tracking).ranges
         written = write_increment(request.source, os.path.join(request.store, chain["dir"], layer_name(seq)),
                                   layer_path(request.store, chain, latest), ranges, manifest["hash_part"], policy)
-    return _point(seq, decision, now, facts, bitmap, written)
+    return _point(seq, decision, now, facts, bitmap, written, tracking.consistency)
 
 
 def _point(seq: int, decision: Decision, now: datetime.datetime, facts: SourceFacts, bitmap: str | None,
-           written: Written | None) -> dict:
+           written: Written | None, consistency: str = OfflineTracking.consistency) -> dict:
     """The point's manifest record; without written (a plan), as far as it is known before the copy."""
     return {"seq": seq, "time": now_text(now), "level": decision.level, "reason": decision.reason,
             "file": written.file if written else layer_name(seq), "sha256": written.sha256 if written else None,
             "bytes_copied": written.bytes_copied if written else None,
             "file_bytes": written.file_bytes if written else None,
-            "virtual_size": facts.virtual_size, "bitmap": bitmap, "consistency": "offline", "state": "sealed"}
+            "virtual_size": facts.virtual_size, "bitmap": bitmap, "consistency": consistency, "state": "sealed"}
 
 
 def _seal(manifest: dict, decision: Decision, point: dict, facts: SourceFacts) -> None:

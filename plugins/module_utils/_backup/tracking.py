@@ -11,7 +11,8 @@ of point N-1, whose changes the layer copied, is removed only once point N is se
 leaves it, and the next run copies from it again. A bitmap of the store that no sealed point tracks with (what a
 killed run added) is removed at the start of the next run. Bitmaps of any other name are never touched.
 
-A live flow (libvirt checkpoints) gives backup.run_backup an object with the same four methods: own_bitmaps and
+A live flow (libvirt checkpoints) gives backup.run_backup an object with the same ``consistency`` and the same four
+methods: own_bitmaps and
 remove_own_except (its checkpoints), start (the checkpoint created at the freeze, whose bitmap records from
 then on) and changed_ranges (the ranges a checkpoint's bitmap marks in the frozen image, read with force_share).
 """
@@ -24,6 +25,8 @@ from .manifest import bitmap_name, own_bitmap
 
 
 class OfflineTracking:
+    consistency = "offline"  # what the manifest records for the points it feeds (a live flow: frozen or crash)
+
     def __init__(self, source: str, manifest: dict, policy: api.ChainPolicy | None = None) -> None:
         self.source = source
         self.manifest = manifest
