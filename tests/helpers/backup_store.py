@@ -87,8 +87,8 @@ def assert_store_sound(store: StrPath, views: dict[int, StrPath], scratch: StrPa
         check = qemu_img_check(layer)
         assert check.clean or (leaks_ok and not check.report.get('corruptions')), (seq, layer, check)
         assert qemu_compare(layer, views[seq]), ('qemu-img reads point %d differently' % seq, layer)
-        assert not api.differing_ranges(layer, str(views[seq]), force_share=True), ('the engine reads point %d '
-                                                                                      'differently' % seq, layer)
+        differ = api.differing_ranges(layer, str(views[seq]), force_share=True)
+        assert not differ, ('the engine reads point %d differently' % seq, layer, differ[:3])
         if engine_restore:
             dest = Path(scratch) / ('restored-%d.qcow2' % seq)
             restore.restore(str(store), str(dest), seq)
@@ -111,4 +111,3 @@ def keep_view(source: StrPath, directory: StrPath, name: str) -> Path:
 
 def store_files(store: StrPath) -> list[str]:
     return sorted(str(p.relative_to(store)) for p in Path(store).rglob('*') if p.is_file())
-

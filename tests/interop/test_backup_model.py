@@ -38,7 +38,7 @@ FULL_CHECK_EVERY = 15
 
 def _workload(rng, size):
     cmds = []
-    for _ in range(rng.randint(0, 5)):
+    for _op in range(rng.randint(0, 5)):
         length = rng.choice([rng.randint(1, 4096), rng.randint(1, 192 * 1024), 64 * 1024])
         offset = rng.randrange(0, size - length + 1)
         if rng.random() < 0.4:

@@ -121,7 +121,7 @@ def test_bitmaps_rotate_and_foreign_ones_stay(store):
     qemu_img('bitmap', '--add', store.source, 'someone-elses')
     store.point()
     manifest = store.manifest()
-    for _ in range(3):
+    for _point in range(3):
         qemu_io(store.source, 'write -P 0x41 4M 64k')
         store.point()
     latest = store.manifest()['chains'][-1]['points'][-1]['bitmap']
@@ -152,7 +152,7 @@ def _fallback(store, change, reason, **kwargs):
     plan = backup.plan_backup(store.request(**kwargs))
     assert plan.level == 'full' and reason in plan.reason, plan
     with pytest.raises(StoreError, match='cannot be taken: .*' + reason):
-        backup.run_backup(store.request(level='incremental', **{k: v for k, v in kwargs.items()}))
+        backup.run_backup(store.request(level='incremental', **kwargs))
     result = store.point(**kwargs)
     assert result['level'] == 'full' and reason in result['reason']
     assert result['point']['reason'] == result['reason']

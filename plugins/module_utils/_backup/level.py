@@ -73,15 +73,15 @@ def chain_broken(store: str, manifest: dict, facts: SourceFacts, max_chain_lengt
         return "the source cannot hold dirty bitmaps (only qcow2 images of compat 1.1 can): every point is a full"
     verify = manifest.get("last_verify")
     if verify and not verify["ok"]:
-        return "the last verify (%s, %s) found problems: %s" % (verify["level"], verify["time"],
-                                                                 "; ".join(verify["problems"][:3]))
+        return "the last verify (%s, %s) found problems: %s" % (
+            verify["level"], verify["time"], "; ".join(verify["problems"][:3]))
     if source["path"] != facts.path:
         return "the source is now %s; the chain was taken from %s" % (facts.path, source["path"])
     if source["identity"] != facts.identity:
         return "the source %s was replaced by another file since point %d" % (facts.path, latest["seq"])
     if facts.virtual_size < latest["virtual_size"]:
-        return "the source shrank from %d to %d bytes since point %d" % (latest["virtual_size"], facts.virtual_size,
-                                                                          latest["seq"])
+        return "the source shrank from %d to %d bytes since point %d" % (
+            latest["virtual_size"], facts.virtual_size, latest["seq"])
     if len(chain["points"]) >= max_chain_length:
         return "the chain reached max_chain_length (%d points)" % max_chain_length
     for point in chain["points"]:

@@ -74,4 +74,3 @@ def release_dead_pins(manifest: dict) -> list[dict]:
     dead = [pin for pin in manifest["pins"] if not pin_alive(manifest, pin)]
     manifest["pins"] = [pin for pin in manifest["pins"] if pin not in dead]
     return dead
-

@@ -55,7 +55,7 @@ def verify(store: str, level: str = "quick", source: str | None = None,
             audited, found = audit(store, manifest, source, policy)
             problems += found
         verdict = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "level": level,
-                  "ok": not problems, "problems": problems, "bad_points": sorted(bad)}
+                   "ok": not problems, "problems": problems, "bad_points": sorted(bad)}
         if record:
             manifest["last_verify"] = verdict
             for chain in manifest["chains"]:
