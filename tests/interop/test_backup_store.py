@@ -110,11 +110,11 @@ def test_plan_predicts_the_run(store):
     assert (plan.level, plan.seq) == ('full', 0)
     assert not os.path.exists(store.path)  # a plan writes nothing, not even the store directory
     store.point()
-    qemu_io(store.source, 'write -P 0x31 3M 256k')
+    qemu_io(store.source, 'write -P 0x31 3M 256k', 'write -z 8M 128k', 'write -P 0 12M 64k')
     plan = backup.plan_backup(store.request())
     result = store.point()
     assert (plan.level, plan.reason, plan.seq) == (result['level'], result['reason'], result['point']['seq'])
-    assert plan.bytes_to_copy == result['point']['bytes_copied'] == 256 * 1024
+    assert plan.bytes_to_copy == result['point']['bytes_copied'] == (256 + 128 + 64) * 1024
 
 
 def test_bitmaps_rotate_and_foreign_ones_stay(store):

@@ -43,7 +43,7 @@ class BackupPlan(typing.NamedTuple):
     level: str
     reason: str
     seq: int
-    bytes_to_copy: int  # guest data the layer copies (a full: at most this much; zeros are not copied)
+    bytes_to_copy: int  # guest bytes the layer copies or writes as zero clusters (a full: at most this much)
     retention: typing.List[Step]
 
 
@@ -80,9 +80,10 @@ def plan_backup(request: Request, policy: api.ChainPolicy | None = None,
         chain = current_chain(manifest)
         ranges = api.dirty_ranges(request.source, decision.tracking, force_share=True, policy=policy).ranges
         previous = layer_path(request.store, chain, chain["points"][-1])
-        nbytes = api.copy_ranges(request.source, os.path.join(request.store, chain["dir"], layer_name(manifest["next_seq"])),
-                                 ranges, backing_file=os.path.basename(previous), backing_format="qcow2",
-                                 force_share=True, policy=policy, dry_run=True).bytes_copied
+        dry = api.copy_ranges(request.source, os.path.join(request.store, chain["dir"], layer_name(manifest["next_seq"])),
+                              ranges, backing_file=os.path.basename(previous), backing_format="qcow2",
+                              force_share=True, policy=policy, dry_run=True)
+        nbytes = dry.bytes_copied + dry.bytes_zeroed  # as the layer reports it (layer.write_increment)
     after = copy.deepcopy(manifest)
     _seal(after, decision, _point(manifest["next_seq"], decision, now, facts, None, None), facts)
     return BackupPlan(decision.level, decision.reason, manifest["next_seq"], nbytes,
