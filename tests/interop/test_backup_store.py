@@ -23,6 +23,7 @@ from ansible_collections.backingchain.qcow2.tests.helpers.backup_store import (
     sealed_layers,
 )
 from ansible_collections.backingchain.qcow2.tests.helpers.chains import MiB
+from ansible_collections.backingchain.qcow2.tests.helpers.qcow2_poke import header_extensions, write_bytes
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     backing_chain,
     qemu_compare,
@@ -387,3 +388,16 @@ def test_a_running_vm_holding_the_source_is_refused_in_check_mode_and_run(store)
             backup.run_backup(store.request())
     assert store.manifest()['next_seq'] == 1
     assert store.point()['level'] == 'incremental'
+
+
+def test_a_hostile_bitmap_directory_is_refused_and_never_written(store):
+    store.point()
+    position = next(p for p, t, _l in header_extensions(store.source) if t == 0x23852875)
+    write_bytes(store.source, position + 8, (3).to_bytes(4, 'big'))  # more bitmaps than the directory holds
+    before = store.source.read_bytes()
+    for attempt in (lambda: backup.plan_backup(store.request()), lambda: backup.run_backup(store.request())):
+        with pytest.raises(api.Qcow2Error, match='Less bitmaps found than specified'):
+            attempt()
+    assert store.source.read_bytes() == before
+    assert store.manifest()['next_seq'] == 1
+    assert store.sound() == 1
