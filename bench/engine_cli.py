@@ -23,17 +23,7 @@ def main(argv):
     elif op == "info":
         json.dump(api.image_info(argv[1], backing_chain=True), sys.stdout)
     elif op == "read-all":
-        with api.open_chain(argv[1]) as chain:
-            top = chain.top
-            buf = bytearray(4 << 20)
-            view = memoryview(buf)
-            from _qcow2.segments import RUN_DATA, layer_runs
-            for start, end, kind in layer_runs(top, None, 0, top.size):
-                pos = start
-                while kind == RUN_DATA and pos < end:
-                    n = min(len(buf), end - pos)
-                    top.read_into(view[:n], pos)
-                    pos += n
+        api.read_view(argv[1])
     elif op == "incremental":  # source, bitmap, new layer, its backing file
         dirty = api.dirty_ranges(argv[1], argv[2])
         api.copy_ranges(argv[1], argv[3], dirty.ranges, backing_file=argv[4])

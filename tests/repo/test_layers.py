@@ -1,7 +1,8 @@
 """The layers of module_utils and the doors between them.
 
 _qcow2 (the engine) imports neither Ansible nor the other layers; everything outside the engine reaches it
-through _qcow2/api.py only, and uses only what api.__all__ names; _live (libvirt) never imports _module.
+through _qcow2/api.py only, and uses only what api.__all__ names; _live (libvirt) never imports _module; _backup
+(the backup store) imports only the engine.
 """
 
 from __future__ import annotations
@@ -77,6 +78,16 @@ def test_the_live_layer_does_not_import_the_module_layer():
     for path in sorted((PLUGINS / 'module_utils' / '_live').rglob('*.py')):
         for line, module, _names, _bound in _imports(path)[1]:
             if module.startswith(PACKAGE + '_module'):
+                problems.append('%s:%d imports %s' % (path.relative_to(REPO), line, module))
+    assert problems == []
+
+
+def test_the_backup_store_imports_only_the_engine():
+    """_backup runs wherever the engine runs (a live flow feeds it too): no Ansible, no _module, no _live."""
+    problems = []
+    for path in sorted((PLUGINS / 'module_utils' / '_backup').rglob('*.py')):
+        for line, module, _names, _bound in _imports(path)[1]:
+            if module.startswith('ansible.') or module.startswith(PACKAGE + '_module') or module.startswith(PACKAGE + '_live'):
                 problems.append('%s:%d imports %s' % (path.relative_to(REPO), line, module))
     assert problems == []
 

@@ -69,17 +69,19 @@ class ArgumentSpec:
         )
 
 
-def common_argument_spec() -> ArgumentSpec:
-    """Options of every module: the image (path) and the chain policy (doc fragment _engine).
-
-    allowed_backing_dirs and allow_data_file are the action group's shared options: module_defaults for
-    group/backingchain.qcow2.qcow2 may set them, so every module of the group must accept them.
-    """
+def policy_argument_spec() -> ArgumentSpec:
+    """The chain policy (doc fragment _engine): allowed_backing_dirs and allow_data_file are the action group's
+    shared options: module_defaults for group/backingchain.qcow2.qcow2 may set them, so every module of the group
+    must accept them."""
     return ArgumentSpec(dict(
-        path=dict(type="path", required=True),
         allowed_backing_dirs=dict(type="list", elements="path"),
         allow_data_file=dict(type="bool", default=False),
     ))
+
+
+def common_argument_spec() -> ArgumentSpec:
+    """Options of every module about one image: the image (path) and the chain policy."""
+    return policy_argument_spec().update(dict(path=dict(type="path", required=True)))
 
 
 # The libvirt connection a task with domain opens (the doc fragment _domain documents this default).

@@ -36,6 +36,7 @@ from .errors import (
     UnsafeBackingError,
     UnsupportedError,
 )
+from .fileio import recording_writes
 from .image import probe_is_qcow2 as is_qcow2
 from .locking import held as locked, refuse_if_held as refuse_if_locked
 from .paths import file_identity, position_of, remove_stale_temporaries, same_file
@@ -72,14 +73,14 @@ __all__ = [
     # files, names and locks
     "same_file", "file_identity", "position_of", "resolve_backing_path", "check_backing_reference", "detect_format",
     "is_qcow2", "require_qcow2", "refuse_if_locked", "locked", "require_space", "remove_stale_temporaries",
-    "require_construct",
+    "require_construct", "recording_writes",
     # reading
     "image_info", "chain_entry", "check", "measure", "list_snapshots", "snapshot_matches", "list_bitmaps",
-    "dirty_ranges",
+    "dirty_ranges", "read_view", "differing_ranges",
     # changing
     "create_image", "grow_image", "set_lazy_refcounts", "create_snapshot", "revert_snapshot", "delete_snapshot",
     "plan_commit", "commit", "plan_rebase", "rebase", "plan_convert", "convert", "plan_bitmap", "bitmap",
-    "change_bitmap", "copy_ranges",
+    "change_bitmap", "copy_ranges", "export_raw",
 ]
 
 
@@ -114,6 +115,20 @@ def check(path: str, repair: str | None = None, force_share: bool = False, polic
                     check_mode=True) as chain:
         report = check_image(chain.top, repair=repair)
         return {"result": report_as_qemu_json(report, path), "exit_code": exit_code(report), "messages": report.messages}
+
+
+def read_view(path: str, force_share: bool = False, policy: ChainPolicy | None = None) -> int:
+    """Read every data byte of path's guest view end to end (proof that it can be read); the bytes read."""
+    from .compare import read_view as _read
+    return _read(path, force_share=force_share, policy=policy)
+
+
+def differing_ranges(first: str, second: str, force_share: bool = False,
+                     policy: ChainPolicy | None = None) -> list[tuple[int, int]]:
+    """Where the guest views of two images differ, as [(offset, length)] of 512-byte sectors (qemu-img compare
+    without -s: past the shorter view's end the longer must read zeros); empty when they are identical."""
+    from .compare import differing_ranges as _differ
+    return _differ(first, second, force_share=force_share, policy=policy)
 
 
 def list_snapshots(path: str, force_share: bool = False) -> list[dict]:
@@ -226,6 +241,13 @@ def convert(source: str, dest: str, compress: bool = False, backing_file: str | 
     from . import convert as _convert
     return _convert.convert(source, dest, compress=compress, backing_file=backing_file, backing_format=backing_format,
                             options=options, policy=policy, source_format=source_format, progress=progress)
+
+
+def export_raw(source: str, dest: str, policy: ChainPolicy | None = None) -> int:
+    """qemu-img convert -O raw: dest becomes a sparse raw file of source's guest view (written beside it and renamed
+    when complete); the data bytes written."""
+    from .raw_export import export_raw as _export
+    return _export(source, dest, policy=policy)
 
 
 # ---- persistent dirty bitmaps ----

@@ -40,6 +40,30 @@ def _raise_os_error(exc: OSError, path: str, what: str) -> typing.NoReturn:
     raise Qcow2Error("I/O error while %s %s: %s" % (what, path, exc.strerror or exc), path) from exc
 
 
+class WriteRecord:
+    """The byte ranges of one file that this process changed while the record was open (recording_writes())."""
+
+    def __init__(self, identity: tuple[int, int]) -> None:
+        self.identity = identity
+        self.ranges: list[tuple[int, int]] = []  # (offset, length), in the order written
+
+
+_write_records: list[WriteRecord] = []
+
+
+@contextlib.contextmanager
+def recording_writes(path: str) -> typing.Iterator[WriteRecord]:
+    """Record every range of path's file that a BlockFile of this process writes, truncates, allocates or punches
+    while the block runs (a caller that keeps digests of a file's parts rehashes only those)."""
+    st = os.stat(path)
+    record = WriteRecord((st.st_dev, st.st_ino))
+    _write_records.append(record)
+    try:
+        yield record
+    finally:
+        _write_records.remove(record)
+
+
 class BlockFile:
     """An open file with positional reads and writes."""
 
@@ -77,6 +101,14 @@ class BlockFile:
         self._gather = None  # [start, end, views, buffer tags] of contiguous writes behind not yet issued
         self._direct_fd = None  # an O_DIRECT descriptor inside direct_writes()
         self._direct_refused = None  # the same, once the filesystem refused a direct write (closed at the end)
+
+    def _note(self, offset: int, length: int) -> None:
+        """Tell the open write records (rarely any) that [offset, offset+length) of this file changes."""
+        if _write_records and length > 0:
+            st = os.fstat(self.fd)
+            for record in _write_records:
+                if record.identity == (st.st_dev, st.st_ino):
+                    record.ranges.append((offset, length))
 
     # ---- reads ----
     def pread(self, length: int, offset: int) -> bytes:
@@ -131,6 +163,7 @@ class BlockFile:
         total = sum(v.nbytes for v in views)
         _check_range(self.path, offset, total)
         _io_event()
+        self._note(offset, total)
         self.written_end = max(self.written_end, offset + total)
         self.data_written = True
         if self._writeback is not None:
@@ -304,6 +337,9 @@ class BlockFile:
     def truncate(self, length: int) -> None:
         self.drain()
         _io_event()
+        if _write_records:
+            old = self.size()
+            self._note(min(old, length), abs(length - old))
         try:
             os.ftruncate(self.fd, length)
         except OSError as exc:
@@ -313,6 +349,7 @@ class BlockFile:
         """Reserve blocks (preallocation=falloc); falls back to writing zeros where unsupported."""
         self.drain()
         _io_event()
+        self._note(offset, length)
         try:
             os.posix_fallocate(self.fd, offset, length)
         except OSError as exc:
@@ -326,6 +363,7 @@ class BlockFile:
         filesystem cannot): writes into reserved blocks are several times faster than writes that grow the file."""
         self.drain()
         _io_event()
+        self._note(offset, length)
         try:
             os.posix_fallocate(self.fd, offset, length)
         except OSError as exc:
@@ -341,6 +379,7 @@ class BlockFile:
         if fallocate is None:
             return False
         _io_event()
+        self._note(offset, length)
         if fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
             return False
         self.data_written = True
@@ -359,6 +398,7 @@ class BlockFile:
         self.drain()
         src.drain()
         _io_event()
+        self._note(dst_offset, length)
         self.written_end = max(self.written_end, dst_offset + length)
         try:
             while length > 0:

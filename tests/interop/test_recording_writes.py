@@ -1,0 +1,40 @@
+"""recording_writes: every byte range of a file that an engine operation changes is reported, so that digests of
+the file's parts can be brought up to date by reading only those parts (the backup store's merge does)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.layer import part_digests
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
+from ansible_collections.backingchain.qcow2.tests.helpers.chains import MiB, Layer, build_chain
+
+PART = 4096
+
+
+@pytest.mark.parametrize('top_steps', [
+    ('write -P 0x21 0 64k', 'write -z 1M 128k', 'write -P 0x22 7M 1M'),  # overwrites, zeroes, new clusters
+    ('write -P 0x23 9M 2M',),  # past the base's end: the base grows
+    ('discard 0 1M',),
+])
+def test_commit_reports_every_range_it_changes(tmp_path, top_steps):
+    top_size = 12 * MiB if '9M' in top_steps[0] else None
+    top, base = build_chain(tmp_path, [Layer('base.qcow2', 8 * MiB, steps=('write -P 0x11 0 2M', 'write -c -P 0x12 4M 256k')),
+                                       Layer('top.qcow2', top_size, steps=top_steps)])
+    before = part_digests(str(base), PART)
+    with api.recording_writes(str(base)) as written:
+        api.commit(str(top))
+        api.check(str(base), repair='leaks')
+    assert written.ranges
+    assert part_digests(str(base), PART, before, written.ranges) == part_digests(str(base), PART)
+
+
+def test_other_files_are_not_recorded(tmp_path):
+    base, = build_chain(tmp_path, [Layer('base.qcow2', MiB)])
+    other, = build_chain(tmp_path, [Layer('other.qcow2', MiB)])
+    with api.recording_writes(str(base)) as written:
+        api.change_bitmap(str(other), 'add', 'b')
+    assert written.ranges == []
+    with api.recording_writes(str(base)) as written:
+        api.change_bitmap(str(base), 'add', 'b')
+    assert written.ranges
