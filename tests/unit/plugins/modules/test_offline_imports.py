@@ -60,6 +60,10 @@ def _tasks(tmp_path):
         ("qcow2_bitmap", {"path": single, "name": "full"}),
         ("qcow2_bitmap", {"path": single, "name": "inc", "merge_from": [{"name": "full"}]}),
         ("qcow2_info", {"path": single}),  # lists the bitmaps
+        ("qcow2_backup", {"path": base, "store": str(tmp_path / "store")}),  # a full
+        ("qcow2_backup", {"path": base, "store": str(tmp_path / "store")}),  # an increment
+        ("qcow2_backup_verify", {"store": str(tmp_path / "store")}),
+        ("qcow2_backup_restore", {"store": str(tmp_path / "store"), "dest": str(tmp_path / "restored.qcow2")}),
     ]
 
 
