@@ -225,19 +225,10 @@ seed_ansible_test_pip() {
 }
 
 install_apt_packages
-# The venvs of the other ansible-core versions are made beside the main one: each is mostly pip
-# waiting on downloads and unpacking, one process at a time.
-builders=()
-while read -r version; do
-    (
-        setup_core_venv "$version"
-        seed_ansible_test_pip "$REPO/.venvs/ansible-core-$version"
-    ) &
-    builders+=("$!:$version")
-done < <(core_versions)
 setup_venv
 seed_ansible_test_pip "$VENV"
-for builder in ${builders[@]+"${builders[@]}"}; do
-    wait "${builder%%:*}" || { log "ansible-core ${builder#*:}: setting up its venv failed (see above)"; exit 1; }
-done
+while read -r version; do
+    setup_core_venv "$version"
+    seed_ansible_test_pip "$REPO/.venvs/ansible-core-$version"
+done < <(core_versions)
 log "done"

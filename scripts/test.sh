@@ -78,8 +78,7 @@ record() {
 # one ansible-test, one pytest process), so on two cores two of them take little
 # longer than one. A stage whose file has the line "# test.sh: runs alone" keeps
 # every core busy itself (pytest -n auto) and runs with nothing beside it, its
-# output shown as it comes. A stage with the line "# test.sh: light" mostly waits and
-# runs beside the others without taking a core's turn. A stage run beside others writes to its log, shown
+# output shown as it comes. A stage run beside others writes to its log, shown
 # when it ends. Stages start in lexical order, so the long ones are numbered
 # before the short ones of their kind (55-fleet before 60-*, 65-demo last). No two stages share a service:
 # only 60-live starts libvirtd, only 55-fleet the sshd fleet.
@@ -87,9 +86,6 @@ SLOTS="${TEST_SLOTS:-$(nproc 2>/dev/null || echo 1)}"
 ((SLOTS >= 1)) || SLOTS=1
 
 runs_alone() { grep -q '^# test.sh: runs alone' "$STAGE_DIR/$1.sh"; }
-# A stage whose file has the line "# test.sh: light" mostly waits (on ssh, on guests): it runs beside the
-# others without taking a core's turn.
-runs_light() { grep -q '^# test.sh: light' "$STAGE_DIR/$1.sh"; }
 
 # CPU seconds (user + system) of the waited-for children of the calling shell: the builtin times
 # writes to a file (in a pipe or $(...) it would run in a subshell, which has no children of its own).
@@ -100,17 +96,8 @@ children_cpu() {
     rm -f "$LOG_DIR/.times.$BASHPID"
 }
 
-declare -A pid_of=() light=()
+declare -A pid_of=()
 running=()
-
-# How many stages run that hold a core's turn (with "all": every stage that runs).
-running_count() {
-    local name n=0
-    for name in ${running[@]+"${running[@]}"}; do
-        [[ "$1" == all || -z "${light[$name]:-}" ]] && n=$((n + 1))
-    done
-    echo "$n"
-}
 
 start_beside() {
     local name="$1"
@@ -128,12 +115,10 @@ start_beside() {
     printf '\n==== stage %s started%s ====\n' "$name" "$( ((${#running[@]} > 1)) && printf ' (beside %s)' "${running[*]:0:${#running[@]}-1}")"
 }
 
-# Wait until at most $1 stages holding a core's turn run (0: until none at all runs); show and record
-# each one that ended.
+# Wait until at most $1 stages run beside each other; show and record each one that ended.
 reap() {
-    local limit="$1" name rc elapsed cpu still counted=turns
-    ((limit == 0)) && counted=all
-    while (($(running_count "$counted") > limit)); do
+    local limit="$1" name rc elapsed cpu still
+    while ((${#running[@]} > limit)); do
         still=()
         for name in "${running[@]}"; do
             if [[ -e "$LOG_DIR/$name.result" ]]; then
@@ -147,7 +132,7 @@ reap() {
             fi
         done
         running=(${still[@]+"${still[@]}"})
-        (($(running_count "$counted") > limit)) && sleep 1
+        ((${#running[@]} > limit)) && sleep 1
     done
     return 0
 }
@@ -165,9 +150,6 @@ for name in "${stages[@]}"; do
         set -e
         children_cpu >"$LOG_DIR/$name.cpu"
         record "$name" "$rc" $((SECONDS - start)) $(($(cat "$LOG_DIR/$name.cpu") - cpu_before))
-    elif runs_light "$name"; then
-        light[$name]=1
-        start_beside "$name"
     else
         reap $((SLOTS - 1))
         start_beside "$name"

@@ -28,7 +28,7 @@ exit {rc}
 """
 
 
-def _scratch_repo(tmp_path: Path, stages: dict[str, tuple[float, int, bool | str]], burn: tuple[str, ...] = ()) -> Path:
+def _scratch_repo(tmp_path: Path, stages: dict[str, tuple[float, int, bool]], burn: tuple[str, ...] = ()) -> Path:
     """A repository holding test.sh, a setup.sh that does nothing, an empty venv activate script and the stages."""
     repo = tmp_path / 'repo'
     (repo / 'scripts' / 'test.d').mkdir(parents=True)
@@ -39,7 +39,7 @@ def _scratch_repo(tmp_path: Path, stages: dict[str, tuple[float, int, bool | str
     (repo / 'scripts' / 'setup.sh').write_text('#!/usr/bin/env bash\n')
     os.chmod(repo / 'scripts' / 'setup.sh', 0o755)
     for name, (seconds, rc, alone) in stages.items():
-        marker = {True: '# test.sh: runs alone (for the test)', False: '# a stage', 'light': '# test.sh: light (for the test)'}[alone]
+        marker = '# test.sh: runs alone (for the test)' if alone else '# a stage'
         (repo / 'scripts' / 'test.d' / (name + '.sh')).write_text(
             STAGE.format(name=name, seconds=seconds, rc=rc, marker=marker, burn=3 if name in burn else 0))
     return repo
@@ -125,20 +125,3 @@ def test_a_failure_beside_another_stage_is_recorded_and_digested(tmp_path):
     assert _table(proc.stdout) == {'20-a': 'PASS', '21-b': 'FAIL (exit 5)'}
     assert '---- why 21-b failed' in proc.stdout
     assert '1 passed, 1 failed' in proc.stdout
-
-
-@pytest.mark.skipif(shutil.which('bash') is None, reason='test.sh is a bash script')
-def test_a_light_stage_runs_beside_the_others_without_taking_a_slot(tmp_path):
-    repo = _scratch_repo(tmp_path, {
-        '20-light': (2.5, 0, 'light'),
-        '21-a': (1.2, 0, False),
-        '22-b': (1.2, 0, False),
-        '30-alone': (0.3, 0, True),
-    })
-    proc = _run(repo, 2)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    spans = _spans(repo)
-    assert _overlap(spans['20-light'], spans['21-a']) and _overlap(spans['20-light'], spans['22-b'])
-    assert _overlap(spans['21-a'], spans['22-b'])  # both slots still used by the others
-    assert spans['30-alone'][0] >= spans['20-light'][1]  # a stage that runs alone waits for the light one too
-    assert _table(proc.stdout) == {name: 'PASS' for name in spans}
