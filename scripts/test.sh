@@ -80,20 +80,22 @@ record() {
 # every core busy itself (pytest -n auto) and runs with nothing beside it, its
 # output shown as it comes. A stage run beside others writes to its log, shown
 # when it ends. Stages start in lexical order, so the long ones are numbered
-# before the short ones of their kind (55-fleet before 60-*, 65-demo last). No two stages share a service:
-# only 60-live starts libvirtd, only 55-fleet the sshd fleet.
+# before the short ones of their kind (55-fleet before 60-*, 65-demo last).
+# No two stages share a service: only 60-live starts libvirtd, only 55-fleet
+# the sshd fleet.
 SLOTS="${TEST_SLOTS:-$(nproc 2>/dev/null || echo 1)}"
 ((SLOTS >= 1)) || SLOTS=1
 
 runs_alone() { grep -q '^# test.sh: runs alone' "$STAGE_DIR/$1.sh"; }
 
-# CPU seconds (user + system) of the waited-for children of the calling shell: the builtin times
-# writes to a file (in a pipe or $(...) it would run in a subshell, which has no children of its own).
+# CHILDREN_CPU: CPU seconds (user + system) of the waited-for children of the calling shell. The builtin
+# times writes to a file: in a pipe or $(...) it would run in a subshell, which has no children of its own.
 children_cpu() {
-    times >"$LOG_DIR/.times.$BASHPID"
-    awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); t += p[1] * 60 + p[2] } printf "%d", t + 0.5 }' \
-        "$LOG_DIR/.times.$BASHPID"
-    rm -f "$LOG_DIR/.times.$BASHPID"
+    local file="$LOG_DIR/.times.$BASHPID"
+    times >"$file"
+    CHILDREN_CPU=$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); t += p[1] * 60 + p[2] }
+                        printf "%d", t + 0.5 }' "$file")
+    rm -f "$file"
 }
 
 declare -A pid_of=()
@@ -107,8 +109,8 @@ start_beside() {
         began=$(date +%s)
         run_stage "$name" >"$LOG_DIR/$name.log" 2>&1
         rc=$?
-        children_cpu >"$LOG_DIR/$name.cpu"
-        printf '%s %s %s\n' "$rc" "$(($(date +%s) - began))" "$(cat "$LOG_DIR/$name.cpu")" >"$LOG_DIR/$name.result"
+        children_cpu
+        printf '%s %s %s\n' "$rc" "$(($(date +%s) - began))" "$CHILDREN_CPU" >"$LOG_DIR/$name.result"
     ) &
     pid_of[$name]=$!
     running+=("$name")
@@ -142,14 +144,14 @@ for name in "${stages[@]}"; do
         reap 0
         printf '\n==== stage %s ====\n' "$name"
         start=$SECONDS
-        children_cpu >"$LOG_DIR/$name.cpu"
-        cpu_before=$(cat "$LOG_DIR/$name.cpu")
+        children_cpu
+        cpu_before=$CHILDREN_CPU
         set +e
         run_stage "$name" 2>&1 | tee "$LOG_DIR/$name.log"
         rc=${PIPESTATUS[0]}
         set -e
-        children_cpu >"$LOG_DIR/$name.cpu"
-        record "$name" "$rc" $((SECONDS - start)) $(($(cat "$LOG_DIR/$name.cpu") - cpu_before))
+        children_cpu
+        record "$name" "$rc" $((SECONDS - start)) $((CHILDREN_CPU - cpu_before))
     else
         reap $((SLOTS - 1))
         start_beside "$name"

@@ -31,14 +31,6 @@ galaxy_field() {
     sed -n "s/^$1:[[:space:]]*//p" "$REPO/galaxy.yml" | head -n1
 }
 
-# ansible-test only works on a collection that sits at
-# .../ansible_collections/<namespace>/<name>/ and is a git checkout. A
-# checkout can live anywhere, so copy the working tree - committed, modified
-# and new-but-not-ignored files alike - into such a path under tests/output
-# (ignored by git), make it a one-commit repository, and print its path.
-# The copy is rebuilt from scratch on every call, so it never holds stale files;
-# each stage and venv (ansible-core version) has its own, so stages may run side
-# by side (the integration stages wait for the system lock, the others need not).
 # A name for what one stage run leaves in tests/output: the stage's file and its venv (the
 # core-X.Y stages run the file of another stage in their own venv). Stages run side by side,
 # so none may remove or rewrite what another uses.
@@ -46,6 +38,14 @@ stage_key() {
     printf '%s-%s\n' "$(basename "$0" .sh)" "$(basename "${VIRTUAL_ENV:-.venv}")"
 }
 
+# ansible-test only works on a collection that sits at
+# .../ansible_collections/<namespace>/<name>/ and is a git checkout. A
+# checkout can live anywhere, so copy the working tree - committed, modified
+# and new-but-not-ignored files alike - into such a path under tests/output
+# (ignored by git), make it a one-commit repository, and print its path.
+# The copy is rebuilt from scratch on every call, so it never holds stale files;
+# each stage and venv (ansible-core version) has its own, so stages may run side
+# by side.
 collection_tree() {
     local ns name root dest
     ns="$(galaxy_field namespace)"
