@@ -11,4 +11,5 @@ cd "$REPO"
 source .venv/bin/activate
 CRASH_POINTS=all exec python -m pytest -n auto -p no:cacheprovider \
     tests/interop/test_ops_crash.py tests/interop/test_bitmap_crash.py tests/interop/test_copy_ranges.py \
-    -k "every_io_event or killed_anywhere" "$@"
+    tests/interop/test_backup_crash.py \
+    -k "every_io_event or killed_anywhere or killed_at_every_step" "$@"

@@ -23,9 +23,10 @@ from ansible_collections.backingchain.qcow2.tests.helpers.backup_store import (
 )
 from ansible_collections.backingchain.qcow2.tests.helpers.chains import MiB, copy_images
 from ansible_collections.backingchain.qcow2.tests.helpers.crash import KILLED
+from ansible_collections.backingchain.qcow2.tests.helpers.limits import crash_points, record_crash_points
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import qemu_img_create, qemu_img_json, qemu_io
 
-MAX_CRASH_POINTS = 30  # spread over the run's events; every event with INTEROP_CRASH_ALL=1
+CRASH_BUDGET = 60  # events tried per run (limits.crash_points; CRASH_POINTS=all tries every one)
 
 
 @pytest.fixture
@@ -53,14 +54,6 @@ def _reset(work, pristine):
     shutil.copytree(pristine, work)
 
 
-def _crash_points(events):
-    import os
-    if os.environ.get('INTEROP_CRASH_ALL'):
-        return list(range(1, events + 1))
-    step = max(1, events // MAX_CRASH_POINTS)
-    return sorted(set(range(1, events + 1, step)) | {events})
-
-
 def _views_for(store, views):
     """Every sealed seq mapped to its view: 0..2 as taken, anything newer is the changed source."""
     return {seq: views.get(seq, views['next']) for seq in sealed_layers(store)}
@@ -82,12 +75,11 @@ def test_killed_at_every_step_then_run_again(three_points, tmp_path, record_prop
     args = dict(kwargs, store=str(store)) if op == 'retain' else dict(kwargs, store=str(store), source=str(source))
     _result, events = store_op(op, args)
     assert events > 5
-    tried = 0
-    for crash_at in _crash_points(events):
+    points = crash_points(events, CRASH_BUDGET)
+    for crash_at in points:
         _reset(work, pristine)
         proc = run_store_op(op, args, crash_at=crash_at)
         assert proc.returncode in (KILLED, 0), proc.stderr
-        tried += 1
         assert_store_sound(store, _views_for(store, views), tmp_path, engine_restore=False, only_sealed=False,
                            leaks_ok=True)
         store_op(op, args)  # the next run finishes the job
@@ -96,4 +88,4 @@ def test_killed_at_every_step_then_run_again(three_points, tmp_path, record_prop
         assert_store_sound(store, _views_for(store, views), tmp_path)
         assert _own_bitmaps(source, manifest) == [manifest['chains'][-1]['points'][-1]['bitmap']]
         assert verify.verify(str(store))['problems'] == []  # the sealed digests match the files
-    record_property('crash_points', tried)
+    record_crash_points(record_property, points, events)

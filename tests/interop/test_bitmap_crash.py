@@ -60,7 +60,8 @@ def test_a_bitmap_change_killed_anywhere_leaves_the_bitmaps_before_or_after(pris
     events = count_events('bitmap', kwargs)
     after = qemu_view(done / 'top.qcow2')
     assert after != before
-    for n in crash_points(events):
+    points = crash_points(events)
+    for n in points:
         work = tmp_path / ('crash%d' % n)
         shutil.copytree(pristine, work)
         kwargs['path'] = str(work / 'top.qcow2')
@@ -74,4 +75,4 @@ def test_a_bitmap_change_killed_anywhere_leaves_the_bitmaps_before_or_after(pris
         assert not api.bitmap(**kwargs).changed, n
         assert qemu_view(work / 'base.qcow2') == qemu_view(pristine / 'base.qcow2')  # a merge source is only read
         shutil.rmtree(work)
-    record_crash_points(record_property, events)
+    record_crash_points(record_property, points, events)

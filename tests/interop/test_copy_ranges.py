@@ -178,7 +178,8 @@ def test_a_copy_killed_anywhere_leaves_no_layer_or_a_complete_one(tmp_path, reco
     expected = reference(tmp_path, source, full, kwargs['ranges'], 4 * MiB)
     os.unlink(kwargs['dest'])
     before = qemu_img('map', '--output=json', source)
-    for n in crash_points(events):
+    points = crash_points(events)
+    for n in points:
         proc = run_engine('copy_ranges', kwargs, crash_at=n)
         assert proc.returncode == -9, (n, proc.stderr)
         if os.path.exists(kwargs['dest']):  # killed after the rename: complete
@@ -188,4 +189,4 @@ def test_a_copy_killed_anywhere_leaves_no_layer_or_a_complete_one(tmp_path, reco
     api.copy_ranges(**kwargs)  # a new run removes what the killed ones left
     assert qemu_compare(expected, kwargs['dest'])
     assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
-    record_crash_points(record_property, events)
+    record_crash_points(record_property, points, events)

@@ -165,7 +165,8 @@ def test_crash_at_every_io_event(tmp_path, scenario, record_property):
     assert backing_chain(work / 'top.qcow2') == expected_chain and same_view(work / 'top.qcow2', before)
 
     repaired = 0
-    for n in crash_points(total):
+    points = crash_points(total)
+    for n in points:
         _reset(work, pristine)
         proc = run_engine(op, _kwargs(kwargs, work), crash_at=n, cwd=work)
         assert proc.returncode == KILLED, (n, proc.stderr)
@@ -176,7 +177,7 @@ def test_crash_at_every_io_event(tmp_path, scenario, record_property):
         assert backing_chain(work / 'top.qcow2') == expected_chain, n
         assert_clean(_images(work), leaks_ok=True)
         assert getattr(api, op)(**_kwargs(kwargs, work)).changed is False, n
-    record_crash_points(record_property, total)
+    record_crash_points(record_property, points, total)
     print('%s: %d crash points, %d left leaks the engine repaired' % (scenario, total, repaired))
 
 
@@ -188,7 +189,8 @@ def test_convert_crash_at_every_io_event(tmp_path, compress, record_property):
     _reset(work, pristine)
     total = count_events('convert', _kwargs(kwargs, work), cwd=work)
 
-    for n in crash_points(total):
+    points = crash_points(total)
+    for n in points:
         _reset(work, pristine)
         proc = run_engine('convert', _kwargs(kwargs, work), crash_at=n, cwd=work)
         assert proc.returncode == KILLED, (n, proc.stderr)
@@ -202,7 +204,7 @@ def test_convert_crash_at_every_io_event(tmp_path, compress, record_property):
         api.convert(**_kwargs(kwargs, work))
         assert same_view(dest, before) and backing_chain(dest) == [(str(dest), 'qcow2')]
         assert_clean([dest])
-    record_crash_points(record_property, total)
+    record_crash_points(record_property, points, total)
     print('convert%s: %d crash points' % (' -c' if compress else '', total))
 
 
@@ -227,7 +229,8 @@ def test_grow_crash_at_every_io_event(tmp_path, bitmaps, record_property):
     new_size = (299 if bitmaps else 3) * MiB  # 299M: past the 256M one table cluster of bitmap "fine" covers
     kwargs = {'path': str(work / 'top.qcow2'), 'size': new_size}
     total = count_events('grow_image', kwargs, cwd=work)
-    for n in crash_points(total):
+    points = crash_points(total)
+    for n in points:
         _reset(work, pristine)
         assert run_engine('grow_image', kwargs, crash_at=n, cwd=work).returncode == KILLED
         assert_clean([work / 'top.qcow2'], leaks_ok=True)  # also: qemu opens it, bitmaps included
@@ -240,7 +243,7 @@ def test_grow_crash_at_every_io_event(tmp_path, bitmaps, record_property):
             assert dirty_ranges(work / 'top.qcow2', 'fine') == [(128 * 1024, 4096)], n
         assert api.grow_image(**kwargs) is False, n  # converged: nothing left to do
         assert_clean([work / 'top.qcow2'], leaks_ok=True)
-    record_crash_points(record_property, total)
+    record_crash_points(record_property, points, total)
 
 
 # ---- internal snapshots, through qcow2_snapshot -------------------------------------------------------------------
@@ -304,7 +307,8 @@ def test_snapshot_crash_at_every_io_event(tmp_path, chain, task, record_property
 
     seen = {'before': 0, 'after': 0}
     repaired = 0
-    for n in crash_points(total):
+    points = crash_points(total)
+    for n in points:
         _reset(work, pristine)
         proc = run_module('qcow2_snapshot', args, crash_at=n)
         assert proc.returncode == KILLED, (n, proc.stdout, proc.stderr)
@@ -322,7 +326,7 @@ def test_snapshot_crash_at_every_io_event(tmp_path, chain, task, record_property
         assert_clean(_images(work), leaks_ok=True)
         assert module_result('qcow2_snapshot', args)[0]['changed'] is False, n
     assert seen['before'] and seen['after'], seen  # crashes on both sides of the switch
-    record_crash_points(record_property, total)
+    record_crash_points(record_property, points, total)
     print('snapshot %s (%s): %d crash points, %d before the switch, %d after, %d left leaks the engine repaired'
           % (task, chain, total, seen['before'], seen['after'], repaired))
 
@@ -379,7 +383,8 @@ def test_create_crash_at_every_io_event(tmp_path, task, record_property):
     reference = work / 'reference.qcow2'
 
     made = 0
-    for n in crash_points(total):
+    points = crash_points(total)
+    for n in points:
         _reset(work, pristine)
         proc = run_module('qcow2_image', args, crash_at=n, cwd=work)
         assert proc.returncode == KILLED, (n, proc.stdout, proc.stderr)
@@ -393,7 +398,7 @@ def test_create_crash_at_every_io_event(tmp_path, task, record_property):
         _same_image(work / 'new.qcow2', reference)
         assert leftovers(work, 'new.qcow2') == [], n  # the interrupted run's temporary files are gone
         assert module_result('qcow2_image', args, cwd=work)[0]['changed'] is False, n
-    record_crash_points(record_property, total)
+    record_crash_points(record_property, points, total)
     print('create (%s): %d crash points, %d after the rename' % (task, total, made))
 
 
