@@ -101,13 +101,16 @@ class BlockFile:
         self._gather = None  # [start, end, views, buffer tags] of contiguous writes behind not yet issued
         self._direct_fd = None  # an O_DIRECT descriptor inside direct_writes()
         self._direct_refused = None  # the same, once the filesystem refused a direct write (closed at the end)
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino), once a write record asks
 
     def _note(self, offset: int, length: int) -> None:
         """Tell the open write records (rarely any) that [offset, offset+length) of this file changes."""
         if _write_records and length > 0:
-            st = os.fstat(self.fd)
+            if self._identity is None:  # an open descriptor's file never changes: one fstat, not one per write
+                st = os.fstat(self.fd)
+                self._identity = (st.st_dev, st.st_ino)
             for record in _write_records:
-                if record.identity == (st.st_dev, st.st_ino):
+                if record.identity == self._identity:
                     record.ranges.append((offset, length))
 
     # ---- reads ----
