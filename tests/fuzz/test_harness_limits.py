@@ -5,6 +5,7 @@ A fake CaseRun.run stands in for the engine, so each limit is seen to work on it
 
 from __future__ import annotations
 
+import gc
 import mmap
 import time
 
@@ -73,3 +74,15 @@ def test_a_quick_case_passes_and_reports_its_cpu_time(tmp_path, monkeypatch):
     result = harness.run_isolated(_case(tmp_path), 0)
     assert result['failure'] is None, result
     assert 0 <= result['cpu_seconds'] < harness.TIMEOUT
+
+
+def test_a_case_leaves_the_objects_it_inherits_to_the_garbage_collector_frozen(tmp_path, monkeypatch):
+    """The forking worker's objects are frozen in the case's child: collections there never walk them."""
+    def frozen():
+        if gc.get_freeze_count() == 0:
+            raise AssertionError('the inherited objects are not frozen')
+
+    monkeypatch.setattr(harness.CaseRun, 'run', _fake_run(frozen))
+    result = harness.run_isolated(_case(tmp_path), 0)
+    assert result['failure'] is None, result
+    assert gc.get_freeze_count() == 0  # the worker itself is left as it was
