@@ -21,6 +21,8 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 import time
 import traceback
 
@@ -263,6 +265,11 @@ def _child(case_dir, seed, write_side, wfd, body=None):
     # the objects inherited from the forking process (a pytest worker can hold hundreds of MiB) are not the
     # case's: frozen, the garbage collector never walks them, so they cost the case no CPU and no copy-on-write
     gc.freeze()
+    # a tracer the forking process had set (Hypothesis traces every line while it shrinks a failure) would run the
+    # case many times slower, so a shrunk example times out where the real one does not
+    sys.settrace(None)
+    sys.setprofile(None)
+    threading.settrace(None)
     try:
         # relative to what the child inherited: the forking process's own mappings (thread stacks and malloc
         # arenas of earlier tests' worker threads among them) are not the case's
@@ -324,6 +331,7 @@ def run_isolated(case_dir, seed, write_side=True, timeout=WALL_TIMEOUT, cpu_time
     time several times over, an endless loop uses up its CPU time anyway.
     """
     rfd, wfd = os.pipe()
+    inherited_kib = _status_kib('VmRSS') or 0  # what the child starts with: resident pages it shares with this one
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:  # child
@@ -356,7 +364,7 @@ def run_isolated(case_dir, seed, write_side=True, timeout=WALL_TIMEOUT, cpu_time
         _pid, status, usage = os.wait4(pid, 0)
     elapsed = time.monotonic() - start
     cpu = usage.ru_utime + usage.ru_stime
-    rss = usage.ru_maxrss * 1024  # includes what the child shares with this process...
+    rss = max(0, usage.ru_maxrss - inherited_kib) * 1024  # without what the child inherited from this process...
     if timed_out:
         result = {'steps': [], 'failure': {'kind': 'timeout', 'error': 'no result after %.1f s (%.2f s of CPU)'
                                                                        % (timeout, cpu)}}
@@ -368,7 +376,7 @@ def run_isolated(case_dir, seed, write_side=True, timeout=WALL_TIMEOUT, cpu_time
     else:
         result = json.loads(b''.join(chunks).decode())
     if result.get('case_rss') is not None:
-        # ...so count what the engine itself added: the largest growth of the peak RSS during one operation
+        # ...and where the case measured it, what the engine itself added: the largest growth of the peak RSS during one operation
         # (each operation is one module run in real use; memory an earlier step left behind is not its own)
         rss = result['case_rss']
     if result.get('failure') is None and rss > RSS_LIMIT:

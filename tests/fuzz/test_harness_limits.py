@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import mmap
+import sys
 import time
 
 import pytest
@@ -74,6 +75,34 @@ def test_a_quick_case_passes_and_reports_its_cpu_time(tmp_path, monkeypatch):
     result = harness.run_isolated(_case(tmp_path), 0)
     assert result['failure'] is None, result
     assert 0 <= result['cpu_seconds'] < harness.TIMEOUT
+
+
+def test_a_quick_case_in_a_large_worker_is_not_charged_for_the_worker_s_memory(tmp_path, monkeypatch):
+    """An xdist worker can hold a few hundred MiB; the child shares it, but only what the case adds is its own."""
+    held = b'\x01' * (300 << 20)  # resident: every page written
+    monkeypatch.setattr(harness.CaseRun, 'run', _fake_run(lambda: None))
+    result = harness.run_isolated(_case(tmp_path), 0)
+    assert result['failure'] is None, result
+    assert result['rss_mib'] < 64, result
+    del held
+
+
+def test_a_case_runs_without_the_tracer_of_the_process_that_forked_it(tmp_path, monkeypatch):
+    """Hypothesis traces every line while it shrinks a failure; a traced case runs many times slower."""
+    def untraced():
+        if sys.gettrace() is not None or sys.getprofile() is not None:
+            raise AssertionError('the case runs under the forking process\'s tracer')
+
+    def tracer(_frame, _event, _arg):
+        return tracer
+
+    monkeypatch.setattr(harness.CaseRun, 'run', _fake_run(untraced))
+    sys.settrace(tracer)
+    try:
+        result = harness.run_isolated(_case(tmp_path), 0)
+    finally:
+        sys.settrace(None)
+    assert result['failure'] is None, result
 
 
 def test_a_case_leaves_the_objects_it_inherits_to_the_garbage_collector_frozen(tmp_path, monkeypatch):
