@@ -6,6 +6,9 @@
 # UNITS_LEAN=1 (the stages of the other ansible-core versions) leaves out the
 # engine's tests (tests/unit/plugins/module_utils/_qcow2): the engine imports
 # nothing from ansible-core, so they run once, under the .venv's version.
+# Without UNITS_PYTHONS, the controller Python runs only the controller plugins'
+# tests when the oldest target Python is here to run them all: 10-pytest-unit
+# has run the modules' and module_utils' tests on this Python and ansible-core.
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
@@ -31,8 +34,15 @@ targets=()
 if [[ "${UNITS_LEAN:-0}" == 1 ]]; then
     mapfile -t targets < <(find tests/unit/plugins -name 'test_*.py' -not -path '*/module_utils/_qcow2/*' | sort)
 fi
+controller_tests=()
+if [[ -z "${UNITS_PYTHONS:-}" && "$have" != "$controller" ]]; then
+    mapfile -t controller_tests < <(find tests/unit/plugins -name 'test_*.py' -not -path '*/modules/*' \
+        -not -path '*/module_utils/*' | sort)
+fi
 rc=0
 for v in $have; do
-    PATH="$bindir:$PATH" ansible-test units --venv --python "$v" --requirements --color no "${targets[@]}" || rc=1
+    run=("${targets[@]}")
+    [[ "$v" == "$controller" && ${#controller_tests[@]} -gt 0 ]] && run=("${controller_tests[@]}")
+    PATH="$bindir:$PATH" ansible-test units --venv --python "$v" --requirements --color no "${run[@]}" || rc=1
 done
 exit $rc
