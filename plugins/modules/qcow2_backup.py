@@ -143,6 +143,13 @@ point:
       the layer file), bytes_copied, file_bytes, virtual_size, bitmap, consistency, state).
   returned: success, not in check mode
   type: dict
+layer:
+  description:
+    - The point's layer file (a qcow2 image whose backing chain is the point; merges of later runs may fold it into
+      its chain's full).
+  returned: success, not in check mode
+  type: str
+  sample: /backup/vm1-vda/chain-0001/0007.qcow2
 retention:
   description:
     - The retention steps, in order (in check mode, the ones it would take); C(action) is V(merge) (C(points) the

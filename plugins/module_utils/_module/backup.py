@@ -47,10 +47,6 @@ def _run(module: AnsibleModule, work: t.Callable[[dict], dict]) -> None:
     module.exit_json(**result)
 
 
-def _points(store: str) -> list[dict]:
-    return typed_points(all_points(loaded(store)))
-
-
 # ---- qcow2_backup ----
 def run_backup_module(module: AnsibleModule) -> None:
     def work(params: dict) -> dict:
@@ -62,10 +58,13 @@ def run_backup_module(module: AnsibleModule) -> None:
             return {"changed": True, "level": plan.level, "reason": plan.reason, "seq": plan.seq,
                     "bytes_to_copy": plan.bytes_to_copy, "retention": [step._asdict() for step in plan.retention]}
         done = backup.run_backup(request, policy)
+        manifest = loaded(params["store"])
+        chain, _point = find_point(manifest, done["point"]["seq"])
         return {"changed": True, "level": done["level"], "reason": done["reason"], "seq": done["point"]["seq"],
-                "bytes_to_copy": done["point"]["bytes_copied"], "point": done["point"], "retention": done["retention"],
+                "bytes_to_copy": done["point"]["bytes_copied"], "point": done["point"],
+                "layer": os.path.join(params["store"], chain["dir"], done["point"]["file"]), "retention": done["retention"],
                 "recovered": done["recovered"], "bitmaps_removed": done["bitmaps_removed"],
-                "points": _points(params["store"])}
+                "points": typed_points(all_points(manifest))}
     _run(module, work)
 
 

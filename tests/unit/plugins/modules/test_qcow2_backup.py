@@ -36,6 +36,8 @@ def test_every_run_is_one_point_and_check_mode_predicts_it(tmp_path):
     for key in ('level', 'reason', 'seq', 'bytes_to_copy'):
         assert check[key] == second[key], key
     assert second['level'] == 'incremental' and second['bytes_to_copy'] == 65536
+    assert first['layer'] == str(tmp_path / 'store' / 'chain-0001' / '0000.qcow2')
+    assert second['layer'] == str(tmp_path / 'store' / 'chain-0001' / '0001.qcow2') and os.path.isfile(second['layer'])
     # no change in the source: still a point (a tiny one), and retention predicted then done
     check = run_ok(qcow2_backup, args, check_mode=True)
     third = run_ok(qcow2_backup, args)
