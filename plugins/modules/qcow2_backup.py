@@ -168,18 +168,19 @@ points:
   elements: dict
 """
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import domain_argument_spec, policy_argument_spec
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.backup import run_backup_module
 
 
 def main() -> None:
-    spec = common_argument_spec().update(dict(
+    spec = policy_argument_spec().merge(domain_argument_spec()).update(dict(
+        path=dict(type="path"),
         store=dict(type="path", required=True),
         level=dict(type="str", default="auto", choices=["auto", "full", "incremental"]),
         max_chain_length=dict(type="int", default=30),
         keep=dict(type="int"),
         keep_days=dict(type="float"),
-    ))
+    ), required_one_of=[("path", "domain")])
     module = spec.create_ansible_module(supports_check_mode=True)
     run_backup_module(module)
 
