@@ -22,8 +22,11 @@ from live_helpers import MiB, REPO, create_image, guest_flush, guest_write, run,
 from module_runner import run_ok
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup import backup
-from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import all_points, load
+from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import all_points, bitmap_name, load
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.active_commit import active_commit
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.backup_tracking import overlay_path
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.checkpoints import checkpoint_xml
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks, select_disk
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.domain_backup import (
     plan_domain_backup,
     run_domain_backup,
@@ -229,3 +232,44 @@ def test_the_module_with_domain_predicts_and_takes_a_point(workload):
     assert (check["level"], check["bytes_to_copy"]) == (done["level"], done["bytes_to_copy"]) == ("incremental", 65536)
     w.frozen[done["seq"]] = shutil.copy(w.reference, str(w.directory / "frozen-1.qcow2"))
     w.check_every_point()
+
+
+def test_a_backup_killed_before_its_commit_is_finished_by_the_next_run(workload):
+    """A run killed after its checkpoint and overlay (the domain still runs on the overlay): the next run commits
+    the overlay back, drops the checkpoint, and takes its point from the disk's image."""
+    w = workload
+    w.guest_writes((0x11, 0, 1 * MiB))
+    first = w.backup()
+    killed = bitmap_name(load(w.store), first["point"]["seq"] + 1)
+    w.dom.checkpointCreateXML(checkpoint_xml(w.dom, killed, "vda"), 0)
+    create_disk_only_snapshot(w.dom, {"vda": overlay_path(w.disk(), killed)})
+    w.guest_writes((0x12, 2 * MiB, 64 * 1024))  # into the overlay
+    assert w.leftovers() == [os.path.basename(overlay_path(w.disk(), killed))]
+    done = w.backup()
+    assert done["level"] == "incremental" and done["point"]["bytes_copied"] == 64 * 1024, done
+    assert done["bitmaps_removed"][0] == killed
+    assert select_disk(domain_disks(w.dom), target="vda").chain_paths() == [w.disk()]
+    assert w.own_checkpoints() == [done["point"]["bitmap"]] and w.leftovers() == []
+    w.check_every_point()
+
+
+def test_a_deleted_checkpoint_or_a_replaced_disk_makes_a_full(workload):
+    w = workload
+    w.guest_writes((0x11, 0, 1 * MiB))
+    first = w.backup()
+    w.dom.checkpointLookupByName(first["point"]["bitmap"], 0).delete(0)  # by someone else
+    w.guest_writes((0x12, 2 * MiB, 64 * 1024))
+    missing = w.backup()
+    assert missing["level"] == "full" and missing["reason"] == (
+        "the tracking bitmap %s is missing from the source" % first["point"]["bitmap"]), missing
+    # the disk replaced by a copy of itself (bitmaps and all) while the domain was shut off
+    stop_gracefully(w.dom)
+    shutil.copy(w.disk(), w.disk() + ".copy")
+    os.rename(w.disk() + ".copy", w.disk())
+    start_domain(w.dom)
+    w.guest_writes((0x13, 3 * MiB, 64 * 1024))
+    replaced = w.backup()
+    assert replaced["level"] == "full" and "was replaced by another file" in replaced["reason"], replaced
+    assert len(load(w.store)["chains"]) == 3
+    w.check_every_point()
+    assert w.own_checkpoints() == [replaced["point"]["bitmap"]] and w.leftovers() == []
