@@ -16,7 +16,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import libvirt
 import pytest
 from live_helpers import MiB, REPO, create_image, guest_flush, guest_write, run, start_domain, stop_gracefully, write_offline
 from module_runner import run_ok
@@ -101,6 +100,13 @@ def bitmaps_on_disk(path: str) -> list[str]:
     return sorted(b["name"] for b in info.get("format-specific", {}).get("data", {}).get("bitmaps", []))
 
 
+def wait_until(done, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "gave up waiting after %.0f s" % seconds
+        time.sleep(0.05)
+
+
 def restart_libvirtd() -> None:
     """Stop the libvirtd this session started (never someone else's) and start it again; domains keep running."""
     state_dir = os.environ.get("BCQ_LIVE_STATE_DIR", "/run/backingchain-live")
@@ -109,12 +115,10 @@ def restart_libvirtd() -> None:
         pytest.fail("libvirtd was not started by scripts/libvirt-up.sh in this session: not restarting it")
     pid = int(recorded.read_text().strip())
     os.kill(pid, signal.SIGTERM)
-    for _ in range(200):
-        if not Path("/proc/%d" % pid).exists():
-            break
-        time.sleep(0.05)
+    wait_until(lambda: not Path("/proc/%d" % pid).exists())
     recorded.unlink()
-    up = subprocess.run(["bash", str(REPO / "scripts/libvirt-up.sh")], capture_output=True, text=True, timeout=300)
+    up = subprocess.run(["bash", str(REPO / "scripts/libvirt-up.sh")], capture_output=True, text=True, timeout=300,
+                        check=False)
     assert up.returncode == 0, up.stderr
 
 
@@ -193,10 +197,7 @@ def test_a_killed_qemu_leaves_the_bitmap_in_use_and_a_full_follows(workload):
     guest_flush(w.dom)
     pid = int(Path("/run/libvirt/qemu/%s.pid" % w.dom.name()).read_text())
     os.kill(pid, signal.SIGKILL)
-    for _ in range(200):
-        if not w.dom.isActive():
-            break
-        time.sleep(0.05)
+    wait_until(lambda: not w.dom.isActive())
     start_domain(w.dom)
     w.guest_writes((0x13, 5 * MiB, 64 * 1024))
 
