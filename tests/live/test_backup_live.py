@@ -26,7 +26,9 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._live.active_co
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.backup_tracking import overlay_path
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.checkpoints import checkpoint_xml
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks, select_disk
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.domain_backup import (
+    backup_disk,
     plan_domain_backup,
     run_domain_backup,
 )
@@ -60,8 +62,10 @@ class Workload:
         return str(self.directory / "disk.qcow2")
 
     def backup(self, **options) -> dict:
-        request = backup.Request(self.store, self.disk(), **options)
-        done = run_domain_backup(self.dom, "vda", request)
+        """A point, the disk found as the module finds it (below a killed run's overlay too)."""
+        target, image = backup_disk(self.dom, "vda")
+        assert image == self.disk()
+        done = run_domain_backup(self.dom, target, backup.Request(self.store, image, **options))
         seq = done["point"]["seq"]
         self.frozen[seq] = shutil.copy(self.reference, str(self.directory / ("frozen-%d.qcow2" % seq)))
         return done
@@ -251,6 +255,24 @@ def test_a_backup_killed_before_its_commit_is_finished_by_the_next_run(workload)
     assert done["bitmaps_removed"][0] == killed
     assert select_disk(domain_disks(w.dom), target="vda").chain_paths() == [w.disk()]
     assert w.own_checkpoints() == [done["point"]["bitmap"]] and w.leftovers() == []
+
+    # killed again, then the domain shut off on the overlay: refused with what to do, nothing changed
+    killed = bitmap_name(load(w.store), done["point"]["seq"] + 1)
+    w.dom.checkpointCreateXML(checkpoint_xml(w.dom, killed, "vda"), 0)
+    create_disk_only_snapshot(w.dom, {"vda": overlay_path(w.disk(), killed)})
+    w.guest_writes((0x13, 3 * MiB, 64 * 1024))
+    stop_gracefully(w.dom)
+    with pytest.raises(LiveError, match="Start the domain: the next backup commits the overlay back first"):
+        w.backup()
+    assert len(all_points(load(w.store))) == 2
+    start_domain(w.dom)
+    again = w.backup()
+    assert again["level"] == "incremental" and again["point"]["bytes_copied"] == 64 * 1024, again
+
+    # an overlay file a run left after its commit (killed before deleting it) is deleted, not in the way
+    stale = overlay_path(w.disk(), bitmap_name(load(w.store), again["point"]["seq"] + 1))
+    create_image(stale)
+    assert w.backup()["level"] == "incremental" and w.leftovers() == []
     w.check_every_point()
 
 

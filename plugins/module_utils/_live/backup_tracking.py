@@ -53,6 +53,10 @@ def overlay_path(source: str, checkpoint: str) -> str:
     return os.path.join(os.path.dirname(source), ".%s.%s.qcow2" % (os.path.basename(source), checkpoint))
 
 
+def is_backup_overlay(path: str) -> bool:
+    return bool(_OVERLAY.match(os.path.basename(path)))
+
+
 def image_below_own_overlay(active: str, backing: str | None) -> str | None:
     """The disk's image when the domain still runs on the temporary overlay of a backup that was killed before
     it committed it back (the active image is named after its backing image); else None."""
@@ -90,9 +94,9 @@ class LiveTracking:
         if not can_track:
             raise LiveError("disk %s of domain '%s' (%s) cannot hold dirty bitmaps: a live backup needs a qcow2 image "
                             "of compat 1.1" % (self.target, self.dom.name(), self.source), domain=self.dom.name())
-        self._commit_leftover_overlay()
         name = bitmap_name(self.manifest, seq)
         overlay = overlay_path(self.source, name)
+        self._clear_leftovers(overlay)
         frozen = self._freeze()
         try:
             create_checkpoint(self.dom, name, self.target)
@@ -135,13 +139,18 @@ class LiveTracking:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(overlay)
 
-    def _commit_leftover_overlay(self) -> None:
+    def _clear_leftovers(self, overlay: str) -> None:
+        """What a killed run of this store left: the domain still on its overlay (committed back now), or the
+        overlay file of this point after its commit (deleted; libvirt would refuse to create it again)."""
         disk = select_disk(domain_disks(self.dom), target=self.target)
         backing = disk.backing[0].path if disk.backing else None
         if disk.source and image_below_own_overlay(disk.source, backing) == self.source:
             match = _OVERLAY.match(os.path.basename(disk.source))
             if match and own_bitmap(self.manifest, match.group("checkpoint")):
                 self._commit_back(disk.source)
+                disk = select_disk(domain_disks(self.dom), target=self.target)
+        if os.path.lexists(overlay) and disk.position_of(overlay) is None:
+            os.unlink(overlay)
 
     # ---- for plan_backup (read only): while the domain runs, qemu holds the bitmaps; libvirt tells of them ----
     def refuse_if_busy(self) -> None:

@@ -21,7 +21,7 @@ import typing
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup import backup
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import load, own_bitmap
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.backup_tracking import LiveTracking, image_below_own_overlay
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.backup_tracking import LiveTracking, image_below_own_overlay, is_backup_overlay
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.checkpoints import checkpoint_names, delete_checkpoint, redefine_checkpoint
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import Disk, domain_disks
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
@@ -40,12 +40,31 @@ def backup_disk(dom: DomainHandle, target: str | None = None, path: str | None =
         wanted = "disk %s" % target if target else ("the disk whose image is %s" % path if path else "one disk")
         raise LiveError("domain '%s' has %s %s (disks: %s); name the disk to back up with disk"
                         % (dom.name(), "no" if not chosen else "more than", wanted, listing), domain=dom.name())
-    return chosen[0].target, _image(chosen[0])
+    image = _image(chosen[0])
+    if image != chosen[0].source and not dom.isActive():
+        raise LiveError("disk %s of domain '%s' is defined on %s, the temporary overlay of a backup that was stopped "
+                        "before it committed it back, and the domain is shut off. Start the domain: the next backup "
+                        "commits the overlay back first" % (chosen[0].target, dom.name(), chosen[0].source),
+                        domain=dom.name(), disk=chosen[0].target)
+    return chosen[0].target, image
 
 
 def _image(disk: Disk) -> str:
-    backing = disk.backing[0].path if disk.backing else None
-    return image_below_own_overlay(typing.cast(str, disk.source), backing) or typing.cast(str, disk.source)
+    """The disk's image, below the store's temporary overlay when a killed backup left the disk on one (the
+    shut-off definition lists no backing image: the overlay's header names it)."""
+    source = typing.cast(str, disk.source)
+    if not is_backup_overlay(source):
+        return source
+    backing = disk.backing[0].path if disk.backing else _backing_in_header(source)
+    return image_below_own_overlay(source, backing) or source
+
+
+def _backing_in_header(path: str) -> str | None:
+    try:
+        chain = api.image_info(path, backing_chain=True, force_share=True)
+    except (api.Qcow2Error, OSError):
+        return None
+    return chain[1]["filename"] if len(chain) > 1 else None
 
 
 def _tracking_for(dom: DomainHandle, target: str) -> typing.Callable[..., typing.Any]:
