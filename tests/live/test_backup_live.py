@@ -23,7 +23,7 @@ from module_runner import run_ok
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup import backup
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import all_points, bitmap_name, load
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.active_commit import active_commit
-from ansible_collections.backingchain.qcow2.plugins.module_utils._live.backup_tracking import overlay_path
+from ansible_collections.backingchain.qcow2.plugins.module_utils._live.backup_tracking import LiveTracking, overlay_path
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.checkpoints import checkpoint_xml
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks, select_disk
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.errors import LiveError
@@ -296,3 +296,30 @@ def test_a_deleted_checkpoint_or_a_replaced_disk_makes_a_full(workload):
     assert len(load(w.store)["chains"]) == 3
     w.check_every_point()
     assert w.own_checkpoints() == [replaced["point"]["bitmap"]] and w.leftovers() == []
+
+
+def test_a_guest_write_during_the_copy_is_in_the_next_point(workload):
+    """The guest keeps writing while the layer is copied (into the overlay): the point is the disk as frozen, and
+    the write is in the next point."""
+    w = workload
+    w.guest_writes((0x11, 0, 1 * MiB))
+    w.backup()
+    w.guest_writes((0x12, 2 * MiB, 64 * 1024))
+    during = []
+
+    class WritingDuringTheCopy(LiveTracking):
+        def changed_ranges(self, name):
+            guest_write(w.dom, 0x13, 4 * MiB, 64 * 1024)  # lands in the overlay, after the freeze
+            guest_flush(w.dom)
+            during.append(name)
+            return super().changed_ranges(name)
+
+    target, image = backup_disk(w.dom, "vda")
+    done = backup.run_backup(backup.Request(w.store, image), tracking_for=lambda source, manifest, policy:
+                             WritingDuringTheCopy(source, manifest, policy, w.dom, target))
+    assert during and done["point"]["bytes_copied"] == 64 * 1024
+    w.frozen[done["point"]["seq"]] = shutil.copy(w.reference, str(w.directory / "frozen-during.qcow2"))
+    write_offline(w.reference, 0x13, 4 * MiB, 64 * 1024)  # the reference learns of it only now
+    nxt = w.backup()
+    assert nxt["level"] == "incremental" and nxt["point"]["bytes_copied"] == 64 * 1024, nxt
+    w.check_every_point()
