@@ -19,7 +19,7 @@ remove_test_domains() {
     timeout 10 virsh -c "$URI" list --all >/dev/null 2>&1 || return 0
     for dom in $(timeout 10 virsh -c "$URI" list --all --name | grep "^$PREFIX" || true); do
         timeout 30 virsh -c "$URI" destroy "$dom" >/dev/null 2>&1 || true
-        timeout 30 virsh -c "$URI" undefine "$dom" --snapshots-metadata >/dev/null 2>&1 \
+        timeout 30 virsh -c "$URI" undefine "$dom" --snapshots-metadata --checkpoints-metadata >/dev/null 2>&1 \
             || timeout 30 virsh -c "$URI" undefine "$dom" >/dev/null 2>&1 || true
         log "removed domain $dom"
     done

@@ -26,14 +26,26 @@ description:
     one is finished by the next run on the store.
   - Every run takes exactly one point, so every run reports a change; check mode predicts the level, why, the bytes
     to copy and the retention steps.
-  - The image must not be in use (a shut-off VM's disk, or a frozen image). Only one backup, merge, restore or verify
-    runs on a store at a time; a second one fails naming the one running.
+  - Without O(domain), the image must not be in use (a shut-off VM's disk, or a frozen image).
+  - With O(domain), the disk of a libvirt domain is backed up. While the domain runs, its changes come from libvirt
+    checkpoints named like the bitmaps above. At each point the module freezes the guest's file systems when its
+    QEMU guest agent answers (else the point is crash-consistent; RV(point) records which), creates the
+    next checkpoint, puts a temporary overlay on the disk (C(.<image>.<checkpoint>.qcow2) beside the image), thaws
+    the guest, copies the changed clusters from the image below the overlay, and commits the overlay back
+    (C(blockcommit --active --pivot)). While the domain is shut off, the module works on the image as without
+    O(domain) and then redefines the new bitmap as a libvirt checkpoint, so that a live point after the next start
+    continues the same chain. Checkpoints of other names are never touched.
+  - A qemu killed while it ran the domain leaves the bitmaps in use (inconsistent); the next point is then a full,
+    with the reason.
+  - Only one backup, merge, restore or verify runs on a store at a time; a second one fails naming the one running.
   - The store's layers are plain qcow2 images; any point can also be read directly with qemu tools
     (C(qemu-img convert chain-0001/0003.qcow2 out.qcow2)). M(backingchain.qcow2.qcow2_backup_restore) restores one.
 extends_documentation_fragment:
   - backingchain.qcow2._attributes
   - backingchain.qcow2._attributes.ACTIONGROUP_QCOW2
   - backingchain.qcow2._engine
+requirements:
+  - libvirt-python (Python library, on the managed node), only when O(domain) is set.
 attributes:
   check_mode:
     support: full
@@ -48,9 +60,25 @@ attributes:
 options:
   path:
     description:
-      - The qcow2 image to back up. Nothing may have it open for writing while the task runs.
+      - The qcow2 image to back up. Without O(domain), nothing may have it open for writing while the task runs.
+      - With O(domain), selects the disk whose image is O(path) when O(disk) is not set.
+      - One of O(path) and O(domain) is required.
     type: path
-    required: true
+  domain:
+    description:
+      - Name of a libvirt domain (running, paused or shut off) whose disk to back up (see the description).
+      - The disk is O(disk), else the one whose image is O(path), else the domain's only disk.
+      - A live backup needs a qcow2 image of compat 1.1 (persistent bitmaps).
+    type: str
+  uri:
+    description:
+      - The libvirt connection URI for O(domain).
+    type: str
+    default: qemu:///system
+  disk:
+    description:
+      - The target of the disk of O(domain) to back up, as C(virsh domblklist) lists it (for example V(vda)).
+    type: str
   store:
     description:
       - The backup store of this disk, a directory (created when missing, in an existing directory). One store per
@@ -95,6 +123,13 @@ author:
 """
 
 EXAMPLES = r"""
+- name: Back up the disk vda of a running VM (an increment when the chain allows one)
+  backingchain.qcow2.qcow2_backup:
+    domain: vm1
+    disk: vda
+    store: /backup/vm1-vda
+    keep: 14
+
 - name: Back up a shut-off VM's disk, keeping two weeks of points
   backingchain.qcow2.qcow2_backup:
     path: /var/lib/libvirt/images/vm1.qcow2
@@ -140,7 +175,8 @@ bytes_to_copy:
 point:
   description:
     - The point as the manifest records it (seq, time, level, reason, file, sha256 (one digest per 64 MiB part of
-      the layer file), bytes_copied, file_bytes, virtual_size, bitmap, consistency, state).
+      the layer file), bytes_copied, file_bytes, virtual_size, bitmap, consistency (V(offline), V(frozen) or
+      V(crash)), state).
   returned: success, not in check mode
   type: dict
 layer:
@@ -168,6 +204,14 @@ bitmaps_removed:
   returned: success, not in check mode
   type: list
   elements: str
+domain:
+  description:
+    - With O(domain), the domain (C(name), C(state)), the C(disk) backed up and its C(image); after a run of a
+      shut-off domain, C(checkpoints) tells which checkpoints were C(redefined) and C(dropped) from libvirt's
+      metadata.
+  returned: success, with O(domain)
+  type: dict
+  sample: {name: vm1, state: running, disk: vda, image: /var/lib/libvirt/images/vm1.qcow2, checkpoints: null}
 points:
   description: Every point of the store after the run, oldest first (each a RV(point) with its C(chain)).
   returned: success, not in check mode
@@ -175,18 +219,19 @@ points:
   elements: dict
 """
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import common_argument_spec
+from ansible_collections.backingchain.qcow2.plugins.module_utils._module.argspec import domain_argument_spec, policy_argument_spec
 from ansible_collections.backingchain.qcow2.plugins.module_utils._module.backup import run_backup_module
 
 
 def main() -> None:
-    spec = common_argument_spec().update(dict(
+    spec = policy_argument_spec().merge(domain_argument_spec()).update(dict(
+        path=dict(type="path"),
         store=dict(type="path", required=True),
         level=dict(type="str", default="auto", choices=["auto", "full", "incremental"]),
         max_chain_length=dict(type="int", default=30),
         keep=dict(type="int"),
         keep_days=dict(type="float"),
-    ))
+    ), required_one_of=[("path", "domain")])
     module = spec.create_ansible_module(supports_check_mode=True)
     run_backup_module(module)
 

@@ -85,7 +85,7 @@ def _remove_domain(conn, name: str) -> None:
     if dom.isActive():
         dom.destroy()
     if dom.isPersistent():
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
 
 
 @pytest.fixture(scope="session")
@@ -123,10 +123,28 @@ def _guard_domain_start(connection, image_dir: Path) -> None:
         pytest.exit("live tests stopped: " + slow_start_cause(min(starts[1:])), returncode=1)
 
 
+class Reconnecting:
+    """The session's libvirt connection; a test that restarts libvirtd calls reopen() (the old connection and
+    its domain handles are dead then: domains must be looked up again)."""
+
+    def __init__(self) -> None:
+        self._conn = self._open()
+
+    def reopen(self) -> None:
+        self._conn = self._open()
+
+    @staticmethod
+    def _open():
+        from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import connect
+        return connect(URI)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
 @pytest.fixture(scope="session")
 def conn(libvirt_up, images_root):
-    from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import connect
-    connection = connect(URI)
+    connection = Reconnecting()
     _guard_domain_start(connection, images_root)
     yield connection
     for name in connection.listDefinedDomains() + [d.name() for d in connection.listAllDomains()]:

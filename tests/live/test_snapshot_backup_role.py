@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -308,3 +309,27 @@ def test_instant_restore_boots_and_is_finished_while_running(collections_path, m
     assert reads_pattern(restored, 0x77, 0, MiB) and reads_pattern(restored, 0x78, MiB, MiB)
     # the backup itself never changed
     assert reads_pattern(backup.file, 0x77, 0, 2 * MiB)
+
+
+def test_incremental_store_of_a_running_domain(collections_path, make_domain, image_dir):
+    """snapshot_backup_level: each run one point of the disk into its store: a full, then an increment; every
+    point reads as the disk did when it was taken."""
+    image = create_image(str(image_dir / "inc.qcow2"), "16M")
+    reference = create_image(str(image_dir / "reference.qcow2"), "16M")
+    dom = make_domain(image)
+    backup = Backup(collections_path, image_dir, dom.name(), snapshot_backup_level="auto", snapshot_backup_keep_last=0)
+    store = backup.backups / "store"
+    frozen = []
+    for pattern, offset in ((0x11, 0), (0x22, 4 * MiB)):
+        guest_write(dom, pattern, offset, MiB)
+        guest_flush(dom)
+        write_offline(reference, pattern, offset, MiB)
+        frozen.append(shutil.copy(reference, str(image_dir / ("frozen-%d.qcow2" % len(frozen)))))
+        report = backup.run()
+        assert report["action"] == "created" and int(report["manifest"]["seq"]) == len(frozen) - 1, report
+    assert report["manifest"]["level"] == "incremental" and report["manifest"]["chain"] == [
+        "0000.qcow2", "0001.qcow2"], report
+    assert int(report["manifest"]["sizes"]["backup_bytes"]) > 0
+    for seq, expected in enumerate(frozen):
+        run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", expected, str(store / "chain-0001" / ("%04d.qcow2" % seq)))
+    assert live_chain(dom, "vda") == [image]

@@ -62,30 +62,34 @@ def check_request(request: Request) -> None:
     api.require_qcow2(request.source)
 
 
-def plan_backup(request: Request, policy: api.ChainPolicy | None = None,
-                now: datetime.datetime | None = None) -> BackupPlan:
+def plan_backup(request: Request, policy: api.ChainPolicy | None = None, now: datetime.datetime | None = None,
+                tracking_for: typing.Callable[..., OfflineTracking] = OfflineTracking) -> BackupPlan:
     """What run_backup would do, read only (a merge a killed run left is assumed finished, as the run will)."""
     check_request(request)
     now = now or _now()
     manifest = (load(request.store) if os.path.isdir(request.store) else None) or new_manifest()
     if manifest["merging"]:
         manifest = _as_merged(manifest)
-    facts = source_facts(request.source, policy)
+    tracking = tracking_for(request.source, manifest, policy)
+    facts = tracking.planned_facts(source_facts(request.source, policy))
     decision = decide(request.store, manifest, facts, request.level, request.max_chain_length)
     if facts.can_track:
-        api.refuse_if_locked(request.source)  # the run adds a bitmap: it needs the write lock a running VM holds
+        tracking.refuse_if_busy()
     if decision.level == "full":
-        nbytes = api.measure(request.source, policy=policy)["required"]
+        nbytes = api.measure(request.source, policy=policy, force_share=tracking.reads_shared)["required"]
     else:
         chain = current_chain(manifest)
-        ranges = api.dirty_ranges(request.source, decision.tracking, force_share=True, policy=policy).ranges
         previous = layer_path(request.store, chain, chain["points"][-1])
-        dry = api.copy_ranges(request.source, os.path.join(request.store, chain["dir"], layer_name(manifest["next_seq"])),
-                              ranges, backing_file=os.path.basename(previous), backing_format="qcow2",
-                              force_share=True, policy=policy, dry_run=True)
-        nbytes = dry.bytes_copied + dry.bytes_zeroed  # as the layer reports it (layer.write_increment)
+
+        def copy_dry_run(ranges: list) -> int:
+            dry = api.copy_ranges(request.source, os.path.join(request.store, chain["dir"],
+                                                               layer_name(manifest["next_seq"])),
+                                  ranges, backing_file=os.path.basename(previous), backing_format="qcow2",
+                                  force_share=True, policy=policy, dry_run=True)
+            return dry.bytes_copied + dry.bytes_zeroed  # as the layer reports it (layer.write_increment)
+        nbytes = tracking.planned_bytes(decision.tracking, copy_dry_run)
     after = copy.deepcopy(manifest)
-    _seal(after, decision, _point(manifest["next_seq"], decision, now, facts, None, None), facts)
+    _seal(after, decision, _point(manifest["next_seq"], decision, now, facts, None, None, tracking.consistency), facts)
     return BackupPlan(decision.level, decision.reason, manifest["next_seq"], nbytes,
                       retention_plan(after, request.keep, request.keep_days, now))
 
@@ -107,7 +111,8 @@ def run_backup(request: Request, policy: api.ChainPolicy | None = None, now: dat
     """Take one point and apply retention; what was done (the point, the level and why, the merges).
 
     tracking_for(source, manifest, policy) gives the changed-block tracking (tracking.py): the engine's own for an
-    image nobody runs; a live flow passes one that works with libvirt checkpoints and the frozen image."""
+    image nobody runs; a live flow passes one that works with libvirt checkpoints and the frozen image below an
+    overlay (_live/backup_tracking.py)."""
     check_request(request)
     now = now or _now()
     if not os.path.isdir(request.store):
@@ -115,19 +120,16 @@ def run_backup(request: Request, policy: api.ChainPolicy | None = None, now: dat
     with store_lock(request.store, "backup of %s" % request.source):
         manifest = load(request.store) or new_manifest()
         recovered = recover(request.store, manifest, policy)
-        facts = source_facts(request.source, policy)
-        decision = decide(request.store, manifest, facts, request.level, request.max_chain_length)
         tracking = tracking_for(request.source, manifest, policy)
+        can_track = source_facts(request.source, policy).can_track
         latest = current_chain(manifest)["points"][-1]["bitmap"] if current_chain(manifest) else None
-        stale = tracking.remove_own_except(latest) if facts.can_track else []
+        stale = tracking.remove_own_except(latest) if can_track else []
         seq = manifest["next_seq"]
-        bitmap = tracking.start(seq) if facts.can_track else None
-        try:
+        with tracking.frozen(seq, can_track) as bitmap:
+            # read once the point's image holds still: a running domain's bitmaps are only on disk then
+            facts = source_facts(request.source, policy)
+            decision = decide(request.store, manifest, facts, request.level, request.max_chain_length)
             point = _write(request, manifest, decision, facts, tracking, seq, bitmap, now, policy)
-        except BaseException:
-            if bitmap is not None:
-                _forget_bitmap(tracking, bitmap)
-            raise
         _seal(manifest, decision, point, facts)
         save(request.store, manifest)
         if bitmap is not None:
@@ -198,14 +200,6 @@ def apply_retention(request: Request, manifest: dict, now: datetime.datetime,
             save(request.store, manifest)
             shutil.rmtree(os.path.join(request.store, chain["dir"]))
     return steps
-
-
-def _forget_bitmap(tracking: OfflineTracking, bitmap: str) -> None:
-    """The point failed: the bitmap it added tracks nothing (the next run would remove it anyway)."""
-    try:
-        api.change_bitmap(tracking.source, "remove", bitmap, policy=tracking.policy)
-    except (api.Qcow2Error, OSError):
-        pass
 
 
 def _now() -> datetime.datetime:

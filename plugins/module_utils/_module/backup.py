@@ -53,19 +53,46 @@ def run_backup_module(module: AnsibleModule) -> None:
         request = backup.Request(params["store"], params["path"], params["level"], params["max_chain_length"],
                                  params["keep"], params["keep_days"])
         policy = chain_policy(params)
+        if params["domain"]:
+            return _domain_backup(module, request, policy)
         if module.check_mode:
-            plan = backup.plan_backup(request, policy)
-            return {"changed": True, "level": plan.level, "reason": plan.reason, "seq": plan.seq,
-                    "bytes_to_copy": plan.bytes_to_copy, "retention": [step._asdict() for step in plan.retention]}
-        done = backup.run_backup(request, policy)
-        manifest = loaded(params["store"])
-        chain, _point = find_point(manifest, done["point"]["seq"])
-        return {"changed": True, "level": done["level"], "reason": done["reason"], "seq": done["point"]["seq"],
-                "bytes_to_copy": done["point"]["bytes_copied"], "point": done["point"],
-                "layer": os.path.join(params["store"], chain["dir"], done["point"]["file"]), "retention": done["retention"],
-                "recovered": done["recovered"], "bitmaps_removed": done["bitmaps_removed"],
-                "points": typed_points(all_points(manifest))}
+            return _planned(backup.plan_backup(request, policy))
+        return _done(params["store"], backup.run_backup(request, policy))
     _run(module, work)
+
+
+def _planned(plan: backup.BackupPlan, **extra: t.Any) -> dict:
+    return dict({"changed": True, "level": plan.level, "reason": plan.reason, "seq": plan.seq,
+                 "bytes_to_copy": plan.bytes_to_copy, "retention": [step._asdict() for step in plan.retention]}, **extra)
+
+
+def _done(store: str, done: dict, **extra: t.Any) -> dict:
+    manifest = loaded(store)
+    chain, _point = find_point(manifest, done["point"]["seq"])
+    return dict({"changed": True, "level": done["level"], "reason": done["reason"], "seq": done["point"]["seq"],
+                 "bytes_to_copy": done["point"]["bytes_copied"], "point": done["point"],
+                 "layer": os.path.join(store, chain["dir"], done["point"]["file"]),
+                 "retention": done["retention"], "recovered": done["recovered"],
+                 "bitmaps_removed": done["bitmaps_removed"], "points": typed_points(all_points(manifest))}, **extra)
+
+
+def _domain_backup(module: AnsibleModule, request: backup.Request, policy: t.Any) -> dict:
+    """A disk of a libvirt domain: imported only here, so that runs on image files never load libvirt."""
+    from ansible_collections.backingchain.qcow2.plugins.module_utils._live import domain_backup
+    from ansible_collections.backingchain.qcow2.plugins.module_utils._live.connection import (
+        connect,
+        domain_state_name,
+        lookup_domain,
+    )
+    params = module.params
+    dom = lookup_domain(connect(params["uri"]), params["domain"])
+    target, image = domain_backup.backup_disk(dom, params["disk"], params["path"])
+    request = request._replace(source=image)
+    described = {"name": dom.name(), "state": domain_state_name(dom), "disk": target, "image": image}
+    if module.check_mode:
+        return _planned(domain_backup.plan_domain_backup(dom, target, request, policy), domain=described)
+    done = domain_backup.run_domain_backup(dom, target, request, policy)
+    return _done(params["store"], done, domain=dict(described, checkpoints=done.get("checkpoints")))
 
 
 # ---- qcow2_backup_restore ----

@@ -181,14 +181,15 @@ def set_lazy_refcounts(path: str, enabled: bool) -> None:
 
 
 def measure(source: str | None = None, size: int | None = None, options: CreateOptions | None = None,
-            source_format: str | None = None, backing_file: str | None = None, policy: ChainPolicy | None = None) -> dict:
-    """qemu-img measure -O qcow2: {'required', 'fully-allocated'[, 'bitmaps']}."""
+            source_format: str | None = None, backing_file: str | None = None, policy: ChainPolicy | None = None,
+            force_share: bool = False) -> dict:
+    """qemu-img measure -O qcow2 [-U]: {'required', 'fully-allocated'[, 'bitmaps']}."""
     from . import measure as _measure
     if source is None:
         if size is None:
             raise InvalidArgumentError("measure needs a source image or a size")
         return _measure.measure_size(size, options)
-    with open_chain(source, fmt=source_format, policy=policy) as chain:
+    with open_chain(source, fmt=source_format, policy=policy, force_share=force_share) as chain:
         stop = None
         if backing_file:
             stop = next((img for img in chain.images[1:] if same_file(img.path, backing_file)), chain.top.backing)

@@ -69,6 +69,10 @@ def test_bad_options_fail_cleanly(tmp_path):
     raw = tmp_path / 'disk.raw'
     raw.write_bytes(b'\0' * 65536)
     assert run_failed(qcow2_backup, {'path': str(raw), 'store': str(tmp_path / 's')})['image_format'] == 'raw'
+    assert 'one of the following is required: path, domain' in run_failed(
+        qcow2_backup, {'store': str(tmp_path / 's')})['msg']
+    assert 'missing parameter(s) required by \'disk\': domain' in run_failed(
+        qcow2_backup, {'path': disk, 'disk': 'vda', 'store': str(tmp_path / 's')})['msg']
 
 
 def test_restore_is_idempotent_and_restores_the_point(tmp_path):
