@@ -463,12 +463,13 @@ class BufferRing:
     """Aligned buffers a copy fills in turn while the writes from the others run behind.
 
     Reusing a few buffers spares the page faults of fresh memory; small pieces share a buffer, so their
-    writes can go out together. A buffer is handed out again only once the writes from it have finished.
+    writes can go out together. A buffer is handed out again only once the writes from it have finished. Each is
+    made when first needed (making one zeroes it): a copy of a few clusters pays for one small buffer only.
     """
 
     def __init__(self, file: BlockFile, count: int, size: int) -> None:
         self._file = file
-        self._buffers = [directio.aligned_buffer(size) for _unused in range(count)]
+        self._buffers: list[tuple[bytearray, int] | None] = [None] * count
         self.size = size
         self._turn = 0
         self._used = 0
@@ -480,7 +481,10 @@ class BufferRing:
             self._turn, self._used = (self._turn + 1) % len(self._buffers), 0
             self._file.wait_for_buffer(self._turn)
             self._file.buffer_tag = self._turn
-        buf, base = self._buffers[self._turn]
+        made = self._buffers[self._turn]
+        if made is None:
+            made = self._buffers[self._turn] = directio.aligned_buffer(self.size)
+        buf, base = made
         first = base + self._used
         self._used += length
         return buf, first
