@@ -17,6 +17,7 @@ Interrupted anywhere, the chain reads the same, and running the commit again fin
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 import typing
@@ -77,11 +78,13 @@ def _refuse_held(chain: Chain, plan: CommitPlan) -> None:
             raise ImageLockedError(conflict, img.path)
 
 
-class _Located(typing.NamedTuple):
-    top_depth: typing.Optional[int]
-    base_depth: typing.Optional[int]
-    runs: list  # segments.layer_runs of top above base
-    msg: typing.Optional[str]  # why there is nothing to commit
+class _Located(collections.namedtuple("_Located", (
+    "top_depth",  # Optional[int]
+    "base_depth",  # Optional[int]
+    "runs",  # list; segments.layer_runs of top above base
+    "msg",  # Optional[str]; why there is nothing to commit
+))):
+    __slots__ = ()
 
 
 def _plan(chain: Chain, path: str, top: str | None, base: str | None, remove_committed: bool = False, policy: ChainPolicy | None = None) -> CommitPlan:
