@@ -220,7 +220,7 @@ def _committed_granules(base_img: Image, runs: list[Run]) -> list[tuple[int, int
     """What qemu-img commit writes into base, and so dirties in base's enabled bitmaps: every range the layers above
     base hold, rounded out to the granularity of its copy job (mirror's default: base's cluster size, at least 4 KiB,
     at most 64 KiB). What top's own bitmaps say stays true: emptying top changes no guest data."""
-    if base_img.format_name != "qcow2":
+    if base_img.format_name != "qcow2" or base_img.bitmaps is None:  # no enabled bitmap to record into
         return []
     from .bitmap_ops import default_granularity
     granule = default_granularity(base_img)
