@@ -195,7 +195,7 @@ def build_snapshot_table(snapshots: typing.Iterable[Snapshot]) -> bytes:
         id_raw = sn.id_str.encode("utf-8")
         name_raw = sn.name.encode("utf-8")
         extra = decl.SNAPSHOT_EXTRA.build({"vm_state_size_large": sn.vm_state_size, "disk_size": sn.disk_size,
-                                      "icount": sn.icount}) + sn.extra_unknown
+                                           "icount": sn.icount}) + sn.extra_unknown
         entry = decl.SNAPSHOT_HEADER.build({
             "l1_table_offset": sn.l1_table_offset, "l1_size": sn.l1_size,
             "id_str_size": len(id_raw), "name_size": len(name_raw),

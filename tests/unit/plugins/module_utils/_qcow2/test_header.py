@@ -398,4 +398,3 @@ def test_struct_formats_match_the_construct_declarations():
     assert header._FIXED_V2.unpack(decl.HEADER_V2.build(values)) == (C.QCOW_MAGIC,) + tuple(values.values())
     tail = dict(zip(header._V3_TAIL_FIELDS, (1 << 40, 2, 3, 4, 104)))
     assert header._FIXED_V3_TAIL.unpack(decl.HEADER_V3_TAIL.build(tail)) == tuple(tail.values())
-
