@@ -125,9 +125,9 @@ def build_store(d, quick, runner):
     64 KiB writes."""
     scale = 8 if quick else 1
     marker = os.path.join(d, "ready-store")
-    if os.path.exists(marker) and open(marker).read() == str(scale):
-        return
     store, source = os.path.join(d, "store"), os.path.join(d, "store-source.qcow2")
+    if os.path.exists(marker) and open(marker).read() == str(scale) and os.path.isdir(store):
+        return
     shutil.rmtree(store, ignore_errors=True)
     os.makedirs(store)
     sh("qemu-img", "convert", "-O", "qcow2", os.path.join(d, "base.qcow2"), source)
