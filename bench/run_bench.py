@@ -120,6 +120,26 @@ def build_extras(d, quick):
         f.write(str(scale))
 
 
+def build_store(d, quick, runner):
+    """store/: a backup store holding a full of a copy of base.qcow2 and an increment after 256 MiB of scattered
+    64 KiB writes."""
+    scale = 8 if quick else 1
+    marker = os.path.join(d, "ready-store")
+    store, source = os.path.join(d, "store"), os.path.join(d, "store-source.qcow2")
+    if os.path.exists(marker) and open(marker).read() == str(scale) and os.path.isdir(store):
+        return
+    shutil.rmtree(store, ignore_errors=True)
+    os.makedirs(store)
+    sh("qemu-img", "convert", "-O", "qcow2", os.path.join(d, "base.qcow2"), source)
+    subprocess.run(runner.store_command("backup", store, source), check=True, env=runner.env)
+    rnd = random.Random(11)
+    qemu_io(source, ["write -P %d %d 64k" % (0x90 + i % 50, rnd.randrange(4 * GiB // 65536) * 65536)
+                     for i in range(4096 // scale)])
+    subprocess.run(runner.store_command("backup", store, source), check=True, env=runner.env)
+    with open(marker, "w") as f:
+        f.write(str(scale))
+
+
 def overlay_commands(rnd, size, scale):
     cmds = ["write -P %d %d 4M" % (0x40 + i % 50, rnd.randrange(size // (4 * MiB)) * 4 * MiB) for i in range(64 // scale)]
     cmds += ["write -P %d %d 64k" % (0x80 + i % 50, rnd.randrange(size // 65536) * 65536) for i in range(4096 // scale)]
@@ -142,7 +162,7 @@ def fresh(src_dir, work, names):
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     for n in names:
-        sh("cp", "--sparse=always", os.path.join(src_dir, n), os.path.join(work, n))
+        sh("cp", "-r", "--sparse=always", os.path.join(src_dir, n), os.path.join(work, n))
     sh("sync")
 
 
@@ -201,6 +221,18 @@ MODULE_OPERATIONS = [
      ["qemu-img", "rebase", "-q", "-b", "day-base.qcow2", "-F", "qcow2", "day-top.qcow2"]),
 ]
 
+# The backup store's merge of one increment into its full (retention keeping one point), against qemu-img commit of
+# the same layer into the same full. The store: a 4 GiB disk with 1 GiB of data, a full, then an increment after
+# 256 MiB of scattered 64 KiB guest writes (built once by build_store, through the module_utils).
+STORE_CODE = {
+    "backup": "import sys; from %s_backup.backup import Request, run_backup; run_backup(Request(sys.argv[1], sys.argv[2]))",
+    "merge": "import sys; from %s_backup.backup import retain; retain(sys.argv[1], keep=1)",
+}
+MERGE_OPERATIONS = [
+    ("backup store: merge one increment (256 MiB scattered) into its full", ["store"], "merge",
+     ["qemu-img", "commit", "-q", "store/chain-0001/0001.qcow2"]),
+]
+
 NO_COPY_OPERATIONS = [
     ("info, 1000-deep chain", "deep", ENGINE + ["info", "l0999.qcow2"],
      ["qemu-img", "info", "--backing-chain", "--output=json", "l0999.qcow2"]),
@@ -240,6 +272,10 @@ class ModuleRunner:
         with open(args_file, "w") as f:
             json.dump({"ANSIBLE_MODULE_ARGS": args}, f)
         return [sys.executable, "-m", MODULES + module, args_file]
+
+    def store_command(self, what, *args):
+        """A backup store operation (STORE_CODE) of this checkout's module_utils, as its own process."""
+        return [sys.executable, "-c", STORE_CODE[what] % MODULES.replace("plugins.modules.", "plugins.module_utils.")] + list(args)
 
     def startup(self, module):
         """What every run of module pays before its work: the interpreter, Ansible's module_utils and the module's
@@ -320,6 +356,7 @@ def main():
                                 settle=args.settle))
             _print_row(rows[-1])
     module_rows = _measure_modules(args)
+    rows += _measure_merges(args)
     print()
     print(table(rows))
     if module_rows:
@@ -345,6 +382,22 @@ def _measure_modules(args):
             rows.append(measure(name, args.dir, inputs, runner.command(module, module_args, cwd), qemu, args.reps,
                                 show_pairs=args.pairs, settle=args.settle if inputs else 0.0, baseline_cmd=baseline,
                                 env=runner.env))
+            _print_row(rows[-1])
+    finally:
+        runner.close()
+    return rows
+
+
+def _measure_merges(args):
+    runner = ModuleRunner()
+    rows = []
+    try:
+        for name, inputs, what, qemu in MERGE_OPERATIONS:
+            if args.only and args.only not in name:
+                continue
+            build_store(args.dir, args.quick, runner)
+            rows.append(measure(name, args.dir, inputs, runner.store_command(what, "store"), qemu, args.reps,
+                                show_pairs=args.pairs, settle=args.settle, env=runner.env))
             _print_row(rows[-1])
     finally:
         runner.close()

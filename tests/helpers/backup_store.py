@@ -18,6 +18,7 @@ import typing as t
 from pathlib import Path
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup import restore
+from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.digests import side_path
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import all_points, layer_path, load
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 from ansible_collections.backingchain.qcow2.tests.helpers.chains import run_child
@@ -97,8 +98,11 @@ def assert_store_sound(store: StrPath, views: dict[int, StrPath], scratch: StrPa
             os.unlink(dest)
     if only_sealed:
         listed = {os.path.abspath(p) for p in layers.values()}
+        if load(str(store)).get('hash_block'):  # format 2: each sealed layer has its side file of block digests
+            listed |= {side_path(p) for p in listed}
         found = {os.path.abspath(name) for entry in Path(store).iterdir() if entry.is_dir() for name in entry.iterdir()}
-        assert found == listed, ('files in the store that no sealed point lists', sorted(found - listed))
+        assert found == listed, ('files in the store that no sealed point lists, or side files missing',
+                                 sorted(found - listed), sorted(listed - found))
     return len(layers)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup import backup, restore, verify
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.lock import store_lock
-from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import StoreError, load
+from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import StoreError, load, new_manifest, save
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 from ansible_collections.backingchain.qcow2.tests.helpers.backup_store import (
     assert_store_sound,
@@ -401,3 +401,44 @@ def test_a_hostile_bitmap_directory_is_refused_and_never_written(store):
     assert store.source.read_bytes() == before
     assert store.manifest()['next_seq'] == 1
     assert store.sound() == 1
+
+
+def _flip_a_bit(path, offset):
+    with open(path, 'r+b') as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x10]))
+
+
+def test_verify_names_the_damaged_block(store):
+    store.point()
+    layer = sealed_layers(store.path)[0]
+    offset = os.path.getsize(layer) - 4096 - 7
+    _flip_a_bit(layer, offset)
+    report = verify.verify(str(store.path))
+    assert 'from byte %d of the file' % (offset // 65536 * 65536) in report['problems'][0]
+
+
+def test_a_format_1_store_still_verifies_backs_up_and_merges(store):
+    """A store written before block digests (format 1: the sha256 of each part's bytes, no side files) keeps
+    working as it is: verify, new points and merges use its own digests."""
+    os.makedirs(store.path)
+    old = new_manifest(hash_part=65536)
+    old['format'] = 1
+    del old['hash_block']
+    save(str(store.path), old)
+    for i in range(4):
+        qemu_io(store.source, 'write -P 0x%x %dM 512k' % (0xb0 + i, i * 3))
+        result = store.point(keep=3)
+    assert [s['points'] for s in result['retention']] == [[0, 1]]
+    manifest = store.manifest()
+    assert manifest['format'] == 1 and 'hash_block' not in manifest
+    assert not [name for name in os.listdir(store.path / 'chain-0001') if name.endswith('.sha256')]
+    assert store.sound() == 3
+    assert verify.verify(str(store.path))['ok']
+    layer = sealed_layers(store.path)[2]
+    _flip_a_bit(layer, os.path.getsize(layer) - 100)
+    report = verify.verify(str(store.path))
+    assert report['bad_points'] == [2, 3]
+    assert 'from byte %d of the file' % ((os.path.getsize(layer) - 100) // 65536 * 65536) in report['problems'][0]

@@ -20,6 +20,7 @@ import typing
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
+from .digests import hashing_of
 from .layer import Written, write_full, write_increment
 from .level import DEFAULT_MAX_CHAIN_LENGTH, Decision, SourceFacts, decide, source_facts
 from .lock import store_lock
@@ -144,7 +145,7 @@ def _write(request: Request, manifest: dict, decision: Decision, facts: SourceFa
     if decision.level == "full":
         directory = os.path.join(request.store, "chain-%04d" % manifest["next_chain"])
         os.makedirs(directory, exist_ok=True)
-        written = write_full(request.source, os.path.join(directory, layer_name(seq)), manifest["hash_part"], policy)
+        written = write_full(request.source, os.path.join(directory, layer_name(seq)), hashing_of(manifest), policy)
     else:
         chain = current_chain(manifest)
         latest = chain["points"][-1]
@@ -152,7 +153,7 @@ def _write(request: Request, manifest: dict, decision: Decision, facts: SourceFa
         # source does where nothing was written (qemu marks what is written there)
         ranges = tracking.changed_ranges(decision.tracking).ranges
         written = write_increment(request.source, os.path.join(request.store, chain["dir"], layer_name(seq)),
-                                  layer_path(request.store, chain, latest), ranges, manifest["hash_part"], policy)
+                                  layer_path(request.store, chain, latest), ranges, hashing_of(manifest), policy)
     return _point(seq, decision, now, facts, bitmap, written, tracking.consistency)
 
 

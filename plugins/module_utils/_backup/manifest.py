@@ -10,6 +10,7 @@ A store is one directory per disk:
     <store>/manifest.json          this file
     <store>/.lock                  the store lock (lock.py)
     <store>/chain-0001/0000.qcow2  a full
+    <store>/chain-0001/0000.qcow2.sha256  the sha256 of each 64 KiB of it (digests.py; not in format 1 stores)
     <store>/chain-0001/0001.qcow2  an increment; backing file "0000.qcow2" (relative), format qcow2
     <store>/chain-0002/0007.qcow2  the full of a newer chain, after a fallback
 
@@ -32,10 +33,12 @@ import uuid
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import Qcow2Error
 
-FORMAT = 1
+FORMAT = 2  # 2: layers hashed in blocks, with side files (digests.py); 1: parts hashed whole, still read
+FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 BITMAP_PREFIX = "bcq-backup-"
-HASH_PART = 64 << 20  # a layer's sha256 is kept per part of this many bytes of its file (layer.part_digests)
+HASH_PART = 64 << 20  # a layer's sha256 is sealed per part of this many bytes of its file (digests.py)
+HASH_BLOCK = 64 << 10  # ... each over the sha256 of its blocks of this many bytes, kept in the layer's side file
 _CHAIN_DIR = re.compile(r"\Achain-[0-9]{4,}\Z")
 _LAYER_FILE = re.compile(r"\A[0-9]{4,}\.qcow2\Z")
 
@@ -44,9 +47,10 @@ class StoreError(Qcow2Error):
     """A store problem a user can act on: a damaged manifest, a point that does not exist, a running backup."""
 
 
-def new_manifest(hash_part: int = HASH_PART) -> dict:
+def new_manifest(hash_part: int = HASH_PART, hash_block: int = HASH_BLOCK) -> dict:
     return {"format": FORMAT, "store_id": uuid.uuid4().hex[:8], "next_seq": 0, "next_chain": 1, "source": None,
-            "chains": [], "merging": None, "pins": [], "last_verify": None, "hash_part": hash_part}
+            "chains": [], "merging": None, "pins": [], "last_verify": None, "hash_part": hash_part,
+            "hash_block": hash_block}
 
 
 def load(store: str) -> dict | None:
@@ -61,8 +65,8 @@ def load(store: str) -> dict | None:
         raise StoreError("The backup store manifest %s cannot be read as JSON (%s); the store's layers are intact, "
                          "but nothing will be written until it is repaired or the store moved aside" % (path, err),
                          path) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise StoreError("%s is not a backup store manifest of format %d" % (path, FORMAT), path)
+    if not isinstance(data, dict) or data.get("format") not in FORMATS:
+        raise StoreError("%s is not a backup store manifest of format %s" % (path, " or ".join(map(str, FORMATS))), path)
     problem = _malformed(data)
     if problem:
         raise StoreError("The backup store manifest %s is damaged: %s; nothing will be written until it is repaired or "
@@ -77,6 +81,9 @@ def _malformed(data: dict) -> str | None:
             return "it has no %r" % key
     if not isinstance(data["chains"], list) or not isinstance(data["pins"], list):
         return "chains and pins must be lists"
+    if data["format"] >= 2 and not (isinstance(data.get("hash_block"), int) and isinstance(data["hash_part"], int) and
+                                    0 < data["hash_block"] <= data["hash_part"] and data["hash_part"] % data["hash_block"] == 0):
+        return "hash_part must be a multiple of hash_block"
     for chain in data["chains"]:
         if not isinstance(chain, dict) or not _CHAIN_DIR.match(str(chain.get("dir"))) or \
                 not isinstance(chain.get("points"), list):

@@ -12,7 +12,9 @@
    increment is the chain's top, empties it.
 3. The increment's file is deleted.
 4. The manifest gives the full's file to the merged point, with the new sha256 of the parts of the full the
-   commit wrote (and of the re-pointed layer, whose header changed), and forgets the merge.
+   commit wrote (and of the re-pointed layer, whose header changed), and forgets the merge. In a format 2 store
+   the digests of the blocks the commit wrote are taken from its write buffers as it writes (digests.py), so
+   the merge costs the size of the increment, not of the full.
 
 Until step 3 the full plus the increment still read as the increment's point, so a run killed anywhere leaves
 every other sealed point intact, and the next run on the store finishes the merge (finish_merge) first.
@@ -20,11 +22,12 @@ every other sealed point intact, and the next run on the store finishes the merg
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
-from .layer import part_digests
+from .digests import hashing_of, reseal, seal, side_path
 from .manifest import StoreError, fsync_dir, layer_path, pinned, save
 
 
@@ -44,28 +47,36 @@ def merge_oldest(store: str, manifest: dict, chain: dict, policy: api.ChainPolic
 
 def finish_merge(store: str, manifest: dict, policy: api.ChainPolicy | None = None, started_here: bool = False) -> dict:
     """Finish the merge the manifest records: right after merge_oldest started it (started_here: this process saw
-    every write into the full, and rehashes only the parts it wrote) or after a crash (the full is rehashed whole:
-    the killed run's writes were not seen)."""
+    every write into the full and the layer above, and rehashes only what it wrote) or after a crash (both are
+    rehashed whole: the killed run's writes were not seen)."""
     merging = manifest["merging"]
     chain = next(c for c in manifest["chains"] if c["id"] == merging["chain"])
     full = next(p for p in chain["points"] if p["seq"] == merging["full"])
     increment = next(p for p in chain["points"] if p["seq"] == merging["increment"])
     full_path, increment_path = layer_path(store, chain, full), layer_path(store, chain, increment)
-    part = manifest["hash_part"]
-    with api.recording_writes(full_path) as written:
+    rest = [p for p in chain["points"] if p["seq"] not in (full["seq"], increment["seq"])]
+    above = layer_path(store, chain, rest[0]) if rest else None  # its header will name the full
+    hashing = hashing_of(manifest)
+    with contextlib.ExitStack() as records:
+        written = records.enter_context(api.recording_writes(full_path, hashing.block))
+        written_above = records.enter_context(api.recording_writes(above, hashing.block)) if above else None
         if os.path.exists(increment_path):
             top = layer_path(store, chain, chain["points"][-1])
             api.commit(top, top=increment_path, base=full_path, policy=policy)
-            _give_back_leaks(full_path, policy)
+            if not started_here:
+                _give_back_leaks(full_path, policy)
             os.unlink(increment_path)
+            if os.path.exists(side_path(increment_path)):
+                os.unlink(side_path(increment_path))
             fsync_dir(os.path.dirname(full_path))
-    known = full["sha256"] if started_here else None
+
+    def digests(path: str, point: dict, record: api.WriteRecord | None) -> list[str]:
+        return reseal(path, hashing, point["sha256"], record) if started_here else seal(path, hashing)
+
     merged = dict(increment, file=full["file"], level="full", merged=sorted(set(full.get("merged", [])) | {full["seq"]}),
-                  sha256=part_digests(full_path, part, known, written.ranges), file_bytes=os.path.getsize(full_path))
-    rest = [p for p in chain["points"] if p["seq"] not in (full["seq"], increment["seq"])]
-    if rest:  # its header now names the full: its bytes changed (a layer: rehashed whole)
-        above = layer_path(store, chain, rest[0])
-        rest[0] = dict(rest[0], sha256=part_digests(above, part), file_bytes=os.path.getsize(above))
+                  sha256=digests(full_path, full, written), file_bytes=os.path.getsize(full_path))
+    if above:
+        rest[0] = dict(rest[0], sha256=digests(above, rest[0], written_above), file_bytes=os.path.getsize(above))
     chain["points"] = [merged] + rest
     manifest["merging"] = None
     save(store, manifest)
@@ -74,7 +85,8 @@ def finish_merge(store: str, manifest: dict, policy: api.ChainPolicy | None = No
 
 def _give_back_leaks(path: str, policy: api.ChainPolicy | None) -> None:
     """A commit an earlier run began and ENOSPC or a kill stopped leaves clusters leaked in the full (as qemu
-    would); give them back so that the sealed full is clean under qemu-img check."""
+    would); give them back so that the sealed full is clean under qemu-img check. (A commit that ran to its end
+    in this process leaves none: the engine's images pass qemu-img check.)"""
     report = api.check(path, policy=policy)
     if report["result"].get("leaks"):
         api.check(path, repair="leaks", policy=policy)

@@ -6,8 +6,8 @@
 """What every run that writes to a store does first, under the store lock: finish what a killed run left.
 
 - a merge the manifest records is finished (merge.py);
-- files in the store the manifest does not list are deleted: a layer written but never sealed, an engine
-  temporary file, a chain directory whose chain was dropped;
+- files in the store the manifest does not list (a listed layer's side file of digests counts as listed) are
+  deleted: a layer written but never sealed, an engine temporary file, a chain directory whose chain was dropped;
 - instant-restore pins whose overlay is gone, or no longer reads through its layer, are released.
 """
 
@@ -18,6 +18,7 @@ import shutil
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
+from .digests import side_path
 from .lock import LOCK
 from .manifest import MANIFEST, save
 from .merge import finish_merge
@@ -39,7 +40,8 @@ def recover(store: str, manifest: dict, policy: api.ChainPolicy | None = None) -
 
 
 def remove_unlisted(store: str, manifest: dict) -> list[str]:
-    listed = {chain["dir"]: {p["file"] for p in chain["points"]} for chain in manifest["chains"]}
+    listed = {chain["dir"]: {name for p in chain["points"] for name in (p["file"], side_path(p["file"]))}
+              for chain in manifest["chains"]}
     removed = []
     for entry in sorted(os.listdir(store)):
         path = os.path.join(store, entry)

@@ -22,7 +22,7 @@ import os
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
-from .layer import part_digests
+from .digests import Hashing, first_difference, hashing_of
 from .lock import store_lock
 from .manifest import StoreError, find_point, layer_path, loaded, save
 from .recover import recover
@@ -70,7 +70,7 @@ def quick(store: str, manifest: dict, policy: api.ChainPolicy | None) -> tuple[l
     for chain in manifest["chains"]:
         broken = False
         for index, point in enumerate(chain["points"]):
-            found = _layer_problems(store, chain, index, manifest["hash_part"], policy)
+            found = _layer_problems(store, chain, index, hashing_of(manifest), policy)
             problems += found
             broken = broken or bool(found)
             if broken:
@@ -78,17 +78,15 @@ def quick(store: str, manifest: dict, policy: api.ChainPolicy | None) -> tuple[l
     return problems, bad
 
 
-def _layer_problems(store: str, chain: dict, index: int, part: int, policy: api.ChainPolicy | None) -> list[str]:
+def _layer_problems(store: str, chain: dict, index: int, hashing: Hashing, policy: api.ChainPolicy | None) -> list[str]:
     point = chain["points"][index]
     path = layer_path(store, chain, point)
     what = "point %d (%s/%s)" % (point["seq"], chain["dir"], point["file"])
     if not os.path.isfile(path):
         return ["%s: the layer is missing" % what]
     out = []
-    digests = part_digests(path, part)
-    differ = [index for index, (now, sealed) in enumerate(zip(digests, point["sha256"])) if now != sealed]
-    if differ or len(digests) != len(point["sha256"]):
-        where = differ[0] * part if differ else min(len(digests), len(point["sha256"])) * part
+    where = first_difference(path, hashing, point["sha256"])
+    if where is not None:
         out.append("%s: the layer's sha256 differs from the one sealed in the manifest (from byte %d of the file)"
                    % (what, where))
     try:

@@ -115,6 +115,7 @@ class ImageOperation(Operation):
         self.options: api.CreateOptions | None = None
         self.grow_to: int | None = None
         self.lazy_refcounts: bool | None = None
+        self.chain_read: list[dict] | None = None  # the chain as the plan read it
 
     # ---- planning ----
     def plan(self) -> None:
@@ -193,7 +194,7 @@ class ImageOperation(Operation):
         self.diff_after = self._describe(props, [entry])
 
     def _plan_existing(self) -> None:
-        infos = read_chain(self.path, self.policy)
+        infos = self.chain_read = read_chain(self.path, self.policy)
         have = image_properties(infos[0])
         self.diff_before = self._describe(have, describe_chain(infos))
         req = self.request
@@ -319,6 +320,8 @@ class ImageOperation(Operation):
             self.changed = True
 
     def results(self) -> dict:
-        if self.state == "present" and os.path.exists(self.path):
-            return {"image": underscore_keys(read_chain(self.path, self.policy, backing_chain=False)[0])}
-        return {}
+        if self.state != "present" or not os.path.exists(self.path):
+            return {}
+        if self.action is None and self.chain_read is not None:  # unchanged (owner or mode aside): as the plan read it
+            return {"image": underscore_keys(self.chain_read[0])}
+        return {"image": underscore_keys(read_chain(self.path, self.policy, backing_chain=False)[0])}

@@ -24,10 +24,11 @@ silently missing changes. Disabled bitmaps are left untouched, as qemu leaves th
 from __future__ import annotations
 
 import contextlib
+import functools
 import typing
 
 from . import constants as C
-from .deps import HAS_CONSTRUCT, require_construct
+from .deps import load_construct
 from .errors import FormatError
 from .layout import array_to_be, be_array
 
@@ -37,10 +38,15 @@ if typing.TYPE_CHECKING:  # names used in annotations only (some of these import
     from .chain import Image
     from .image import Qcow2Image
 
-if HAS_CONSTRUCT:
+
+@functools.lru_cache(maxsize=None)
+def dir_entry() -> typing.Any:
+    """The directory entry's construct declaration, made (and construct imported) when a directory is first read:
+    most images have none."""
+    load_construct()
     from construct import Int8ub, Int16ub, Int32ub, Int64ub, Struct
 
-    BITMAP_DIR_ENTRY = Struct(
+    return Struct(
         "bitmap_table_offset" / Int64ub,
         "bitmap_table_size" / Int32ub,
         "flags" / Int32ub,
@@ -49,6 +55,7 @@ if HAS_CONSTRUCT:
         "name_size" / Int16ub,
         "extra_data_size" / Int32ub,
     )
+
 
 DIR_ENTRY_FIXED = 24
 MAX_TABLE_ENTRIES = 0x8000000  # qemu's BME_MAX_TABLE_SIZE
@@ -128,7 +135,6 @@ class BitmapAssessment:
 
 def assess(img: Qcow2Image) -> BitmapAssessment:
     """Read the bitmap directory and tables and judge every bitmap as qemu does when it opens the image."""
-    require_construct()
     hdr = img.header
     ext = hdr.bitmaps_ext
     if not ext:
@@ -170,7 +176,7 @@ class _Assessor:
                 return self.refuse("Broken bitmap directory: the entry is cut off by the end of the directory", where)
             if len(bitmaps) + 1 > self.nb:
                 return self.refuse("More bitmaps found than specified in header extension (%d)" % self.nb, where)
-            e = BITMAP_DIR_ENTRY.parse(raw[pos:pos + DIR_ENTRY_FIXED])
+            e = dir_entry().parse(raw[pos:pos + DIR_ENTRY_FIXED])
             end = pos + DIR_ENTRY_FIXED + e.extra_data_size + e.name_size
             if (end + 7) & ~7 > self.dir_size:
                 return self.refuse("Broken bitmap directory: the entry overruns the directory", where)

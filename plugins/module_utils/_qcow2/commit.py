@@ -17,6 +17,7 @@ Interrupted anywhere, the chain reads the same, and running the commit again fin
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 import typing
@@ -77,11 +78,13 @@ def _refuse_held(chain: Chain, plan: CommitPlan) -> None:
             raise ImageLockedError(conflict, img.path)
 
 
-class _Located(typing.NamedTuple):
-    top_depth: typing.Optional[int]
-    base_depth: typing.Optional[int]
-    runs: list  # segments.layer_runs of top above base
-    msg: typing.Optional[str]  # why there is nothing to commit
+class _Located(collections.namedtuple("_Located", (
+    "top_depth",  # Optional[int]
+    "base_depth",  # Optional[int]
+    "runs",  # list; segments.layer_runs of top above base
+    "msg",  # Optional[str]; why there is nothing to commit
+))):
+    __slots__ = ()
 
 
 def _plan(chain: Chain, path: str, top: str | None, base: str | None, remove_committed: bool = False, policy: ChainPolicy | None = None) -> CommitPlan:
@@ -217,7 +220,7 @@ def _committed_granules(base_img: Image, runs: list[Run]) -> list[tuple[int, int
     """What qemu-img commit writes into base, and so dirties in base's enabled bitmaps: every range the layers above
     base hold, rounded out to the granularity of its copy job (mirror's default: base's cluster size, at least 4 KiB,
     at most 64 KiB). What top's own bitmaps say stays true: emptying top changes no guest data."""
-    if base_img.format_name != "qcow2":
+    if base_img.format_name != "qcow2" or base_img.bitmaps is None:  # no enabled bitmap to record into
         return []
     from .bitmap_ops import default_granularity
     granule = default_granularity(base_img)

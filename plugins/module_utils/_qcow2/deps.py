@@ -7,20 +7,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import typing
 
 
 from .errors import MissingDependencyError
 
-try:
-    import construct  # noqa: F401  pylint: disable=unused-import
-except ImportError:
-    import traceback
-    HAS_CONSTRUCT = False
-    CONSTRUCT_IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_CONSTRUCT = True
-    CONSTRUCT_IMPORT_ERROR = None
+# construct is looked for here and imported when a declaration is first needed (load_construct): reading a plain
+# header needs none, and importing construct (with its debugger support, pdb and pickle) costs a module run about
+# as much start-up time as the whole engine.
+HAS_CONSTRUCT = importlib.util.find_spec("construct") is not None
+CONSTRUCT_IMPORT_ERROR = None if HAS_CONSTRUCT else "ModuleNotFoundError: No module named 'construct'"
 
 _zstd = {}  # imported on first use: most images never need zstd, and the import costs start-up time
 
@@ -56,6 +53,19 @@ def require_construct() -> None:
         raise MissingDependencyError(
             "The Python library construct is required to parse qcow2 headers; install it on the target host",
             library="construct", import_error=CONSTRUCT_IMPORT_ERROR)
+
+
+def load_construct() -> typing.Any:
+    """The construct package, imported on first use; MissingDependencyError when it is missing or broken."""
+    require_construct()
+    try:
+        import construct
+    except ImportError:
+        import traceback
+        raise MissingDependencyError(
+            "The Python library construct is required to parse qcow2 headers; it is installed but cannot be imported",
+            library="construct", import_error=traceback.format_exc()) from None
+    return construct
 
 
 def require_zstd(path: str | None = None) -> None:

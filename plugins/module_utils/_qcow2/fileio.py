@@ -41,22 +41,48 @@ def _raise_os_error(exc: OSError, path: str, what: str) -> typing.NoReturn:
 
 
 class WriteRecord:
-    """The byte ranges of one file that this process changed while the record was open (recording_writes())."""
+    """The byte ranges of one file that this process changed while the record was open (recording_writes()).
 
-    def __init__(self, identity: tuple[int, int]) -> None:
+    With ``block``, also the sha256 of each block of that many bytes (at a multiple of it) that a write covered
+    whole, taken from the write's own buffers as it is issued: a caller keeping digests of a file's blocks need not
+    read back what it just wrote (a commit's writes bypass the page cache). ``digests`` holds, for every block
+    written so far, the digest of what was last written there, or None when a later change covered it only in part
+    (or changed it without data: a truncate, an allocation, a punched hole): such blocks must be read again.
+    """
+
+    def __init__(self, identity: tuple[int, int], block: int | None = None) -> None:
         self.identity = identity
         self.ranges: list[tuple[int, int]] = []  # (offset, length), in the order written
+        self.block = block
+        self.digests: dict[int, bytes | None] = {}  # block index -> sha256 of its bytes, or None: read it again
+
+    def wrote(self, offset: int, length: int, views: typing.Sequence[memoryview] | None) -> None:
+        self.ranges.append((offset, length))
+        block = self.block
+        if block is None:
+            return
+        first, end = offset // block, -(-(offset + length) // block)
+        for index in range(first, end):
+            self.digests[index] = None
+        if views is None:
+            return
+        import hashlib  # only a recording with digests needs it: start-up time counts
+        data = views[0] if len(views) == 1 else memoryview(b"".join(views))
+        for index in range(-(-offset // block), (offset + length) // block):  # the blocks covered whole
+            start = index * block - offset
+            self.digests[index] = hashlib.sha256(data[start:start + block]).digest()
 
 
 _write_records: list[WriteRecord] = []
 
 
 @contextlib.contextmanager
-def recording_writes(path: str) -> typing.Iterator[WriteRecord]:
+def recording_writes(path: str, block: int | None = None) -> typing.Iterator[WriteRecord]:
     """Record every range of path's file that a BlockFile of this process writes, truncates, allocates or punches
-    while the block runs (a caller that keeps digests of a file's parts rehashes only those)."""
+    while the block runs (a caller that keeps digests of a file's parts rehashes only those); with ``block``, also
+    the digests of the blocks written whole (WriteRecord)."""
     st = os.stat(path)
-    record = WriteRecord((st.st_dev, st.st_ino))
+    record = WriteRecord((st.st_dev, st.st_ino), block)
     _write_records.append(record)
     try:
         yield record
@@ -103,15 +129,16 @@ class BlockFile:
         self._direct_refused = None  # the same, once the filesystem refused a direct write (closed at the end)
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino), once a write record asks
 
-    def _note(self, offset: int, length: int) -> None:
-        """Tell the open write records (rarely any) that [offset, offset+length) of this file changes."""
+    def _note(self, offset: int, length: int, views: typing.Sequence[memoryview] | None = None) -> None:
+        """Tell the open write records (rarely any) that [offset, offset+length) of this file changes (to the bytes
+        in views, when it is a write)."""
         if _write_records and length > 0:
             if self._identity is None:  # an open descriptor's file never changes: one fstat, not one per write
                 st = os.fstat(self.fd)
                 self._identity = (st.st_dev, st.st_ino)
             for record in _write_records:
                 if record.identity == self._identity:
-                    record.ranges.append((offset, length))
+                    record.wrote(offset, length, views)
 
     # ---- reads ----
     def pread(self, length: int, offset: int) -> bytes:
@@ -166,7 +193,7 @@ class BlockFile:
         total = sum(v.nbytes for v in views)
         _check_range(self.path, offset, total)
         _io_event()
-        self._note(offset, total)
+        self._note(offset, total, views)
         self.written_end = max(self.written_end, offset + total)
         self.data_written = True
         if self._writeback is not None:
@@ -463,12 +490,13 @@ class BufferRing:
     """Aligned buffers a copy fills in turn while the writes from the others run behind.
 
     Reusing a few buffers spares the page faults of fresh memory; small pieces share a buffer, so their
-    writes can go out together. A buffer is handed out again only once the writes from it have finished.
+    writes can go out together. A buffer is handed out again only once the writes from it have finished. Each is
+    made when first needed (making one zeroes it): a copy of a few clusters pays for one small buffer only.
     """
 
     def __init__(self, file: BlockFile, count: int, size: int) -> None:
         self._file = file
-        self._buffers = [directio.aligned_buffer(size) for _unused in range(count)]
+        self._buffers: list[tuple[bytearray, int] | None] = [None] * count
         self.size = size
         self._turn = 0
         self._used = 0
@@ -480,7 +508,10 @@ class BufferRing:
             self._turn, self._used = (self._turn + 1) % len(self._buffers), 0
             self._file.wait_for_buffer(self._turn)
             self._file.buffer_tag = self._turn
-        buf, base = self._buffers[self._turn]
+        made = self._buffers[self._turn]
+        if made is None:
+            made = self._buffers[self._turn] = directio.aligned_buffer(self.size)
+        buf, base = made
         first = base + self._used
         self._used += length
         return buf, first

@@ -12,17 +12,24 @@ unknown ones verbatim), end marker, backing file name.
 
 from __future__ import annotations
 
+import functools
 import struct
+import types
 import typing
 
 from . import constants as C
-from .deps import HAS_CONSTRUCT, require_construct
+from .deps import load_construct, require_construct
 from .errors import FormatError, UnsafeBackingError, UnsupportedError
 
-if HAS_CONSTRUCT:
+
+@functools.lru_cache(maxsize=None)
+def declarations() -> types.SimpleNamespace:
+    """The header's construct declarations, made (and construct imported) on first use: a plain header is read
+    without them, its fixed fields unpacked with the struct formats below, which a unit test keeps equal to these."""
+    load_construct()
     from construct import Bytes, Const, Int8ub, Int32ub, Int64ub, Struct
 
-    HEADER_V2 = Struct(
+    header_v2 = Struct(
         "magic" / Const(C.QCOW_MAGIC),
         "version" / Int32ub,
         "backing_file_offset" / Int64ub,
@@ -37,21 +44,31 @@ if HAS_CONSTRUCT:
         "nb_snapshots" / Int32ub,
         "snapshots_offset" / Int64ub,
     )
-    HEADER_V3_TAIL = Struct(
+    header_v3_tail = Struct(
         "incompatible_features" / Int64ub,
         "compatible_features" / Int64ub,
         "autoclear_features" / Int64ub,
         "refcount_order" / Int32ub,
         "header_length" / Int32ub,
     )
-    EXTENSION_HEADER = Struct("type" / Int32ub, "length" / Int32ub)
-    FEATURE_NAME = Struct("type" / Int8ub, "bit" / Int8ub, "name" / Bytes(46))
-    BITMAPS_EXTENSION = Struct(
+    extension_header = Struct("type" / Int32ub, "length" / Int32ub)
+    feature_name = Struct("type" / Int8ub, "bit" / Int8ub, "name" / Bytes(46))
+    bitmaps_extension = Struct(
         "nb_bitmaps" / Int32ub,
         "reserved" / Int32ub,
         "bitmap_directory_size" / Int64ub,
         "bitmap_directory_offset" / Int64ub,
     )
+    return types.SimpleNamespace(HEADER_V2=header_v2, HEADER_V3_TAIL=header_v3_tail, EXTENSION_HEADER=extension_header,
+                                 FEATURE_NAME=feature_name, BITMAPS_EXTENSION=bitmaps_extension)
+
+
+# Every image open reads the fixed fields: the same layouts as struct formats (magic, then _HEADER_FIELDS; then the
+# version 3 fields)
+_FIXED_V2 = struct.Struct(">4sIQIIQIIQQIIQ")
+_FIXED_V3_TAIL = struct.Struct(">QQQII")
+_V3_TAIL_FIELDS = ("incompatible_features", "compatible_features", "autoclear_features", "refcount_order",
+                   "header_length")
 
 _HEADER_FIELDS = (
     "version", "backing_file_offset", "backing_file_size", "cluster_bits", "size", "crypt_method",
@@ -138,9 +155,8 @@ class Header:
         if len(buf) < C.V2_HEADER_LENGTH or buf[:4] != C.QCOW_MAGIC:
             raise FormatError("Image is not in qcow2 format", path, "magic")
         hdr = cls()
-        fields = HEADER_V2.parse(buf[:C.V2_HEADER_LENGTH])
-        for name in _HEADER_FIELDS:
-            setattr(hdr, name, fields[name])
+        for name, value in zip(_HEADER_FIELDS, _FIXED_V2.unpack_from(buf)[1:]):
+            setattr(hdr, name, value)
         if hdr.version < 2 or hdr.version > 3:
             raise UnsupportedError("Unsupported qcow2 version %d" % hdr.version, path)
         if hdr.cluster_bits < C.MIN_CLUSTER_BITS or hdr.cluster_bits > C.MAX_CLUSTER_BITS:
@@ -153,10 +169,8 @@ class Header:
         else:
             if len(buf) < C.V3_MIN_HEADER_LENGTH:
                 raise FormatError("qcow2 header too short", path, "header_length")
-            tail = HEADER_V3_TAIL.parse(buf[C.V2_HEADER_LENGTH:C.V3_MIN_HEADER_LENGTH])
-            for name in ("incompatible_features", "compatible_features", "autoclear_features",
-                         "refcount_order", "header_length"):
-                setattr(hdr, name, tail[name])
+            for name, value in zip(_V3_TAIL_FIELDS, _FIXED_V3_TAIL.unpack_from(buf, C.V2_HEADER_LENGTH)):
+                setattr(hdr, name, value)
             if hdr.header_length < C.V3_MIN_HEADER_LENGTH:
                 raise FormatError("qcow2 header too short", path, "header_length")
             if hdr.header_length > cluster_size:
@@ -217,7 +231,7 @@ class Header:
         entries = []
         payload = self._feature_table
         for i in range(len(payload) // 48):
-            entry = FEATURE_NAME.parse(payload[i * 48:(i + 1) * 48])
+            entry = declarations().FEATURE_NAME.parse(payload[i * 48:(i + 1) * 48])
             entries.append((entry.type, entry.bit, entry.name.split(b"\0", 1)[0].decode("utf-8", "replace")))
         return entries
 
@@ -271,7 +285,7 @@ class Header:
         elif etype == C.EXT_BITMAPS:
             if len(payload) != 24:
                 raise FormatError("bitmaps_ext: Invalid extension length", path, "bitmaps extension")
-            ext = BITMAPS_EXTENSION.parse(payload)
+            ext = declarations().BITMAPS_EXTENSION.parse(payload)
             self.bitmaps_ext = {
                 "nb_bitmaps": ext.nb_bitmaps,
                 "bitmap_directory_size": ext.bitmap_directory_size,
@@ -302,11 +316,11 @@ class Header:
     # ---- building ----
     def extension_area(self) -> bytes:
         """The extension records, qemu's order, without end marker."""
-        require_construct()
+        decl = declarations()
         out = []
 
         def add(etype: int, payload: bytes) -> None:
-            out.append(EXTENSION_HEADER.build({"type": etype, "length": len(payload)}))
+            out.append(decl.EXTENSION_HEADER.build({"type": etype, "length": len(payload)}))
             out.append(payload + bytes(_pad8(len(payload)) - len(payload)))
 
         if self.backing_format:
@@ -314,18 +328,17 @@ class Header:
         if self.data_file:
             add(C.EXT_DATA_FILE, self.data_file.encode("utf-8"))
         if self.version >= 3 and self.cluster_size > 4096:
-            table = b"".join(FEATURE_NAME.build({"type": t, "bit": b, "name": n.encode().ljust(46, b"\0")})
+            table = b"".join(decl.FEATURE_NAME.build({"type": t, "bit": b, "name": n.encode().ljust(46, b"\0")})
                              for t, b, n in C.STANDARD_FEATURE_NAMES)
             add(C.EXT_FEATURE_TABLE, table)
         if self.bitmaps_ext:
-            add(C.EXT_BITMAPS, BITMAPS_EXTENSION.build(dict(self.bitmaps_ext, reserved=0)))
+            add(C.EXT_BITMAPS, decl.BITMAPS_EXTENSION.build(dict(self.bitmaps_ext, reserved=0)))
         for etype, payload in self.unknown_extensions:
             add(etype, payload)
         return b"".join(out)
 
     def build(self) -> bytes:
         """Serialize cluster 0 (header, extensions, backing name); returns the bytes to write at offset 0."""
-        require_construct()
         cs = self.cluster_size
         if self.version == 2:
             fixed_len = C.V2_HEADER_LENGTH
@@ -349,9 +362,10 @@ class Header:
             self.backing_file_offset = 0
             self.backing_file_size = 0
         fields = {name: getattr(self, name) for name in _HEADER_FIELDS}
-        out = [HEADER_V2.build(fields)]
+        decl = declarations()
+        out = [decl.HEADER_V2.build(fields)]
         if self.version >= 3:
-            out.append(HEADER_V3_TAIL.build({
+            out.append(decl.HEADER_V3_TAIL.build({
                 "incompatible_features": self.incompatible_features,
                 "compatible_features": self.compatible_features,
                 "autoclear_features": self.autoclear_features,

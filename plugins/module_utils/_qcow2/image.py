@@ -12,6 +12,7 @@ then the refcount decrements of clusters whose last reference was dropped.
 
 from __future__ import annotations
 
+import re
 import typing
 
 from . import constants as C
@@ -39,6 +40,9 @@ COMP = "compressed"  # ``host`` is the compressed cluster descriptor
 L2_CACHE_BYTES = 8 << 20
 RESERVE_STEP = 8 << 20
 RESERVE_MAX_STEP = 256 << 20
+
+
+_NONZERO = re.compile(b"[^\x00]")
 
 
 class Extent:
@@ -292,11 +296,12 @@ class Qcow2Image:
                 cluster_start = (pos >> cb) << cb
                 entry = table[idx * words]
                 if not entry and not (ext and table[idx * 2 + 1]):
-                    # a run of empty entries: find its end with one C-level scan instead of entry by entry
+                    # a run of empty entries: find its end with one C-level scan instead of entry by entry (and
+                    # without copying the rest of the slice, as many runs in one slice would)
                     if raw is None:
                         raw = table.tobytes()
-                    rest = raw[idx * 8 * words:]
-                    nxt = idx + (len(rest) - len(rest.lstrip(b"\0"))) // (8 * words)
+                    found = _NONZERO.search(raw, idx * 8 * words)
+                    nxt = found.start() // (8 * words) if found else len(raw) // (8 * words)
                     run_end = min(slice_end, cluster_start + ((nxt - idx) << cb))
                     _append(out, pos, run_end - pos, UNALLOC, 0)
                     pos = run_end

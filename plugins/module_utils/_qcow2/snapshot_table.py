@@ -8,20 +8,26 @@ with extra data of at least 24 bytes and any unknown extra data preserved (qcow2
 
 from __future__ import annotations
 
+import functools
 import struct
+import types
 import typing
 
 from . import constants as C
-from .deps import HAS_CONSTRUCT, require_construct
+from .deps import load_construct
 from .errors import FormatError
 
 if typing.TYPE_CHECKING:  # names used in annotations only (the image imports this module)
     from .image import Qcow2Image
 
-if HAS_CONSTRUCT:
+
+@functools.lru_cache(maxsize=None)
+def declarations() -> types.SimpleNamespace:
+    """The entries' construct declarations, made (and construct imported) when a table is first built."""
+    load_construct()
     from construct import Int16ub, Int32ub, Int64sb, Int64ub, Struct
 
-    SNAPSHOT_HEADER = Struct(
+    snapshot_header = Struct(
         "l1_table_offset" / Int64ub,
         "l1_size" / Int32ub,
         "id_str_size" / Int16ub,
@@ -32,11 +38,12 @@ if HAS_CONSTRUCT:
         "vm_state_size" / Int32ub,
         "extra_data_size" / Int32ub,
     )
-    SNAPSHOT_EXTRA = Struct(
+    snapshot_extra = Struct(
         "vm_state_size_large" / Int64ub,
         "disk_size" / Int64ub,
         "icount" / Int64sb,
     )
+    return types.SimpleNamespace(SNAPSHOT_HEADER=snapshot_header, SNAPSHOT_EXTRA=snapshot_extra)
 
 
 # Reading a table of up to 65536 entries is a hot path: the same layouts as struct formats (a unit test keeps
@@ -182,14 +189,14 @@ def parse_snapshot_table(raw: bytes | bytearray | _GrowingBuffer, count: int, cl
 
 
 def build_snapshot_table(snapshots: typing.Iterable[Snapshot]) -> bytes:
-    require_construct()
+    decl = declarations()
     parts = []
     for sn in snapshots:
         id_raw = sn.id_str.encode("utf-8")
         name_raw = sn.name.encode("utf-8")
-        extra = SNAPSHOT_EXTRA.build({"vm_state_size_large": sn.vm_state_size, "disk_size": sn.disk_size,
-                                      "icount": sn.icount}) + sn.extra_unknown
-        entry = SNAPSHOT_HEADER.build({
+        extra = decl.SNAPSHOT_EXTRA.build({"vm_state_size_large": sn.vm_state_size, "disk_size": sn.disk_size,
+                                           "icount": sn.icount}) + sn.extra_unknown
+        entry = decl.SNAPSHOT_HEADER.build({
             "l1_table_offset": sn.l1_table_offset, "l1_size": sn.l1_size,
             "id_str_size": len(id_raw), "name_size": len(name_raw),
             "date_sec": sn.date_sec, "date_nsec": sn.date_nsec, "vm_clock_nsec": sn.vm_clock_nsec,

@@ -16,8 +16,9 @@ import time
 import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup import manifest as manifest_mod
-from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.layer import part_digests
+from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.digests import Hashing, first_difference, reseal, seal, side_path
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.lock import store_lock
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import (
     StoreError,
     find_point,
@@ -149,20 +150,86 @@ def test_retention_never_merges_a_damaged_chain():
     assert [(s.action, s.points) for s in plan(data, 1, None, NOW)] == [('drop_chain', [0, 1, 2, 3])]
 
 
-def test_part_digests_rehash_only_what_changed(tmp_path):
+def _written_record(block, writes):
+    """A WriteRecord as the engine fills it: (offset, data or a length for a change without data)."""
+    record = api.WriteRecord((0, 0), block)
+    for offset, data in writes:
+        if isinstance(data, int):
+            record.wrote(offset, data, None)
+        else:
+            record.wrote(offset, len(data), [memoryview(data)])
+    return record
+
+
+def _apply(path, writes):
+    with open(path, 'r+b') as f:
+        for offset, data in writes:
+            f.seek(offset)
+            f.write(bytes(data) if isinstance(data, int) else data)
+
+
+def test_format_1_part_digests_rehash_only_what_changed(tmp_path):
     path = tmp_path / 'layer'
     path.write_bytes(bytes(range(256)) * 1000)  # 256000 bytes: 4 parts of 65536, the last shorter
-    known = part_digests(str(path), 65536)
-    assert len(known) == 4
-    with open(path, 'r+b') as f:
-        f.seek(70000)
-        f.write(b'changed')
-        f.seek(0, 2)
-        f.write(b'grown' * 20000)  # the last part grows, and new parts follow
-    updated = part_digests(str(path), 65536, known, [(70000, 7), (256000, 100000)])
-    assert updated == part_digests(str(path), 65536)
+    hashing = Hashing(65536, None)
+    known = seal(str(path), hashing)
+    assert len(known) == 4 and not os.path.exists(side_path(str(path)))
+    writes = [(70000, b'changed'), (256000, b'grown' * 20000)]  # the last part grows, and new parts follow
+    _apply(path, writes)
+    updated = reseal(str(path), hashing, known, _written_record(None, writes))
+    assert updated == seal(str(path), hashing)
     assert updated[0] == known[0] and updated[1] != known[1] and updated[2] == known[2]
     # a change the caller does not report is not seen: the reason a crashed merge rehashes everything
-    with open(path, 'r+b') as f:
-        f.write(b'unreported')
-    assert part_digests(str(path), 65536, updated, [])[0] == updated[0] != part_digests(str(path), 65536)[0]
+    _apply(path, [(0, b'unreported')])
+    assert reseal(str(path), hashing, updated, _written_record(None, []))[0] == updated[0] != seal(str(path), hashing)[0]
+    assert first_difference(str(path), hashing, updated) == 0
+    assert first_difference(str(path), hashing, seal(str(path), hashing)) is None
+
+
+def test_format_2_block_digests_come_from_the_writes_and_the_side_file(tmp_path):
+    """Blocks written whole are hashed from the write's buffer, the others' digests come from the side file: a
+    change the record does not report is not seen, which shows the file was not read there."""
+    path = tmp_path / 'layer'
+    path.write_bytes(bytes(range(256)) * 1000)  # 256000 bytes: 63 blocks of 4096 (the last shorter), 4 parts
+    hashing = Hashing(4 * 16384, 4096)
+    known = seal(str(path), hashing)
+    assert len(known) == 4 and os.path.getsize(side_path(str(path))) == 63 * 32
+    _apply(path, [(8192, b'unreported')])  # block 2: not in the record below, so its old digest stays
+    writes = [(16384, b'\x11' * 8192),  # blocks 4 and 5 whole: hashed from these bytes
+              (70000, b'changed'),  # block 17 in part: read again
+              (256000, b'grown' * 20000)]  # the last block grows, new blocks and a new part follow
+    _apply(path, writes)
+    updated = reseal(str(path), hashing, known, _written_record(4096, writes))
+    _apply(path, [(8192, bytes(range(10)))])  # undo the unreported change: now the file is what was sealed
+    assert updated == seal(str(path), hashing)
+    assert updated[0] != known[0] and updated[1] != known[1] and updated[2] == known[2] and len(updated) == 6
+
+
+def test_format_2_damaged_side_file_is_not_trusted(tmp_path):
+    path = tmp_path / 'layer'
+    path.write_bytes(bytes(range(256)) * 1000)
+    hashing = Hashing(4 * 16384, 4096)
+    known = seal(str(path), hashing)
+    with open(side_path(str(path)), 'r+b') as f:  # the digest of block 3 (part 0) rots
+        f.seek(3 * 32)
+        f.write(b'\0' * 32)
+    writes = [(0, b'\x22' * 4096)]
+    _apply(path, writes)
+    resealed = reseal(str(path), hashing, known, _written_record(4096, writes))
+    now = seal(str(path), hashing)
+    assert resealed == now
+    os.unlink(side_path(str(path)))  # a missing one: every block not written is read
+    assert reseal(str(path), hashing, now, _written_record(4096, [])) == now
+
+
+@pytest.mark.parametrize('side', ['kept', 'damaged'])
+def test_format_2_verify_names_the_first_damaged_block(tmp_path, side):
+    path = tmp_path / 'layer'
+    path.write_bytes(bytes(range(256)) * 1000)
+    hashing = Hashing(4 * 16384, 4096)
+    sealed = seal(str(path), hashing)
+    assert first_difference(str(path), hashing, sealed) is None
+    _apply(path, [(5 * 16384 + 3 * 4096 + 17, b'!')])  # part 1, its block 3
+    if side == 'damaged':
+        os.unlink(side_path(str(path)))
+    assert first_difference(str(path), hashing, sealed) == (5 * 16384 + 3 * 4096 if side == 'kept' else 4 * 16384)

@@ -7,7 +7,7 @@ import struct
 import pytest
 from hypothesis import given, strategies as st
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import constants as C
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import constants as C, header
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.errors import (
     FormatError, UnsafeBackingError, UnsupportedError)
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.header import Header
@@ -387,3 +387,14 @@ def test_missing_end_marker_is_tolerated_like_qemu():
     raw = raw[:C.V3_HEADER_LENGTH] + struct.pack('>II', 0x1234, room) + b'\xab' * room
 
     assert Header.parse(raw).unknown_extensions == [(0x1234, b'\xab' * room)]
+
+
+def test_struct_formats_match_the_construct_declarations():
+    """A header is read with struct (no construct import at start-up); the layouts must stay the declared ones."""
+    decl = header.declarations()
+    assert header._FIXED_V2.size == decl.HEADER_V2.sizeof() == C.V2_HEADER_LENGTH
+    assert header._FIXED_V3_TAIL.size == decl.HEADER_V3_TAIL.sizeof() == C.V3_MIN_HEADER_LENGTH - C.V2_HEADER_LENGTH
+    values = dict(zip(header._HEADER_FIELDS, range(1, len(header._HEADER_FIELDS) + 1)))
+    assert header._FIXED_V2.unpack(decl.HEADER_V2.build(values)) == (C.QCOW_MAGIC,) + tuple(values.values())
+    tail = dict(zip(header._V3_TAIL_FIELDS, (1 << 40, 2, 3, 4, 104)))
+    assert header._FIXED_V3_TAIL.unpack(decl.HEADER_V3_TAIL.build(tail)) == tuple(tail.values())

@@ -90,10 +90,11 @@ def test_table_larger_than_qemus_limit():
 
 def test_struct_formats_match_the_construct_declarations():
     """Reading uses struct for speed; the layouts must stay those of the construct declarations."""
-    assert snapshot_table._HEADER.size == snapshot_table.SNAPSHOT_HEADER.sizeof() == C.SNAPSHOT_HEADER_SIZE
-    assert snapshot_table._EXTRA.size == snapshot_table.SNAPSHOT_EXTRA.sizeof() == C.SNAPSHOT_EXTRA_SIZE
+    decl = snapshot_table.declarations()
+    assert snapshot_table._HEADER.size == decl.SNAPSHOT_HEADER.sizeof() == C.SNAPSHOT_HEADER_SIZE
+    assert snapshot_table._EXTRA.size == decl.SNAPSHOT_EXTRA.sizeof() == C.SNAPSHOT_EXTRA_SIZE
     values = dict(l1_table_offset=0x123456789, l1_size=7, id_str_size=2, name_size=3, date_sec=11, date_nsec=12,
                   vm_clock_nsec=13, vm_state_size=14, extra_data_size=24)
-    assert snapshot_table._HEADER.unpack(snapshot_table.SNAPSHOT_HEADER.build(values)) == tuple(values.values())
+    assert snapshot_table._HEADER.unpack(decl.SNAPSHOT_HEADER.build(values)) == tuple(values.values())
     extra = dict(vm_state_size_large=1 << 40, disk_size=1 << 30, icount=-1)
-    assert snapshot_table._EXTRA.unpack(snapshot_table.SNAPSHOT_EXTRA.build(extra)) == tuple(extra.values())
+    assert snapshot_table._EXTRA.unpack(decl.SNAPSHOT_EXTRA.build(extra)) == tuple(extra.values())
