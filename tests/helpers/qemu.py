@@ -222,7 +222,13 @@ def qemu_io_holding(path: StrPath, fmt: str = 'qcow2', read_only: bool = False,
         proc.stdin.flush()
         line = proc.stdout.readline()
         if 'read 512/512 bytes' not in line:
-            raise QemuError(proc.args, proc.poll() or 0, line, proc.stdout.read() if proc.poll() is not None else '')
+            # the whole message (qemu's error, then its hint on the next line), once the process has ended
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise QemuError(proc.args, proc.returncode, '', line + proc.stdout.read())
         yield proc
     finally:
         if proc.poll() is None:
