@@ -91,17 +91,6 @@ class SystemLock:
             self.fd = None
 
 
-def _remove_domain(conn, name):
-    import libvirt
-    try:
-        dom = conn.lookupByName(name)
-    except libvirt.libvirtError:
-        return
-    if dom.isActive():
-        dom.destroy()
-    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-
-
 def _wait_until_openable(image, timeout=120.0):
     deadline = time.monotonic() + timeout
     while subprocess.run(["qemu-img", "info", image], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -169,7 +158,7 @@ class Side:
 def run_side(side, data, conn, rep_no):
     """Full, 256 MiB of guest writes, incremental, incremental with no change, shut-off, restore; times and sizes.
     The guest writes are the same for both tools of a repetition (same seed)."""
-    from live_helpers import domain_xml, stop_gracefully
+    from live_helpers import domain_xml, remove_domain, stop_gracefully
     os.makedirs(side.restored)
     os.chmod(side.dir, 0o755)
     _sh("cp", "--sparse=always", os.path.join(data, "template.qcow2"), side.disk)
@@ -201,7 +190,7 @@ def run_side(side, data, conn, rep_no):
         # a wrong backup must not pass for a fast one
         _sh("qemu-img", "compare", "-q", side.disk, images[0])
     finally:
-        _remove_domain(conn, side.name)
+        remove_domain(conn, side.name)
     return out
 
 
@@ -228,7 +217,7 @@ def one_rep(rep_no, data, runner, conn, settle):
 def run_sparse(size, data, runner, conn, rep_no):
     """Our incremental after 1 GiB of guest writes (256 x 4 MiB, the same offsets in the first 10 GiB whatever the
     disk's size) on an empty disk of size bytes; seconds."""
-    from live_helpers import domain_xml
+    from live_helpers import domain_xml, remove_domain
     root = os.path.join(data, "sparse-rep")
     shutil.rmtree(root, ignore_errors=True)
     side = Side("ours", root, runner)
@@ -244,7 +233,7 @@ def run_sparse(size, data, runner, conn, rep_no):
         seconds, stdout = _timed(side.backup("incremental"), runner.env)
         side.increment_bytes(1, stdout)
     finally:
-        _remove_domain(conn, side.name)
+        remove_domain(conn, side.name)
         shutil.rmtree(root, ignore_errors=True)
     return seconds
 
