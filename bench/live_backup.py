@@ -128,17 +128,16 @@ class Side:
     def backup(self, level):
         """The backup command; level is full or incremental."""
         if self.tool == "ours":
-            return self.runner.command("qcow2_backup", {"domain": self.name, "uri": URI, "disk": "vda",
-                                                         "store": self.store,
-                                                         "level": "full" if level == "full" else "auto"}, self.dir)
+            args = {"domain": self.name, "uri": URI, "disk": "vda", "store": self.store,
+                    "level": "full" if level == "full" else "auto"}
+            return self.runner.command("qcow2_backup", args, self.dir)
         return ["virtnbdbackup", "-U", URI, "-d", self.name, "-l", "full" if level == "full" else "inc",
                 "-o", self.store, "-n"]
 
     def restore(self):
         if self.tool == "ours":
-            return self.runner.command("qcow2_backup_restore", {"store": self.store,
-                                                                 "dest": os.path.join(self.restored, "vda.qcow2")},
-                                       self.dir)
+            args = {"store": self.store, "dest": os.path.join(self.restored, "vda.qcow2")}
+            return self.runner.command("qcow2_backup_restore", args, self.dir)
         return ["virtnbdrestore", "-U", URI, "-i", self.store, "-o", self.restored, "-n"]
 
     def increment_bytes(self, seq, stdout):

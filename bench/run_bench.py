@@ -308,9 +308,10 @@ def main():
                         help="repetitions of the live row comparing an increment on a 1 TiB and a 10 GiB disk")
     parser.add_argument("--lock", help="a file to flock while libvirtd runs for the live rows (a shared host)")
     args = parser.parse_args()
-    rows = []
     if args.only and "live" in args.only:
-        return _print_live(_measure_live(args), args)
+        _print_live(_measure_live(args), args)
+        return
+    rows = []
     print("building the workload in %s ..." % args.dir, flush=True)
     build_workload(args.dir, args.quick)
     build_extras(args.dir, args.quick)
@@ -356,8 +357,8 @@ def _measure_live(args):
         return []
     runner = ModuleRunner()
     try:
-        rows = live_backup.measure_live(os.path.join(args.dir, "live"), args.live_reps, runner, args.lock, args.pairs,
-                                         args.sparse_reps, args.settle)
+        rows = live_backup.measure_live(os.path.join(args.dir, "live"), args.live_reps, runner, args.lock,
+                                        args.pairs, args.sparse_reps, args.settle)
     finally:
         runner.close()
     for row in rows:
