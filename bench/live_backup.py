@@ -173,7 +173,7 @@ def run_side(side, data, conn, rep_no):
         out["none"], stdout = _timed(side.backup("incremental"), env)
         out["none_bytes"] = side.increment_bytes(2, stdout)
         stop_gracefully(dom)
-        for _ in range(100):
+        for _attempt in range(100):
             if not dom.isActive():
                 break
             time.sleep(0.1)
