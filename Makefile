@@ -25,7 +25,7 @@ demo:
 	./scripts/demo.sh
 
 bench: setup
-	@if [ -f bench/run_bench.py ]; then .venv/bin/python bench/run_bench.py; \
+	@if [ -f bench/run_bench.py ]; then bash bench/setup.sh && .venv/bin/python bench/run_bench.py; \
 	else echo "no benchmarks yet (bench/run_bench.py)"; exit 1; fi
 
 pytest:

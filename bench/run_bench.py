@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+import live_backup
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 ENGINE = [sys.executable, os.path.join(HERE, "engine_cli.py")]
@@ -331,17 +333,25 @@ def main():
     parser.add_argument("--dir", default="/var/tmp/backingchain-bench", help="where the workload is built")
     parser.add_argument("--reps", type=int, default=5, help="paired runs per operation")
     parser.add_argument("--quick", action="store_true", help="an 8x smaller workload, for a smoke run")
-    parser.add_argument("--only", help="run only operations whose name contains this text")
+    parser.add_argument("--only", help="run only operations whose name contains this text (\"live\": only the live backup rows)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--pairs", action="store_true", help="print every paired run, not only the medians")
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds to wait after preparing the inputs of a run, before timing it")
+    parser.add_argument("--live-reps", type=int, default=3,
+                        help="repetitions of the live backup rows against virtnbdbackup (0: none; they need root)")
+    parser.add_argument("--sparse-reps", type=int, default=3,
+                        help="repetitions of the live row comparing an increment on a 1 TiB and a 10 GiB disk")
+    parser.add_argument("--lock", help="a file to flock while libvirtd runs for the live rows (a shared host)")
     args = parser.parse_args()
+    if args.only and "live" in args.only:
+        _print_live(_measure_live(args), args)
+        return
+    rows = []
     print("building the workload in %s ..." % args.dir, flush=True)
     build_workload(args.dir, args.quick)
     build_extras(args.dir, args.quick)
     build_tracked(args.dir, args.quick)
-    rows = []
     for name, inputs, eng, qemu in OPERATIONS + DIFFERING_OPERATIONS:
         if not args.only or args.only in name:
             rows.append(measure(name, args.dir, inputs, eng, qemu, args.reps, show_pairs=args.pairs, settle=args.settle))
@@ -357,14 +367,40 @@ def main():
             _print_row(rows[-1])
     module_rows = _measure_modules(args)
     rows += _measure_merges(args)
+    live_rows = _measure_live(args)
     print()
     print(table(rows))
     if module_rows:
         print()
         print(module_table(module_rows))
+    _print_live(live_rows, args, rows + module_rows)
+
+
+def _print_live(live_rows, args, other_rows=()):
+    if live_rows:
+        print()
+        print(live_backup.live_table(live_rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows + module_rows, f, indent=2)
+            json.dump(list(other_rows) + live_rows, f, indent=2)
+
+
+def _measure_live(args):
+    """qcow2_backup of a running domain against virtnbdbackup (bench/live_backup.py): root and libvirtd only."""
+    if args.live_reps + args.sparse_reps <= 0 or (args.only and "live" not in args.only):
+        return []
+    if os.geteuid() != 0:
+        print("live backup rows skipped: they start libvirtd and domains, and need root", flush=True)
+        return []
+    runner = ModuleRunner()
+    try:
+        rows = live_backup.measure_live(os.path.join(args.dir, "live"), args.live_reps, runner, args.lock,
+                                        args.pairs, args.sparse_reps, args.settle)
+    finally:
+        runner.close()
+    for row in rows:
+        live_backup.print_row(row)
+    return rows
 
 
 def _measure_modules(args):

@@ -22,7 +22,7 @@ import pytest
 
 # The helpers next to this file are imported by name, whatever pytest's import mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_helpers import DOMAIN_START_LIMIT_SECONDS, DOMAIN_STARTS, REPO, domain_xml, kvm_device_state, slow_start_cause, start_domain  # noqa: E402
+from live_helpers import DOMAIN_START_LIMIT_SECONDS, DOMAIN_STARTS, REPO, domain_xml, kvm_device_state, remove_domain, slow_start_cause, start_domain  # noqa: E402
 DOMAIN_PREFIX = "bcq-test-"
 URI = "qemu:///system"
 JOB_DURATIONS: list[tuple[str, str, float]] = []
@@ -76,18 +76,6 @@ def record_job(request):
     return record
 
 
-def _remove_domain(conn, name: str) -> None:
-    import libvirt
-    try:
-        dom = conn.lookupByName(name)
-    except libvirt.libvirtError:
-        return
-    if dom.isActive():
-        dom.destroy()
-    if dom.isPersistent():
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
-
-
 @pytest.fixture(scope="session")
 def libvirt_up():
     """Start the daemons for the session; libvirt-down.sh runs at the end whatever happened."""
@@ -109,7 +97,7 @@ def _guard_domain_start(connection, image_dir: Path) -> None:
     stopping the stage, while a host that re-probes qemu makes every start slow."""
     from live_helpers import create_image
     name = "%sstart-guard" % DOMAIN_PREFIX
-    _remove_domain(connection, name)
+    remove_domain(connection, name)
     dom = connection.defineXML(domain_xml(name, create_image(str(image_dir / "guard.qcow2"), size="1M")))
     starts = []
     try:
@@ -117,7 +105,7 @@ def _guard_domain_start(connection, image_dir: Path) -> None:
             starts.append(start_domain(dom))
             dom.destroy()
     finally:
-        _remove_domain(connection, name)
+        remove_domain(connection, name)
     print("domain start guard: starts took %s (%s)" % (", ".join("%.3fs" % seconds for seconds in starts), kvm_device_state()))
     if min(starts[1:]) > DOMAIN_START_LIMIT_SECONDS:
         pytest.exit("live tests stopped: " + slow_start_cause(min(starts[1:])), returncode=1)
@@ -149,7 +137,7 @@ def conn(libvirt_up, images_root):
     yield connection
     for name in connection.listDefinedDomains() + [d.name() for d in connection.listAllDomains()]:
         if name.startswith(DOMAIN_PREFIX):
-            _remove_domain(connection, name)
+            remove_domain(connection, name)
     connection.close()
 
 
@@ -185,4 +173,4 @@ def make_domain(conn):
 
     yield make
     for name in names:
-        _remove_domain(conn, name)
+        remove_domain(conn, name)

@@ -152,6 +152,18 @@ def guest_flush(dom, target: str = "vda") -> None:
         raise AssertionError("guest flush failed: %s" % out)
 
 
+def remove_domain(conn, name: str) -> None:
+    """Stop and undefine the domain (its checkpoint and snapshot metadata too), if it exists."""
+    try:
+        dom = conn.lookupByName(name)
+    except libvirt.libvirtError:
+        return
+    if dom.isActive():
+        dom.destroy()
+    if dom.isPersistent():
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+
+
 def stop_gracefully(dom) -> None:
     """SIGTERM only: qemu flushes its qcow2 caches before exiting, so the files are complete."""
     dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
