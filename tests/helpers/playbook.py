@@ -20,6 +20,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+# The snapshot_backup role on the variables given, its report written to report_file (also in check mode).
+BACKUP_ROLE_WITH_REPORT = """
+- name: Back up, then keep the report
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Back up
+      ansible.builtin.include_role:
+        name: backingchain.qcow2.snapshot_backup
+    - name: Keep the report
+      ansible.builtin.copy:
+        content: "{{ snapshot_backup_report | to_nice_json }}"
+        dest: "{{ report_file }}"
+        mode: "0644"
+      check_mode: false
+"""
+
+
 class Playbook:
     """One playbook (YAML text) with its extra variables, in a directory of its own."""
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.backingchain.qcow2.tests.helpers.playbook import Playbook, kill_run
+from ansible_collections.backingchain.qcow2.tests.helpers.playbook import BACKUP_ROLE_WITH_REPORT, Playbook, kill_run
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     qemu_compare,
     qemu_img_check,
@@ -33,20 +33,6 @@ REPO = Path(__file__).resolve().parents[2]
 STAMP_TIME = 1767225600  # 2026-01-01T00:00:00Z, daily stamp 2026-01-01
 STAMP = "2026-01-01"
 
-PLAYBOOK = """
-- name: Back up, then keep the report
-  hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: Back up
-      ansible.builtin.include_role:
-        name: backingchain.qcow2.snapshot_backup
-    - name: Keep the report
-      ansible.builtin.copy:
-        content: "{{ snapshot_backup_report | to_nice_json }}"
-        dest: "{{ report_file }}"
-        mode: "0644"
-"""
 
 
 @pytest.fixture
@@ -62,7 +48,7 @@ def setup(tmp_path: Path):
         "snapshot_backup_time": STAMP_TIME,
         "report_file": str(tmp_path / "report.json"),
     }
-    playbook = Playbook(tmp_path, PLAYBOOK, settings)
+    playbook = Playbook(tmp_path, BACKUP_ROLE_WITH_REPORT, settings)
     return {"tmp": tmp_path, "image": image, "overlay": images / "vm.backup-overlay.qcow2",
             "backup_dir": tmp_path / "backups" / "vm", "argv": playbook.argv, "env": playbook.env}
 

@@ -11,24 +11,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from ansible_collections.backingchain.qcow2.tests.helpers.playbook import Playbook
+from ansible_collections.backingchain.qcow2.tests.helpers.playbook import BACKUP_ROLE_WITH_REPORT, Playbook
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import qemu_compare, qemu_img_check, qemu_img_create, qemu_io
 
-PLAYBOOK = """
-- name: Back up into the incremental store, then keep the report
-  hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: Back up
-      ansible.builtin.include_role:
-        name: backingchain.qcow2.snapshot_backup
-    - name: Keep the report
-      ansible.builtin.copy:
-        content: "{{ snapshot_backup_report | to_nice_json }}"
-        dest: "{{ report_file }}"
-        mode: "0644"
-      check_mode: false
-"""
 
 
 def _files(root: Path) -> dict[str, float]:
@@ -51,7 +36,7 @@ def test_check_mode_predicts_each_point_and_the_points_restore(tmp_path):
     qemu_io(image, 'write -P 0x11 0 4M')
     backups = tmp_path / 'backups'
     report = tmp_path / 'report.json'
-    playbook = Playbook(tmp_path, PLAYBOOK, {
+    playbook = Playbook(tmp_path, BACKUP_ROLE_WITH_REPORT, {
         'snapshot_backup_dir': str(backups), 'snapshot_backup_level': 'auto',
         'snapshot_backup_disks': [{'path': str(image)}], 'report_file': str(report)})
 

@@ -26,6 +26,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._live.block_job
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.chain_state import live_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.disk_model import domain_disks, select_disk
 from ansible_collections.backingchain.qcow2.plugins.module_utils._live.snapshot import create_disk_only_snapshot
+from ansible_collections.backingchain.qcow2.tests.helpers.playbook import BACKUP_ROLE_WITH_REPORT
 
 STAMP_TIME = 1767225600  # 2026-01-01T00:00:00Z
 STAMP = "2026-01-01"
@@ -42,21 +43,6 @@ RESTORE_PLAYBOOK = """
         tasks_from: restore
 """
 
-PLAYBOOK = """
-- name: Back up, then keep the report
-  hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: Back up
-      ansible.builtin.include_role:
-        name: backingchain.qcow2.snapshot_backup
-    - name: Keep the report
-      ansible.builtin.copy:
-        content: "{{ snapshot_backup_report | to_nice_json }}"
-        dest: "{{ report_file }}"
-        mode: "0644"
-      check_mode: false
-"""
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +76,7 @@ class Backup:
         }
         settings.update(extra)
         (work / "settings.json").write_text(json.dumps(settings))
-        (work / "playbook.yml").write_text(PLAYBOOK)
+        (work / "playbook.yml").write_text(BACKUP_ROLE_WITH_REPORT)
         self.argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", "-c", "local",
                      str(work / "playbook.yml"), "-e", "@%s" % (work / "settings.json")]
         self.env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_NOCOLOR="1",
