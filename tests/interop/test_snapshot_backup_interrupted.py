@@ -34,7 +34,6 @@ STAMP_TIME = 1767225600  # 2026-01-01T00:00:00Z, daily stamp 2026-01-01
 STAMP = "2026-01-01"
 
 
-
 @pytest.fixture
 def setup(tmp_path: Path):
     images = tmp_path / "images"

@@ -15,7 +15,6 @@ from ansible_collections.backingchain.qcow2.tests.helpers.playbook import BACKUP
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import qemu_compare, qemu_img_check, qemu_img_create, qemu_io
 
 
-
 def _files(root: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in root.rglob('*') if p.is_file()}
 

@@ -44,7 +44,6 @@ RESTORE_PLAYBOOK = """
 """
 
 
-
 @pytest.fixture(scope="module")
 def collections_path():
     """ansible_collections/backingchain/qcow2 -> the checkout, for ansible-playbook."""
