@@ -29,7 +29,6 @@ from ansible_collections.backingchain.qcow2.tests.helpers.playbook import Playbo
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import backing_chain
 
 LOCK_MESSAGE = 'Failed to get "write" lock'
-IO_DELAY = 0.1  # seconds before each write of the engine's flatten (some 70 of them): it runs for seconds
 CHAIN = [
     Layer('base.qcow2', 256 * MiB, steps=('write -P 0x11 0 192M',)),
     Layer('top.qcow2', steps=('write -P 0x31 8M 16M',)),
@@ -66,18 +65,30 @@ def _wait_until_locked(path, proc, timeout=120.0):
         time.sleep(0.002)
 
 
+def _wait_until_one_ended(procs, timeout=600.0):
+    deadline = time.monotonic() + timeout
+    while all(proc.poll() is None for proc in procs):
+        assert time.monotonic() < deadline, 'neither run ended'
+        time.sleep(0.05)
+
+
 def test_two_playbooks_on_the_same_image(tmp_path, chain):
     images, before = chain
     go = tmp_path / 'go'
     variables = {'go': str(go), 'image': str(images / 'top.qcow2')}
+    hold = tmp_path / 'hold'
+    hold.touch()
     playbooks = [Playbook(tmp_path, PLAYBOOK, variables, name=name) for name in ('first', 'second')]
     for playbook in playbooks:
-        # the flatten alone takes a fraction of a second, less than two module start-ups may lie apart
-        playbook.env['BACKINGCHAIN_QCOW2_IO_DELAY'] = str(IO_DELAY)
+        # the flatten alone takes a fraction of a second, less than two module start-ups may lie apart: the
+        # one that locks the image first waits before its first write until the other has ended
+        playbook.env['BACKINGCHAIN_QCOW2_IO_HOLD'] = str(hold)
     runs = [playbook.start() for playbook in playbooks]
     try:
         time.sleep(3)  # both are past start-up and polling for the signal
         go.touch()
+        _wait_until_one_ended(runs)
+        hold.unlink()
         outputs = [run.communicate(timeout=600)[0] for run in runs]
     finally:
         for run in runs:
@@ -96,12 +107,16 @@ def test_two_playbooks_on_the_same_image(tmp_path, chain):
 def test_qemu_img_refused_while_the_engine_writes(chain):
     images, before = chain
     top = images / 'top.qcow2'
-    engine = start_engine('rebase', {'path': str(top), 'backing_file': ''}, io_delay=IO_DELAY)
+    hold = images.parent / 'hold'
+    hold.touch()  # the engine locks top and then waits before its first write until the file is gone
+    engine = start_engine('rebase', {'path': str(top), 'backing_file': ''}, io_hold=hold)
     try:
         _wait_until_locked(top, engine)
         for argv in (['commit', str(top)], ['rebase', '-u', '-b', '', str(top)], ['resize', str(top), '+1M']):
             qemu = subprocess.run(['qemu-img'] + argv, capture_output=True, text=True, check=False)
             assert qemu.returncode != 0 and LOCK_MESSAGE in qemu.stderr, (argv, qemu.stderr)
+        assert engine.poll() is None, 'the engine went on before the test let it'
+        hold.unlink()
         out, err = engine.communicate(timeout=600)
     finally:
         kill_run(engine)

@@ -8,7 +8,9 @@
 fileio calls io_event() before every write, truncate and flush it issues. A crash test sets
 BACKINGCHAIN_QCOW2_CRASH_AT=N to have the process SIGKILL itself at the Nth of them and then checks
 what is on disk; a race test sets BACKINGCHAIN_QCOW2_IO_DELAY=seconds to stretch an operation past
-another process's start. Unset, both cost one counter increment per event.
+another process's start, or BACKINGCHAIN_QCOW2_IO_HOLD=path to hold every event while that file exists
+(the test decides when the operation may go on, however fast it is). Unset, they cost one counter
+increment per event.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 _io_events = 0
 _crash_at = int(os.environ.get("BACKINGCHAIN_QCOW2_CRASH_AT", "0") or 0)
 _io_delay = float(os.environ.get("BACKINGCHAIN_QCOW2_IO_DELAY", "0") or 0)
+_io_hold = os.environ.get("BACKINGCHAIN_QCOW2_IO_HOLD", "")
 
 
 def io_event_count() -> int:
@@ -33,11 +36,13 @@ def set_crash_at(n: int) -> None:
 
 
 def io_event() -> None:
-    """Count one write, truncate or flush about to be issued; sleep or die there if a test asked for it."""
+    """Count one write, truncate or flush about to be issued; sleep, wait or die there if a test asked for it."""
     global _io_events
     _io_events += 1
     if _io_delay:
         time.sleep(_io_delay)
+    while _io_hold and os.path.exists(_io_hold):
+        time.sleep(0.01)
     if _crash_at and _io_events >= _crash_at:
         import signal
         os.kill(os.getpid(), signal.SIGKILL)

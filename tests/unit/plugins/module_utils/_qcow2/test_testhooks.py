@@ -44,3 +44,26 @@ def test_every_write_truncate_and_flush_is_counted(tmp_path):
     assert f.pread(3, 0) == b"ddd"  # reads are not events
     f.close()
     assert testhooks.io_event_count() - before == 4
+
+
+def test_the_hold_hook_waits_before_io_while_its_file_exists(tmp_path):
+    import subprocess
+    import sys
+    import time
+    hold = tmp_path / "hold"
+    hold.touch()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), BACKINGCHAIN_QCOW2_IO_HOLD=str(hold))
+    env.pop("BACKINGCHAIN_QCOW2_CRASH_AT", None)
+    env.pop("BACKINGCHAIN_QCOW2_IO_DELAY", None)
+    child = subprocess.Popen([sys.executable, "-c", DELAY_CHILD, str(tmp_path / "f")], env=env,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        assert child.poll() is None  # held at its first write
+        assert not (tmp_path / "f").exists() or (tmp_path / "f").stat().st_size == 0
+        hold.unlink()
+        child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 0
+    assert (tmp_path / "f").read_bytes() == b"d" * 2048
