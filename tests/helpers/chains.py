@@ -139,13 +139,11 @@ def run_engine(op: str, kwargs: dict[str, t.Any], crash_at: int | None = None,
 
 
 def start_engine(op: str, kwargs: dict[str, t.Any], cwd: StrPath | None = None,
-                 io_delay: float = 0.0, io_hold: StrPath | None = None) -> subprocess.Popen:
+                 io_hold: StrPath | None = None) -> subprocess.Popen:
     """Start api.<op>(**kwargs) in a child Python without waiting (for killing it at a random moment);
-    io_delay (seconds before each write, flush or truncate) stretches it for a race against it, and
-    io_hold (a file) holds it before each of them for as long as that file exists."""
+    io_hold (a file) holds it before each write, flush or truncate for as long as that file exists."""
     env = dict(os.environ)
     env.pop('BACKINGCHAIN_QCOW2_CRASH_AT', None)
-    env['BACKINGCHAIN_QCOW2_IO_DELAY'] = str(io_delay)
     env['BACKINGCHAIN_QCOW2_IO_HOLD'] = str(io_hold or '')
     return subprocess.Popen([sys.executable, '-c', _RUNNER, COLLECTIONS_ROOT, op, json.dumps(kwargs)],
                             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -7,10 +7,9 @@
 
 fileio calls io_event() before every write, truncate and flush it issues. A crash test sets
 BACKINGCHAIN_QCOW2_CRASH_AT=N to have the process SIGKILL itself at the Nth of them and then checks
-what is on disk; a race test sets BACKINGCHAIN_QCOW2_IO_DELAY=seconds to stretch an operation past
-another process's start, or BACKINGCHAIN_QCOW2_IO_HOLD=path to hold every event while that file exists
-(the test decides when the operation may go on, however fast it is). Unset, they cost one counter
-increment per event.
+what is on disk; a race test sets BACKINGCHAIN_QCOW2_IO_HOLD=path to hold every event while that file
+exists, so that the test decides when the operation may go on, however fast it is. Unset, both cost
+one counter increment per event.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import time
 
 _io_events = 0
 _crash_at = int(os.environ.get("BACKINGCHAIN_QCOW2_CRASH_AT", "0") or 0)
-_io_delay = float(os.environ.get("BACKINGCHAIN_QCOW2_IO_DELAY", "0") or 0)
 _io_hold = os.environ.get("BACKINGCHAIN_QCOW2_IO_HOLD", "")
 
 
@@ -36,11 +34,9 @@ def set_crash_at(n: int) -> None:
 
 
 def io_event() -> None:
-    """Count one write, truncate or flush about to be issued; sleep, wait or die there if a test asked for it."""
+    """Count one write, truncate or flush about to be issued; wait or die there if a test asked for it."""
     global _io_events
     _io_events += 1
-    if _io_delay:
-        time.sleep(_io_delay)
     while _io_hold and os.path.exists(_io_hold):
         time.sleep(0.01)
     if _crash_at and _io_events >= _crash_at:
