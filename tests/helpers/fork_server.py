@@ -1,6 +1,6 @@
 """Child Pythons forked from a server that has imported the engine once, for the crash tests' many short children.
 
-A crash sweep runs an operation in a child once per I/O event it kills it at: more than two thousand children in
+A crash sweep runs an operation in a child once per I/O event it kills it at: well over a thousand children in
 the interop stage. A fresh `python -c` spends about 0.13 s of CPU importing the engine before it does anything;
 a child forked from this server starts with the engine imported, as a fresh interpreter would have it (the
 server imports and does nothing else: no I/O event counted, no crash armed, no cache filled).
