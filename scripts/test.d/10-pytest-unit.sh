@@ -2,6 +2,7 @@
 # Pure-Python tests under plain pytest: tests/unit (engine and plugin unit
 # tests, ansible-test layout) and tests/repo (checks on the repository itself).
 # test.sh: runs alone (pytest -n auto keeps every core busy)
+# test.sh: about 60 s
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop tests: the engine's results checked against qemu-img / qemu-io.
 # test.sh: runs alone (pytest -n auto keeps every core busy)
+# test.sh: about 660 s
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 

@@ -2,6 +2,7 @@
 # Fuzzing, short: replay every stored regression input, hypothesis-driven mutations, then a fixed-seed
 # random run (FUZZ_CASES, default 600) on every core. The long run is scripts/fuzz.sh --cases 100000.
 # test.sh: runs alone (pytest -n 2 and two fuzz workers keep every core busy)
+# test.sh: about 70 s
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 

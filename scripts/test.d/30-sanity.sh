@@ -8,6 +8,7 @@
 # (compile: the same Python; shellcheck: the system's) and pylint (lint of the
 # code, half of the sanity time, with an older pylint): those run once, under
 # the .venv's version.
+# test.sh: about 150 s
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 

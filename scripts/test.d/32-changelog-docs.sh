@@ -4,6 +4,7 @@
 # (DOCUMENTATION/RETURN markup, option references, extra docs), and the generated files being
 # up to date: CHANGELOG.rst and CHANGELOG.md (from changelogs/changelog.yaml), the reference pages
 # in docs/reference/ (from the plugin documentation).
+# test.sh: about 20 s
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The collection as users get it (tests/galaxy): the ansible-galaxy build and what it ships, an
 # execution environment's build context from ansible-builder, and the README's install path.
+# test.sh: about 95 s
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 

@@ -6,6 +6,7 @@
 # - the HTML reports of chain_flatten and snapshot_backup, written by real runs of the roles on
 #   localhost: chain pictures before and after, tables sorted by a click.
 # Screenshots are kept in tests/output/screenshots/.
+# test.sh: about 90 s
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 

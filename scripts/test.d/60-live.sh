@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Live libvirt layer tests: real libvirtd + TCG qemu domains (tests/live). Needs root.
 # Run by scripts/test.sh with the venv active and $REPO exported; also runs standalone.
+# test.sh: about 460 s
 set -euo pipefail
 
 REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}

@@ -2,6 +2,7 @@
 # molecule test of the default scenario (extensions/molecule/default), against
 # localhost: its test_sequence, including the idempotence check. One stage per
 # scenario, so that test.sh runs them beside other stages.
+# test.sh: about 15 s
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 molecule_scenario default

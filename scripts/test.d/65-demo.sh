@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The README's main command: the demo playbook must run on localhost and print its report and summary.
+# test.sh: about 95 s
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 

@@ -28,7 +28,18 @@ def fleet(tmp_path_factory):
     try:
         yield hosts
     finally:
+        _HOSTS_CPU.append(hosts.sessions_cpu_seconds())
         hosts.stop()
+
+
+_HOSTS_CPU = []  # CPU seconds of each fleet's ssh sessions, shown at the end of the run
+
+
+def pytest_terminal_summary(terminalreporter):
+    seconds = [s for s in _HOSTS_CPU if s is not None]
+    if seconds:
+        terminalreporter.write_line("the hosts' side (ssh sessions, modules included) used %.0f s of CPU, not counted in "
+                                    "the stage's CPU figure" % sum(seconds))
 
 
 def run_playbook(fleet, playbook, extra_vars, check=False, limit=None, inventory=None):

@@ -69,6 +69,19 @@ class Fleet:
                     "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'\n"
                     "ansible_python_interpreter=%s\n" % (PORT, self.keys, self.python))
 
+    def sessions_cpu_seconds(self):
+        """CPU seconds of the sessions sshd has ended so far (everything the hosts ran, modules included): sshd
+        runs detached, so the stage's own CPU figure does not count them."""
+        try:
+            with open(self.pidfile) as f:
+                pid = int(f.read().strip())
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            return None
+        # After "pid (comm)": state is field 3 of stat(5), so cutime (16) and cstime (17) are at 13 and 14 here.
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         try:
             with open(self.pidfile) as f:

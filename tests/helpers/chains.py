@@ -22,6 +22,7 @@ import typing as t
 from pathlib import Path
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
+from ansible_collections.backingchain.qcow2.tests.helpers import fork_server
 from ansible_collections.backingchain.qcow2.tests.helpers.qemu import (
     StrPath,
     qemu_compare,
@@ -123,13 +124,15 @@ print(json.dumps({"events": testhooks.io_event_count(), "result": result}, defau
 
 def run_child(runner: str, args: t.Sequence[str], crash_at: int | None = None,
               cwd: StrPath | None = None) -> subprocess.CompletedProcess:
-    """Run a Python snippet (argv: collections root, then args) in a child; crash_at=N arms the crash hook."""
+    """Run a Python snippet (argv: collections root, then args) in a child; crash_at=N arms the crash hook.
+
+    The child is forked from a server that has the engine imported (tests/helpers/fork_server.py): a crash sweep
+    runs one per I/O event, and a fresh interpreter would spend most of a short child's CPU importing."""
     env = dict(os.environ)
     env.pop('BACKINGCHAIN_QCOW2_CRASH_AT', None)
     if crash_at:
         env['BACKINGCHAIN_QCOW2_CRASH_AT'] = str(crash_at)
-    return subprocess.run([sys.executable, '-c', runner, COLLECTIONS_ROOT] + list(args),
-                          cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    return fork_server.run(runner, [COLLECTIONS_ROOT] + list(args), env, cwd, COLLECTIONS_ROOT)
 
 
 def run_engine(op: str, kwargs: dict[str, t.Any], crash_at: int | None = None,

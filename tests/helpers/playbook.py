@@ -97,6 +97,17 @@ def _tree(pid: int) -> list[int]:
     return tree
 
 
+def _threads(pid: int) -> int:
+    """How many threads pid still has (0 once it is gone). A killed process whose main thread has exited shows as
+    a zombie while a writer thread still finishes its write (an fsync on a busy disk): its files, and its image
+    locks, stay open until that thread has exited too."""
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            return next(int(line.split()[1]) for line in f if line.startswith('Threads:'))
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
 def _signal_all(pids: t.Iterable[int], sig: int) -> None:
     for pid in pids:
         try:
@@ -117,7 +128,7 @@ def kill_run(proc: subprocess.Popen, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         table = _process_table()
-        if all(pid not in table or table[pid][1] == 'Z' for pid in pids):
+        if all(pid not in table or (table[pid][1] == 'Z' and _threads(pid) <= 1) for pid in pids):
             break
         time.sleep(0.01)
     for pipe in (proc.stdout, proc.stderr):

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 STAGE = """#!/usr/bin/env bash
 {marker}
+{about}
 echo "start $(date +%s.%N)" >>"$REPO/events/{name}"
 sleep {seconds}
 end=$((SECONDS + {burn}))
@@ -28,7 +29,8 @@ exit {rc}
 """
 
 
-def _scratch_repo(tmp_path: Path, stages: dict[str, tuple[float, int, bool]], burn: tuple[str, ...] = ()) -> Path:
+def _scratch_repo(tmp_path: Path, stages: dict[str, tuple[float, int, bool]], burn: tuple[str, ...] = (),
+                  about: dict[str, int] | None = None) -> Path:
     """A repository holding test.sh, a setup.sh that does nothing, an empty venv activate script and the stages."""
     repo = tmp_path / 'repo'
     (repo / 'scripts' / 'test.d').mkdir(parents=True)
@@ -41,12 +43,14 @@ def _scratch_repo(tmp_path: Path, stages: dict[str, tuple[float, int, bool]], bu
     for name, (seconds, rc, alone) in stages.items():
         marker = '# test.sh: runs alone (for the test)' if alone else '# a stage'
         (repo / 'scripts' / 'test.d' / (name + '.sh')).write_text(
-            STAGE.format(name=name, seconds=seconds, rc=rc, marker=marker, burn=3 if name in burn else 0))
+            STAGE.format(name=name, seconds=seconds, rc=rc, marker=marker, burn=3 if name in burn else 0,
+                         about='# test.sh: about %d s' % (about or {})[name] if name in (about or {}) else ''))
     return repo
 
 
-def _run(repo: Path, slots: int, *patterns: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TEST_SLOTS=str(slots))
+def _run(repo: Path, slots: int, *patterns: str, **env_vars: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TEST_SLOTS=str(slots), TEST_FILL='0')  # no stage beyond the slots unless asked
+    env.update(env_vars)
     return subprocess.run(['bash', str(repo / 'scripts' / 'test.sh'), *patterns], env=env, capture_output=True,
                           text=True, timeout=120, check=False)
 
@@ -125,3 +129,50 @@ def test_a_failure_beside_another_stage_is_recorded_and_digested(tmp_path):
     assert _table(proc.stdout) == {'20-a': 'PASS', '21-b': 'FAIL (exit 5)'}
     assert '---- why 21-b failed' in proc.stdout
     assert '1 passed, 1 failed' in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which('bash') is None, reason='test.sh is a bash script')
+def test_the_stages_that_run_alone_start_first_shortest_first_then_the_others_longest_first(tmp_path):
+    repo = _scratch_repo(tmp_path, {
+        '10-a': (0.3, 0, False), '20-b': (0.3, 0, False), '30-c': (0.3, 0, False), '31-d': (0.3, 0, False),
+        '40-alone': (0.3, 0, True), '50-alone': (0.3, 0, True),
+    }, about={'10-a': 5, '20-b': 50, '30-c': 20, '40-alone': 100, '50-alone': 10})
+    proc = _run(repo, 2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    spans = _spans(repo)
+    assert sorted(spans, key=lambda name: spans[name][0]) == ['50-alone', '40-alone', '20-b', '30-c', '10-a', '31-d']
+    assert list(_rows(proc.stdout)) == ['50-alone', '40-alone', '20-b', '30-c', '10-a', '31-d']  # the table too
+
+
+@pytest.mark.skipif(shutil.which('bash') is None, reason='test.sh is a bash script')
+def test_idle_cores_let_one_stage_more_than_the_slots_start_also_beside_a_stage_that_runs_alone(tmp_path):
+    repo = _scratch_repo(tmp_path, {
+        '10-alone': (3, 0, True), '20-a': (5, 0, False), '21-b': (3, 0, False), '22-c': (3, 0, False),
+        '23-d': (3, 0, False),
+    })
+    # Any idleness counts (0 thousandths of a core), so what is checked is how many stages that lets run.
+    proc = _run(repo, 2, TEST_FILL='1', TEST_FILL_WINDOW='1', TEST_FILL_MILLICORES='0')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    spans = _spans(repo)
+    assert _overlap(spans['10-alone'], spans['20-a'])  # one beside the stage that runs alone, no more
+    assert not _overlap(spans['10-alone'], spans['21-b'])
+    assert _overlap(spans['20-a'], spans['21-b']) and _overlap(spans['21-b'], spans['22-c'])  # two slots and one
+    times = sorted({t for span in spans.values() for t in span})
+    assert max(sum(_overlap((t, t), (s[0] - 1e-9, s[1])) for s in spans.values()) for t in times) <= 3
+    assert 'one more than the slots' in proc.stdout
+    assert proc.stdout.rstrip().endswith('5 passed, 0 failed')
+    assert '10-alone says hello' in proc.stdout and '20-a says hello' in proc.stdout
+    # The output of the stage shown as it comes is not cut by the output of one that ended beside it.
+    alone_part = proc.stdout[proc.stdout.index('==== stage 10-alone ===='):proc.stdout.index('10-alone says hello')]
+    assert '20-a says hello' not in alone_part
+
+
+@pytest.mark.skipif(shutil.which('bash') is None, reason='test.sh is a bash script')
+def test_no_stage_more_than_the_slots_starts_while_the_cores_are_busy(tmp_path):
+    repo = _scratch_repo(tmp_path, {'10-alone': (3, 0, True), '20-a': (3, 0, False), '21-b': (3, 0, False),
+                                    '22-c': (3, 0, False)})
+    proc = _run(repo, 2, TEST_FILL='1', TEST_FILL_WINDOW='1', TEST_FILL_MILLICORES='1000000')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    spans = _spans(repo)
+    assert not any(_overlap(spans['10-alone'], spans[name]) for name in ('20-a', '21-b', '22-c'))
+    assert spans['22-c'][0] >= min(spans['20-a'][1], spans['21-b'][1])
