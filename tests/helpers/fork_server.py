@@ -94,7 +94,7 @@ def _get_server(collections_root: str) -> subprocess.Popen:
     if server is None or server.poll() is not None:
         env = dict(os.environ)
         env.pop('BACKINGCHAIN_QCOW2_CRASH_AT', None)  # testhooks reads it at import: the server must not have it
-        env.pop('BACKINGCHAIN_QCOW2_IO_DELAY', None)
+        env.pop('BACKINGCHAIN_QCOW2_IO_HOLD', None)
         server = subprocess.Popen([sys.executable, '-c', _SERVER, collections_root, *PRELOAD], env=env,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         _server[os.getpid()] = server
