@@ -454,6 +454,11 @@ class Qcow2Image:
         self._require_writable()
         self.writer.write(offset, data)
 
+    def write_many(self, pieces: typing.Sequence[tuple[int, bytes | bytearray | memoryview]]) -> None:
+        """write() of several ranges; the clusters they newly allocate come from one allocation (writer.py)."""
+        self._require_writable()
+        self.writer.write_many(pieces)
+
     def write_zeroes(self, offset: int, length: int, unmap: bool = True) -> None:
         self._require_writable()
         self.writer.write_zeroes(offset, length, unmap)
@@ -564,10 +569,13 @@ class Qcow2Image:
             if needed > f.size():
                 f.truncate(needed)  # every refcounted cluster must lie inside the file
             barrier = f.flush if self.ordered_flushes else f.drain
-            if f.data_written:
-                barrier()
+            # new data and the refcounts that count it (only increments here: decrements wait for the last step) may
+            # reach the disk in either order, a crash between leaving at worst a leak; both must before an L2 entry
+            # points there: one barrier for the two
             if refcounts.dirty:
                 refcounts.write_dirty()
+                barrier()
+            elif f.data_written:
                 barrier()
             if self.l2cache.dirty:
                 self.l2cache.write_dirty()

@@ -231,3 +231,32 @@ def test_a_read_waits_only_for_the_writes_it_overlaps(block, monkeypatch):
         assert block.pread(16, 0) == b"n" * 16  # a read that waited for every write behind would time out here
         release.set()
         assert block.pread(16, 1 << 30) == b"f" * 16
+
+
+def test_a_buffer_change_waits_for_the_pieces_of_the_last_one(block):
+    """The ring tells its user before it hands out another buffer: what was read into the last one is written
+    while that buffer is still the one the writes are tagged with."""
+    seen = []
+    with block.copy_buffers(2, 8192) as ring:
+        ring.before_switch = lambda: seen.append(block.buffer_tag)
+        ring.take(8192)
+        assert seen == []
+        ring.take(4096)  # no room left: the next buffer, once the user has finished the last one
+        assert seen == [0] and block.buffer_tag == 1
+
+
+def test_digests_taken_behind_the_writes_follow_the_last_write(block):
+    """Writes behind are hashed in the worker threads; the digest of a block is still the one of the last write
+    that covered it whole, and a later partial change makes it unknown (None)."""
+    import hashlib
+    with fileio.recording_writes(block.path, 4096) as record:
+        with block.write_behind():
+            block.pwrite(b"A" * 16384, 0)
+            block.pwrite(b"B" * 4096, 4096)  # overlaps the first: issued after it, hashed after it
+            block.pwrite(b"C" * 100, 8192)  # part of block 2 only
+            block.pwrite(b"D" * 8192, 65536)
+    digests = record.digests
+    assert digests[0] == digests[3] == hashlib.sha256(b"A" * 4096).digest()
+    assert digests[1] == hashlib.sha256(b"B" * 4096).digest()
+    assert digests[2] is None
+    assert digests[16] == digests[17] == hashlib.sha256(b"D" * 4096).digest()
