@@ -93,32 +93,47 @@ def copy_runs(source: Image, dest: CopyDestination, runs: list[Run], zero_runs: 
 
 def _copy(source: Image, dest: CopyDestination, runs: list[Run], zero_runs: str, ring: BufferRing, stats: CopyStats, progress: Progress | None) -> None:
     cs = dest.cluster_size
-    batch: list[tuple[int, memoryview]] = []  # the non-zero pieces read into the current buffer, not yet written
+    taken: list[tuple[int, int, bytearray, int]] = []  # the pieces of the current buffer, not read yet
+    batch: list[tuple[int, memoryview]] = []  # their non-zero parts, not yet written
 
-    def write_batch() -> None:
+    def finish_buffer() -> None:
+        """Read the pieces of the current buffer together, then write them together (one allocation and one write
+        for the scattered clusters of a layer): before the ring hands out the next buffer, as writes carry the
+        tag of the buffer their data is in."""
+        if taken:
+            _read_pieces(source, [(memoryview(buf)[first:first + n], pos) for pos, n, buf, first in taken])
+            for pos, n, buf, first in taken:
+                stats.bytes_read += n
+                _write_nonzero(dest, batch, buf, first, pos, n, cs, zero_runs, stats)
+                if progress is not None:
+                    progress(pos + n)
+            taken.clear()
         if batch:
             dest.write_many(batch)
             batch.clear()
 
-    # the pieces of a buffer are written together (one allocation, one write for the scattered clusters of a layer),
-    # and before the ring hands out the next buffer: writes carry the tag of the buffer their data is in
-    ring.before_switch = write_batch
+    ring.before_switch = finish_buffer
     for start, end, kind in runs:
         if kind == RUN_ZERO:
             if zero_runs == "zero":
-                write_batch()
+                finish_buffer()
                 dest.write_zeroes(start, end - start)
                 stats.bytes_zeroed += end - start
             continue
         if kind != RUN_DATA:
             continue
-        for pos, n, buf, first in ring_chunks(ring, start, end, cs, dest.size):
-            source.read_into(memoryview(buf)[first:first + n], pos)
-            stats.bytes_read += n
-            _write_nonzero(dest, batch, buf, first, pos, n, cs, zero_runs, stats)
-            if progress is not None:
-                progress(pos + n)
-    write_batch()
+        for piece in ring_chunks(ring, start, end, cs, dest.size):  # taking a new buffer finishes the last one
+            taken.append(piece)
+    finish_buffer()
+
+
+def _read_pieces(source: Image, pieces: list[tuple[memoryview, int]]) -> None:
+    read_many = getattr(source, "read_many", None)  # qcow2 images read consecutive host data at once
+    if read_many is not None:
+        read_many(pieces)
+        return
+    for view, offset in pieces:
+        source.read_into(view, offset)
 
 
 def ring_chunks(ring: BufferRing, start: int, end: int, cs: int, size: int) -> typing.Iterator[tuple[int, int, bytearray, int]]:
@@ -133,7 +148,8 @@ def ring_chunks(ring: BufferRing, start: int, end: int, cs: int, size: int) -> t
         pos += n
 
 
-def _write_nonzero(dest: CopyDestination, batch: list[tuple[int, memoryview]], buf: bytearray, first: int, offset: int, length: int, cs: int, zero_runs: str, stats: CopyStats) -> None:
+def _write_nonzero(dest: CopyDestination, batch: list[tuple[int, memoryview]], buf: bytearray, first: int, offset: int,
+                   length: int, cs: int, zero_runs: str, stats: CopyStats) -> None:
     """Add the non-zero clusters of buf[first:first+length] (guest offset ``offset``) to the batch, in as few
     pieces as possible; zero the others when asked (after writing the batch: writes keep their order)."""
     view = memoryview(buf)

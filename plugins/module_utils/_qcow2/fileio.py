@@ -232,6 +232,25 @@ class BlockFile:
         except OSError as exc:
             _raise_os_error(exc, self.path, "reading")
 
+    def read_views_into(self, views: list[memoryview], offset: int) -> None:
+        """Fill the views, in order, from consecutive bytes of the file starting at offset (one request where the
+        kernel takes them all); bytes past end of file read as zeros."""
+        total = sum(len(v) for v in views)
+        _check_range(self.path, offset, total)
+        if self._pending or self._gather:
+            self._wait_overlapping(offset, offset + total)
+        try:
+            n = os.preadv(self.fd, views[:IOV_MAX], offset) if len(views) > 1 else 0
+        except OSError as exc:
+            _raise_os_error(exc, self.path, "reading")
+        for view in views:  # what one request did not fill (short read, end of file, more than IOV_MAX views)
+            if n >= len(view):
+                n -= len(view)
+            else:
+                self.read_into(view[n:], offset + n)
+                n = 0
+            offset += len(view)
+
     # ---- writes ----
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         self.pwritev([data], offset)

@@ -410,6 +410,38 @@ class Qcow2Image:
         if covered < length:
             fill_zero(view[covered:])
 
+    def read_many(self, pieces: typing.Sequence[tuple[memoryview, int]]) -> None:
+        """read_into() of several (view, guest offset) pieces, the data that lies one after the other in the file read
+        with one request (a copy of scattered clusters written in guest order: one per buffer, not per cluster)."""
+        group: list[memoryview] = []  # views of consecutive host bytes from group_host on, not read yet
+        group_host = group_end = -1
+        data_file = self.data_file or self.file
+        for view, offset in pieces:
+            length = len(view)
+            covered = 0
+            for ext in self.extents(offset, length):
+                dst = view[ext.offset - offset:ext.end - offset]
+                if ext.kind == DATA:
+                    if ext.host != group_end:
+                        if group:
+                            data_file.read_views_into(group, group_host)
+                        group, group_host = [], ext.host
+                    group.append(dst)
+                    group_end = ext.host + ext.length
+                elif ext.kind == ZERO:
+                    fill_zero(dst)
+                elif ext.kind == UNALLOC:
+                    self.read_backing_into(dst, ext.offset)
+                else:
+                    data = self._decompress(ext.host)
+                    start = ext.offset & (self.geo.cluster_size - 1)
+                    dst[:] = data[start:start + ext.length]
+                covered = ext.end - offset
+            if covered < length:
+                fill_zero(view[covered:])
+        if group:
+            data_file.read_views_into(group, group_host)
+
     def read_backing_into(self, view: memoryview, offset: int) -> None:
         """What an unallocated range reads: the backing file, zeros past its end or without one."""
         backing = self.backing

@@ -260,3 +260,36 @@ def test_digests_taken_behind_the_writes_follow_the_last_write(block):
     assert digests[1] == hashlib.sha256(b"B" * 4096).digest()
     assert digests[2] is None
     assert digests[16] == digests[17] == hashlib.sha256(b"D" * 4096).digest()
+
+
+def test_views_of_consecutive_bytes_are_read_in_one_request(block, monkeypatch):
+    block.pwrite(bytes(range(256)) * 64, 0)
+    calls = []
+    real = os.preadv
+
+    def recording(fd, buffers, offset):
+        calls.append((offset, len(buffers)))
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(fileio.os, "preadv", recording)
+    bufs = [bytearray(1000), bytearray(3000), bytearray(96)]
+    block.read_views_into([memoryview(b) for b in bufs], 100)
+    assert calls == [(100, 3)]
+    assert b"".join(bufs) == (bytes(range(256)) * 64)[100:4196]
+
+
+def test_views_read_past_the_end_of_file_are_zeros(block):
+    block.pwrite(b"x" * 6000, 0)
+    bufs = [bytearray(b"?" * 4096), bytearray(b"?" * 4096), bytearray(b"?" * 100)]
+    block.read_views_into([memoryview(b) for b in bufs], 0)
+    assert bytes(bufs[0]) == b"x" * 4096
+    assert bytes(bufs[1]) == b"x" * 1904 + bytes(2192)
+    assert bytes(bufs[2]) == bytes(100)
+
+
+def test_more_views_than_one_request_takes_are_all_filled(block):
+    data = bytes(range(256)) * 80
+    block.pwrite(data, 0)
+    bufs = [bytearray(16) for _view in range(fileio.IOV_MAX + 100)]
+    block.read_views_into([memoryview(b) for b in bufs], 0)
+    assert b"".join(bufs) == data[:16 * len(bufs)]
