@@ -235,12 +235,15 @@ class BlockFile:
     def read_views_into(self, views: list[memoryview], offset: int) -> None:
         """Fill the views, in order, from consecutive bytes of the file starting at offset (one request where the
         kernel takes them all); bytes past end of file read as zeros."""
+        if len(views) == 1:
+            self.read_into(views[0], offset)
+            return
         total = sum(len(v) for v in views)
         _check_range(self.path, offset, total)
         if self._pending or self._gather:
             self._wait_overlapping(offset, offset + total)
         try:
-            n = os.preadv(self.fd, views[:IOV_MAX], offset) if len(views) > 1 else 0
+            n = os.preadv(self.fd, views[:IOV_MAX], offset)
         except OSError as exc:
             _raise_os_error(exc, self.path, "reading")
         for view in views:  # what one request did not fill (short read, end of file, more than IOV_MAX views)

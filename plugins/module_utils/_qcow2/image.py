@@ -391,24 +391,7 @@ class Qcow2Image:
 
     def read_into(self, view: memoryview, offset: int) -> None:
         """Fill view with guest data from offset; past the virtual size reads zeros."""
-        length = len(view)
-        covered = 0
-        for ext in self.extents(offset, length):
-            dst = view[ext.offset - offset:ext.end - offset]
-            kind = ext.kind
-            if kind == DATA:
-                (self.data_file or self.file).read_into(dst, ext.host)
-            elif kind == ZERO:
-                fill_zero(dst)
-            elif kind == UNALLOC:
-                self.read_backing_into(dst, ext.offset)
-            else:
-                data = self._decompress(ext.host)
-                start = ext.offset & (self.geo.cluster_size - 1)
-                dst[:] = data[start:start + ext.length]
-            covered = ext.end - offset
-        if covered < length:
-            fill_zero(view[covered:])
+        self.read_many([(view, offset)])
 
     def read_many(self, pieces: typing.Sequence[tuple[memoryview, int]]) -> None:
         """read_into() of several (view, guest offset) pieces, the data that lies one after the other in the file read
