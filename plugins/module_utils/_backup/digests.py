@@ -69,8 +69,8 @@ def reseal(path: str, hashing: Hashing, sealed: list[str], written: api.WriteRec
     block = hashing.block
     count = _count(path, block)
     old = _vouched_blocks(path, hashing, sealed)
-    blocks: list[bytes | None] = [written.digests.get(index, old[index] if index < len(old) else None)
-                                  for index in range(count)]
+    taken = written.digests
+    blocks: list[bytes | None] = [taken.get(index, old[index] if index < len(old) else None) for index in range(count)]
     missing = [index for index in range(count) if blocks[index] is None]
     for index, digest in _hash_blocks(path, block, missing).items():
         blocks[index] = digest

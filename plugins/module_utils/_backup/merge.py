@@ -8,8 +8,9 @@
 1. The manifest records the merge (chain, the full's point, the increment's point) before anything is written:
    from here on the full's own point is retiring and is no longer offered for restore.
 2. The engine commits the increment into the full (commit.py: the chain reads the same from its top at every
-   instant), re-points the layer above it at the full (by the same relative name spelling) or, when the
-   increment is the chain's top, empties it.
+   instant) and re-points the layer above it at the full (by the same relative name spelling). When the
+   increment is the chain's top it is not emptied (qemu-img commit -d): its data, now in the full too, still reads
+   the same until step 3 deletes it.
 3. The increment's file is deleted.
 4. The manifest gives the full's file to the merged point, with the new sha256 of the parts of the full the
    commit wrote (and of the re-pointed layer, whose header changed), and forgets the merge. In a format 2 store
@@ -62,7 +63,8 @@ def finish_merge(store: str, manifest: dict, policy: api.ChainPolicy | None = No
         written_above = records.enter_context(api.recording_writes(above, hashing.block)) if above else None
         if os.path.exists(increment_path):
             top = layer_path(store, chain, chain["points"][-1])
-            api.commit(top, top=increment_path, base=full_path, policy=policy)
+            # the increment is deleted next: emptying it first, when it is the chain's top, would only cost time
+            api.commit(top, top=increment_path, base=full_path, policy=policy, empty_top=False)
             if not started_here:
                 _give_back_leaks(full_path, policy)
             os.unlink(increment_path)

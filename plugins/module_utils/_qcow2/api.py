@@ -203,12 +203,13 @@ def plan_commit(path: str, top: str | None = None, base: str | None = None, remo
 
 
 def commit(path: str, top: str | None = None, base: str | None = None, remove_committed: bool = False,
-           policy: ChainPolicy | None = None, progress: Progress | None = None, plan: CommitPlan | None = None) -> CommitResult:
+           policy: ChainPolicy | None = None, progress: Progress | None = None, plan: CommitPlan | None = None,
+           empty_top: bool = True) -> CommitResult:
     """Commit top (default path) into base (default: top's backing file); see commit.py for the order of steps.
-    Returns a CommitResult."""
+    empty_top=False leaves an active top holding its data (qemu-img commit -d). Returns a CommitResult."""
     from . import commit as _commit
     return _commit.commit(path, top=top, base=base, remove_committed=remove_committed, policy=policy,
-                          progress=progress, plan=plan)
+                          progress=progress, plan=plan, empty_top=empty_top)
 
 
 def plan_rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False, policy: ChainPolicy | None = None) -> RebasePlan:

@@ -32,7 +32,7 @@ from .locking import holders_conflict
 from .metadata_commit import PlannedState, apply_state
 from .paths import position_of, same_file
 from .records import CommitPlan, CommitResult, chain_entry
-from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, layer_runs
+from .segments import RUN_BELOW, RUN_DATA, RUN_ZERO, data_bytes, decides_any, layer_runs
 from .space import require_space
 
 if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
@@ -109,8 +109,10 @@ def _committed(chain: Chain, ti: int, bi: int) -> list[str]:
     return [img.path for img in chain.images[ti:bi] if ti > 0 or img is not chain.images[0]]
 
 
-def _locate(chain: Chain, path: str, top: str | None, base: str | None, policy: ChainPolicy | None = None) -> _Located:
-    """Where top and base are in the chain, and the runs to copy; or why there is nothing to commit."""
+def _locate(chain: Chain, path: str, top: str | None, base: str | None, policy: ChainPolicy | None = None,
+            with_runs: bool = True) -> _Located:
+    """Where top and base are in the chain, and the runs to copy (only with_runs); or why there is nothing to
+    commit."""
     top = top or path
     ti = position_of(chain.paths, top)
     if ti is None:
@@ -132,11 +134,12 @@ def _locate(chain: Chain, path: str, top: str | None, base: str | None, policy: 
         if bi <= ti:
             raise InvalidArgumentError("Base %s is not below top %s in the chain of %s" % (base, top, path), path)
     base_img = chain.images[bi]
-    runs = layer_runs(top_img, base_img, 0, top_img.size)
-    # with base right below top, the runs say whether top decides anything by itself (data or zero clusters)
-    holds_data = any(kind in (RUN_DATA, RUN_ZERO) for _start, _end, kind in runs)
-    if ti == 0 and bi == 1 and not holds_data and top_img.size <= base_img.size:
-        return _Located(ti, bi, runs, "%s holds no data above %s: nothing to commit" % (top_img.path, base_img.path))
+    runs = layer_runs(top_img, base_img, 0, top_img.size) if with_runs else []
+    if ti == 0 and bi == 1 and top_img.size <= base_img.size:
+        # with base right below top, the runs say whether top decides anything by itself (data or zero clusters)
+        holds_data = any(kind in (RUN_DATA, RUN_ZERO) for _start, _end, kind in runs) if with_runs else decides_any(top_img)
+        if not holds_data:
+            return _Located(ti, bi, runs, "%s holds no data above %s: nothing to commit" % (top_img.path, base_img.path))
     return _Located(ti, bi, runs, None)
 
 
@@ -156,16 +159,20 @@ def _chain_after(entries: list[ChainEntry], ti: int, bi: int, base_size: int) ->
 
 
 def commit(path: str, top: str | None = None, base: str | None = None, remove_committed: bool = False,
-           policy: ChainPolicy | None = None, progress: Progress | None = None, plan: CommitPlan | None = None) -> CommitResult:
+           policy: ChainPolicy | None = None, progress: Progress | None = None, plan: CommitPlan | None = None,
+           empty_top: bool = True) -> CommitResult:
     """Commit top (default: path) into base (default: top's backing file) in path's chain.
 
     ``plan``, from plan_commit with the same arguments just before, spares reading the chain a second time to
     find what to open writable; the chain is planned again once open, and opened anew if it changed meanwhile.
+    ``empty_top=False`` skips step 3 (qemu-img commit -d): top, when it is the active image, keeps its data, which
+    base now holds too, so the chain still reads the same; for a caller that deletes top next.
     """
     started = time.time()
     if plan is None:
         with open_chain(path, force_share=True, policy=policy) as chain:
-            found = _locate(chain, path, top, base, policy)
+            # where top and base are, to know what to open writable; the runs are found once that is done
+            found = _locate(chain, path, top, base, policy, with_runs=False)
             if found.msg is not None:
                 top_path = chain.images[found.top_depth].path if found.top_depth is not None else top or path
                 base_path = chain.images[found.base_depth].path if found.base_depth is not None else base
@@ -183,10 +190,10 @@ def commit(path: str, top: str | None = None, base: str | None = None, remove_co
         again = _locate(chain, path, top, base, policy)
         if plan is not None and (again.msg, again.top_depth, again.base_depth) != (None, ti, bi):
             chain.close()
-            return commit(path, top, base, remove_committed, policy, progress)  # the chain changed meanwhile
+            return commit(path, top, base, remove_committed, policy, progress, empty_top=empty_top)  # the chain changed
         committed = _committed(chain, again.top_depth, again.base_depth)
         result = CommitResult(True, chain.images[again.top_depth].path, chain.images[again.base_depth].path, committed,
-                              [], _commit_in(chain, again, progress), None, 0.0)
+                              [], _commit_in(chain, again, progress, empty_top), None, 0.0)
     removed = []
     if remove_committed:
         for name in committed:
@@ -195,7 +202,7 @@ def commit(path: str, top: str | None = None, base: str | None = None, remove_co
     return result._replace(removed=removed, duration=time.time() - started)
 
 
-def _commit_in(chain: Chain, found: _Located, progress: Progress | None) -> int:
+def _commit_in(chain: Chain, found: _Located, progress: Progress | None, empty_top: bool = True) -> int:
     """Steps 1 to 3 (see the module docstring) in a chain opened with base and the re-pointed image writable."""
     ti, bi, runs = found.top_depth, found.base_depth, found.runs
     top_img = chain.images[ti]
@@ -211,7 +218,7 @@ def _commit_in(chain: Chain, found: _Located, progress: Progress | None) -> int:
         _mask_past_top(repoint, top_img, base_img)
     if repoint is not None:
         set_backing(repoint, name_for(repoint.path, base_img.path, repoint.backing_filename), base_img.format_name)
-    if ti == 0:
+    if ti == 0 and empty_top:
         _make_empty(top_img)
     return stats.bytes_written + stats.bytes_zeroed
 

@@ -39,6 +39,9 @@ class CopyDestination(typing.Protocol):
     def write(self, offset: int, data: bytes | memoryview) -> None:
         """Write guest bytes."""
 
+    def write_many(self, pieces: list[tuple[int, memoryview]]) -> None:
+        """write() of several ranges, in one go where the destination can."""
+
     def write_zeroes(self, offset: int, length: int) -> None:
         """Make guest bytes read as zeros."""
 
@@ -90,20 +93,47 @@ def copy_runs(source: Image, dest: CopyDestination, runs: list[Run], zero_runs: 
 
 def _copy(source: Image, dest: CopyDestination, runs: list[Run], zero_runs: str, ring: BufferRing, stats: CopyStats, progress: Progress | None) -> None:
     cs = dest.cluster_size
+    taken: list[tuple[int, int, bytearray, int]] = []  # the pieces of the current buffer, not read yet
+    batch: list[tuple[int, memoryview]] = []  # their non-zero parts, not yet written
+
+    def finish_buffer() -> None:
+        """Read the pieces of the current buffer together, then write them together (one allocation and one write
+        for the scattered clusters of a layer): before the ring hands out the next buffer, as writes carry the
+        tag of the buffer their data is in."""
+        if taken:
+            _read_pieces(source, [(memoryview(buf)[first:first + n], pos) for pos, n, buf, first in taken])
+            for pos, n, buf, first in taken:
+                stats.bytes_read += n
+                _write_nonzero(dest, batch, buf, first, pos, n, cs, zero_runs, stats)
+                if progress is not None:
+                    progress(pos + n)
+            taken.clear()
+        if batch:
+            dest.write_many(batch)
+            batch.clear()
+
+    ring.before_switch = finish_buffer
     for start, end, kind in runs:
         if kind == RUN_ZERO:
             if zero_runs == "zero":
+                finish_buffer()
                 dest.write_zeroes(start, end - start)
                 stats.bytes_zeroed += end - start
             continue
         if kind != RUN_DATA:
             continue
-        for pos, n, buf, first in ring_chunks(ring, start, end, cs, dest.size):
-            source.read_into(memoryview(buf)[first:first + n], pos)
-            stats.bytes_read += n
-            _write_nonzero(dest, buf, first, pos, n, cs, zero_runs, stats)
-            if progress is not None:
-                progress(pos + n)
+        for piece in ring_chunks(ring, start, end, cs, dest.size):  # taking a new buffer finishes the last one
+            taken.append(piece)
+    finish_buffer()
+
+
+def _read_pieces(source: Image, pieces: list[tuple[memoryview, int]]) -> None:
+    read_many = getattr(source, "read_many", None)  # qcow2 images read consecutive host data at once
+    if read_many is not None:
+        read_many(pieces)
+        return
+    for view, offset in pieces:
+        source.read_into(view, offset)
 
 
 def ring_chunks(ring: BufferRing, start: int, end: int, cs: int, size: int) -> typing.Iterator[tuple[int, int, bytearray, int]]:
@@ -118,8 +148,10 @@ def ring_chunks(ring: BufferRing, start: int, end: int, cs: int, size: int) -> t
         pos += n
 
 
-def _write_nonzero(dest: CopyDestination, buf: bytearray, first: int, offset: int, length: int, cs: int, zero_runs: str, stats: CopyStats) -> None:
-    """Write the non-zero clusters of buf[first:first+length] (guest offset ``offset``) in as few calls as possible."""
+def _write_nonzero(dest: CopyDestination, batch: list[tuple[int, memoryview]], buf: bytearray, first: int, offset: int,
+                   length: int, cs: int, zero_runs: str, stats: CopyStats) -> None:
+    """Add the non-zero clusters of buf[first:first+length] (guest offset ``offset``) to the batch, in as few
+    pieces as possible; zero the others when asked (after writing the batch: writes keep their order)."""
     view = memoryview(buf)
     zero = zero_bytes(cs)
     run_start = None
@@ -129,15 +161,18 @@ def _write_nonzero(dest: CopyDestination, buf: bytearray, first: int, offset: in
         is_zero = buf.startswith(zero, first + pos, first + pos + n) if n == cs else not any(buf[first + pos:first + pos + n])
         if is_zero:
             if run_start is not None:
-                dest.write(offset + run_start, view[first + run_start:first + pos])
+                batch.append((offset + run_start, view[first + run_start:first + pos]))
                 stats.bytes_written += pos - run_start
                 run_start = None
             if zero_runs == "zero":
+                if batch:
+                    dest.write_many(batch)
+                    batch.clear()
                 dest.write_zeroes(offset + pos, n)
                 stats.bytes_zeroed += n
         elif run_start is None:
             run_start = pos
         pos += n
     if run_start is not None:
-        dest.write(offset + run_start, view[first + run_start:first + length])
+        batch.append((offset + run_start, view[first + run_start:first + length]))
         stats.bytes_written += length - run_start

@@ -44,33 +44,82 @@ class WriteRecord:
     """The byte ranges of one file that this process changed while the record was open (recording_writes()).
 
     With ``block``, also the sha256 of each block of that many bytes (at a multiple of it) that a write covered
-    whole, taken from the write's own buffers as it is issued: a caller keeping digests of a file's blocks need not
-    read back what it just wrote (a commit's writes bypass the page cache). ``digests`` holds, for every block
-    written so far, the digest of what was last written there, or None when a later change covered it only in part
-    (or changed it without data: a truncate, an allocation, a punched hole): such blocks must be read again.
+    whole, taken from the write's own buffers: a caller keeping digests of a file's blocks need not read back what
+    it just wrote (a commit's writes bypass the page cache). ``digests`` holds, for every block written so far, the
+    digest of what was last written there, or None when a later change covered it only in part (or changed it
+    without data: a truncate, an allocation, a punched hole), or when its hashing has not finished: such blocks must
+    be read again. Under write_behind() the hashing runs in a worker thread beside the write, off the thread that
+    prepares the next writes; a slot per block, taken as each write is issued, keeps the order of the writes.
     """
 
     def __init__(self, identity: tuple[int, int], block: int | None = None) -> None:
         self.identity = identity
         self.ranges: list[tuple[int, int]] = []  # (offset, length), in the order written
         self.block = block
-        self.digests: dict[int, bytes | None] = {}  # block index -> sha256 of its bytes, or None: read it again
+        self._slots: dict[int, list | None] = {}  # block index -> [digest or None] of its last write, or None
 
-    def wrote(self, offset: int, length: int, views: typing.Sequence[memoryview] | None) -> None:
+    @property
+    def digests(self) -> dict[int, bytes | None]:
+        """Block index -> sha256 of its bytes, or None: read it again (see the class). Made anew at each call."""
+        return {index: slot[0] if slot is not None else None for index, slot in self._slots.items()}
+
+    def wrote(self, offset: int, length: int, views: typing.Sequence[memoryview] | None) -> HashJob | None:
+        """Note a change; for a write with digests to take, the hashing left to do (run_hash_job) once the caller
+        has issued it, before its buffers change."""
         self.ranges.append((offset, length))
         block = self.block
         if block is None:
-            return
+            return None
         first, end = offset // block, -(-(offset + length) // block)
         for index in range(first, end):
-            self.digests[index] = None
-        if views is None:
-            return
-        import hashlib  # only a recording with digests needs it: start-up time counts
-        data = views[0] if len(views) == 1 else memoryview(b"".join(views))
-        for index in range(-(-offset // block), (offset + length) // block):  # the blocks covered whole
-            start = index * block - offset
-            self.digests[index] = hashlib.sha256(data[start:start + block]).digest()
+            self._slots[index] = None
+        whole = range(-(-offset // block), (offset + length) // block)
+        if views is None or not whole:
+            return None
+        slots = {}
+        for index in whole:
+            slots[index] = self._slots[index] = [None]
+        return HashJob(offset, tuple(views), block, slots)
+
+
+class HashJob:
+    """The blocks one write covers whole, to hash from its views (written from ``offset`` on) into their slots."""
+
+    __slots__ = ("offset", "views", "block", "slots")
+
+    def __init__(self, offset: int, views: tuple[memoryview, ...], block: int, slots: dict[int, list]) -> None:
+        self.offset = offset
+        self.views = views
+        self.block = block
+        self.slots = slots  # block index -> the one-item list its digest goes into
+
+
+def run_hash_jobs(jobs: typing.Iterable[HashJob]) -> None:
+    for job in jobs:
+        run_hash_job(job)
+
+
+def run_hash_job(job: HashJob) -> None:
+    """Fill the slots with the sha256 of the blocks the views (written from job.offset on) cover whole, straight
+    from the views (hashlib lets other threads run while it hashes a large buffer)."""
+    import hashlib  # only a recording with digests needs it: start-up time counts
+    block, slots = job.block, job.slots
+    hasher = None
+    pos = job.offset
+    for view in job.views:
+        done, size = 0, len(view)
+        while done < size:
+            at = pos + done
+            index = at // block
+            take = min(size - done, (index + 1) * block - at)
+            if index in slots:
+                if at == index * block:
+                    hasher = hashlib.sha256()
+                hasher.update(view[done:done + take])
+                if at + take == (index + 1) * block:
+                    slots[index][0] = hasher.digest()
+            done += take
+        pos += size
 
 
 _write_records: list[WriteRecord] = []
@@ -129,16 +178,20 @@ class BlockFile:
         self._direct_refused = None  # the same, once the filesystem refused a direct write (closed at the end)
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino), once a write record asks
 
-    def _note(self, offset: int, length: int, views: typing.Sequence[memoryview] | None = None) -> None:
+    def _note(self, offset: int, length: int, views: typing.Sequence[memoryview] | None = None) -> list[HashJob]:
         """Tell the open write records (rarely any) that [offset, offset+length) of this file changes (to the bytes
-        in views, when it is a write)."""
+        in views, when it is a write); the hashing they ask for, to run once the write is issued."""
+        jobs = []
         if _write_records and length > 0:
             if self._identity is None:  # an open descriptor's file never changes: one fstat, not one per write
                 st = os.fstat(self.fd)
                 self._identity = (st.st_dev, st.st_ino)
             for record in _write_records:
                 if record.identity == self._identity:
-                    record.wrote(offset, length, views)
+                    job = record.wrote(offset, length, views)
+                    if job is not None:
+                        jobs.append(job)
+        return jobs
 
     # ---- reads ----
     def pread(self, length: int, offset: int) -> bytes:
@@ -179,6 +232,28 @@ class BlockFile:
         except OSError as exc:
             _raise_os_error(exc, self.path, "reading")
 
+    def read_views_into(self, views: list[memoryview], offset: int) -> None:
+        """Fill the views, in order, from consecutive bytes of the file starting at offset (one request where the
+        kernel takes them all); bytes past end of file read as zeros."""
+        if len(views) == 1:
+            self.read_into(views[0], offset)
+            return
+        total = sum(len(v) for v in views)
+        _check_range(self.path, offset, total)
+        if self._pending or self._gather:
+            self._wait_overlapping(offset, offset + total)
+        try:
+            n = os.preadv(self.fd, views[:IOV_MAX], offset)
+        except OSError as exc:
+            _raise_os_error(exc, self.path, "reading")
+        for view in views:  # what one request did not fill (short read, end of file, more than IOV_MAX views)
+            if n >= len(view):
+                n -= len(view)
+            else:
+                self.read_into(view[n:], offset + n)
+                n = 0
+            offset += len(view)
+
     # ---- writes ----
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         self.pwritev([data], offset)
@@ -193,13 +268,14 @@ class BlockFile:
         total = sum(v.nbytes for v in views)
         _check_range(self.path, offset, total)
         _io_event()
-        self._note(offset, total, views)
+        jobs = self._note(offset, total, views)
         self.written_end = max(self.written_end, offset + total)
         self.data_written = True
         if self._writeback is not None:
             self._writeback.issued(offset, offset + total)
         if self._executor is None:
             self._write_views(views, offset)
+            run_hash_jobs(jobs)
             return
         end = offset + total
         gather = self._gather
@@ -207,23 +283,31 @@ class BlockFile:
             gather[1] = end
             gather[2].extend(views)
             gather[3].add(self.buffer_tag)
+            gather[4].extend(jobs)
             return
         self._issue_gathered()
         self._wait_overlapping(offset, end)  # overlapping writes must land in the order they were issued
         if total < GATHER_BYTES:
-            self._gather = [offset, end, views, {self.buffer_tag}]
+            self._gather = [offset, end, views, {self.buffer_tag}, jobs]
         else:
-            self._submit(views, offset, end, {self.buffer_tag})
+            self._submit(views, offset, end, {self.buffer_tag}, jobs)
 
     def _issue_gathered(self) -> None:
         gather, self._gather = self._gather, None
         if gather is not None:
-            self._submit(gather[2], gather[0], gather[1], gather[3])
+            self._submit(gather[2], gather[0], gather[1], gather[3], gather[4])
 
-    def _submit(self, views: list[memoryview], start: int, end: int, tags: set[int | None]) -> None:
+    def _submit(self, views: list[memoryview], start: int, end: int, tags: set[int | None], jobs: list[HashJob]) -> None:
+        """Run the write in a worker, and the hashing the write records asked for in another (both only read the
+        buffers, which stay untouched until both are done: they count as writes from those buffers)."""
+        self._run_behind(self._write_views, (views, start), start, end, tags)
+        if jobs:
+            self._run_behind(run_hash_jobs, (jobs,), start, end, tags)
+
+    def _run_behind(self, work: typing.Callable, args: tuple, start: int, end: int, tags: set[int | None]) -> None:
         while len(self._pending) >= self._max_pending:
             self._pending.pop(0)[0].result()
-        self._pending.append((self._executor.submit(self._write_views, views, start), start, end, tags))
+        self._pending.append((self._executor.submit(work, *args), start, end, tags))
 
     def _write_views(self, views: list[memoryview], offset: int) -> None:
         fd = self._direct_fd
@@ -500,11 +584,14 @@ class BufferRing:
         self.size = size
         self._turn = 0
         self._used = 0
+        self.before_switch: typing.Callable[[], None] | None = None  # run before the next buffer is handed out
         file.buffer_tag = 0
 
     def take(self, length: int) -> tuple[bytearray, int]:
         """(buffer, first): ``length`` bytes of a buffer from index ``first`` on, free to fill and write from."""
         if self._used + length > self.size:
+            if self.before_switch is not None:
+                self.before_switch()
             self._turn, self._used = (self._turn + 1) % len(self._buffers), 0
             self._file.wait_for_buffer(self._turn)
             self._file.buffer_tag = self._turn

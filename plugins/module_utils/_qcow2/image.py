@@ -391,24 +391,39 @@ class Qcow2Image:
 
     def read_into(self, view: memoryview, offset: int) -> None:
         """Fill view with guest data from offset; past the virtual size reads zeros."""
-        length = len(view)
-        covered = 0
-        for ext in self.extents(offset, length):
-            dst = view[ext.offset - offset:ext.end - offset]
-            kind = ext.kind
-            if kind == DATA:
-                (self.data_file or self.file).read_into(dst, ext.host)
-            elif kind == ZERO:
-                fill_zero(dst)
-            elif kind == UNALLOC:
-                self.read_backing_into(dst, ext.offset)
-            else:
-                data = self._decompress(ext.host)
-                start = ext.offset & (self.geo.cluster_size - 1)
-                dst[:] = data[start:start + ext.length]
-            covered = ext.end - offset
-        if covered < length:
-            fill_zero(view[covered:])
+        self.read_many([(view, offset)])
+
+    def read_many(self, pieces: typing.Sequence[tuple[memoryview, int]]) -> None:
+        """read_into() of several (view, guest offset) pieces, the data that lies one after the other in the file read
+        with one request (a copy of scattered clusters written in guest order: one per buffer, not per cluster)."""
+        group: list[memoryview] = []  # views of consecutive host bytes from group_host on, not read yet
+        group_host = group_end = -1
+        data_file = self.data_file or self.file
+        for view, offset in pieces:
+            length = len(view)
+            covered = 0
+            for ext in self.extents(offset, length):
+                dst = view[ext.offset - offset:ext.end - offset]
+                if ext.kind == DATA:
+                    if ext.host != group_end:
+                        if group:
+                            data_file.read_views_into(group, group_host)
+                        group, group_host = [], ext.host
+                    group.append(dst)
+                    group_end = ext.host + ext.length
+                elif ext.kind == ZERO:
+                    fill_zero(dst)
+                elif ext.kind == UNALLOC:
+                    self.read_backing_into(dst, ext.offset)
+                else:
+                    data = self._decompress(ext.host)
+                    start = ext.offset & (self.geo.cluster_size - 1)
+                    dst[:] = data[start:start + ext.length]
+                covered = ext.end - offset
+            if covered < length:
+                fill_zero(view[covered:])
+        if group:
+            data_file.read_views_into(group, group_host)
 
     def read_backing_into(self, view: memoryview, offset: int) -> None:
         """What an unallocated range reads: the backing file, zeros past its end or without one."""
@@ -453,6 +468,11 @@ class Qcow2Image:
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         self._require_writable()
         self.writer.write(offset, data)
+
+    def write_many(self, pieces: typing.Sequence[tuple[int, bytes | bytearray | memoryview]]) -> None:
+        """write() of several ranges; the clusters they newly allocate come from one allocation (writer.py)."""
+        self._require_writable()
+        self.writer.write_many(pieces)
 
     def write_zeroes(self, offset: int, length: int, unmap: bool = True) -> None:
         self._require_writable()
@@ -564,10 +584,13 @@ class Qcow2Image:
             if needed > f.size():
                 f.truncate(needed)  # every refcounted cluster must lie inside the file
             barrier = f.flush if self.ordered_flushes else f.drain
-            if f.data_written:
-                barrier()
+            # new data and the refcounts that count it (only increments here: decrements wait for the last step) may
+            # reach the disk in either order, a crash between leaving at worst a leak; both must before an L2 entry
+            # points there: one barrier for the two
             if refcounts.dirty:
                 refcounts.write_dirty()
+                barrier()
+            elif f.data_written:
                 barrier()
             if self.l2cache.dirty:
                 self.l2cache.write_dirty()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import typing
 
 from . import locking
 from .errors import InvalidArgumentError, ReadOnlyError
@@ -83,6 +84,10 @@ class RawImage:
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         self._require_writable()
         self.file.pwrite(data, offset)
+
+    def write_many(self, pieces: typing.Sequence[tuple[int, bytes | bytearray | memoryview]]) -> None:
+        for offset, data in pieces:
+            self.write(offset, data)
 
     def write_zeroes(self, offset: int, length: int, unmap: bool = True) -> None:
         """Zero a range: punch a hole as qemu does (the file stays sparse), write zeros where that fails."""

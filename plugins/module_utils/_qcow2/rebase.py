@@ -300,6 +300,9 @@ class _ZeroesAgainst:
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         self.img.write(offset, data)
 
+    def write_many(self, pieces: typing.Sequence[tuple[int, bytes | bytearray | memoryview]]) -> None:
+        self.img.write_many(pieces)
+
     def write_zeroes(self, offset: int, length: int) -> None:
         """Zero [offset, offset+length). Partial clusters (or subclusters) are written as zero data through the old
         view, whose copy-on-write keeps the rest of the cluster as the image reads it now; only the aligned middle,

@@ -56,6 +56,15 @@ def layer_runs(top: Image, stop: Image | None, offset: int, length: int) -> list
     return _merge(out)
 
 
+def decides_any(layer: Image, step: int = 512 << 20) -> bool:
+    """True if the layer decides any guest range by itself (data or zero clusters): whether layer_runs of it alone
+    would find a run that is not RUN_BELOW, found without listing them all (it stops at the first)."""
+    for pos in range(0, layer.size, step):
+        if any(ext.kind != UNALLOC for ext in layer.extents(pos, step)):
+            return True
+    return False
+
+
 def _add(out: list[Run], start: int, end: int, kind: str) -> None:
     if end > start:
         out.append((start, end, kind))

@@ -104,26 +104,49 @@ class ClusterWriter:
 
     # ---- data writes ----
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        if view.ndim != 1 or view.itemsize != 1:
-            view = view.cast("B")
-        n = len(view)
-        if offset < 0 or offset + n > self.img.size:
-            raise InvalidArgumentError("Write of %d bytes at offset %d is beyond the end of the %d-byte image %s"
-                                       % (n, offset, self.img.size, self.img.path))
-        if not n:
-            return
-        if self.img.bitmaps is not None:
-            self.img.bitmaps.mark_dirty(offset, n)
-        for table, key, idx, start, end in self._slices(offset, offset + n):
-            self._write_slice(table, key, idx, start, end, view[start - offset:end - offset])
+        self.write_many([(offset, data)])
 
-    def _write_slice(self, table: array.array, key: int, idx: int, start: int, end: int, view: memoryview) -> None:
+    def write_many(self, pieces: typing.Sequence[tuple[int, bytes | bytearray | memoryview]]) -> None:
+        """write() of several guest ranges. The clusters among them that need a new host cluster get it from one
+        allocation and are written with one call: a copy of scattered clusters pays for one allocation and one write
+        per batch instead of per cluster."""
+        inplace = []  # (host offset, data view)
+        pending = []  # clusters needing a new host cluster: (L2 slice key, index, cluster start, write start, write end,
+        #               entry, bitmap, kind, data view)
+        cb = self.geo.cluster_bits
+        last_cluster = -1
+        for offset, data in pieces:
+            if offset >> cb <= last_cluster:  # a cluster met twice: the first write must be entered before the second
+                self._write_sorted(inplace, pending)
+                inplace, pending = [], []
+            view = memoryview(data)
+            if view.ndim != 1 or view.itemsize != 1:
+                view = view.cast("B")
+            n = len(view)
+            if offset < 0 or offset + n > self.img.size:
+                raise InvalidArgumentError("Write of %d bytes at offset %d is beyond the end of the %d-byte image %s"
+                                           % (n, offset, self.img.size, self.img.path))
+            if not n:
+                continue
+            last_cluster = max(last_cluster, (offset + n - 1) >> cb)
+            if self.img.bitmaps is not None:
+                self.img.bitmaps.mark_dirty(offset, n)
+            for table, key, idx, start, end in self._slices(offset, offset + n):
+                self._sort_slice(table, key, idx, start, end, view[start - offset:end - offset], inplace, pending)
+        self._write_sorted(inplace, pending)
+
+    def _write_sorted(self, inplace: list[tuple[int, memoryview]], pending: list[tuple]) -> None:
+        if pending:
+            self._allocate_and_write(pending)
+        self._write_inplace(inplace)
+
+    def _sort_slice(self, table: array.array, key: int, idx: int, start: int, end: int, view: memoryview,
+                    inplace: list[tuple[int, memoryview]], pending: list[tuple]) -> None:
+        """Sort the clusters of one L2 slice's span into writes in place (clusters the image alone owns) and
+        clusters needing a new host cluster."""
         geo, img = self.geo, self.img
         cb, cs, ext = geo.cluster_bits, geo.cluster_size, geo.extended_l2
         words = geo.l2_entry_words
-        inplace = []  # (host offset, data view)
-        pending = []  # clusters needing a new host cluster
         pos = start
         while pos < end:
             cstart = (pos >> cb) << cb
@@ -148,15 +171,9 @@ class ClusterWriter:
                 else:
                     inplace.append((host + (pos - cstart), part))
             else:
-                if pending and pending[-1][0] != idx - 1:
-                    self._allocate_and_write(table, key, pending)
-                    pending = []
-                pending.append((idx, cstart, pos, wend, entry, bitmap, kind, part))
+                pending.append((key, idx, cstart, pos, wend, entry, bitmap, kind, part))
             pos = wend
             idx += 1
-        if pending:
-            self._allocate_and_write(table, key, pending)
-        self._write_inplace(inplace)
 
     def _write_inplace(self, items: list[tuple[int, memoryview]]) -> None:
         f = self.img.file
@@ -181,12 +198,13 @@ class ClusterWriter:
         self.img.read_into(memoryview(buf)[:inside], cstart)
         return buf
 
-    def _allocate_and_write(self, table: array.array, key: int, pending: list[tuple[int, int, int, int, int, int, int, memoryview]]) -> None:
+    def _allocate_and_write(self, pending: list[tuple]) -> None:
+        """Give the pending clusters (see write_many) new host clusters, in one run: write them, then enter them."""
         geo, img = self.geo, self.img
         cb, cs, ext = geo.cluster_bits, geo.cluster_size, geo.extended_l2
         first = self.refcounts.alloc(len(pending))
         buffers = []
-        for idx, cstart, ws, we, entry, bitmap, kind, part in pending:
+        for _key, _idx, cstart, ws, we, _entry, _bitmap, _kind, part in pending:
             if ws == cstart and we == cstart + cs:
                 buffers.append(part)
             else:
@@ -194,7 +212,10 @@ class ClusterWriter:
                 buf[ws - cstart:we - cstart] = part
                 buffers.append(buf)
         img.file.pwritev(buffers, first << cb)
-        for i, (idx, cstart, ws, we, entry, bitmap, kind, part) in enumerate(pending):
+        table, table_key = None, None
+        for i, (key, idx, cstart, ws, we, entry, bitmap, kind, _part) in enumerate(pending):
+            if key != table_key:  # fetched again, not kept from the sorting: the cache may have dropped it while clean
+                table, table_key = img.l2cache.get(key), key
             host = (first + i) << cb
             self.release(entry, kind)
             if ext:
@@ -210,7 +231,7 @@ class ClusterWriter:
                 table[idx * 2 + 1] = (alloc | touched) | ((zero & ~touched) << 32)
             else:
                 table[idx] = host | C.OFLAG_COPIED
-        img.l2cache.mark_dirty(key)
+            img.l2cache.mark_dirty(key)  # at once: fetching the next slice may make room by flushing the dirty ones
 
     def _subcluster_inplace(self, cstart: int, ws: int, we: int, bitmap: int, part: memoryview) -> tuple[int, int, memoryview]:
         """Write into an owned cluster with subclusters: unallocated partial subclusters get copy-on-write."""

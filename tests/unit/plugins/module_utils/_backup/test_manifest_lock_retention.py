@@ -19,6 +19,7 @@ from ansible_collections.backingchain.qcow2.plugins.module_utils._backup import 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.digests import Hashing, first_difference, reseal, seal, side_path
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.lock import store_lock
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.fileio import run_hash_job
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import (
     StoreError,
     find_point,
@@ -157,7 +158,9 @@ def _written_record(block, writes):
         if isinstance(data, int):
             record.wrote(offset, data, None)
         else:
-            record.wrote(offset, len(data), [memoryview(data)])
+            job = record.wrote(offset, len(data), [memoryview(data)])
+            if job is not None:
+                run_hash_job(job)  # what the writing thread does once the write is issued
     return record
 
 

@@ -231,3 +231,65 @@ def test_a_read_waits_only_for_the_writes_it_overlaps(block, monkeypatch):
         assert block.pread(16, 0) == b"n" * 16  # a read that waited for every write behind would time out here
         release.set()
         assert block.pread(16, 1 << 30) == b"f" * 16
+
+
+def test_a_buffer_change_waits_for_the_pieces_of_the_last_one(block):
+    """The ring tells its user before it hands out another buffer: what was read into the last one is written
+    while that buffer is still the one the writes are tagged with."""
+    seen = []
+    with block.copy_buffers(2, 8192) as ring:
+        ring.before_switch = lambda: seen.append(block.buffer_tag)
+        ring.take(8192)
+        assert seen == []
+        ring.take(4096)  # no room left: the next buffer, once the user has finished the last one
+        assert seen == [0] and block.buffer_tag == 1
+
+
+def test_digests_taken_behind_the_writes_follow_the_last_write(block):
+    """Writes behind are hashed in the worker threads; the digest of a block is still the one of the last write
+    that covered it whole, and a later partial change makes it unknown (None)."""
+    import hashlib
+    with fileio.recording_writes(block.path, 4096) as record:
+        with block.write_behind():
+            block.pwrite(b"A" * 16384, 0)
+            block.pwrite(b"B" * 4096, 4096)  # overlaps the first: issued after it, hashed after it
+            block.pwrite(b"C" * 100, 8192)  # part of block 2 only
+            block.pwrite(b"D" * 8192, 65536)
+    digests = record.digests
+    assert digests[0] == digests[3] == hashlib.sha256(b"A" * 4096).digest()
+    assert digests[1] == hashlib.sha256(b"B" * 4096).digest()
+    assert digests[2] is None
+    assert digests[16] == digests[17] == hashlib.sha256(b"D" * 4096).digest()
+
+
+def test_views_of_consecutive_bytes_are_read_in_one_request(block, monkeypatch):
+    block.pwrite(bytes(range(256)) * 64, 0)
+    calls = []
+    real = os.preadv
+
+    def recording(fd, buffers, offset):
+        calls.append((offset, len(buffers)))
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(fileio.os, "preadv", recording)
+    bufs = [bytearray(1000), bytearray(3000), bytearray(96)]
+    block.read_views_into([memoryview(b) for b in bufs], 100)
+    assert calls == [(100, 3)]
+    assert b"".join(bufs) == (bytes(range(256)) * 64)[100:4196]
+
+
+def test_views_read_past_the_end_of_file_are_zeros(block):
+    block.pwrite(b"x" * 6000, 0)
+    bufs = [bytearray(b"?" * 4096), bytearray(b"?" * 4096), bytearray(b"?" * 100)]
+    block.read_views_into([memoryview(b) for b in bufs], 0)
+    assert bytes(bufs[0]) == b"x" * 4096
+    assert bytes(bufs[1]) == b"x" * 1904 + bytes(2192)
+    assert bytes(bufs[2]) == bytes(100)
+
+
+def test_more_views_than_one_request_takes_are_all_filled(block):
+    data = bytes(range(256)) * 80
+    block.pwrite(data, 0)
+    bufs = [bytearray(16) for _view in range(fileio.IOV_MAX + 100)]
+    block.read_views_into([memoryview(b) for b in bufs], 0)
+    assert b"".join(bufs) == data[:16 * len(bufs)]
