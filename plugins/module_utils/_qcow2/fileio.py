@@ -44,33 +44,62 @@ class WriteRecord:
     """The byte ranges of one file that this process changed while the record was open (recording_writes()).
 
     With ``block``, also the sha256 of each block of that many bytes (at a multiple of it) that a write covered
-    whole, taken from the write's own buffers as it is issued: a caller keeping digests of a file's blocks need not
-    read back what it just wrote (a commit's writes bypass the page cache). ``digests`` holds, for every block
-    written so far, the digest of what was last written there, or None when a later change covered it only in part
-    (or changed it without data: a truncate, an allocation, a punched hole): such blocks must be read again.
+    whole, taken from the write's own buffers: a caller keeping digests of a file's blocks need not read back what
+    it just wrote (a copy's writes bypass the page cache). A write behind is hashed in its worker thread, beside the
+    write (hashlib lets other threads run meanwhile), so the copy does not wait for the digests. ``digests`` holds,
+    for every block written so far, the digest of what was last written there, or None when a later change covered
+    it only in part, changed it without data (a truncate, an allocation, a punched hole), or its hash is still to
+    come (a write not finished): such blocks must be read again. Read it once the writes are drained.
     """
 
-    def __init__(self, identity: tuple[int, int], block: int | None = None) -> None:
-        self.identity = identity
+    def __init__(self, identity: tuple[int, int] | None, block: int | None = None) -> None:
+        self.identity = identity  # (st_dev, st_ino); None until new_image binds it to its temporary file
         self.ranges: list[tuple[int, int]] = []  # (offset, length), in the order written
         self.block = block
         self.digests: dict[int, bytes | None] = {}  # block index -> sha256 of its bytes, or None: read it again
+        self._coming: dict[int, object] = {}  # block index -> the write whose hash is to fill it in
+        self._lock = None
+        if block is not None:
+            import threading  # only a recording with digests needs it: start-up time counts
+            self._lock = threading.Lock()
 
     def wrote(self, offset: int, length: int, views: typing.Sequence[memoryview] | None) -> None:
+        """Record a change of [offset, offset+length) (to the bytes in views, when it is a write), hashed now."""
+        hash_blocks = self.changing(offset, length, views)
+        if hash_blocks is not None:
+            hash_blocks()
+
+    def changing(self, offset: int, length: int, views: typing.Sequence[memoryview] | None
+                 ) -> typing.Callable[[], None] | None:
+        """Record a change as it is issued; for a write that covers blocks whole, the function that hashes them
+        from views (to run before those buffers change) and fills in their digests unless a later change came."""
         self.ranges.append((offset, length))
         block = self.block
         if block is None:
-            return
+            return None
         first, end = offset // block, -(-(offset + length) // block)
-        for index in range(first, end):
-            self.digests[index] = None
-        if views is None:
-            return
-        import hashlib  # only a recording with digests needs it: start-up time counts
-        data = views[0] if len(views) == 1 else memoryview(b"".join(views))
-        for index in range(-(-offset // block), (offset + length) // block):  # the blocks covered whole
-            start = index * block - offset
-            self.digests[index] = hashlib.sha256(data[start:start + block]).digest()
+        whole = range(-(-offset // block), (offset + length) // block) if views is not None else range(0)
+        write = object()
+        with self._lock:
+            for index in range(first, end):
+                self.digests[index] = None
+                self._coming.pop(index, None)
+            for index in whole:
+                self._coming[index] = write
+        if not whole:
+            return None
+
+        def hash_blocks() -> None:
+            import hashlib  # only a recording with digests needs it: start-up time counts
+            data = views[0] if len(views) == 1 else memoryview(b"".join(views))
+            done = [(index, hashlib.sha256(data[index * block - offset:(index + 1) * block - offset]).digest())
+                    for index in whole]
+            with self._lock:
+                for index, digest in done:
+                    if self._coming.get(index) is write:
+                        del self._coming[index]
+                        self.digests[index] = digest
+        return hash_blocks
 
 
 _write_records: list[WriteRecord] = []
@@ -82,12 +111,42 @@ def recording_writes(path: str, block: int | None = None) -> typing.Iterator[Wri
     while the block runs (a caller that keeps digests of a file's parts rehashes only those); with ``block``, also
     the digests of the blocks written whole (WriteRecord)."""
     st = os.stat(path)
-    record = WriteRecord((st.st_dev, st.st_ino), block)
+    with _recording(WriteRecord((st.st_dev, st.st_ino), block)) as record:
+        yield record
+
+
+@contextlib.contextmanager
+def recording_new_image(dest: str, block: int | None = None) -> typing.Iterator[WriteRecord]:
+    """recording_writes for the image that new_image() is about to write to dest (under a temporary name, from
+    its creation on: every byte of it is recorded)."""
+    with _recording(WriteRecord(None, block)) as record:
+        _unbound[record] = os.path.abspath(dest)
+        try:
+            yield record
+        finally:
+            _unbound.pop(record, None)
+
+
+def bind_new_file(dest: str, path: str) -> None:
+    """path (a new, still empty file) is what dest's open recording_new_image() records from now on."""
+    dest = os.path.abspath(dest)
+    for record, wanted in list(_unbound.items()):
+        if wanted == dest:
+            st = os.stat(path)
+            record.identity = (st.st_dev, st.st_ino)
+            del _unbound[record]
+
+
+@contextlib.contextmanager
+def _recording(record: WriteRecord) -> typing.Iterator[WriteRecord]:
     _write_records.append(record)
     try:
         yield record
     finally:
         _write_records.remove(record)
+
+
+_unbound: dict[WriteRecord, str] = {}  # recording_new_image records -> their destination, until bound
 
 
 class BlockFile:
@@ -124,21 +183,26 @@ class BlockFile:
         self.buffer_tag = None  # which caller buffer the writes being issued come from
         self._max_pending = 8
         self._writeback = None  # an EarlyWriteback inside early_writeback()
-        self._gather = None  # [start, end, views, buffer tags] of contiguous writes behind not yet issued
+        self._gather = None  # [start, end, views, buffer tags, hashing] of contiguous writes behind not yet issued
         self._direct_fd = None  # an O_DIRECT descriptor inside direct_writes()
         self._direct_refused = None  # the same, once the filesystem refused a direct write (closed at the end)
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino), once a write record asks
 
-    def _note(self, offset: int, length: int, views: typing.Sequence[memoryview] | None = None) -> None:
+    def _note(self, offset: int, length: int, views: typing.Sequence[memoryview] | None = None
+              ) -> list[typing.Callable[[], None]]:
         """Tell the open write records (rarely any) that [offset, offset+length) of this file changes (to the bytes
-        in views, when it is a write)."""
+        in views, when it is a write); the hashing they ask of the write's buffers (WriteRecord.changing)."""
+        jobs = []
         if _write_records and length > 0:
             if self._identity is None:  # an open descriptor's file never changes: one fstat, not one per write
                 st = os.fstat(self.fd)
                 self._identity = (st.st_dev, st.st_ino)
             for record in _write_records:
                 if record.identity == self._identity:
-                    record.wrote(offset, length, views)
+                    job = record.changing(offset, length, views)
+                    if job is not None:
+                        jobs.append(job)
+        return jobs
 
     # ---- reads ----
     def pread(self, length: int, offset: int) -> bytes:
@@ -193,13 +257,13 @@ class BlockFile:
         total = sum(v.nbytes for v in views)
         _check_range(self.path, offset, total)
         _io_event()
-        self._note(offset, total, views)
+        hashing = self._note(offset, total, views)
         self.written_end = max(self.written_end, offset + total)
         self.data_written = True
         if self._writeback is not None:
             self._writeback.issued(offset, offset + total)
         if self._executor is None:
-            self._write_views(views, offset)
+            self._write_and_hash(views, offset, hashing)
             return
         end = offset + total
         gather = self._gather
@@ -207,23 +271,31 @@ class BlockFile:
             gather[1] = end
             gather[2].extend(views)
             gather[3].add(self.buffer_tag)
+            gather[4].extend(hashing)
             return
         self._issue_gathered()
         self._wait_overlapping(offset, end)  # overlapping writes must land in the order they were issued
         if total < GATHER_BYTES:
-            self._gather = [offset, end, views, {self.buffer_tag}]
+            self._gather = [offset, end, views, {self.buffer_tag}, hashing]
         else:
-            self._submit(views, offset, end, {self.buffer_tag})
+            self._submit(views, offset, end, {self.buffer_tag}, hashing)
 
     def _issue_gathered(self) -> None:
         gather, self._gather = self._gather, None
         if gather is not None:
-            self._submit(gather[2], gather[0], gather[1], gather[3])
+            self._submit(gather[2], gather[0], gather[1], gather[3], gather[4])
 
-    def _submit(self, views: list[memoryview], start: int, end: int, tags: set[int | None]) -> None:
+    def _submit(self, views: list[memoryview], start: int, end: int, tags: set[int | None],
+                hashing: list[typing.Callable[[], None]]) -> None:
         while len(self._pending) >= self._max_pending:
             self._pending.pop(0)[0].result()
-        self._pending.append((self._executor.submit(self._write_views, views, start), start, end, tags))
+        self._pending.append((self._executor.submit(self._write_and_hash, views, start, hashing), start, end, tags))
+
+    def _write_and_hash(self, views: list[memoryview], offset: int, hashing: list[typing.Callable[[], None]]) -> None:
+        """Write, then run the write records' hashing of the same buffers (WriteRecord.changing)."""
+        self._write_views(views, offset)
+        for hash_blocks in hashing:
+            hash_blocks()
 
     def _write_views(self, views: list[memoryview], offset: int) -> None:
         fd = self._direct_fd
