@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.digests import Hashing, reseal, seal
+from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.digests import Hashing, reseal, seal, seal_new
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 from ansible_collections.backingchain.qcow2.tests.helpers.chains import MiB, Layer, build_chain
 
@@ -41,3 +41,27 @@ def test_other_files_are_not_recorded(tmp_path):
     with api.recording_writes(str(base)) as written:
         api.change_bitmap(str(base), 'add', 'b')
     assert written.ranges
+
+
+@pytest.mark.parametrize('operation', ['convert', 'copy_ranges'])
+def test_a_new_image_is_hashed_from_its_write_buffers(tmp_path, operation):
+    """The backup store seals a new layer without reading it back: the digests of the blocks written whole come
+    from the engine's write buffers (hashed in its writer threads), the few others are read."""
+    block = 65536
+    hashing = Hashing(16 * block, block)
+    base, = build_chain(tmp_path, [Layer('base.qcow2', 64 * MiB, steps=(
+        'write -P 0x31 0 9M', 'write -P 0x32 20M 4M', 'write -z 30M 2M', 'write -P 0x33 40M 64k',
+        'write -P 0x34 50M 3M'))])
+    dest = tmp_path / 'layer.qcow2'
+    with api.recording_new_image(str(dest), hashing.block) as written:
+        if operation == 'convert':
+            api.convert(str(base), str(dest))
+        else:
+            api.copy_ranges(str(base), str(dest), [(0, 10 * MiB), (29 * MiB, 12 * MiB), (50 * MiB, 3 * MiB)])
+    assert seal_new(str(dest), hashing, written) == seal(str(dest), hashing)
+    hashed = sum(digest is not None for digest in written.digests.values())
+    assert hashed * block >= (12 if operation == 'convert' else 9) * MiB  # the data clusters, at least
+    other = tmp_path / 'other.qcow2'
+    with api.recording_new_image(str(other), hashing.block) as unused:
+        api.convert(str(base), str(tmp_path / 'third.qcow2'))
+    assert unused.ranges == [] and unused.identity is None

@@ -77,6 +77,15 @@ def reseal(path: str, hashing: Hashing, sealed: list[str], written: api.WriteRec
     return _sealed_blocks(path, hashing, typing.cast(typing.List[bytes], blocks))
 
 
+def seal_new(path: str, hashing: Hashing, written: api.WriteRecord) -> list[str]:
+    """The part digests of a file just written whole while ``written`` (a recording_new_image() with
+    block=hashing.block) recorded it: the blocks it hashed from the write buffers are not read back (format 2; a
+    format 1 store hashes the file)."""
+    if hashing.block is None:
+        return seal(path, hashing)
+    return reseal(path, hashing, [], written)
+
+
 def first_difference(path: str, hashing: Hashing, sealed: list[str]) -> int | None:
     """The offset in the file from which it no longer matches its seal (None: it matches): the first block that
     differs when the side file still matches the seal, else the start of the first part that differs."""

@@ -8,6 +8,8 @@ over the previous layer, named relatively, format qcow2).
 
 The engine writes a new image under a temporary name and renames it when it is complete and flushed, checking
 free space first; on ENOSPC or any error the temporary file goes and nothing appears under the layer's name.
+The digests the manifest seals are taken from the engine's write buffers as it writes the layer (digests.seal_new),
+so the layer is not read back, except for the few blocks of metadata written in part.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import typing
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
-from .digests import Hashing, seal
+from .digests import Hashing, seal_new
 
 
 class Written(typing.NamedTuple):
@@ -30,16 +32,16 @@ class Written(typing.NamedTuple):
 def write_full(source: str, dest: str, hashing: Hashing, policy: api.ChainPolicy | None = None) -> Written:
     cluster_size = api.image_info(source, backing_chain=False, policy=policy)[0].get("cluster-size")
     options = api.CreateOptions(cluster_size=cluster_size) if cluster_size else None
-    result = api.convert(source, dest, options=options, policy=policy)
-    return sealed(dest, result.bytes_written, hashing)
+    with api.recording_new_image(dest, hashing.block) as written:
+        result = api.convert(source, dest, options=options, policy=policy)
+    return Written(os.path.basename(dest), seal_new(dest, hashing, written), result.bytes_written,
+                   os.path.getsize(dest))
 
 
 def write_increment(source: str, dest: str, previous: str, ranges: list[tuple[int, int]], hashing: Hashing,
                     policy: api.ChainPolicy | None = None) -> Written:
-    result = api.copy_ranges(source, dest, ranges, backing_file=os.path.basename(previous), backing_format="qcow2",
-                             policy=policy)
-    return sealed(dest, result.bytes_copied + result.bytes_zeroed, hashing)
-
-
-def sealed(dest: str, bytes_copied: int, hashing: Hashing) -> Written:
-    return Written(os.path.basename(dest), seal(dest, hashing), bytes_copied, os.path.getsize(dest))
+    with api.recording_new_image(dest, hashing.block) as written:
+        result = api.copy_ranges(source, dest, ranges, backing_file=os.path.basename(previous),
+                                 backing_format="qcow2", policy=policy)
+    return Written(os.path.basename(dest), seal_new(dest, hashing, written), result.bytes_copied + result.bytes_zeroed,
+                   os.path.getsize(dest))

@@ -36,7 +36,7 @@ from .errors import (
     UnsafeBackingError,
     UnsupportedError,
 )
-from .fileio import WriteRecord, recording_writes
+from .fileio import WriteRecord, recording_new_image, recording_writes
 from .image import probe_is_qcow2 as is_qcow2
 from .locking import held as locked, refuse_if_held as refuse_if_locked
 from .paths import file_identity, position_of, remove_stale_temporaries, same_file
@@ -73,7 +73,7 @@ __all__ = [
     # files, names and locks
     "same_file", "file_identity", "position_of", "resolve_backing_path", "check_backing_reference", "detect_format",
     "is_qcow2", "require_qcow2", "refuse_if_locked", "locked", "require_space", "remove_stale_temporaries",
-    "require_construct", "recording_writes", "WriteRecord",
+    "require_construct", "recording_writes", "recording_new_image", "WriteRecord",
     # reading
     "image_info", "chain_entry", "check", "measure", "list_snapshots", "snapshot_matches", "list_bitmaps",
     "dirty_ranges", "read_view", "differing_ranges",

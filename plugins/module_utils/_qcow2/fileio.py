@@ -52,8 +52,8 @@ class WriteRecord:
     prepares the next writes; a slot per block, taken as each write is issued, keeps the order of the writes.
     """
 
-    def __init__(self, identity: tuple[int, int], block: int | None = None) -> None:
-        self.identity = identity
+    def __init__(self, identity: tuple[int, int] | None, block: int | None = None) -> None:
+        self.identity = identity  # (st_dev, st_ino); None until new_image binds it to its temporary file
         self.ranges: list[tuple[int, int]] = []  # (offset, length), in the order written
         self.block = block
         self._slots: dict[int, list | None] = {}  # block index -> [digest or None] of its last write, or None
@@ -131,12 +131,42 @@ def recording_writes(path: str, block: int | None = None) -> typing.Iterator[Wri
     while the block runs (a caller that keeps digests of a file's parts rehashes only those); with ``block``, also
     the digests of the blocks written whole (WriteRecord)."""
     st = os.stat(path)
-    record = WriteRecord((st.st_dev, st.st_ino), block)
+    with _recording(WriteRecord((st.st_dev, st.st_ino), block)) as record:
+        yield record
+
+
+@contextlib.contextmanager
+def recording_new_image(dest: str, block: int | None = None) -> typing.Iterator[WriteRecord]:
+    """recording_writes for the image that new_image() is about to write to dest (under a temporary name, from
+    its creation on: every byte of it is recorded)."""
+    with _recording(WriteRecord(None, block)) as record:
+        _unbound[record] = os.path.abspath(dest)
+        try:
+            yield record
+        finally:
+            _unbound.pop(record, None)
+
+
+def bind_new_file(dest: str, path: str) -> None:
+    """path (a new, still empty file) is what dest's open recording_new_image() records from now on."""
+    dest = os.path.abspath(dest)
+    for record, wanted in list(_unbound.items()):
+        if wanted == dest:
+            st = os.stat(path)
+            record.identity = (st.st_dev, st.st_ino)
+            del _unbound[record]
+
+
+@contextlib.contextmanager
+def _recording(record: WriteRecord) -> typing.Iterator[WriteRecord]:
     _write_records.append(record)
     try:
         yield record
     finally:
         _write_records.remove(record)
+
+
+_unbound: dict[WriteRecord, str] = {}  # recording_new_image records -> their destination, until bound
 
 
 class BlockFile:

@@ -19,6 +19,7 @@ import typing
 from .chain import open_chain
 from .create import create
 from .errors import InvalidArgumentError
+from .fileio import bind_new_file
 from .locking import refuse_if_held
 from .paths import remove_stale_temporaries
 
@@ -50,6 +51,7 @@ def new_image(dest: str, options: CreateOptions, policy: ChainPolicy | None) -> 
     remove_stale_temporaries(dest)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".tmp", dir=directory)
     os.close(fd)
+    bind_new_file(dest, tmp)
     try:
         create(tmp, options, policy=policy, overwrite=True)
         with open_chain(tmp, fmt="qcow2", writable=True, policy=policy) as chain:

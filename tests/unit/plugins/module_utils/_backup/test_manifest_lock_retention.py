@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import signal
@@ -236,3 +237,19 @@ def test_format_2_verify_names_the_first_damaged_block(tmp_path, side):
     if side == 'damaged':
         os.unlink(side_path(str(path)))
     assert first_difference(str(path), hashing, sealed) == (5 * 16384 + 3 * 4096 if side == 'kept' else 4 * 16384)
+
+
+def test_a_change_after_a_write_wins_over_its_hashing_still_to_come():
+    """A write behind is hashed in its worker after later changes may have been issued: those must not be
+    overwritten by the older write's digest (the block is read again instead)."""
+    from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.fileio import run_hash_job
+    record = api.WriteRecord((0, 0), 4096)
+    hash_later = record.wrote(0, 3 * 4096, [memoryview(b'\x11' * 3 * 4096)])
+    assert record.digests == {0: None, 1: None, 2: None}  # nothing is known before the hashing ran
+    record.wrote(4096 + 10, 5, None)  # block 1 changes again, in part
+    hash_now = record.wrote(2 * 4096, 4096, [memoryview(b'\x22' * 4096)])  # block 2 is written again
+    run_hash_job(hash_now)
+    run_hash_job(hash_later)
+    assert record.digests[0] == hashlib.sha256(b'\x11' * 4096).digest()
+    assert record.digests[1] is None
+    assert record.digests[2] == hashlib.sha256(b'\x22' * 4096).digest()
