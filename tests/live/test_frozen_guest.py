@@ -7,7 +7,6 @@ file system there is clean; the guest is thawed afterwards."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from agent_guest import file_system_state, freeze_status, write_guest_file
@@ -39,17 +38,15 @@ def test_live_points_of_a_guest_whose_agent_answers_are_frozen(agent_guest):
     store = str(g.directory / "store")
     assert guest_agent_state(g.dom) == "connected"
     write_guest_file(g.dom, "/mnt/first.txt", FIRST)
-    frozen_copies: dict[int, str] = {}
+    frozen_copy = str(g.directory / "frozen.qcow2")
 
     class KeepingTheFrozenImage(LiveTracking):
-        """Copies the frozen image (read only below the overlay) while the store reads it."""
+        """Copies the frozen image (read only below the overlay) once the store has read it, before the overlay
+        is committed back."""
 
-        @contextlib.contextmanager
-        def frozen(self, seq, can_track):
-            with super().frozen(seq, can_track) as name:
-                frozen_copies[seq] = str(g.directory / ("frozen-%d.qcow2" % seq))
-                run("qemu-img", "convert", "-q", "-U", "-O", "qcow2", self.source, frozen_copies[seq])
-                yield name
+        def _commit_back(self, overlay):
+            run("qemu-img", "convert", "-q", "-U", "-O", "qcow2", self.source, frozen_copy)
+            super()._commit_back(overlay)
 
     target, image = backup_disk(g.dom, "vda")
     first = backup.run_backup(backup.Request(store, image), tracking_for=lambda source, manifest, policy:
@@ -58,7 +55,7 @@ def test_live_points_of_a_guest_whose_agent_answers_are_frozen(agent_guest):
     assert manifest_point(store, first["point"]["seq"])["consistency"] == "frozen"
     assert freeze_status(g.dom) == "thawed"
     layer = layers(store)[first["point"]["seq"]]
-    compared = run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", frozen_copies[first["point"]["seq"]], layer, check=False)
+    compared = run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", frozen_copy, layer, check=False)
     assert compared.returncode == 0, compared.stdout + compared.stderr
     state = file_system_state(layer, str(g.directory / "point.raw"), "/first.txt")
     assert (state["text"], state["needs_recovery"], state["clean"]) == (FIRST, False, True), state
