@@ -21,19 +21,8 @@ die() { log "ERROR: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (libvirtd manages qemu:///system)"
 
-ensure_packages() {
-    local missing=0 bin
-    for bin in /usr/sbin/libvirtd /usr/sbin/virtlogd /usr/sbin/virtlockd /usr/bin/virsh \
-               /usr/bin/qemu-system-x86_64 /usr/bin/qemu-img /usr/bin/qemu-io; do
-        [ -x "$bin" ] || { log "missing $bin"; missing=1; }
-    done
-    [ "$missing" = 0 ] && return 0
-    log "installing Debian packages from scripts/apt-packages-live.txt"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    # shellcheck disable=SC2046
-    apt-get install -y -qq --no-install-recommends $(grep -v '^\s*#' "$SCRIPT_DIR/apt-packages-live.txt")
-}
+# shellcheck source=lib/live-packages.sh
+source "$SCRIPT_DIR/lib/live-packages.sh"
 
 # Prints the pid recorded in a pidfile if that process is alive and is the named daemon.
 live_pid() {
@@ -86,7 +75,8 @@ grant_kvm_to_group() {
     fi
 }
 
-ensure_packages
+ensure_live_packages /usr/sbin/libvirtd /usr/sbin/virtlogd /usr/sbin/virtlockd /usr/bin/virsh \
+    /usr/bin/qemu-system-x86_64 /usr/bin/qemu-img /usr/bin/qemu-io
 grant_kvm_to_group
 mkdir -p "$STATE_DIR" /run/libvirt /var/lib/libvirt/qemu /var/log/libvirt/qemu /var/cache/libvirt/qemu
 for daemon in "${DAEMONS[@]}"; do

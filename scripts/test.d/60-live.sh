@@ -26,12 +26,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-apt_install_live_packages() {
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    # shellcheck disable=SC2046
-    apt-get install -y -qq --no-install-recommends $(grep -v '^\s*#' "$REPO/scripts/apt-packages-live.txt")
-}
+# shellcheck source=../lib/live-packages.sh
+source "$REPO/scripts/lib/live-packages.sh"
 
 if ! python -c 'import libvirt' 2>/dev/null; then
     if ! pkg-config --exists libvirt 2>/dev/null || ! command -v gcc >/dev/null; then

@@ -174,3 +174,22 @@ def make_domain(conn):
     yield make
     for name in names:
         remove_domain(conn, name)
+
+
+@pytest.fixture(scope="module")
+def agent_guest(conn, images_root):
+    """A running domain whose QEMU guest agent answers, with an ext4 disk (vda) mounted in the guest
+    (tests/live/agent_guest.py); one per test module (a boot takes about 10 s under TCG), removed after it."""
+    from agent_guest import AgentGuest, boot_xml, build_agent_guest, ext4_disk, wait_for_agent
+    guest_dir = build_agent_guest()
+    directory = Path(tempfile.mkdtemp(prefix="agent-guest-", dir=images_root))
+    os.chmod(directory, 0o755)
+    disk = ext4_disk(str(directory / "disk.qcow2"))
+    name = "%sagent-%s" % (DOMAIN_PREFIX, uuid.uuid4().hex[:8])
+    dom = conn.defineXML(domain_xml(name, disk, agent_channel=True, boot=boot_xml(guest_dir), memory_mib=128))
+    try:
+        start_domain(dom)
+        print("agent guest %s: the agent answered %.1f s after the start" % (name, wait_for_agent(dom)))
+        yield AgentGuest(dom, directory, disk)
+    finally:
+        remove_domain(conn, name)

@@ -65,13 +65,14 @@ def depth_at(path: str, offset: int) -> int | None:
     return None
 
 
-def domain_xml(name: str, image: str, agent_channel: bool = False, extra_disk_xml: str = "", ns_extra: str = "") -> str:
-    """A TCG domain with no OS, 64 MiB, one virtio qcow2 disk (vda)."""
+def domain_xml(name: str, image: str, agent_channel: bool = False, extra_disk_xml: str = "", ns_extra: str = "",
+               boot: str = "", memory_mib: int = 64) -> str:
+    """A TCG domain with one virtio qcow2 disk (vda); no OS unless ``boot`` (<kernel>/<initrd>/<cmdline>) says."""
     channel = ("<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
                if agent_channel else "")
     return f"""<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <name>{name}</name><memory unit='MiB'>{memory_mib}</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type>{boot}</os>
   <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
   <devices>
     <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
