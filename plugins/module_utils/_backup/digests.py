@@ -7,10 +7,12 @@
 
 Format 2 stores (the manifest has ``hash_block``): the file is hashed in blocks of hash_block bytes (64 KiB), the
 block digests are kept beside the layer in ``<layer>.sha256`` (32 bytes each, in file order: 1/2048 of the file),
-and the manifest seals, for each part, the sha256 of that part's block digests. A merge rewrites blocks all over
-the full: it takes the digests of the blocks it wrote from the engine's write buffers (a WriteRecord with block),
-the others' from the side file (vouched for by the sealed part digest), and reads back only the blocks it changed
-in part (metadata): its cost follows the merged layer, not the full. Verify hashes every block of the file and,
+and the manifest seals, for each part, the sha256 of that part's block digests. A new layer's digests are taken
+from the engine's write buffers as it is written (a WriteRecord with block). A merge rewrites blocks all over the
+full: the blocks its commit wrote whole are copies of the increment's blocks, so it takes their digests from the
+increment's side file (vouched for by the increment's seal; a WriteRecord with from_copies), the others' from the
+full's side file, and reads back only the blocks it changed in part (metadata) or could not match: it hashes
+almost nothing and its cost follows the merged layer, not the full. Verify hashes every block of the file and,
 when the side file still matches the seal, names the first block that differs.
 
 Format 1 stores (no hash_block, written before): the manifest seals the sha256 of each part's bytes; they verify
@@ -54,9 +56,12 @@ def seal(path: str, hashing: Hashing) -> list[str]:
     return _sealed_blocks(path, hashing, [blocks[index] for index in sorted(blocks)])
 
 
-def reseal(path: str, hashing: Hashing, sealed: list[str], written: api.WriteRecord) -> list[str]:
+def reseal(path: str, hashing: Hashing, sealed: list[str], written: api.WriteRecord,
+           copied_from: Source | None = None) -> list[str]:
     """The part digests after the writes ``written`` recorded (made with block=hashing.block) into a file whose
-    digests were ``sealed``, reading only what those writes do not tell; the side file is updated."""
+    digests were ``sealed``, reading only what those writes do not tell; the side file is updated. ``copied_from``
+    (sealed_source()): the digests of the blocks written as copies of that file's blocks (a record made with
+    from_copies) are that file's."""
     if hashing.block is None:
         count = _count(path, hashing.part)
         stale = set(range(len(sealed) - 1, count))  # the old last part may have grown
@@ -70,11 +75,30 @@ def reseal(path: str, hashing: Hashing, sealed: list[str], written: api.WriteRec
     count = _count(path, block)
     old = _vouched_blocks(path, hashing, sealed)
     taken = written.digests
+    if copied_from is not None:
+        taken.update(written.copied_digests(copied_from.identity, copied_from.blocks))
     blocks: list[bytes | None] = [taken.get(index, old[index] if index < len(old) else None) for index in range(count)]
     missing = [index for index in range(count) if blocks[index] is None]
     for index, digest in _hash_blocks(path, block, missing).items():
         blocks[index] = digest
     return _sealed_blocks(path, hashing, typing.cast(typing.List[bytes], blocks))
+
+
+class Source(collections.namedtuple("Source", (
+    "identity",  # (st_dev, st_ino) of the file
+    "blocks",  # list; digest of each whole block of it, None where its side file is not vouched for by the seal
+))):
+    __slots__ = ()
+
+
+def sealed_source(path: str, hashing: Hashing, sealed: list[str]) -> Source | None:
+    """A sealed layer whose blocks a merge copies into another file: its block digests that its seal vouches for
+    (None: a format 1 store, no side files)."""
+    if hashing.block is None:
+        return None
+    st = os.stat(path)
+    blocks = _vouched_blocks(path, hashing, sealed)[:st.st_size // hashing.block]  # a short last block is no copy
+    return Source((st.st_dev, st.st_ino), blocks)
 
 
 def seal_new(path: str, hashing: Hashing, written: api.WriteRecord) -> list[str]:

@@ -14,8 +14,9 @@
 3. The increment's file is deleted.
 4. The manifest gives the full's file to the merged point, with the new sha256 of the parts of the full the
    commit wrote (and of the re-pointed layer, whose header changed), and forgets the merge. In a format 2 store
-   the digests of the blocks the commit wrote are taken from its write buffers as it writes (digests.py), so
-   the merge costs the size of the increment, not of the full.
+   the blocks the commit wrote whole are copies of the increment's blocks, whose digests the increment's side file
+   holds (vouched for by its seal, read before step 3): nothing is hashed but what the commit wrote in part, and
+   the merge costs the size of the increment, not of the full (digests.py).
 
 Until step 3 the full plus the increment still read as the increment's point, so a run killed anywhere leaves
 every other sealed point intact, and the next run on the store finishes the merge (finish_merge) first.
@@ -28,7 +29,7 @@ import os
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
-from .digests import hashing_of, reseal, seal, side_path
+from .digests import Source, hashing_of, reseal, seal, sealed_source, side_path
 from .manifest import StoreError, fsync_dir, layer_path, pinned, save
 
 
@@ -58,10 +59,14 @@ def finish_merge(store: str, manifest: dict, policy: api.ChainPolicy | None = No
     rest = [p for p in chain["points"] if p["seq"] not in (full["seq"], increment["seq"])]
     above = layer_path(store, chain, rest[0]) if rest else None  # its header will name the full
     hashing = hashing_of(manifest)
+    source = None
     with contextlib.ExitStack() as records:
-        written = records.enter_context(api.recording_writes(full_path, hashing.block))
+        # the blocks the commit writes whole into the full are copies of the increment's: no hashing
+        written = records.enter_context(api.recording_writes(full_path, hashing.block, from_copies=True))
         written_above = records.enter_context(api.recording_writes(above, hashing.block)) if above else None
         if os.path.exists(increment_path):
+            if started_here:  # the increment's block digests, vouched for by its seal, before it goes
+                source = sealed_source(increment_path, hashing, increment["sha256"])
             top = layer_path(store, chain, chain["points"][-1])
             # the increment is deleted next: emptying it first, when it is the chain's top, would only cost time
             api.commit(top, top=increment_path, base=full_path, policy=policy, empty_top=False)
@@ -72,11 +77,11 @@ def finish_merge(store: str, manifest: dict, policy: api.ChainPolicy | None = No
                 os.unlink(side_path(increment_path))
             fsync_dir(os.path.dirname(full_path))
 
-    def digests(path: str, point: dict, record: api.WriteRecord | None) -> list[str]:
-        return reseal(path, hashing, point["sha256"], record) if started_here else seal(path, hashing)
+    def digests(path: str, point: dict, record: api.WriteRecord | None, copied_from: Source | None = None) -> list[str]:
+        return reseal(path, hashing, point["sha256"], record, copied_from) if started_here else seal(path, hashing)
 
     merged = dict(increment, file=full["file"], level="full", merged=sorted(set(full.get("merged", [])) | {full["seq"]}),
-                  sha256=digests(full_path, full, written), file_bytes=os.path.getsize(full_path))
+                  sha256=digests(full_path, full, written, source), file_bytes=os.path.getsize(full_path))
     if above:
         rest[0] = dict(rest[0], sha256=digests(above, rest[0], written_above), file_bytes=os.path.getsize(above))
     chain["points"] = [merged] + rest

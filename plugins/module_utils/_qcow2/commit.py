@@ -25,8 +25,10 @@ import typing
 from .backing_name import name_for, set_backing
 from .bitmaps import recorded_writes
 from .chain import open_chain
+from .copied import copied_pieces
 from .copyview import CopyStats, copy_runs
 from .errors import ImageLockedError, InvalidArgumentError, Qcow2Error
+from .fileio import copies_wanted, note_copies
 from .info import chain_info
 from .locking import holders_conflict
 from .metadata_commit import PlannedState, apply_state
@@ -212,6 +214,8 @@ def _commit_in(chain: Chain, found: _Located, progress: Progress | None, empty_t
         _grow(base_img, top_img.size)
     with recorded_writes(base_img, _committed_granules(base_img, runs)):
         stats = copy_runs(top_img, base_img, runs, zero_runs="zero", stats=CopyStats(), progress=progress)
+    if bi == ti + 1 and copies_wanted(base_img.file):  # a write record takes digests from top's blocks
+        note_copies(base_img.file, top_img.file, copied_pieces(top_img, base_img))
     base_img.flush()  # durable before anything stops masking these ranges
     repoint = chain.images[ti - 1] if ti > 0 else (top_img if bi > ti + 1 else None)
     if ti > 0:

@@ -50,12 +50,18 @@ class WriteRecord:
     without data: a truncate, an allocation, a punched hole), or when its hashing has not finished: such blocks must
     be read again. Under write_behind() the hashing runs in a worker thread beside the write, off the thread that
     prepares the next writes; a slot per block, taken as each write is issued, keeps the order of the writes.
+
+    With ``from_copies``, nothing is hashed: the writer of a copy tells (note_copies) which block of which source
+    file each block it wrote whole is a copy of, and ``copied`` keeps that until a later change of the block; a
+    caller that knows the source blocks' digests takes them from there (copied_digests).
     """
 
-    def __init__(self, identity: tuple[int, int] | None, block: int | None = None) -> None:
+    def __init__(self, identity: tuple[int, int] | None, block: int | None = None, from_copies: bool = False) -> None:
         self.identity = identity  # (st_dev, st_ino); None until new_image binds it to its temporary file
         self.ranges: list[tuple[int, int]] = []  # (offset, length), in the order written
         self.block = block
+        self.from_copies = from_copies
+        self.copied: dict[int, tuple[tuple[int, int], int]] = {}  # block index -> (source identity, source block)
         self._slots: dict[int, list | None] = {}  # block index -> [digest or None] of its last write, or None
 
     @property
@@ -73,13 +79,25 @@ class WriteRecord:
         first, end = offset // block, -(-(offset + length) // block)
         for index in range(first, end):
             self._slots[index] = None
+        if self.copied:
+            for index in range(first, end):
+                self.copied.pop(index, None)
         whole = range(-(-offset // block), (offset + length) // block)
-        if views is None or not whole:
+        if views is None or not whole or self.from_copies:
             return None
         slots = {}
         for index in whole:
             slots[index] = self._slots[index] = [None]
         return HashJob(offset, tuple(views), block, slots)
+
+    def copied_digests(self, source: tuple[int, int], digests: typing.Sequence[bytes | None]) -> dict[int, bytes]:
+        """Block index -> digest, for the blocks written whole as copies of source's blocks whose digests are
+        known (digests[i]: of source's block i, or None)."""
+        out = {}
+        for index, (identity, source_index) in self.copied.items():
+            if identity == source and source_index < len(digests) and digests[source_index] is not None:
+                out[index] = digests[source_index]
+        return out
 
 
 class HashJob:
@@ -126,13 +144,35 @@ _write_records: list[WriteRecord] = []
 
 
 @contextlib.contextmanager
-def recording_writes(path: str, block: int | None = None) -> typing.Iterator[WriteRecord]:
+def recording_writes(path: str, block: int | None = None, from_copies: bool = False) -> typing.Iterator[WriteRecord]:
     """Record every range of path's file that a BlockFile of this process writes, truncates, allocates or punches
     while the block runs (a caller that keeps digests of a file's parts rehashes only those); with ``block``, also
-    the digests of the blocks written whole (WriteRecord)."""
+    the digests of the blocks written whole, or with from_copies where they were copied from (WriteRecord)."""
     st = os.stat(path)
-    with _recording(WriteRecord((st.st_dev, st.st_ino), block)) as record:
+    with _recording(WriteRecord((st.st_dev, st.st_ino), block, from_copies)) as record:
         yield record
+
+
+def copies_wanted(dest: BlockFile) -> bool:
+    """Does an open recording_writes(from_copies=True) want note_copies() of writes into dest?"""
+    return any(record.from_copies and record.identity == dest.identity() for record in _write_records)
+
+
+def note_copies(dest: BlockFile, source: BlockFile, pieces: typing.Iterable[tuple[int, int, int]]) -> None:
+    """(dest offset, source offset, length): dest's bytes there now are a copy of source's. Each block of dest
+    that such a piece covers whole, that the process wrote while recording and that lines up with a whole block of
+    source, is noted as a copy of that block."""
+    wanting = [record for record in _write_records if record.from_copies and record.identity == dest.identity()]
+    origin = source.identity()
+    for record in wanting:
+        block, written, copied = record.block, record._slots, record.copied
+        for dest_offset, source_offset, length in pieces:
+            if (source_offset - dest_offset) % block:
+                continue
+            shift = (source_offset - dest_offset) // block
+            for index in range(-(-dest_offset // block), (dest_offset + length) // block):
+                if index in written:
+                    copied[index] = (origin, index + shift)
 
 
 @contextlib.contextmanager
@@ -213,15 +253,20 @@ class BlockFile:
         in views, when it is a write); the hashing they ask for, to run once the write is issued."""
         jobs = []
         if _write_records and length > 0:
-            if self._identity is None:  # an open descriptor's file never changes: one fstat, not one per write
-                st = os.fstat(self.fd)
-                self._identity = (st.st_dev, st.st_ino)
+            identity = self.identity()
             for record in _write_records:
-                if record.identity == self._identity:
+                if record.identity == identity:
                     job = record.wrote(offset, length, views)
                     if job is not None:
                         jobs.append(job)
         return jobs
+
+    def identity(self) -> tuple[int, int]:
+        """(st_dev, st_ino) of the file (an open descriptor's file never changes: one fstat, not one per write)."""
+        if self._identity is None:
+            st = os.fstat(self.fd)
+            self._identity = (st.st_dev, st.st_ino)
+        return self._identity
 
     # ---- reads ----
     def pread(self, length: int, offset: int) -> bytes:
