@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.backingchain.qcow2.plugins.module_utils._backup import backup, restore, verify
+from ansible_collections.backingchain.qcow2.plugins.module_utils._backup import backup, digests, restore, verify
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.lock import store_lock
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import StoreError, load, new_manifest, save
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
@@ -442,3 +442,76 @@ def test_a_format_1_store_still_verifies_backs_up_and_merges(store):
     report = verify.verify(str(store.path))
     assert report['bad_points'] == [2, 3]
     assert 'from byte %d of the file' % ((os.path.getsize(layer) - 100) // 65536 * 65536) in report['problems'][0]
+
+
+def _data_offsets(layer):
+    """File offsets of the layer's own data clusters (qemu-img map)."""
+    return [e['offset'] for e in qemu_img_json('map', '--output=json', '-U', layer)
+            if e.get('data') and e.get('depth') == 0 and 'offset' in e]
+
+
+def _merge_counting_hashed_blocks(store, monkeypatch):
+    """Retention that merges point 1 into the full; how many blocks the merge read back and hashed."""
+    hashed = []
+    real = digests._hash_blocks
+
+    def counting(path, block, indexes):
+        out = real(path, block, indexes)
+        hashed.extend(out)
+        return out
+
+    monkeypatch.setattr(digests, '_hash_blocks', counting)
+    result = store.point(keep=2)
+    monkeypatch.undo()
+    assert [s['points'] for s in result['retention']] == [[0, 1]]
+    return len(hashed)
+
+
+def test_a_merge_takes_the_digests_of_copied_blocks_from_the_increment(store, monkeypatch):
+    """The blocks the merge's commit copies whole from the increment get the increment's sealed digests: only the
+    full's metadata blocks the commit changed in part are read back; the result verifies, block by block."""
+    store.point()
+    qemu_io(store.source, *('write -P 0x%x %dM 64k' % (0x40 + i, i) for i in range(12)))
+    store.point()
+    increment = sealed_layers(store.path)[1]
+    copied = len(_data_offsets(increment))
+    assert copied >= 12
+    qemu_io(store.source, 'write -P 0x77 14M 64k')
+    hashed = _merge_counting_hashed_blocks(store, monkeypatch)
+    assert hashed < 12  # header, L2 and refcount blocks, never the 12 data clusters
+    full = sealed_layers(store.path)[1]
+    assert qemu_img_check(full)[0] == 0
+    report = verify.verify(str(store.path), 'full')
+    assert report['ok'], report
+    assert store.sound() == 2
+
+
+def test_a_bit_flip_in_the_increment_before_its_merge_is_caught_in_the_full(store, monkeypatch):
+    """The merged full's digests of the copied blocks are what the increment's seal vouched for, not a hash of what
+    was read: rot in the increment since its seal is not sealed as good into the full."""
+    store.point()
+    qemu_io(store.source, 'write -P 0x51 3M 64k', 'write -P 0x52 9M 64k')
+    store.point()
+    increment = sealed_layers(store.path)[1]
+    offset = _data_offsets(increment)[0] + 1000
+    _flip_a_bit(increment, offset)
+    qemu_io(store.source, 'write -P 0x77 14M 64k')
+    _merge_counting_hashed_blocks(store, monkeypatch)
+    report = verify.verify(str(store.path))
+    assert not report['ok'] and 1 in report['bad_points'], report
+
+
+def test_a_merge_hashes_what_the_increment_side_file_does_not_vouch_for(store, monkeypatch):
+    """An increment whose side file no longer matches its seal gives no digests: the merge reads back and hashes
+    the blocks it copied, and the full still verifies."""
+    store.point()
+    qemu_io(store.source, *('write -P 0x%x %dM 64k' % (0x60 + i, i) for i in range(12)))
+    store.point()
+    side = digests.side_path(sealed_layers(store.path)[1])
+    _flip_a_bit(side, 40)
+    qemu_io(store.source, 'write -P 0x77 14M 64k')
+    hashed = _merge_counting_hashed_blocks(store, monkeypatch)
+    assert hashed >= 12
+    report = verify.verify(str(store.path), 'full')
+    assert report['ok'], report
+    assert store.sound() == 2

@@ -65,3 +65,29 @@ def test_a_new_image_is_hashed_from_its_write_buffers(tmp_path, operation):
     with api.recording_new_image(str(other), hashing.block) as unused:
         api.convert(str(base), str(tmp_path / 'third.qcow2'))
     assert unused.ranges == [] and unused.identity is None
+
+
+@pytest.mark.parametrize('base_options,top_options', [
+    ({}, {}),  # same geometry: the L2 entries are compared side by side
+    ({'cluster_size': 4096}, {}),  # other cluster sizes: the data extents are paired
+    ({}, {'extended_l2': 'on', 'cluster_size': 131072}),  # subclusters in top
+    ({'extended_l2': 'on'}, {}),  # subclusters in base
+], ids=['same', 'small-base-clusters', 'top-subclusters', 'base-subclusters'])
+def test_a_commit_notes_which_base_blocks_are_copies_of_top_blocks(tmp_path, base_options, top_options):
+    """With a from_copies record on base, every block the commit notes as a copy of a block of top holds the same
+    bytes as that block (compressed, zeroed and partly written clusters included in top); nothing is hashed."""
+    top, base = build_chain(tmp_path, [
+        Layer('base.qcow2', 8 * MiB, options=base_options, steps=('write -P 0x11 0 2M',)),
+        Layer('top.qcow2', options=top_options, steps=(
+            'write -P 0x21 64k 64k', 'write -P 0x22 1M 3M', 'write -P 0x23 5000 3000', 'write -c -P 0x24 6M 128k',
+            'write -z 7M 64k', 'write -P 0x25 7340032 4096'))])
+    with api.recording_writes(str(base), PART, from_copies=True) as written:
+        api.commit(str(top), empty_top=False)
+    assert all(digest is None for digest in written.digests.values())
+    assert len(written.copied) >= (3 * MiB) // PART
+    with open(base, 'rb') as base_file, open(top, 'rb') as top_file:
+        for index, (_origin, source_index) in written.copied.items():
+            base_file.seek(index * PART)
+            top_file.seek(source_index * PART)
+            assert base_file.read(PART) == top_file.read(PART), index
+    assert api.check(str(base))['result'].get('corruptions', 0) == 0

@@ -262,6 +262,26 @@ def test_digests_taken_behind_the_writes_follow_the_last_write(block):
     assert digests[16] == digests[17] == hashlib.sha256(b"D" * 4096).digest()
 
 
+def test_a_record_from_copies_hashes_nothing_and_keeps_the_copies_still_true(block, tmp_path):
+    """from_copies: no digest is taken from the buffers; a block written whole, noted as a copy of a source block at
+    the same place within a block, keeps that source block until a later change of it; copies of blocks this
+    process did not write, or that do not line up with the source's blocks, are not kept."""
+    source = BlockFile(str(tmp_path / "source"), create=True)
+    try:
+        with fileio.recording_writes(block.path, 4096, from_copies=True) as record:
+            with block.write_behind():
+                block.pwrite(b"A" * 16384, 0)
+            assert fileio.copies_wanted(block) and not fileio.copies_wanted(source)
+            fileio.note_copies(block, source, [(0, 8192, 12288), (12288, 100, 4096), (65536, 0, 4096)])
+            block.pwrite(b"C" * 100, 4096)  # changes block 1 after its copy was noted
+        assert record.digests == {0: None, 1: None, 2: None, 3: None}
+        assert record.copied == {0: (source.identity(), 2), 2: (source.identity(), 4)}
+        assert record.copied_digests(source.identity(), [b"s%d" % i for i in range(4)]) == {0: b"s2"}
+        assert record.copied_digests((0, 0), [b"x"] * 8) == {}
+    finally:
+        source.close()
+
+
 def test_views_of_consecutive_bytes_are_read_in_one_request(block, monkeypatch):
     block.pwrite(bytes(range(256)) * 64, 0)
     calls = []
