@@ -155,16 +155,20 @@ def recording_writes(path: str, block: int | None = None, from_copies: bool = Fa
 
 def copies_wanted(dest: BlockFile) -> bool:
     """Does an open recording_writes(from_copies=True) want note_copies() of writes into dest?"""
-    return any(record.from_copies and record.identity == dest.identity() for record in _write_records)
+    return bool(_copy_records(dest))
+
+
+def _copy_records(dest: BlockFile) -> list[WriteRecord]:
+    return [record for record in _write_records
+            if record.from_copies and record.block and record.identity == dest.identity()]
 
 
 def note_copies(dest: BlockFile, source: BlockFile, pieces: typing.Iterable[tuple[int, int, int]]) -> None:
     """(dest offset, source offset, length): dest's bytes there now are a copy of source's. Each block of dest
     that such a piece covers whole, that the process wrote while recording and that lines up with a whole block of
     source, is noted as a copy of that block."""
-    wanting = [record for record in _write_records if record.from_copies and record.identity == dest.identity()]
     origin = source.identity()
-    for record in wanting:
+    for record in _copy_records(dest):
         block, written, copied = record.block, record._slots, record.copied
         for dest_offset, source_offset, length in pieces:
             if (source_offset - dest_offset) % block:
