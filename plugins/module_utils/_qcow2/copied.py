@@ -36,14 +36,19 @@ def copied_pieces(top: Image, base: Image) -> list[Piece]:
 def _same_entries(top: Qcow2Image, base: Qcow2Image) -> list[Piece]:
     """Same geometry: a guest cluster has its entry at the same place of both L2 tables; compare them side by side."""
     geo, mask = top.geo, C.L2E_OFFSET_MASK
+    clusters = -(-top.size // geo.cluster_size)  # entries past top's end were not committed
     out = []
     for l1_index in range(min(len(top.l1), len(base.l1))):
         top_table, base_table = top.l2_table_offset(l1_index), base.l2_table_offset(l1_index)
         if not (top_table and base_table):
             continue
         for slice_index in range(geo.slices_per_table):
+            first = l1_index * geo.l2_entries + slice_index * geo.slice_entries
+            if first >= clusters:
+                break
             top_slice = top.l2_slice(top_table, slice_index)
-            used = [index for index, entry in enumerate(top_slice) if entry]  # most are empty: the cheap test first
+            # most entries are empty: the cheap test first
+            used = [index for index, entry in enumerate(top_slice) if entry and first + index < clusters]
             if not used:
                 continue
             base_slice = base.l2_slice(base_table, slice_index)
