@@ -34,8 +34,7 @@ def write_full(source: str, dest: str, hashing: Hashing, policy: api.ChainPolicy
     options = api.CreateOptions(cluster_size=cluster_size) if cluster_size else None
     with api.recording_new_image(dest, hashing.block) as written:
         result = api.convert(source, dest, options=options, policy=policy)
-    return Written(os.path.basename(dest), seal_new(dest, hashing, written), result.bytes_written,
-                   os.path.getsize(dest))
+    return _sealed(dest, result.bytes_written, hashing, written)
 
 
 def write_increment(source: str, dest: str, previous: str, ranges: list[tuple[int, int]], hashing: Hashing,
@@ -43,5 +42,8 @@ def write_increment(source: str, dest: str, previous: str, ranges: list[tuple[in
     with api.recording_new_image(dest, hashing.block) as written:
         result = api.copy_ranges(source, dest, ranges, backing_file=os.path.basename(previous),
                                  backing_format="qcow2", policy=policy)
-    return Written(os.path.basename(dest), seal_new(dest, hashing, written), result.bytes_copied + result.bytes_zeroed,
-                   os.path.getsize(dest))
+    return _sealed(dest, result.bytes_copied + result.bytes_zeroed, hashing, written)
+
+
+def _sealed(dest: str, bytes_copied: int, hashing: Hashing, written: api.WriteRecord) -> Written:
+    return Written(os.path.basename(dest), seal_new(dest, hashing, written), bytes_copied, os.path.getsize(dest))
