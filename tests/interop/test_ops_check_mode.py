@@ -77,3 +77,29 @@ def test_dry_run_predicts_and_writes_nothing(tmp_path, name, operation):
     if op != 'convert':
         assert real['changed'] is False  # the second round: nothing left to do, and check mode says so
     assert not [n for n in os.listdir(images) if n.endswith('.tmp')]
+
+
+@pytest.mark.parametrize('name', ['c4k-v2', 'short-mid'])
+@pytest.mark.parametrize('operation', [name for name, (op, _kwargs) in OPERATIONS.items() if op == 'commit'])
+def test_an_unmeasured_commit_plan_decides_as_the_measured_one(tmp_path, name, operation):
+    """A real run's plan (measure=False) skips walking the data, which the commit does under its locks: it must
+    decide and describe everything else exactly as the measured plan of check mode, and the commit it is handed
+    to must do what the measured plan predicted."""
+    images = tmp_path / 'images'
+    images.mkdir()
+    build_chain(images, STANDARD_CHAINS[name]())
+    before = view_of(images / 'top.qcow2', tmp_path)
+    kwargs = _kwargs(OPERATIONS[operation][1], images)
+
+    for round_ in ('first', 'second'):
+        untouched = _snapshot(images)
+        measured = api.plan_commit(**kwargs)
+        unmeasured = api.plan_commit(measure=False, **kwargs)
+        assert _snapshot(images) == untouched, round_
+        assert unmeasured.bytes_copied == (None if measured.changed else measured.bytes_copied), round_
+        assert unmeasured._replace(bytes_copied=None) == measured._replace(bytes_copied=None), round_
+        real = api.commit(plan=unmeasured, **kwargs)
+        assert (real.changed, real.top, real.base, real.committed, real.removed) == \
+            (measured.changed, measured.top, measured.base, measured.committed, measured.removed), round_
+        assert same_view(images / 'top.qcow2', before), round_
+    assert real.changed is False

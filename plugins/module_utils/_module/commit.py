@@ -50,8 +50,10 @@ class CommitOperation(Operation):
 
     def plan(self) -> None:
         api.require_qcow2(self.path)
+        # a real run's commit walks the layers and checks the free space under its locks: the plan need not as well
         self.planned = api.plan_commit(self.path, top=self.params["top"], base=self.params["base"],
-                                       remove_committed=self.params["remove_committed"], policy=self.policy)
+                                       remove_committed=self.params["remove_committed"], policy=self.policy,
+                                       measure=self.check_mode)
         self.changed = self.planned.changed
         self.diff_before = {"path": self.path, "chain": describe_chain(self.planned.chain)}
         self.diff_after = {"path": self.path, "chain": describe_chain(self.planned.chain_after)}

@@ -196,10 +196,13 @@ def measure(source: str | None = None, size: int | None = None, options: CreateO
         return _measure.measure_chain(chain.top, stop, options)
 
 
-def plan_commit(path: str, top: str | None = None, base: str | None = None, remove_committed: bool = False, policy: ChainPolicy | None = None) -> CommitPlan:
-    """What commit would do (a CommitPlan: the chain before and after, the bytes to copy), without writing."""
+def plan_commit(path: str, top: str | None = None, base: str | None = None, remove_committed: bool = False,
+                policy: ChainPolicy | None = None, measure: bool = True) -> CommitPlan:
+    """What commit would do (a CommitPlan: the chain before and after, the bytes to copy), without writing.
+    measure=False leaves the bytes to copy and the free space to the commit that follows (see commit.py)."""
     from . import commit as _commit
-    return _commit.plan_commit(path, top=top, base=base, remove_committed=remove_committed, policy=policy)
+    return _commit.plan_commit(path, top=top, base=base, remove_committed=remove_committed, policy=policy,
+                               measure=measure)
 
 
 def commit(path: str, top: str | None = None, base: str | None = None, remove_committed: bool = False,

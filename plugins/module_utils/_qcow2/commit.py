@@ -45,14 +45,21 @@ if typing.TYPE_CHECKING:  # names used in annotations only (some of these import
     from .segments import Run
 
 
-def plan_commit(path: str, top: str | None = None, base: str | None = None, remove_committed: bool = False, policy: ChainPolicy | None = None) -> CommitPlan:
+def plan_commit(path: str, top: str | None = None, base: str | None = None, remove_committed: bool = False,
+                policy: ChainPolicy | None = None, measure: bool = True) -> CommitPlan:
     """What commit would do, without writing. Raises what the real run would raise before writing: a lock a
-    running qemu holds (ImageLockedError) and too little free space in base (NoSpaceError) included."""
+    running qemu holds (ImageLockedError) and too little free space in base (NoSpaceError) included.
+
+    ``measure=False``, for a plan that commit(plan=...) carries out right after: the layers' data is not walked
+    (bytes_copied is None) and free space is not checked here, since the commit walks the layers and checks the
+    space itself under its locks; whether anything is to be committed is still decided, as the measured plan
+    decides it."""
     with open_chain(path, force_share=True, policy=policy) as chain:
-        plan = _plan(chain, path, top, base, remove_committed, policy)
+        plan = _plan(chain, path, top, base, remove_committed, policy, measure)
         if plan.changed:
             _refuse_held(chain, plan)
-            require_space(plan.base, plan.bytes_copied, "commit into %s" % plan.base)
+            if measure:
+                require_space(plan.base, plan.bytes_copied, "commit into %s" % plan.base)
         return plan
 
 
@@ -89,9 +96,10 @@ class _Located(collections.namedtuple("_Located", (
     __slots__ = ()
 
 
-def _plan(chain: Chain, path: str, top: str | None, base: str | None, remove_committed: bool = False, policy: ChainPolicy | None = None) -> CommitPlan:
+def _plan(chain: Chain, path: str, top: str | None, base: str | None, remove_committed: bool = False,
+          policy: ChainPolicy | None = None, measure: bool = True) -> CommitPlan:
     infos = chain_info(chain)
-    found = _locate(chain, path, top, base, policy)
+    found = _locate(chain, path, top, base, policy, with_runs=measure)
     ti, bi = found.top_depth, found.base_depth
     if found.msg is not None:
         top_path = chain.images[ti].path if ti is not None else top or path
@@ -103,7 +111,8 @@ def _plan(chain: Chain, path: str, top: str | None, base: str | None, remove_com
     base_size = max(base_img.size, top_img.size)
     entries = [chain_entry(info) for info in infos]
     return CommitPlan(True, top_img.path, base_img.path, committed, list(committed) if remove_committed else [],
-                      data_bytes(found.runs), None, ti, bi, base_size, infos, _chain_after(entries, ti, bi, base_size))
+                      data_bytes(found.runs) if measure else None, None, ti, bi, base_size, infos,
+                      _chain_after(entries, ti, bi, base_size))
 
 
 def _committed(chain: Chain, ti: int, bi: int) -> list[str]:

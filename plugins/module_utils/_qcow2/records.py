@@ -39,7 +39,7 @@ class CommitPlan(collections.namedtuple("CommitPlan", (
     "base",  # Optional[str]
     "committed",  # List[str]; the images that leave the chain (top stays when it is the active image)
     "removed",  # List[str]; what remove_committed will delete
-    "bytes_copied",  # int; guest bytes copied or zeroed into base
+    "bytes_copied",  # Optional[int]; guest bytes copied or zeroed into base (None: a plan made with measure=False)
     "msg",  # Optional[str]; why nothing changes, when nothing does
     "top_depth",  # Optional[int]
     "base_depth",  # Optional[int]
