@@ -35,14 +35,14 @@ def sh(*cmd):
 
 
 def timed(cmd, cwd, env=None):
-    """Wall seconds and peak RSS (MiB) of one command."""
+    """Wall seconds, peak RSS (MiB) and CPU seconds (user + system) of one command."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, env=env)
     _pid, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit("command failed: %s" % " ".join(cmd))
-    return elapsed, usage.ru_maxrss / 1024.0
+    return elapsed, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime
 
 
 def qemu_io(path, commands):
@@ -280,9 +280,10 @@ class ModuleRunner:
         return [sys.executable, "-c", STORE_CODE[what] % MODULES.replace("plugins.modules.", "plugins.module_utils.")] + list(args)
 
     def startup(self, module):
-        """What every run of module pays before its work: the interpreter, Ansible's module_utils and the module's
-        own imports (the code it imports only for the work it does is not included)."""
-        return [sys.executable, "-c", "import " + MODULES + module]
+        """What every run of module pays before its work: the interpreter, runpy (which ``-m`` uses), Ansible's
+        module_utils and the module's own imports, and the interpreter's exit after them (the code it imports only
+        for the work it does is not included)."""
+        return [sys.executable, "-c", "import runpy, " + MODULES + module]
 
     def close(self):
         shutil.rmtree(self.root, ignore_errors=True)
@@ -290,14 +291,18 @@ class ModuleRunner:
 
 def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None, show_pairs=False, settle=0.0,
             baseline_cmd=None, env=None):
-    """Paired runs of engine_cmd and qemu_cmd (and baseline_cmd, when given, whose time the row reports too)."""
+    """Paired runs of engine_cmd and qemu_cmd (and baseline_cmd, when given, whose time the row reports too).
+
+    The order of the sides rotates from one repetition to the next, so that none always runs first or right after
+    another; every side (the baseline too) starts from the same state: fresh copies of the inputs, synced, then
+    ``settle`` seconds of quiet."""
     work = os.path.join(data, "work")
-    eng_t, qemu_t, ratios, eng_rss, qemu_rss = [], [], [], [], []
-    base_t, net_ratios = [], []
+    sides = ["engine", "qemu"] + (["baseline"] if baseline_cmd is not None else [])
+    commands = {"engine": engine_cmd, "qemu": qemu_cmd, "baseline": baseline_cmd}
+    runs = {side: [] for side in sides}  # (wall s, peak RSS MiB, CPU s) per repetition
     for rep in range(reps):
-        pair = {}
-        # alternate which side goes first, so neither always gets the warmer cache
-        for side in (("engine", "qemu") if rep % 2 == 0 else ("qemu", "engine")):
+        turn = rep % len(sides)
+        for side in sides[turn:] + sides[:turn]:
             if inputs:
                 fresh(data, work, inputs)
                 # On the test VMs a write that starts right after files were deleted and synced is sometimes
@@ -307,31 +312,42 @@ def measure(name, data, inputs, engine_cmd, qemu_cmd, reps, cwd_name=None, show_
                 cwd = work
             else:
                 cwd = os.path.join(data, cwd_name) if cwd_name else data
-            cmd = engine_cmd if side == "engine" else qemu_cmd
-            pair[side] = timed(cmd, cwd, env if side == "engine" else None)
-        if baseline_cmd is not None:
-            base_t.append(timed(baseline_cmd, cwd, env)[0])
-            net_ratios.append((pair["engine"][0] - base_t[-1]) / pair["qemu"][0])
-        eng_t.append(pair["engine"][0])
-        qemu_t.append(pair["qemu"][0])
-        ratios.append(pair["engine"][0] / pair["qemu"][0])
+            runs[side].append(timed(commands[side], cwd, None if side == "qemu" else env))
         if show_pairs:
-            print("  pair %d: engine %.3fs  qemu-img %.3fs  ratio %.2f"
-                  % (rep + 1, pair["engine"][0], pair["qemu"][0], ratios[-1]), flush=True)
-        eng_rss.append(pair["engine"][1])
-        qemu_rss.append(pair["qemu"][1])
+            print("  pair %d: %s" % (rep + 1, "  ".join("%s %.3fs" % (side, runs[side][-1][0]) for side in sides)),
+                  flush=True)
+    eng_t, qemu_t = [r[0] for r in runs["engine"]], [r[0] for r in runs["qemu"]]
     row = {"operation": name, "engine_s": statistics.median(eng_t), "qemu_s": statistics.median(qemu_t),
-           "ratio": statistics.median(ratios), "engine_rss_mib": max(eng_rss), "qemu_rss_mib": max(qemu_rss)}
+           "ratio": statistics.median([e / q for e, q in zip(eng_t, qemu_t)]),
+           "engine_rss_mib": max(r[1] for r in runs["engine"]), "qemu_rss_mib": max(r[1] for r in runs["qemu"])}
     if baseline_cmd is not None:
-        row.update(baseline_s=statistics.median(base_t),
-                   net_s=statistics.median([e - b for e, b in zip(eng_t, base_t)]), net_ratio=statistics.median(net_ratios))
+        base_t = [r[0] for r in runs["baseline"]]
+        nets = [e - b for e, b in zip(eng_t, base_t)]
+        net_ratios = sorted(n / q for n, q in zip(nets, qemu_t))
+        cpu = dict((side, [r[2] for r in runs[side]]) for side in sides)
+        cpu_nets = [e - b for e, b in zip(cpu["engine"], cpu["baseline"])]
+        row.update(baseline_s=statistics.median(base_t), net_s=statistics.median(nets),
+                   net_ratio=statistics.median(net_ratios), net_ratio_quartiles=_quartiles(net_ratios),
+                   engine_cpu_s=statistics.median(cpu["engine"]), baseline_cpu_s=statistics.median(cpu["baseline"]),
+                   qemu_cpu_s=statistics.median(cpu["qemu"]), net_cpu_s=statistics.median(cpu_nets),
+                   net_cpu_ratio=statistics.median([n / q for n, q in zip(cpu_nets, cpu["qemu"])]), reps=reps)
     return row
+
+
+def _quartiles(values):
+    """(first, third) quartile of values: the middle half of the paired ratios, to show how much they spread."""
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (None, None)
+    cuts = statistics.quantiles(values, n=4)
+    return cuts[0], cuts[2]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", default="/var/tmp/backingchain-bench", help="where the workload is built")
     parser.add_argument("--reps", type=int, default=5, help="paired runs per operation")
+    parser.add_argument("--module-reps", type=int, default=11,
+                        help="runs of each side per module row (their differences are a few tens of ms: more runs)")
     parser.add_argument("--quick", action="store_true", help="an 8x smaller workload, for a smoke run")
     parser.add_argument("--only", help="run only operations whose name contains this text (\"live\": only the live backup rows)")
     parser.add_argument("--json", help="also write the results to this file")
@@ -415,7 +431,7 @@ def _measure_modules(args):
             # start-up rows: against the bare import of Ansible's module_utils (the floor of any module run);
             # the others: against the module's own start-up
             baseline = bare if name.startswith("module start-up") else runner.startup(module)
-            rows.append(measure(name, args.dir, inputs, runner.command(module, module_args, cwd), qemu, args.reps,
+            rows.append(measure(name, args.dir, inputs, runner.command(module, module_args, cwd), qemu, args.module_reps,
                                 show_pairs=args.pairs, settle=args.settle if inputs else 0.0, baseline_cmd=baseline,
                                 env=runner.env))
             _print_row(rows[-1])
@@ -444,8 +460,12 @@ def _print_row(r):
     print("%-36s engine %7.3fs  qemu-img %7.3fs  ratio %5.2f  RSS engine %6.1f MiB  qemu-img %6.1f MiB"
           % (r["operation"], r["engine_s"], r["qemu_s"], r["ratio"], r["engine_rss_mib"], r["qemu_rss_mib"]), flush=True)
     if "baseline_s" in r:
-        print("%-36s baseline %7.3fs  module - baseline %7.3fs  ratio (module - baseline)/qemu-img %5.2f"
-              % ("", r["baseline_s"], r["net_s"], r["net_ratio"]), flush=True)
+        print("%-36s baseline %7.3fs  module - baseline %7.3fs  ratio (module - baseline)/qemu-img %5.2f "
+              "(middle half %.2f-%.2f, %d runs each)"
+              % ("", r["baseline_s"], r["net_s"], r["net_ratio"], r["net_ratio_quartiles"][0],
+                 r["net_ratio_quartiles"][1], r["reps"]), flush=True)
+        print("%-36s CPU: module %.3fs  baseline %.3fs  qemu-img %.3fs  (module - baseline)/qemu-img %5.2f"
+              % ("", r["engine_cpu_s"], r["baseline_cpu_s"], r["qemu_cpu_s"], r["net_cpu_ratio"]), flush=True)
 
 
 def table(rows):
@@ -459,11 +479,12 @@ def table(rows):
 
 def module_table(rows):
     out = ["| operation | module (s) | baseline (s) | module - baseline (s) | qemu-img (s) | ratio module/qemu-img "
-           "| ratio (module - baseline)/qemu-img |",
-           "|---|---|---|---|---|---|---|"]
+           "| ratio (module - baseline)/qemu-img (middle half) | the same in CPU time |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        values = (r["operation"], r["engine_s"], r["baseline_s"], r["net_s"], r["qemu_s"], r["ratio"], r["net_ratio"])
-        out.append("| %s | %.3f | %.3f | %.3f | %.3f | %.2f | %.2f |" % values)
+        values = (r["operation"], r["engine_s"], r["baseline_s"], r["net_s"], r["qemu_s"], r["ratio"], r["net_ratio"],
+                  r["net_ratio_quartiles"][0], r["net_ratio_quartiles"][1], r["net_cpu_ratio"])
+        out.append("| %s | %.3f | %.3f | %.3f | %.3f | %.2f | %.2f (%.2f-%.2f) | %.2f |" % values)
     return "\n".join(out)
 
 
