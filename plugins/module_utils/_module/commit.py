@@ -8,6 +8,7 @@ commit on a running domain, the engine plus the definition of a shut-off domain)
 
 Offline, the engine's plan (api.plan_commit) is the whole prediction: it says what changes, shows the chain
 after the commit and refuses what the real run would (a lock a running qemu holds, too little space in base).
+A real run's plan leaves the bytes to copy and the free space to the commit, which finds them under its locks.
 """
 
 from __future__ import annotations

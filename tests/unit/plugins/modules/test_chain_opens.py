@@ -4,7 +4,8 @@
 """How often one module run opens a chain: the plan reads it once, the write opens it once, the final read once.
 
 The engine's plan is the single source of truth of a run (what changes, the chain after it, whether the locks and
-the free space allow it): nothing reads the chain again to predict or to check it.
+the free space allow it): nothing reads the chain again to predict or to check it. A commit that writes walks the
+layers' data once, under its locks (its plan leaves the bytes and the free space to it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import chain as engine_chain
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import commit as engine_commit
 from ansible_collections.backingchain.qcow2.plugins.modules import qcow2_commit, qcow2_rebase, qcow2_snapshot
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import three_layer_chain
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.modules.harness import run_ok
@@ -64,3 +66,19 @@ def test_check_mode_opens_the_chain_once(tmp_path, opens, module, args):
     assert run_ok(module, args, check_mode=True, diff=True)["changed"] is True
     print("%s %s check mode: %d chain opens: %s" % (module.__name__, sorted(args), len(opens), opens))
     assert len(opens) == 1, opens
+
+
+@pytest.mark.parametrize("check_mode", [False, True], ids=["real", "check"])
+def test_a_commit_walks_the_layers_data_once(tmp_path, monkeypatch, check_mode):
+    _base, _mid, top = three_layer_chain(tmp_path)
+    walks = []
+    original = engine_commit.layer_runs
+
+    def counting(top_img, stop, offset, length):
+        walks.append(top_img.path)
+        return original(top_img, stop, offset, length)
+
+    monkeypatch.setattr(engine_commit, "layer_runs", counting)
+    result = run_ok(qcow2_commit, {"path": top}, check_mode=check_mode)
+    assert result["changed"] is True and result["bytes_copied"] > 0
+    assert walks == [top], walks
