@@ -11,29 +11,21 @@
    instant) and re-points the layer above it at the full (by the same relative name spelling). When the
    increment is the chain's top it is not emptied (qemu-img commit -d): its data, now in the full too, still reads
    the same until step 3 deletes it.
-3. The increment's file is deleted, in a thread, while step 4 runs beside it (the deletion of a large file can
-   take as long as the rest of the steps together: ext4 mounted with ``discard`` discards its blocks inside
-   unlink). Nothing reads the increment any more: the full holds its data durably and the layer above names the
-   full.
+3. The increment's file is deleted.
 4. The manifest gives the full's file to the merged point, with the new sha256 of the parts of the full the
    commit wrote (and of the re-pointed layer, whose header changed), and forgets the merge. In a format 2 store
    the blocks the commit wrote whole are copies of the increment's blocks, whose digests the increment's side file
    holds (vouched for by its seal, read before step 3): nothing is hashed but what the commit wrote in part, and
-   the merge costs the size of the increment, not of the full (digests.py). The merge returns once the deletion
-   has finished too.
+   the merge costs the size of the increment, not of the full (digests.py).
 
 Until step 3 the full plus the increment still read as the increment's point, so a run killed anywhere leaves
-every other sealed point intact, and the next run on the store finishes the merge (finish_merge) first. Killed
-after the manifest forgot the merge but before the deletion finished, the increment's file (or its side file) is
-one the manifest no longer lists, which the next run removes (recover.remove_unlisted).
+every other sealed point intact, and the next run on the store finishes the merge (finish_merge) first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import threading
-import typing
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 
@@ -80,48 +72,22 @@ def finish_merge(store: str, manifest: dict, policy: api.ChainPolicy | None = No
             api.commit(top, top=increment_path, base=full_path, policy=policy, empty_top=False)
             if not started_here:
                 _give_back_leaks(full_path, policy)
+            os.unlink(increment_path)
+            if os.path.exists(side_path(increment_path)):
+                os.unlink(side_path(increment_path))
+            fsync_dir(os.path.dirname(full_path))
 
     def digests(path: str, point: dict, record: api.WriteRecord | None, copied_from: Source | None = None) -> list[str]:
         return reseal(path, hashing, point["sha256"], record, copied_from) if started_here else seal(path, hashing)
 
-    deleting = _delete_beside([increment_path, side_path(increment_path)])
-    try:
-        merged = dict(increment, file=full["file"], level="full", merged=sorted(set(full.get("merged", [])) | {full["seq"]}),
-                      sha256=digests(full_path, full, written, source), file_bytes=os.path.getsize(full_path))
-        if above:
-            rest[0] = dict(rest[0], sha256=digests(above, rest[0], written_above), file_bytes=os.path.getsize(above))
-        chain["points"] = [merged] + rest
-        manifest["merging"] = None
-        save(store, manifest)
-    finally:
-        failed = deleting()
-    if failed is not None:
-        raise failed
+    merged = dict(increment, file=full["file"], level="full", merged=sorted(set(full.get("merged", [])) | {full["seq"]}),
+                  sha256=digests(full_path, full, written, source), file_bytes=os.path.getsize(full_path))
+    if above:
+        rest[0] = dict(rest[0], sha256=digests(above, rest[0], written_above), file_bytes=os.path.getsize(above))
+    chain["points"] = [merged] + rest
+    manifest["merging"] = None
+    save(store, manifest)
     return merged
-
-
-def _delete_beside(paths: list[str]) -> typing.Callable[[], BaseException | None]:
-    """Start deleting the files that exist among paths (and make that durable) in a thread; the function returned
-    waits for it and returns what it raised."""
-    errors: list[BaseException] = []
-
-    def delete() -> None:
-        try:
-            for path in paths:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-            fsync_dir(os.path.dirname(paths[0]))
-        except BaseException as exc:  # the caller raises it once the manifest is saved
-            errors.append(exc)
-
-    worker = threading.Thread(target=delete, name="merge-delete")
-    worker.start()
-
-    def wait() -> BaseException | None:
-        worker.join()
-        return errors[0] if errors else None
-
-    return wait
 
 
 def _give_back_leaks(path: str, policy: api.ChainPolicy | None) -> None:
