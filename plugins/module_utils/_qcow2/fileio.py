@@ -434,8 +434,8 @@ class BlockFile:
 
         Eight workers: a commit of scattered clusters writes many single clusters in place, each a direct write
         that waits for the disk, so the disk sees as many at once as there are threads (merging 256 MiB in 4096
-        scattered clusters into its full: about 1000 such writes of 64 KiB; its writes took 480-660 ms with two
-        workers, 420-620 ms with four, 300-380 ms with eight, no less with sixteen)."""
+        scattered clusters into its full: about 1000 such writes of 64 KiB; its writes ran for 445-615 ms with two
+        workers, 347-507 ms with four, 301-381 ms with eight, 357-509 ms with sixteen)."""
         if self._executor is not None:
             yield
             return
