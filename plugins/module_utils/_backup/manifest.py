@@ -29,7 +29,6 @@ import os
 import re
 import tempfile
 import typing
-import uuid
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2.api import Qcow2Error
 
@@ -48,7 +47,7 @@ class StoreError(Qcow2Error):
 
 
 def new_manifest(hash_part: int = HASH_PART, hash_block: int = HASH_BLOCK) -> dict:
-    return {"format": FORMAT, "store_id": uuid.uuid4().hex[:8], "next_seq": 0, "next_chain": 1, "source": None,
+    return {"format": FORMAT, "store_id": os.urandom(4).hex(), "next_seq": 0, "next_chain": 1, "source": None,
             "chains": [], "merging": None, "pins": [], "last_verify": None, "hash_part": hash_part,
             "hash_block": hash_block}
 

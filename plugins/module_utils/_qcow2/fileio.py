@@ -428,9 +428,14 @@ class BlockFile:
             views = rest
 
     @contextlib.contextmanager
-    def write_behind(self, workers: int = 2, max_pending: int = 8) -> typing.Iterator[None]:
+    def write_behind(self, workers: int = 8, max_pending: int = 24) -> typing.Iterator[None]:
         """Let data writes run in worker threads while the caller prepares the next ones (qemu writes from a
-        thread pool too). Every read, flush, resize and the end of the block wait for them first."""
+        thread pool too). Every read, flush, resize and the end of the block wait for them first.
+
+        Eight workers: a commit of scattered clusters writes many single clusters in place, each a direct write
+        that waits for the disk, so the disk sees as many at once as there are threads (merging 256 MiB in 4096
+        scattered clusters into its full: about 1000 such writes of 64 KiB; its writes ran for 445-615 ms with two
+        workers, 347-507 ms with four, 301-381 ms with eight, 357-509 ms with sixteen)."""
         if self._executor is not None:
             yield
             return
