@@ -2,8 +2,8 @@
 
 Why it exists: every module task runs its payload from a fresh zip on sys.path, and zipimport can neither use
 nor write .pyc files there, so each task compiles ansible.module_utils.basic, its dependencies and the
-collection's module_utils from source (twice over: zipimport's get_filename compiles too). That is about
-0.37 s of CPU a task, over 1,000 s a test run. scripts/setup.sh copies this file into the test venvs with a
+collection's module_utils from source (twice over: zipimport's get_filename compiles too). That was about
+0.3 s of CPU a task, several hundred seconds a test run. scripts/setup.sh copies this file into the test venvs with a
 .pth file that calls install(); it is not part of the collection, and nothing needs it to work.
 
 Only zips named like AnsiballZ's (ansible_<module>_payload.zip) are served. A module's code object comes from
@@ -111,8 +111,8 @@ def _write_atomically(entry, data):
 
 def _payload_hook(path):
     """sys.path_hooks entry: AnsiballZ payload zips and their packages' paths in them get the caching importer."""
-    archive, sep, _inner = path.partition('_payload.zip')
-    if not (sep and os.path.basename(archive).startswith('ansible_') and _inner[:1] in ('', os.sep)):
+    archive, sep, inside = path.partition('_payload.zip')
+    if not (sep and os.path.basename(archive).startswith('ansible_') and inside[:1] in ('', os.sep)):
         raise ImportError('not in an AnsiballZ payload zip')
     return CachingZipImporter(path)
 
