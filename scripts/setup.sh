@@ -11,6 +11,8 @@
 #      requirements.txt).
 #   4. The offline pip bootstrap that ansible-test looks for in its cache, for
 #      every ansible-core version.
+#   5. In each of these venvs, the bytecode cache for what module tasks import
+#      from their payload zip (scripts/lib/ansiballz_pyc_cache.py).
 #
 # Idempotent and quick on re-run. Runs as root, or as a user with sudo.
 # Environment: PYTHON (interpreter for the venv, default python3),
@@ -224,11 +226,28 @@ seed_ansible_test_pip() {
     fi
 }
 
+# ------------------------------------- bytecode cache for module tasks ----
+
+# scripts/lib/ansiballz_pyc_cache.py (why it exists: see that file) into a test venv's site-packages, with a
+# .pth file that installs it in every interpreter of the venv. Test venvs only: the collection never ships it.
+install_zip_pyc_cache() {
+    local venv="$1" src="$REPO/scripts/lib/ansiballz_pyc_cache.py" site pth
+    site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    pth='import ansiballz_pyc_cache; ansiballz_pyc_cache.install()'
+    if ! cmp -s "$src" "$site/ansiballz_pyc_cache.py" || [[ "$(cat "$site/ansiballz_pyc_cache.pth" 2>/dev/null)" != "$pth" ]]; then
+        cp "$src" "$site/ansiballz_pyc_cache.py"
+        printf '%s\n' "$pth" >"$site/ansiballz_pyc_cache.pth"
+        log "module tasks' bytecode cache: installed in $venv"
+    fi
+}
+
 install_apt_packages
 setup_venv
 seed_ansible_test_pip "$VENV"
+install_zip_pyc_cache "$VENV"
 while read -r version; do
     setup_core_venv "$version"
     seed_ansible_test_pip "$REPO/.venvs/ansible-core-$version"
+    install_zip_pyc_cache "$REPO/.venvs/ansible-core-$version"
 done < <(core_versions)
 log "done"

@@ -3,7 +3,7 @@
 # the targets under tests/integration/targets/ with the venv's ansible-core
 # and Python, localhost as the managed node. Destructive targets are allowed:
 # development and CI machines are disposable.
-# test.sh: about 290 s
+# test.sh: about 230 s
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
