@@ -15,6 +15,7 @@ from __future__ import annotations
 import typing
 
 from .chain import open_chain
+from .directio import aligned_bytearray
 from .segments import RUN_DATA, layer_runs, sweep
 from .view_diff import CHUNK, differing_sectors
 
@@ -26,7 +27,7 @@ def read_view(path: str, force_share: bool = False, policy: ChainPolicy | None =
     """Read every data byte of path's guest view (decompressing, following the chain); the bytes read."""
     with open_chain(path, force_share=force_share, policy=policy) as chain:
         top = chain.top
-        buf = memoryview(bytearray(CHUNK))
+        buf = memoryview(aligned_bytearray(CHUNK))
         total = 0
         for start, end, kind in layer_runs(top, None, 0, top.size):
             if kind != RUN_DATA:

@@ -3,13 +3,18 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
-"""Direct (O_DIRECT) writes for bulk data: what they need and how to tell a write qualifies.
+"""Direct (O_DIRECT) writes for bulk data: what they need and how to tell a write qualifies; aligned buffers.
 
 Bulk copies write whole clusters that nobody reads back soon. Through the page cache every such write
 first needs fresh cache pages (on the test VMs, where freed guest memory goes back to the host, that
 alone made a copy several times slower) and is written to disk again by the final flush. A direct write
 goes from the copy's buffer to the disk once. It needs the file offset, the length and the buffer's
 address aligned; ALIGN (4 KiB) satisfies every common disk. Anything else goes through the page cache.
+
+Reads want aligned buffers too. malloc places a large bytearray's data 16 bytes past a page boundary, and on
+some CPUs the kernel copies from the page cache into such a buffer several times slower than into an aligned
+one (5x measured here on AMD EPYC, for a destination 8 to 24 bytes past a 64-byte boundary): every buffer that
+bulk data is read into comes from aligned_bytearray.
 """
 
 from __future__ import annotations
@@ -57,13 +62,18 @@ def qualifies(views: list[memoryview], offset: int) -> bool:
     return True
 
 
-def aligned_buffer(size: int) -> tuple[bytearray, int]:
-    """A bytearray with room for size bytes starting at an ALIGN boundary: (buffer, index of that boundary).
+def aligned_bytearray(size: int) -> bytearray:
+    """size zero bytes in a bytearray whose data starts at an ALIGN boundary, when size is at least ALIGN (and
+    the address can be known); a smaller one is not worth it.
 
-    A bytearray (not mmap) because the copy compares its clusters with bytes.startswith, which mmap lacks.
+    A bytearray (not mmap) because copies compare clusters with bytes.startswith, which mmap lacks. Deleting a
+    bytearray's first bytes only moves its start, without copying, so the leading slack costs nothing (CPython
+    copies the data only when a bytearray shrinks below half of its allocation: not here, from size >= ALIGN on).
     """
+    if size < ALIGN:
+        return bytearray(size)
     buf = bytearray(size + ALIGN)
     where = address(buf)
-    if where is None:
-        return buf, 0
-    return buf, (ALIGN - where % ALIGN) % ALIGN
+    del buf[:(ALIGN - where % ALIGN) % ALIGN if where is not None else 0]
+    del buf[size:]
+    return buf

@@ -664,7 +664,7 @@ class BufferRing:
 
     def __init__(self, file: BlockFile, count: int, size: int) -> None:
         self._file = file
-        self._buffers: list[tuple[bytearray, int] | None] = [None] * count
+        self._buffers: list[bytearray | None] = [None] * count
         self.size = size
         self._turn = 0
         self._used = 0
@@ -679,11 +679,10 @@ class BufferRing:
             self._turn, self._used = (self._turn + 1) % len(self._buffers), 0
             self._file.wait_for_buffer(self._turn)
             self._file.buffer_tag = self._turn
-        made = self._buffers[self._turn]
-        if made is None:
-            made = self._buffers[self._turn] = directio.aligned_buffer(self.size)
-        buf, base = made
-        first = base + self._used
+        buf = self._buffers[self._turn]
+        if buf is None:
+            buf = self._buffers[self._turn] = directio.aligned_bytearray(self.size)
+        first = self._used
         self._used += length
         return buf, first
 

@@ -16,7 +16,7 @@ import re
 import typing
 
 from . import constants as C
-from . import locking
+from . import directio, locking
 from .compression import decompress_cluster
 from .errors import CorruptionError, FormatError, InvalidArgumentError, Qcow2Error, ReadOnlyError, UnsupportedError
 from .fileio import BlockFile
@@ -385,7 +385,7 @@ class Qcow2Image:
 
     # ---- reads ----
     def read(self, offset: int, length: int) -> bytearray:
-        buf = bytearray(length)
+        buf = directio.aligned_bytearray(length)
         self.read_into(memoryview(buf), offset)
         return buf
 

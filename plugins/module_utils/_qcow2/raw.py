@@ -11,7 +11,7 @@ import errno
 import os
 import typing
 
-from . import locking
+from . import directio, locking
 from .errors import InvalidArgumentError, ReadOnlyError
 from .fileio import BlockFile
 from .image import DATA, ZERO, Extent
@@ -70,7 +70,7 @@ class RawImage:
         return out
 
     def read(self, offset: int, length: int) -> bytes:
-        buf = bytearray(length)
+        buf = directio.aligned_bytearray(length)
         self.read_into(memoryview(buf), offset)
         return buf
 

@@ -13,6 +13,7 @@ import tempfile
 import typing
 
 from .chain import open_chain
+from .directio import aligned_bytearray
 from .newimage import check_destination, refuse_held
 from .paths import remove_stale_temporaries
 from .segments import RUN_DATA, data_bytes, layer_runs
@@ -38,7 +39,7 @@ def export_raw(source: str, dest: str, policy: ChainPolicy | None = None) -> int
         try:
             with os.fdopen(fd, "r+b") as out:
                 out.truncate(top.size)
-                buf = bytearray(CHUNK)
+                buf = aligned_bytearray(CHUNK)
                 view = memoryview(buf)
                 for start, end, kind in runs:
                     if kind != RUN_DATA:

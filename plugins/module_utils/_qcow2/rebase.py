@@ -26,6 +26,7 @@ from .backing_name import set_backing
 from .bitmaps import recorded_writes
 from .chain import DEFAULT_POLICY, check_backing_reference, open_chain, resolve_backing_path
 from .copyview import BUFFERS, CHUNK, CopyStats, copy_runs, planned_bytes, ring_chunks
+from .directio import aligned_bytearray
 from .errors import BackingChainError, ImageLockedError, InvalidArgumentError, Qcow2Error
 from .image import probe_is_qcow2
 from .info import chain_info
@@ -358,7 +359,7 @@ def _copy_differences(img: Qcow2Image, new_top: Image, stats: CopyStats,
     theirs do: straight from those buffers, direct where aligned, behind the next reads."""
     cs = img.geo.cluster_size
     chunk = max(cs, (CHUNK // cs) * cs)
-    new_view = memoryview(bytearray(chunk))
+    new_view = memoryview(aligned_bytearray(chunk))
     zeroes = _ZeroesAgainst(img, new_top)
     with img.file.copy_buffers(BUFFERS, chunk) as ring:
         for start, end in _candidates(img, new_top):

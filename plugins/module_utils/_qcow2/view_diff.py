@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import typing
 
+from .directio import aligned_bytearray
+
 Reader = typing.Callable[[memoryview, int], None]  # fills the view with the guest bytes at the offset
 
 SECTOR = 512
@@ -41,7 +43,7 @@ def differing_sectors(read_a: Reader, read_b: Reader, ranges: typing.Iterable[tu
                       chunk: int = CHUNK) -> list[tuple[int, int]]:
     """The sectors of ranges [(start, end)] where read_a(view, offset) and read_b(view, offset) fill in different
     bytes, joined into ranges."""
-    buf_a, buf_b = bytearray(chunk), bytearray(chunk)
+    buf_a, buf_b = aligned_bytearray(chunk), aligned_bytearray(chunk)
     view_a, view_b = memoryview(buf_a), memoryview(buf_b)
     out = []
     for start, end in ranges:

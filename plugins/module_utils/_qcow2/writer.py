@@ -17,6 +17,7 @@ import typing
 from array import array
 
 from . import constants as C
+from .directio import aligned_bytearray
 from .errors import InvalidArgumentError
 from .layout import COMPRESSED, NORMAL, UNALLOCATED, ZERO_ALLOC, ZERO_PLAIN, classify
 from .zeros import zero_bytes
@@ -193,7 +194,7 @@ class ClusterWriter:
     def _visible(self, cstart: int) -> bytearray:
         """What the guest reads in a whole cluster right now (copy-on-write source)."""
         cs = self.geo.cluster_size
-        buf = bytearray(cs)
+        buf = aligned_bytearray(cs)
         inside = min(cs, self.img.size - cstart)
         self.img.read_into(memoryview(buf)[:inside], cstart)
         return buf

@@ -148,8 +148,7 @@ def fd_calls(monkeypatch):
 
 
 def _aligned(size, fill):
-    buf, first = directio.aligned_buffer(size)
-    view = memoryview(buf)[first:first + size]
+    view = memoryview(directio.aligned_bytearray(size))
     view[:] = fill * size
     return view
 
@@ -202,6 +201,14 @@ def test_without_o_direct_everything_goes_through_the_page_cache(block, fd_calls
         block.pwrite(_aligned(4096, b"x"), 0)
     assert fd_calls == [block.fd]
     assert block.pread(4096, 0) == b"x" * 4096
+
+
+def test_aligned_bytearrays_start_at_an_alignment_boundary():
+    for size in (4096, 65536, 1 << 20, 123457):
+        buf = directio.aligned_bytearray(size)
+        assert len(buf) == size and not any(buf)
+        assert directio.address(memoryview(buf)) % directio.ALIGN == 0
+    assert directio.aligned_bytearray(512) == bytearray(512)
 
 
 def test_alignment_rules():
