@@ -215,10 +215,13 @@ def commit(path: str, top: str | None = None, base: str | None = None, remove_co
                           progress=progress, plan=plan, empty_top=empty_top)
 
 
-def plan_rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False, policy: ChainPolicy | None = None) -> RebasePlan:
-    """What rebase would do (a RebasePlan: the chain before and after, the bytes to copy), without writing."""
+def plan_rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False,
+                policy: ChainPolicy | None = None, measure: bool = True) -> RebasePlan:
+    """What rebase would do (a RebasePlan: the chain before and after, the bytes to copy), without writing.
+    measure=False leaves the bytes to copy to the rebase that follows (see rebase.py)."""
     from . import rebase as _rebase
-    return _rebase.plan_rebase(path, backing_file, backing_format=backing_format, unsafe=unsafe, policy=policy)
+    return _rebase.plan_rebase(path, backing_file, backing_format=backing_format, unsafe=unsafe, policy=policy,
+                               measure=measure)
 
 
 def rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False,

@@ -45,10 +45,15 @@ if typing.TYPE_CHECKING:  # names used in annotations only (some of these import
     from .segments import Run
 
 
-def plan_rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False, policy: ChainPolicy | None = None) -> RebasePlan:
+def plan_rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False,
+                policy: ChainPolicy | None = None, measure: bool = True) -> RebasePlan:
     """What rebase would do, without writing. Raises what the real run would raise, a lock another process
-    holds on an image it writes or reads included (ImageLockedError)."""
-    return _planned(path, backing_file, backing_format, unsafe, policy, dry_run=True)
+    holds on an image it writes or reads included (ImageLockedError).
+
+    ``measure=False``, for a plan that rebase(plan=...) carries out right after: the layers' data is not walked to
+    count the bytes to copy (bytes_copied is None where there is a copy), since the rebase walks it again under
+    its locks; everything else is planned and described as the measured plan has it."""
+    return _planned(path, backing_file, backing_format, unsafe, policy, dry_run=True, measure=measure)
 
 
 def rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False,
@@ -104,13 +109,15 @@ def _open_old_chain(path: str, policy: ChainPolicy) -> tuple[Chain, Qcow2Error |
         return open_chain(path, fmt="qcow2", force_share=True, backing=False, policy=policy), exc
 
 
-def _planned(path: str, backing_file: str, backing_format: str | None, unsafe: bool, policy: ChainPolicy, dry_run: bool) -> RebasePlan:
-    """The plan; dry_run also checks the locks and counts the bytes (and describes the chains for a diff)."""
+def _planned(path: str, backing_file: str, backing_format: str | None, unsafe: bool, policy: ChainPolicy, dry_run: bool,
+             measure: bool = True) -> RebasePlan:
+    """The plan; dry_run also checks the locks and describes the chains for a diff, and counts the bytes if
+    ``measure``."""
     _check_arguments(backing_file, backing_format)
     policy = policy or DEFAULT_POLICY
     old, old_error = _open_old_chain(path, policy)
     with old, contextlib.ExitStack() as opened:
-        return _plan(old, old_error, opened, path, backing_file, backing_format, unsafe, policy, dry_run)
+        return _plan(old, old_error, opened, path, backing_file, backing_format, unsafe, policy, dry_run, measure)
 
 
 def _old_chain_required(old_error: Qcow2Error, path: str) -> Qcow2Error:
@@ -123,7 +130,7 @@ def _old_chain_required(old_error: Qcow2Error, path: str) -> Qcow2Error:
 
 
 def _plan(old: Chain, old_error: Qcow2Error | None, opened: contextlib.ExitStack, path: str, backing_file: str,
-          backing_format: str | None, unsafe: bool, policy: ChainPolicy, dry_run: bool) -> RebasePlan:
+          backing_format: str | None, unsafe: bool, policy: ChainPolicy, dry_run: bool, measure: bool) -> RebasePlan:
     img = old.top
     old_name = img.backing_filename or ""
     old_format = img.backing_format if old_name else None
@@ -131,7 +138,7 @@ def _plan(old: Chain, old_error: Qcow2Error | None, opened: contextlib.ExitStack
     infos = chain_info(old) if dry_run else []
     entries = [chain_entry(info) for info in infos]
 
-    def plan(changed: bool, header_only: bool, bytes_copied: int = 0, exact: bool = True, below: typing.Sequence[ChainEntry] = ()) -> RebasePlan:
+    def plan(changed: bool, header_only: bool, bytes_copied: int | None = 0, exact: bool = True, below: typing.Sequence[ChainEntry] = ()) -> RebasePlan:
         after = entries
         if changed and entries:
             after = [entries[0]._replace(backing_filename=backing_file or None, backing_format=new_format)] + list(below)
@@ -176,6 +183,10 @@ def _plan(old: Chain, old_error: Qcow2Error | None, opened: contextlib.ExitStack
         raise new_error
     if not dry_run:
         return plan(True, False)
+    exact = new_path is not None and in_chain is not None
+    below = _described_below(new_path, new_exists, entries, in_chain, new_chain, policy, dry_run)
+    if not measure:
+        return plan(True, False, None, exact=exact, below=below)
     if in_chain is not None or new_path is None:
         dropped = [r for r in layer_runs(img.backing, old.images[1 + in_chain] if in_chain is not None else None, 0,
                                          img.size) if r[2] in (RUN_DATA, RUN_ZERO)]
@@ -183,8 +194,7 @@ def _plan(old: Chain, old_error: Qcow2Error | None, opened: contextlib.ExitStack
                                  "zero" if new_path is not None else "skip")
     else:
         estimate = sum(end - start for start, end in _candidates(img, new_chain.top))
-    below = _described_below(new_path, new_exists, entries, in_chain, new_chain, policy, dry_run)
-    return plan(True, False, estimate, exact=new_path is not None and in_chain is not None, below=below)
+    return plan(True, False, estimate, exact=exact, below=below)
 
 
 def _described_below(new_path: str | None, new_exists: bool, entries: list[ChainEntry], in_chain: int | None,

@@ -74,7 +74,8 @@ class RebasePlan(collections.namedtuple("RebasePlan", (
     "new_backing",  # str
     "new_format",  # Optional[str]
     "header_only",  # bool
-    "bytes_copied",  # int; what the copy writes; an upper bound unless ``exact``
+    "bytes_copied",  # Optional[int]; what the copy writes; an upper bound unless ``exact`` (None: a plan made with
+    # measure=False)
     "exact",  # bool; bytes_copied is what the real run writes (see qcow2_rebase's documentation)
     "chain",  # List[dict]; qemu-img info of path's chain as it is (of path alone when its backing chain cannot open)
     "chain_after",  # List[ChainEntry]; path's chain once rebased (as far as the new backing chain can be read)

@@ -5,7 +5,7 @@
 
 The engine's plan is the single source of truth of a run (what changes, the chain after it, whether the locks and
 the free space allow it): nothing reads the chain again to predict or to check it. A commit that writes walks the
-layers' data once, under its locks (its plan leaves the bytes and the free space to it).
+layers' data once, under its locks (its plan leaves the bytes and the free space to it); so does a rebase that copies.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import chain as engine_chain
 from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import commit as engine_commit
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import rebase as engine_rebase
 from ansible_collections.backingchain.qcow2.plugins.modules import qcow2_commit, qcow2_rebase, qcow2_snapshot
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import three_layer_chain
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.modules.harness import run_ok
@@ -82,3 +83,25 @@ def test_a_commit_walks_the_layers_data_once(tmp_path, monkeypatch, check_mode):
     result = run_ok(qcow2_commit, {"path": top}, check_mode=check_mode)
     assert result["changed"] is True and result["bytes_copied"] > 0
     assert walks == [top], walks
+
+
+def test_a_rebase_that_copies_walks_the_layers_data_once(tmp_path, monkeypatch):
+    """The real run walks the layers exactly as much as check mode's plan does: once, in the rebase itself."""
+    walks = []
+    original = engine_rebase.layer_runs
+
+    def counting(top_img, stop, offset, length):
+        walks.append((top_img.path, offset, length))
+        return original(top_img, stop, offset, length)
+
+    monkeypatch.setattr(engine_rebase, "layer_runs", counting)
+    counts = {}
+    for check_mode in (True, False):
+        directory = tmp_path / ("check" if check_mode else "real")
+        directory.mkdir()
+        _base, _mid, top = three_layer_chain(directory)
+        del walks[:]
+        result = run_ok(qcow2_rebase, {"path": top, "backing_file": "base.qcow2"}, check_mode=check_mode)
+        assert result["changed"] is True and result["bytes_copied"] > 0
+        counts[check_mode] = len(walks)
+    assert counts[True] > 0 and counts[False] == counts[True], counts
