@@ -24,10 +24,7 @@ if typing.TYPE_CHECKING:  # names used in annotations only (some of these import
     from .segments import Run
 
 CHUNK = 4 << 20
-# Six buffers: while one fills, the writes of up to five run behind it. With three, a safe rebase whose base
-# differs in half its data (454 MiB written as 4 MiB direct writes) waited for its writes: 1.06-1.30 s, against
-# 0.65-0.82 s with six (0.84-0.98 s with four, 0.82-0.89 s with eight).
-BUFFERS = 6
+BUFFERS = 3
 
 Progress = typing.Callable[[int], None]  # called with the guest offset a copy has reached
 
