@@ -163,7 +163,10 @@ def test_sigkill_at_random_moments(tmp_path_factory, config, record_property):
             time.sleep(rng.uniform(0, duration))
         proc.kill()
         proc.communicate()
-        killed += proc.returncode == -9
+        if proc.returncode == -9:
+            killed += 1
+        else:  # the sequence ran faster than the timed one (a busy machine slows one run, not all): aim earlier
+            duration /= 2
         verify(img, d / 'log', initial)
     assert killed, 'every kill came after the sequence ended (%.3f s)' % duration
     record_property('crash_points', RANDOM_KILLS)
