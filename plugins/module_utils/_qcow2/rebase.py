@@ -45,6 +45,14 @@ if typing.TYPE_CHECKING:  # names used in annotations only (some of these import
     from .segments import Run
 
 
+# A comparison reads two views for each chunk it may write, and writes only the clusters that differ: its writes
+# need more buffers behind the reads than a copy's. Half its base differing (454 MiB written as 4 MiB direct
+# writes), three buffers waited for their writes: 1.06-1.30 s, against 0.65-0.82 s with six (0.84-0.98 s with
+# four, 0.82-0.89 s with eight). Other copies keep three: with six, a flatten of the 1 TiB image peaked at 70.5 MiB
+# (58.6 with three) and no copy row got faster.
+COMPARE_BUFFERS = 6
+
+
 def plan_rebase(path: str, backing_file: str, backing_format: str | None = None, unsafe: bool = False,
                 policy: ChainPolicy | None = None, measure: bool = True) -> RebasePlan:
     """What rebase would do, without writing. Raises what the real run would raise, a lock another process
@@ -262,13 +270,6 @@ def _check_format(new_path: str, fmt: str | None, path: str) -> None:
         raise BackingChainError("Backing format mismatch: %s is a qcow2 image (backing_format=raw for %s would show "
                                 "its qcow2 metadata to the guest)" % (new_path, path), path)
 
-
-# A comparison reads two views for each chunk it may write, and writes only the clusters that differ: its writes
-# need more buffers behind the reads than a copy's. Half its base differing (454 MiB written as 4 MiB direct
-# writes), three buffers waited for their writes: 1.06-1.30 s, against 0.65-0.82 s with six (0.84-0.98 s with
-# four, 0.82-0.89 s with eight). Other copies keep three: with six, a flatten of the 1 TiB image peaked at 70.5 MiB
-# (58.6 with three) and no copy row got faster.
-COMPARE_BUFFERS = 6
 
 def _safe_rebase(path: str, backing_file: str, new_path: str | None, plan: RebasePlan, policy: ChainPolicy) -> int | None:
     """Copy what the new backing view would change, then switch the header; None if the header is no longer the
