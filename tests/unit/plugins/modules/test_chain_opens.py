@@ -69,17 +69,23 @@ def test_check_mode_opens_the_chain_once(tmp_path, opens, module, args):
     assert len(opens) == 1, opens
 
 
-@pytest.mark.parametrize("check_mode", [False, True], ids=["real", "check"])
-def test_a_commit_walks_the_layers_data_once(tmp_path, monkeypatch, check_mode):
-    _base, _mid, top = three_layer_chain(tmp_path)
+def _walked_layers(monkeypatch, engine_module):
+    """The top image of every layers' walk (segments.layer_runs) engine_module makes from now on."""
     walks = []
-    original = engine_commit.layer_runs
+    original = engine_module.layer_runs
 
     def counting(top_img, stop, offset, length):
         walks.append(top_img.path)
         return original(top_img, stop, offset, length)
 
-    monkeypatch.setattr(engine_commit, "layer_runs", counting)
+    monkeypatch.setattr(engine_module, "layer_runs", counting)
+    return walks
+
+
+@pytest.mark.parametrize("check_mode", [False, True], ids=["real", "check"])
+def test_a_commit_walks_the_layers_data_once(tmp_path, monkeypatch, check_mode):
+    _base, _mid, top = three_layer_chain(tmp_path)
+    walks = _walked_layers(monkeypatch, engine_commit)
     result = run_ok(qcow2_commit, {"path": top}, check_mode=check_mode)
     assert result["changed"] is True and result["bytes_copied"] > 0
     assert walks == [top], walks
@@ -87,14 +93,7 @@ def test_a_commit_walks_the_layers_data_once(tmp_path, monkeypatch, check_mode):
 
 def test_a_rebase_that_copies_walks_the_layers_data_once(tmp_path, monkeypatch):
     """The real run walks the layers exactly as much as check mode's plan does: once, in the rebase itself."""
-    walks = []
-    original = engine_rebase.layer_runs
-
-    def counting(top_img, stop, offset, length):
-        walks.append((top_img.path, offset, length))
-        return original(top_img, stop, offset, length)
-
-    monkeypatch.setattr(engine_rebase, "layer_runs", counting)
+    walks = _walked_layers(monkeypatch, engine_rebase)
     counts = {}
     for check_mode in (True, False):
         directory = tmp_path / ("check" if check_mode else "real")
