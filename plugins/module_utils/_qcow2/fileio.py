@@ -25,6 +25,21 @@ IOV_MAX = 1024
 GATHER_BYTES = 4 << 20  # small writes behind that follow each other on disk go out together, up to this much
 
 MAX_OFFSET = (1 << 63) - 1
+DIRECT_READ_MIN = 64 << 10  # smaller reads go through the page cache (a check of it would cost more than they do)
+
+
+def _after(views: list[memoryview], skip: int) -> list[memoryview]:
+    """views without their first skip bytes."""
+    if not skip:
+        return views
+    rest = []
+    for view in views:
+        if skip >= len(view):
+            skip -= len(view)
+            continue
+        rest.append(view[skip:])
+        skip = 0
+    return rest
 
 
 def _check_range(path: str, offset: int, length: int) -> None:
@@ -251,6 +266,8 @@ class BlockFile:
         self._direct_fd = None  # an O_DIRECT descriptor inside direct_writes()
         self._direct_refused = None  # the same, once the filesystem refused a direct write (closed at the end)
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino), once a write record asks
+        self._direct_read_fd: int | None = None  # an O_DIRECT descriptor, opened at the first large read
+        self._direct_read_refused = False  # the filesystem or platform cannot read directly
 
     def _note(self, offset: int, length: int, views: typing.Sequence[memoryview] | None = None) -> list[HashJob]:
         """Tell the open write records (rarely any) that [offset, offset+length) of this file changes (to the bytes
@@ -296,41 +313,60 @@ class BlockFile:
 
     def read_into(self, view: memoryview, offset: int) -> None:
         """Fill the writable memoryview from offset; bytes past end of file read as zeros."""
-        _check_range(self.path, offset, len(view))
-        if self._pending or self._gather:
-            self._wait_overlapping(offset, offset + len(view))
-        total = len(view)
-        done = 0
-        try:
-            while done < total:
-                n = os.preadv(self.fd, [view[done:]], offset + done)
-                if n <= 0:
-                    view[done:] = bytes(total - done)
-                    break
-                done += n
-        except OSError as exc:
-            _raise_os_error(exc, self.path, "reading")
+        self.read_views_into([view], offset)
 
     def read_views_into(self, views: list[memoryview], offset: int) -> None:
         """Fill the views, in order, from consecutive bytes of the file starting at offset (one request where the
-        kernel takes them all); bytes past end of file read as zeros."""
-        if len(views) == 1:
-            self.read_into(views[0], offset)
-            return
+        kernel takes them all); bytes past end of file read as zeros. A large read of data the page cache does not
+        hold goes around it (directio.py)."""
         total = sum(len(v) for v in views)
         _check_range(self.path, offset, total)
         if self._pending or self._gather:
             self._wait_overlapping(offset, offset + total)
         try:
-            n = os.preadv(self.fd, views[:IOV_MAX], offset)
+            done = self._read_direct(views, offset, total) if total >= DIRECT_READ_MIN else 0
+            if done < total:
+                self._read_buffered(_after(views, done), offset + done)
         except OSError as exc:
             _raise_os_error(exc, self.path, "reading")
+
+    def _read_direct(self, views: list[memoryview], offset: int, total: int) -> int:
+        """Bytes read from the start of views around the page cache: 0 when the read does not qualify, or the page
+        cache holds some of it; fewer than total at end of file."""
+        if self._direct_read_fd is None:
+            if self._direct_read_refused:
+                return 0
+            self._direct_read_fd = directio.open_direct_read(self.path, self.identity())
+            if self._direct_read_fd is None:
+                self._direct_read_refused = True
+                return 0
+        if not directio.qualifies(views, offset) or directio.any_cached(self.fd, offset, total) is not False:
+            return 0
+        try:
+            n = os.preadv(self._direct_read_fd, views[:IOV_MAX], offset)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self._direct_read_refused = True  # the filesystem turned the alignment down after all
+            os.close(self._direct_read_fd)
+            self._direct_read_fd = None
+            return 0
+        return max(n, 0)
+
+    def _read_buffered(self, views: list[memoryview], offset: int) -> None:
+        n = os.preadv(self.fd, views[:IOV_MAX], offset)
         for view in views:  # what one request did not fill (short read, end of file, more than IOV_MAX views)
             if n >= len(view):
                 n -= len(view)
             else:
-                self.read_into(view[n:], offset + n)
+                done = n
                 n = 0
+                while done < len(view):
+                    got = os.preadv(self.fd, [view[done:]], offset + done)
+                    if got <= 0:
+                        view[done:] = bytes(len(view) - done)
+                        break
+                    done += got
             offset += len(view)
 
     # ---- writes ----
@@ -647,8 +683,11 @@ class BlockFile:
                 except Qcow2Error:
                     pass  # closing after a failure that was already raised
                 os.close(self.fd)
+                if self._direct_read_fd is not None:
+                    os.close(self._direct_read_fd)
             finally:
                 self.fd = -1
+                self._direct_read_fd = None
 
 
 _copy_file_range_ok = hasattr(os, "copy_file_range")

@@ -320,3 +320,128 @@ def test_more_views_than_one_request_takes_are_all_filled(block):
     bufs = [bytearray(16) for _view in range(fileio.IOV_MAX + 100)]
     block.read_views_into([memoryview(b) for b in bufs], 0)
     assert b"".join(bufs) == data[:16 * len(bufs)]
+
+
+# ---- direct reads of what the page cache does not hold ----
+
+def _uncached(block, data, offset=0):
+    """Write data at offset, make it durable and drop it from the page cache."""
+    block.pwrite(data, offset)
+    os.fsync(block.fd)
+    os.posix_fadvise(block.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+@pytest.fixture
+def read_fds(monkeypatch):
+    """The descriptor of every preadv."""
+    calls = []
+    real = os.preadv
+
+    def recording(fd, buffers, offset):
+        calls.append(fd)
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(fileio.os, "preadv", recording)
+    return calls
+
+
+def test_any_cached_tells_whether_the_page_cache_holds_part_of_a_range(block):
+    _uncached(block, b"c" * (1 << 20))
+    assert directio.any_cached(block.fd, 0, 1 << 20) is False
+    block.pread(4096, 512 << 10)
+    assert directio.any_cached(block.fd, 0, 1 << 20) is True
+    assert directio.any_cached(block.fd, 0, 256 << 10) is False
+
+
+def test_a_large_read_of_uncached_data_goes_around_the_page_cache(block, read_fds):
+    data = bytes(range(256)) * 4096  # 1 MiB
+    _uncached(block, data)
+    views = [memoryview(directio.aligned_bytearray(256 << 10)) for _view in range(4)]
+    block.read_views_into(views, 0)
+    assert b"".join(bytes(v) for v in views) == data
+    assert read_fds == [block._direct_read_fd] and block._direct_read_fd not in (None, block.fd)
+    assert directio.any_cached(block.fd, 0, 1 << 20) is False  # nothing was left in the cache
+
+
+def test_cached_data_small_reads_and_unaligned_buffers_use_the_page_cache(block, read_fds):
+    data = b"w" * (1 << 20)
+    block.pwrite(data, 0)  # still in the page cache
+    view = memoryview(directio.aligned_bytearray(1 << 20))
+    block.read_into(view, 0)
+    _uncached(block, data)
+    small = memoryview(directio.aligned_bytearray(fileio.DIRECT_READ_MIN - 4096))
+    block.read_into(small, 0)
+    _uncached(block, data)
+    unaligned = memoryview(bytearray((1 << 20) + 1))[1:]
+    block.read_into(unaligned, 0)
+    assert bytes(view) == data and bytes(small) == data[:len(small)] and bytes(unaligned) == data
+    assert read_fds == [block.fd, block.fd, block.fd]
+
+
+def test_a_direct_read_past_the_end_of_file_is_zeros_beyond_it(block):
+    _uncached(block, b"e" * (300 << 10))
+    view = memoryview(directio.aligned_bytearray(1 << 20))
+    view[:] = b"?" * (1 << 20)
+    block.read_into(view, 0)
+    assert bytes(view) == b"e" * (300 << 10) + bytes((1 << 20) - (300 << 10))
+
+
+def test_a_refused_direct_read_goes_through_the_page_cache_from_then_on(block, monkeypatch):
+    data = b"r" * (1 << 20)
+    _uncached(block, data)
+    calls = []
+    real = os.preadv
+
+    def refusing_direct(fd, buffers, offset):
+        calls.append(fd)
+        if fd == block._direct_read_fd:
+            raise OSError(22, "Invalid argument")
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(fileio.os, "preadv", refusing_direct)
+    for _read in range(2):
+        view = memoryview(directio.aligned_bytearray(1 << 20))
+        block.read_into(view, 0)
+        assert bytes(view) == data
+        os.posix_fadvise(block.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    assert len(calls) == 3 and calls[1:] == [block.fd, block.fd]
+    assert block._direct_read_fd is None
+
+
+def test_a_file_renamed_over_is_not_read_directly(tmp_path, read_fds):
+    path = str(tmp_path / "img")
+    with open(path, "wb") as f:
+        f.write(b"1" * (1 << 20))
+    block = BlockFile(path)
+    try:
+        with open(path + ".new", "wb") as f:
+            f.write(b"2" * (1 << 20))
+        os.rename(path + ".new", path)
+        os.fsync(block.fd)
+        os.posix_fadvise(block.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert directio.any_cached(block.fd, 0, 1 << 20) is False
+        view = memoryview(directio.aligned_bytearray(1 << 20))
+        block.read_into(view, 0)
+        assert bytes(view) == b"1" * (1 << 20)  # the file this object opened, not the one now at its path
+        assert read_fds == [block.fd]
+    finally:
+        block.close()
+
+
+def test_a_process_short_of_descriptors_reads_through_the_page_cache(block, read_fds, monkeypatch):
+    monkeypatch.setattr(directio, "_descriptor_budget", lambda: 0)
+    _uncached(block, b"d" * (1 << 20))
+    view = memoryview(directio.aligned_bytearray(1 << 20))
+    block.read_into(view, 0)
+    assert bytes(view) == b"d" * (1 << 20)
+    assert read_fds == [block.fd]
+
+
+def test_closing_closes_the_direct_read_descriptor(block):
+    _uncached(block, b"x" * (1 << 20))
+    block.read_into(memoryview(directio.aligned_bytearray(1 << 20)), 0)
+    fd = block._direct_read_fd
+    assert fd is not None
+    block.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)
