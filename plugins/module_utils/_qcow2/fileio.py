@@ -452,16 +452,7 @@ class BlockFile:
             if n == expected:
                 views = views[IOV_MAX:]
                 continue
-            # short write: drop what was written and retry the rest
-            rest = []
-            skip = n
-            for v in views:
-                if skip >= len(v):
-                    skip -= len(v)
-                    continue
-                rest.append(v[skip:])
-                skip = 0
-            views = rest
+            views = _after(views, n)  # short write: retry the rest
 
     @contextlib.contextmanager
     def write_behind(self, workers: int = 8, max_pending: int = 24) -> typing.Iterator[None]:

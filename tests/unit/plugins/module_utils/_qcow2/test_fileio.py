@@ -133,18 +133,23 @@ def test_early_writeback_ignores_a_refused_hint(block, monkeypatch):
 
 # ---- direct writes ----
 
-@pytest.fixture
-def fd_calls(monkeypatch):
-    """The descriptor of every pwritev, in order."""
+def _descriptors_of(monkeypatch, call):
+    """The descriptor of every os.<call> (pwritev or preadv) the file makes, in order."""
     calls = []
-    real = os.pwritev
+    real = getattr(os, call)
 
     def recording(fd, buffers, offset):
         calls.append(fd)
         return real(fd, buffers, offset)
 
-    monkeypatch.setattr(fileio.os, "pwritev", recording)
+    monkeypatch.setattr(fileio.os, call, recording)
     return calls
+
+
+@pytest.fixture
+def fd_calls(monkeypatch):
+    """The descriptor of every pwritev, in order."""
+    return _descriptors_of(monkeypatch, "pwritev")
 
 
 def _aligned(size, fill):
@@ -333,16 +338,8 @@ def _uncached(block, data, offset=0):
 
 @pytest.fixture
 def read_fds(monkeypatch):
-    """The descriptor of every preadv."""
-    calls = []
-    real = os.preadv
-
-    def recording(fd, buffers, offset):
-        calls.append(fd)
-        return real(fd, buffers, offset)
-
-    monkeypatch.setattr(fileio.os, "preadv", recording)
-    return calls
+    """The descriptor of every preadv, in order."""
+    return _descriptors_of(monkeypatch, "preadv")
 
 
 def test_any_cached_tells_whether_the_page_cache_holds_part_of_a_range(block):
