@@ -442,3 +442,21 @@ def test_closing_closes_the_direct_read_descriptor(block):
     block.close()
     with pytest.raises(OSError):
         os.fstat(fd)
+
+
+def test_short_writes_are_retried_from_where_they_stopped(block, monkeypatch):
+    real = os.pwritev
+
+    def at_most_5000_bytes(fd, buffers, offset):
+        left, cut = 5000, []
+        for b in buffers:
+            if left <= 0:
+                break
+            cut.append(memoryview(b)[:left])
+            left -= len(cut[-1])
+        return real(fd, cut, offset)
+
+    monkeypatch.setattr(fileio.os, "pwritev", at_most_5000_bytes)
+    parts = [bytes([i + 1]) * size for i, size in enumerate((3000, 4096, 10, 9000))]
+    block.pwritev(parts, 100)
+    assert block.pread(sum(map(len, parts)), 100) == b"".join(parts)
