@@ -15,7 +15,7 @@ Reads of data the page cache does not hold go around it too, when they qualify t
 freed memory goes back to the host) reading a 1.3 GB backup chain just written took 2.0-2.4 s through the page
 cache, which needs a fresh page for every 4 KiB read, and 0.65-0.96 s directly into the copy's reused buffers; a
 restore of a store written long before also leaves the host's page cache to the guests. Data the page cache holds
-(a layer a guest just wrote, say) is read from there: any_cached() tells, from mincore().
+(a layer a guest just wrote, say) is read from there: cached_pages() tells, from mincore().
 
 Reads want aligned buffers too. malloc places a large bytearray's data 16 bytes past a page boundary, and on
 some CPUs the kernel copies from the page cache into such a buffer several times slower than into an aligned
@@ -73,9 +73,9 @@ def _descriptor_budget() -> int:
     return soft // 2 if soft != resource.RLIM_INFINITY else 1 << 20
 
 
-def any_cached(fd: int, offset: int, length: int) -> bool | None:
-    """Whether the page cache holds any page of the file's [offset, offset+length) (offset page-aligned); None when
-    it cannot be told."""
+def cached_pages(fd: int, offset: int, length: int) -> tuple[int, int] | None:
+    """(pages the page cache holds, pages) of the file's [offset, offset+length) (offset page-aligned); None when it
+    cannot be told."""
     if _mincore is None or offset % mmap.PAGESIZE:
         return None
     where = _mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, offset)
@@ -86,7 +86,7 @@ def any_cached(fd: int, offset: int, length: int) -> bool | None:
         vec = (ctypes.c_ubyte * pages)()
         if _mincore(where, length, vec) != 0:
             return None
-        return bytes(vec).count(0) != pages  # bit 0 of each byte: resident (the other bits are always clear)
+        return pages - bytes(vec).count(0), pages  # bit 0 of each byte: resident (the other bits are always clear)
     finally:
         _munmap(where, length)
 

@@ -342,12 +342,13 @@ def read_fds(monkeypatch):
     return _descriptors_of(monkeypatch, "preadv")
 
 
-def test_any_cached_tells_whether_the_page_cache_holds_part_of_a_range(block):
+def test_cached_pages_counts_what_the_page_cache_holds_of_a_range(block):
     _uncached(block, b"c" * (1 << 20))
-    assert directio.any_cached(block.fd, 0, 1 << 20) is False
-    block.pread(4096, 512 << 10)
-    assert directio.any_cached(block.fd, 0, 1 << 20) is True
-    assert directio.any_cached(block.fd, 0, 256 << 10) is False
+    assert directio.cached_pages(block.fd, 0, 1 << 20) == (0, 256)
+    block.pread(8192, 512 << 10)
+    held, pages = directio.cached_pages(block.fd, 0, 1 << 20)
+    assert pages == 256 and 2 <= held < 256  # the two pages read, and whatever readahead added after them
+    assert directio.cached_pages(block.fd, 0, 256 << 10) == (0, 64)
 
 
 def test_a_large_read_of_uncached_data_goes_around_the_page_cache(block, read_fds):
@@ -357,7 +358,7 @@ def test_a_large_read_of_uncached_data_goes_around_the_page_cache(block, read_fd
     block.read_views_into(views, 0)
     assert b"".join(bytes(v) for v in views) == data
     assert read_fds == [block._direct_read_fd] and block._direct_read_fd not in (None, block.fd)
-    assert directio.any_cached(block.fd, 0, 1 << 20) is False  # nothing was left in the cache
+    assert directio.cached_pages(block.fd, 0, 1 << 20) == (0, 256)  # nothing was left in the cache
 
 
 def test_cached_data_small_reads_and_unaligned_buffers_use_the_page_cache(block, read_fds):
@@ -416,7 +417,7 @@ def test_a_file_renamed_over_is_not_read_directly(tmp_path, read_fds):
         os.rename(path + ".new", path)
         os.fsync(block.fd)
         os.posix_fadvise(block.fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        assert directio.any_cached(block.fd, 0, 1 << 20) is False
+        assert directio.cached_pages(block.fd, 0, 1 << 20) == (0, 256)
         view = memoryview(directio.aligned_bytearray(1 << 20))
         block.read_into(view, 0)
         assert bytes(view) == b"1" * (1 << 20)  # the file this object opened, not the one now at its path
@@ -460,3 +461,17 @@ def test_short_writes_are_retried_from_where_they_stopped(block, monkeypatch):
     parts = [bytes([i + 1]) * size for i, size in enumerate((3000, 4096, 10, 9000))]
     block.pwritev(parts, 100)
     assert block.pread(sum(map(len, parts)), 100) == b"".join(parts)
+
+
+def test_a_file_the_page_cache_serves_whole_is_no_longer_asked(block, read_fds, monkeypatch):
+    asked = []
+    real = directio.cached_pages
+    monkeypatch.setattr(directio, "cached_pages", lambda *args: asked.append(args) or real(*args))
+    block.pwrite(b"h" * (1 << 20), 0)  # in the page cache
+    for _read in range(fileio.WARM_FILE_READS + 3):
+        view = memoryview(directio.aligned_bytearray(256 << 10))
+        block.read_into(view, 0)
+        assert bytes(view) == b"h" * (256 << 10)
+    assert len(asked) == fileio.WARM_FILE_READS
+    assert read_fds == [block.fd] * (fileio.WARM_FILE_READS + 3)
+
