@@ -474,4 +474,3 @@ def test_a_file_the_page_cache_serves_whole_is_no_longer_asked(block, read_fds, 
         assert bytes(view) == b"h" * (256 << 10)
     assert len(asked) == fileio.WARM_FILE_READS
     assert read_fds == [block.fd] * (fileio.WARM_FILE_READS + 3)
-
