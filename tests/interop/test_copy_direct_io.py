@@ -114,3 +114,46 @@ def test_without_o_direct_the_same_copy_goes_through_the_page_cache(tmp_path, wr
     assert written['direct'] == 0
     assert same_view(before, out)
     assert_clean([out])
+
+
+@pytest.fixture
+def read(monkeypatch):
+    """Bytes read through page-cache and direct descriptors: {'direct': n, 'cached': n}."""
+    totals = {'direct': 0, 'cached': 0}
+    real = os.preadv
+
+    def recording(fd, buffers, offset, *flags):
+        n = real(fd, buffers, offset, *flags)
+        totals['direct' if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT else 'cached'] += n
+        return n
+
+    monkeypatch.setattr(fileio.os, 'preadv', recording)
+    return totals
+
+
+def _evict(paths):
+    """Make each file durable and drop it from the page cache, as a chain written long before."""
+    for path in paths:
+        fd = os.open(str(path), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+@pytest.mark.parametrize('cached', [False, True], ids=['uncached', 'cached'])
+def test_flatten_reads_what_the_page_cache_does_not_hold_direct(tmp_path, read, cached):
+    chain = _chain(tmp_path)
+    before = view_of(chain[-1], tmp_path)
+    if not cached:
+        _evict(chain)
+    read.update(direct=0, cached=0)
+    out = tmp_path / 'flat.qcow2'
+    result = api.convert(str(chain[-1]), str(out))
+    if cached:
+        assert read['direct'] == 0
+    else:
+        assert read['direct'] >= result.bytes_written // 2 > 32 * MiB
+    assert same_view(before, out)
+    assert_clean([out])
