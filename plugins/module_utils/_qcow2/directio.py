@@ -25,8 +25,8 @@ bulk data is read into comes from aligned_bytearray.
 
 from __future__ import annotations
 
+import mmap
 import os
-import typing
 
 ALIGN = 4096
 
@@ -52,7 +52,7 @@ def open_direct_read(path: str, identity: tuple[int, int]) -> int | None:
     """A read-only descriptor on path that bypasses the page cache, if path is still the file of identity (st_dev,
     st_ino); None where the filesystem or platform cannot."""
     flags = getattr(os, "O_DIRECT", 0)
-    if not flags or _libc_calls() is None:
+    if not flags or _mincore is None:
         return None
     try:
         fd = os.open(path, os.O_RDONLY | flags | getattr(os, "O_CLOEXEC", 0))
@@ -76,59 +76,41 @@ def _descriptor_budget() -> int:
 def cached_pages(fd: int, offset: int, length: int) -> tuple[int, int] | None:
     """(pages the page cache holds, pages) of the file's [offset, offset+length) (offset page-aligned); None when it
     cannot be told."""
-    calls = _libc_calls()
-    if calls is None or offset % calls.page:
+    if _mincore is None or offset % mmap.PAGESIZE:
         return None
-    where = calls.mmap(None, length, calls.prot_read, calls.map_shared, fd, offset)
-    if where is None or where == calls.map_failed:
+    where = _mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, offset)
+    if where is None or where == _MAP_FAILED:
         return None
     try:
-        pages = -(-length // calls.page)
+        pages = -(-length // mmap.PAGESIZE)
         vec = (ctypes.c_ubyte * pages)()
-        if calls.mincore(where, length, vec) != 0:
+        if _mincore(where, length, vec) != 0:
             return None
         return pages - bytes(vec).count(0), pages  # bit 0 of each byte: resident (the other bits are always clear)
     finally:
-        calls.munmap(where, length)
+        _munmap(where, length)
 
 
-class _LibcCalls(typing.NamedTuple):
-    mmap: typing.Any
-    mincore: typing.Any
-    munmap: typing.Any
-    page: int
-    prot_read: int
-    map_shared: int
-    map_failed: int
-
-
-_libc: list = []  # [_LibcCalls or None] once looked up: at the first large read, not at start-up
-
-
-def _libc_calls() -> _LibcCalls | None:
-    """mmap, mincore and munmap from libc, with the constants they take; None where there is no libc to call."""
-    if not _libc:
-        _libc.append(_look_up_libc())
-    return _libc[0]
-
-
-def _look_up_libc() -> _LibcCalls | None:
+def _libc_calls():
+    """mmap, mincore and munmap from libc (None each where there is no libc to call)."""
     if ctypes is None:
-        return None
-    import mmap  # its constants only
+        return None, None, None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         mmap_call, mincore, munmap = libc.mmap, libc.mincore, libc.munmap
     except (OSError, AttributeError):
-        return None
+        return None, None, None
     mmap_call.restype = ctypes.c_void_p
     mmap_call.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64]
     mincore.restype = ctypes.c_int
     mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
     munmap.restype = ctypes.c_int
     munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    return _LibcCalls(mmap_call, mincore, munmap, mmap.PAGESIZE, mmap.PROT_READ, mmap.MAP_SHARED,
-                      ctypes.c_void_p(-1).value)
+    return mmap_call, mincore, munmap
+
+
+_mmap, _mincore, _munmap = _libc_calls()
+_MAP_FAILED = ctypes.c_void_p(-1).value if ctypes is not None else None
 
 
 def address(view: memoryview) -> int | None:
