@@ -109,6 +109,13 @@ options:
     description:
       - Keep the points taken in the last O(keep_days) days (see O(keep)).
     type: float
+  compress:
+    description:
+      - Write the new layer's data clusters compressed (zlib, as C(qemu-img convert -c)); a cluster that does not
+        shrink is stored plain. A store may mix compressed and plain layers, so this can change from run to run.
+      - Retention's merges write the clusters they fold into a full plain, as C(qemu-img commit) does.
+    type: bool
+    default: false
 notes:
   - A source shrunk and grown back to at least its former size between two points is not detected by the size
     check, and qemu does not mark the area as written; an audit (M(backingchain.qcow2.qcow2_backup_verify)) finds it.
@@ -140,6 +147,14 @@ EXAMPLES = r"""
 - name: Say what kind of point it was
   ansible.builtin.debug:
     msg: "point {{ point.seq }}: {{ point.level }} ({{ point.reason }}), {{ point.bytes_to_copy | human_readable }}"
+
+- name: Keep a month of nightly points of a running VM, compressed
+  backingchain.qcow2.qcow2_backup:
+    domain: vm1
+    disk: vda
+    store: /backup/vm1-vda
+    compress: true
+    keep_days: 31
 
 - name: Start a new chain every week
   backingchain.qcow2.qcow2_backup:
@@ -175,8 +190,8 @@ bytes_to_copy:
 point:
   description:
     - The point as the manifest records it (seq, time, level, reason, file, sha256 (one digest per 64 MiB part of
-      the layer file), bytes_copied, file_bytes, virtual_size, bitmap, consistency (V(offline), V(frozen) or
-      V(crash)), state).
+      the layer file), bytes_copied (guest bytes), file_bytes (the layer file's size), compressed, virtual_size,
+      bitmap, consistency (V(offline), V(frozen) or V(crash)), state).
   returned: success, not in check mode
   type: dict
 layer:
@@ -231,6 +246,7 @@ def main() -> None:
         max_chain_length=dict(type="int", default=30),
         keep=dict(type="int"),
         keep_days=dict(type="float"),
+        compress=dict(type="bool", default=False),
     ), required_one_of=[("path", "domain")])
     module = spec.create_ansible_module(supports_check_mode=True)
     run_backup_module(module)

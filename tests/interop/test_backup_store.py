@@ -322,6 +322,41 @@ def test_retention_by_count_merges_into_the_full(store):
     assert verify.verify(str(store.path))['ok']  # the re-pointed layer's new sha256 is sealed too
 
 
+def _compressed_clusters(layer):
+    return qemu_img_check(layer).report.get('compressed-clusters', 0)
+
+
+def test_a_compressed_store_restores_every_point_and_merges_plain(store):
+    """compress=True: the full's and the increments' data clusters are compressed (qemu-img counts them), bytes_copied
+    still counts guest bytes (as the plan predicts them); a merge folds an increment into the full in plain clusters,
+    as qemu-img commit does; plain and compressed layers mix in one chain, and every point restores as it was."""
+    qemu_io(store.source, 'write -P 0x13 4M 2M')
+    first = store.point(compress=True)
+    assert first['point']['compressed'] and first['level'] == 'full'
+    full = sealed_layers(store.path)[0]
+    assert _compressed_clusters(full) == (2 + 1 + 2) * 16  # every data cluster of the disk: 0-2M, 8-9M, 4-6M
+    assert first['point']['file_bytes'] < MiB
+    qemu_io(store.source, 'write -P 0xc1 1M 256k', 'write -z 8M 128k', 'write -P 0xc2 12M 64k')
+    plan = backup.plan_backup(store.request(compress=True))
+    second = store.point(compress=True)
+    assert second['level'] == 'incremental' and second['point']['compressed']
+    assert plan.bytes_to_copy == second['point']['bytes_copied'] == (256 + 128 + 64) * 1024
+    assert _compressed_clusters(sealed_layers(store.path)[1]) == 4 + 1  # the zeroed 128k is two zero clusters
+    qemu_io(store.source, 'write -P 0xc3 3M 512k')
+    third = store.point()  # plain, over compressed layers
+    assert not third['point']['compressed'] and _compressed_clusters(sealed_layers(store.path)[2]) == 0
+    assert store.sound() == 3
+    qemu_io(store.source, 'write -P 0xc4 14M 64k')
+    result = store.point(compress=True, keep=2)
+    assert [s['points'] for s in result['retention']] == [[0, 1], [1, 2]]
+    merged = sealed_layers(store.path)[2]
+    assert merged.endswith('0000.qcow2')
+    # point 1's 4 data clusters at 1M and 2 zeroed ones at 8M replaced compressed ones of the full; the rest was unallocated
+    assert _compressed_clusters(merged) == 80 - 4 - 2
+    assert store.sound() == 2
+    assert verify.verify(str(store.path), 'full')['ok']
+
+
 def test_retention_by_age_drops_an_old_chain_whole(store):
     old = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
     backup.run_backup(store.request(), now=old)

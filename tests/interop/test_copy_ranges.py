@@ -105,6 +105,29 @@ def test_random_ranges_of_random_chains_read_as_the_reference(tmp_path, seed):
     assert not [f for f in os.listdir(layers) if f.endswith('.tmp')]
 
 
+@pytest.mark.parametrize('seed', range(min(SEEDS, 8)))
+def test_compressed_ranges_read_as_the_reference(tmp_path, seed):
+    """compress=True writes the same view as the plain copy, its data clusters compressed where they shrink; its
+    bytes_copied counts the same guest bytes."""
+    rng = random.Random(1000 + seed)
+    source = build_chain(tmp_path, random_chain(rng, 'src', rng.randint(1, 3)))[0]
+    backing = build_chain(tmp_path, random_chain(rng, 'old', rng.randint(1, 2)))[0]
+    size = qemu_img_info(source)['virtual-size']
+    ranges = random_ranges(rng, size) + [(0, min(size, 3 * 65536))]
+    layers = tmp_path / 'layers'
+    layers.mkdir()
+    plain = api.copy_ranges(str(source), str(layers / 'plain.qcow2'), ranges, backing_file=str(backing))
+    result = api.copy_ranges(str(source), str(layers / 'new.qcow2'), ranges, backing_file=str(backing), compress=True)
+    new = layers / 'new.qcow2'
+    assert qemu_compare(reference(layers, source, backing, ranges, size), new)
+    check = qemu_img_check(new)
+    assert check.clean
+    data_clusters = [e for e in qemu_img_map(layers / 'plain.qcow2') if e['depth'] == 0 and e['data']]
+    assert (check.report.get('compressed-clusters', 0) > 0) == bool(data_clusters)
+    assert allocated_by_itself(new, ranges)
+    assert (result.bytes_copied, result.bytes_zeroed) == (plain.bytes_copied, plain.bytes_zeroed)
+
+
 def test_zero_ranges_stay_zero_when_the_backing_file_grows_under_the_layer(tmp_path):
     """Past a short backing file's end a range reads zeros; written as zero clusters, it still does once a commit
     (a backup retention's merge) has grown the backing file and filled it there."""

@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The snapshot_backup role with snapshot_backup_level on an image: check mode predicts each point and writes
-nothing, the runs take a full then an increment, and each point restored reads like the image did (qemu-img)."""
+nothing, the runs take a full then an increment (compressed, as snapshot_backup_compress asks), and each point
+restored reads like the image did (qemu-img)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_check_mode_predicts_each_point_and_the_points_restore(tmp_path):
     backups = tmp_path / 'backups'
     report = tmp_path / 'report.json'
     playbook = Playbook(tmp_path, BACKUP_ROLE_WITH_REPORT, {
-        'snapshot_backup_dir': str(backups), 'snapshot_backup_level': 'auto',
+        'snapshot_backup_dir': str(backups), 'snapshot_backup_level': 'auto', 'snapshot_backup_compress': True,
         'snapshot_backup_disks': [{'path': str(image)}], 'report_file': str(report)})
 
     before = _files(image.parent)
@@ -59,6 +60,7 @@ def test_check_mode_predicts_each_point_and_the_points_restore(tmp_path):
     assert Path(increment['file']).is_file() and increment['file'].endswith('/0001.qcow2')
     assert os.path.getsize(increment['file']) < 2 * 1024 * 1024  # the changed MiB, not the disk
 
-    for layer, expected in ((full['file'], first), (increment['file'], image)):
-        assert qemu_img_check(layer).clean
+    for layer, expected, clusters in ((full['file'], first, 64), (increment['file'], image, 16)):
+        check = qemu_img_check(layer)
+        assert check.clean and check.report.get('compressed-clusters') == clusters  # snapshot_backup_compress
         assert qemu_compare(layer, expected)

@@ -38,6 +38,7 @@ class Request(typing.NamedTuple):
     max_chain_length: int = DEFAULT_MAX_CHAIN_LENGTH
     keep: typing.Optional[int] = None
     keep_days: typing.Optional[float] = None
+    compress: bool = False  # the new layer's data clusters (merges write theirs plain, as qemu-img commit does)
 
 
 class BackupPlan(typing.NamedTuple):
@@ -90,7 +91,8 @@ def plan_backup(request: Request, policy: api.ChainPolicy | None = None, now: da
             return dry.bytes_copied + dry.bytes_zeroed  # as the layer reports it (layer.write_increment)
         nbytes = tracking.planned_bytes(decision.tracking, copy_dry_run)
     after = copy.deepcopy(manifest)
-    _seal(after, decision, _point(manifest["next_seq"], decision, now, facts, None, None, tracking.consistency), facts)
+    _seal(after, decision, _point(manifest["next_seq"], decision, now, facts, None, None, tracking.consistency,
+                                  request.compress), facts)
     return BackupPlan(decision.level, decision.reason, manifest["next_seq"], nbytes,
                       retention_plan(after, request.keep, request.keep_days, now))
 
@@ -145,7 +147,8 @@ def _write(request: Request, manifest: dict, decision: Decision, facts: SourceFa
     if decision.level == "full":
         directory = os.path.join(request.store, "chain-%04d" % manifest["next_chain"])
         os.makedirs(directory, exist_ok=True)
-        written = write_full(request.source, os.path.join(directory, layer_name(seq)), hashing_of(manifest), policy)
+        written = write_full(request.source, os.path.join(directory, layer_name(seq)), hashing_of(manifest), policy,
+                             request.compress)
     else:
         chain = current_chain(manifest)
         latest = chain["points"][-1]
@@ -153,17 +156,18 @@ def _write(request: Request, manifest: dict, decision: Decision, facts: SourceFa
         # source does where nothing was written (qemu marks what is written there)
         ranges = tracking.changed_ranges(decision.tracking).ranges
         written = write_increment(request.source, os.path.join(request.store, chain["dir"], layer_name(seq)),
-                                  layer_path(request.store, chain, latest), ranges, hashing_of(manifest), policy)
-    return _point(seq, decision, now, facts, bitmap, written, tracking.consistency)
+                                  layer_path(request.store, chain, latest), ranges, hashing_of(manifest), policy,
+                                  request.compress)
+    return _point(seq, decision, now, facts, bitmap, written, tracking.consistency, request.compress)
 
 
 def _point(seq: int, decision: Decision, now: datetime.datetime, facts: SourceFacts, bitmap: str | None,
-           written: Written | None, consistency: str = OfflineTracking.consistency) -> dict:
+           written: Written | None, consistency: str = OfflineTracking.consistency, compressed: bool = False) -> dict:
     """The point's manifest record; without written (a plan), as far as it is known before the copy."""
     return {"seq": seq, "time": now_text(now), "level": decision.level, "reason": decision.reason,
             "file": written.file if written else layer_name(seq), "sha256": written.sha256 if written else None,
             "bytes_copied": written.bytes_copied if written else None,
-            "file_bytes": written.file_bytes if written else None,
+            "file_bytes": written.file_bytes if written else None, "compressed": compressed,
             "virtual_size": facts.virtual_size, "bitmap": bitmap, "consistency": consistency, "state": "sealed"}
 
 

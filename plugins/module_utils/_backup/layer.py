@@ -4,7 +4,7 @@
 #
 # Note that this module util is PRIVATE to the collection. It can have breaking changes at any time.
 """Writing one layer of a store: a full (the source's guest view, standalone) or an increment (the changed ranges
-over the previous layer, named relatively, format qcow2).
+over the previous layer, named relatively, format qcow2), its data clusters compressed (zlib) when asked.
 
 The engine writes a new image under a temporary name and renames it when it is complete and flushed, checking
 free space first; on ENOSPC or any error the temporary file goes and nothing appears under the layer's name.
@@ -29,19 +29,20 @@ class Written(typing.NamedTuple):
     file_bytes: int
 
 
-def write_full(source: str, dest: str, hashing: Hashing, policy: api.ChainPolicy | None = None) -> Written:
+def write_full(source: str, dest: str, hashing: Hashing, policy: api.ChainPolicy | None = None,
+               compress: bool = False) -> Written:
     cluster_size = api.image_info(source, backing_chain=False, policy=policy)[0].get("cluster-size")
     options = api.CreateOptions(cluster_size=cluster_size) if cluster_size else None
     with api.recording_new_image(dest, hashing.block) as written:
-        result = api.convert(source, dest, options=options, policy=policy)
+        result = api.convert(source, dest, compress=compress, options=options, policy=policy)
     return _sealed(dest, result.bytes_written, hashing, written)
 
 
 def write_increment(source: str, dest: str, previous: str, ranges: list[tuple[int, int]], hashing: Hashing,
-                    policy: api.ChainPolicy | None = None) -> Written:
+                    policy: api.ChainPolicy | None = None, compress: bool = False) -> Written:
     with api.recording_new_image(dest, hashing.block) as written:
         result = api.copy_ranges(source, dest, ranges, backing_file=os.path.basename(previous),
-                                 backing_format="qcow2", policy=policy)
+                                 backing_format="qcow2", policy=policy, compress=compress)
     return _sealed(dest, result.bytes_copied + result.bytes_zeroed, hashing, written)
 
 

@@ -51,7 +51,7 @@ def _run(module: AnsibleModule, work: t.Callable[[dict], dict]) -> None:
 def run_backup_module(module: AnsibleModule) -> None:
     def work(params: dict) -> dict:
         request = backup.Request(params["store"], params["path"], params["level"], params["max_chain_length"],
-                                 params["keep"], params["keep_days"])
+                                 params["keep"], params["keep_days"], params["compress"])
         policy = chain_policy(params)
         if params["domain"]:
             return _domain_backup(module, request, policy)

@@ -347,10 +347,11 @@ def dirty_ranges(path: str, name: str, backing_chain: bool = False, force_share:
 def copy_ranges(source: str, dest: str, ranges: typing.Sequence[tuple[int, int]], backing_file: str | None = None,
                 backing_format: str | None = None, source_format: str | None = None,
                 options: CreateOptions | None = None, force_share: bool = False, policy: ChainPolicy | None = None,
-                dry_run: bool = False, progress: Progress | None = None) -> CopyRangesResult:
+                dry_run: bool = False, progress: Progress | None = None, compress: bool = False) -> CopyRangesResult:
     """Write dest, a new qcow2 layer over backing_file (None: standalone) holding source's guest view in ranges
-    [(offset, length)] and zero clusters where they read zeros (copyranges.py); a CopyRangesResult."""
+    [(offset, length)] and zero clusters where they read zeros (copyranges.py); a CopyRangesResult. compress:
+    the data clusters compressed (the type options.compression_type says, zlib by default)."""
     from .copyranges import copy_ranges as _copy
     return _copy(source, dest, ranges, backing_file=backing_file, backing_format=backing_format,
                  source_format=source_format, options=options, force_share=force_share, policy=policy,
-                 dry_run=dry_run, progress=progress)
+                 dry_run=dry_run, progress=progress, compress=compress)

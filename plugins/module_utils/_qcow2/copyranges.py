@@ -10,7 +10,8 @@ byte of the ranges is written: a range that reads as zero becomes a zero cluster
 hole would show whatever the backing file holds there (an older point of a backup chain). The copy goes
 through copyview.copy_runs, in whole clusters of the new layer: a cluster the ranges cover only in part is
 read as the source's view in the ranges and the backing file's view around them (what it must read after),
-so no cluster is written twice and none needs a copy-on-write read.
+so no cluster is written twice and none needs a copy-on-write read. Compressed (compress=True), the data clusters
+go through compressed_writer instead, as in convert, and the zero clusters are written the same way.
 
 Reading the source takes qemu's shared read lock, or none with force_share (as qemu-img -U does): for an
 image frozen below a running VM's overlay.
@@ -25,8 +26,10 @@ import typing
 
 from .bitmap_bits import join_ranges
 from .chain import DEFAULT_POLICY, check_backing_reference, detect_format, open_chain
+from .compressed_writer import copy_runs_compressed
 from .copyview import CopyStats, copy_runs, planned_bytes
 from .create import CreateOptions
+from .directio import aligned_bytearray
 from .errors import InvalidArgumentError
 from .newimage import check_destination, new_image, refuse_held
 from .paths import same_file
@@ -44,9 +47,10 @@ if typing.TYPE_CHECKING:  # names used in annotations only (some of these import
 def copy_ranges(source: str, dest: str, ranges: typing.Sequence[tuple[int, int]], backing_file: str | None = None,
                 backing_format: str | None = None, source_format: str | None = None,
                 options: CreateOptions | None = None, force_share: bool = False, policy: ChainPolicy | None = None,
-                dry_run: bool = False, progress: Progress | None = None) -> CopyRangesResult:
+                dry_run: bool = False, progress: Progress | None = None, compress: bool = False) -> CopyRangesResult:
     """Write dest, a new qcow2 image as large as source, over backing_file (None: standalone), holding source's guest
-    view in ranges [(offset, length)]; returns a CopyRangesResult (with dry_run: what it would write)."""
+    view in ranges [(offset, length)]; returns a CopyRangesResult (with dry_run: what it would write, before any
+    compression). compress: data clusters compressed where that makes them smaller, as qemu-img convert -c."""
     started = time.time()
     policy = policy or DEFAULT_POLICY
     check_destination(dest)
@@ -86,8 +90,14 @@ def copy_ranges(source: str, dest: str, ranges: typing.Sequence[tuple[int, int]]
         with new_image(dest, opts, policy) as out_chain:
             out = out_chain.top
             out.writer.keep_zeroes = True
-            stats = copy_runs(_InsideRanges(top, out, wanted), out, runs, zero_runs="zero", stats=CopyStats(),
-                              progress=progress)
+            view = _InsideRanges(top, out, wanted)
+            if compress:
+                stats = CopyStats()
+                copy_runs_compressed(view, out, runs, stats, progress, zero_runs="zero")
+                stats.bytes_written = stats.bytes_read - stats.bytes_zeroed  # guest bytes, as a dry run counts them
+                copy_runs(view, out, [run for run in runs if run[2] == RUN_ZERO], zero_runs="zero", stats=stats)
+            else:
+                stats = copy_runs(view, out, runs, zero_runs="zero", stats=CopyStats(), progress=progress)
     return result._replace(bytes_copied=stats.bytes_written, bytes_zeroed=stats.bytes_zeroed,
                            duration=time.time() - started)
 
@@ -149,6 +159,11 @@ class _InsideRanges:
         self.layer = layer
         self.ranges = ranges
         self.ends = [end for _start, end in ranges]
+
+    def read(self, offset: int, length: int) -> bytearray:
+        buf = aligned_bytearray(length)
+        self.read_into(memoryview(buf), offset)
+        return buf
 
     def read_into(self, view: memoryview, offset: int) -> None:
         end = offset + len(view)

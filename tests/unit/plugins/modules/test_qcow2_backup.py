@@ -9,6 +9,7 @@ import os
 
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.lock import store_lock
 from ansible_collections.backingchain.qcow2.plugins.module_utils._backup.manifest import load
+from ansible_collections.backingchain.qcow2.plugins.module_utils._qcow2 import api
 from ansible_collections.backingchain.qcow2.plugins.modules import qcow2_backup, qcow2_backup_restore, qcow2_backup_verify
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.images import MIB, fingerprint, guest_view, make_image, write
 from ansible_collections.backingchain.qcow2.tests.unit.plugins.modules.harness import converge, run_failed, run_ok
@@ -44,6 +45,29 @@ def test_every_run_is_one_point_and_check_mode_predicts_it(tmp_path):
     assert third['changed'] and third['bytes_to_copy'] == 0
     assert check['retention'] == third['retention'] == [{'action': 'merge', 'chain': 1, 'points': [0, 1]}]
     assert [p['seq'] for p in third['points']] == [1, 2]
+
+
+def _compressed_clusters(layer):
+    return api.check(layer)['result'].get('compressed-clusters', 0)
+
+
+def test_compress_writes_compressed_layers_that_restore_and_check_mode_still_predicts(tmp_path):
+    disk = _disk(tmp_path)
+    args = {'path': disk, 'store': str(tmp_path / 'store'), 'compress': True}
+    first = run_ok(qcow2_backup, args)
+    assert first['point']['compressed'] and first['point']['file_bytes'] < os.path.getsize(disk)
+    write(disk, 2 * MIB, b'b' * 5000)
+    check = run_ok(qcow2_backup, args, check_mode=True)
+    second = run_ok(qcow2_backup, args)
+    assert check['bytes_to_copy'] == second['bytes_to_copy'] == 65536  # guest bytes, compressed or not
+    assert second['point']['compressed'] and _compressed_clusters(second['layer']) == 1
+    write(disk, 3 * MIB, b'c' * 5000)
+    plain = run_ok(qcow2_backup, dict(args, compress=False))
+    assert not plain['point']['compressed']
+    assert (_compressed_clusters(first['layer']), _compressed_clusters(plain['layer'])) == (2, 0)
+    dest = str(tmp_path / 'restored.qcow2')
+    run_ok(qcow2_backup_restore, {'store': args['store'], 'dest': dest, 'point': 2})
+    assert guest_view(dest) == guest_view(disk)
 
 
 def test_incremental_that_cannot_be_taken_fails_with_the_reason(tmp_path):
