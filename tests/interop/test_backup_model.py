@@ -1,5 +1,6 @@
 """A randomized model of a backup store's life: a disk written, zeroed, discarded and grown between points;
-points taken at every level; retention merging at random; backups and merges SIGKILLed at random steps.
+points taken at every level, some with compressed layers; retention merging at random; backups and merges
+SIGKILLed at random steps.
 
 The model is the list of copies of the source, one per point taken. After every step each point the manifest
 lists as sealed must read as its copy (qemu-img, and the engine directly), every layer must be clean under
@@ -62,6 +63,7 @@ def _own_bitmaps(source, manifest):
 
 def test_random_life_of_a_store(tmp_path, record_property):
     rng = random.Random(SEED)
+    compressing = random.Random(SEED + 1)  # which points are compressed, apart: the rest of the life stays as it was
     source = qemu_img_create(tmp_path / 'disk.qcow2', 4 * MiB)
     store = tmp_path / 'store'
     store.mkdir()
@@ -69,7 +71,8 @@ def test_random_life_of_a_store(tmp_path, record_property):
     # them all, so a write the recording missed would show
     save(str(store), new_manifest(hash_part=65536))
     views = {}
-    counts = {'points': 0, 'killed_backups': 0, 'killed_merges': 0, 'merges': 0, 'fulls': 0, 'grows': 0, 'steps': 0}
+    counts = {'points': 0, 'killed_backups': 0, 'killed_merges': 0, 'merges': 0, 'fulls': 0, 'grows': 0, 'steps': 0,
+              'compressed': 0}
     size = 4 * MiB
     while True:
         manifest = load(str(store))
@@ -85,9 +88,11 @@ def test_random_life_of_a_store(tmp_path, record_property):
             qemu_io_script(source, cmds)
         view = keep_view(source, tmp_path, 'view-%d.qcow2' % counts['steps'])
         keep = rng.choice([None, None, 2, 3, 5, 8])
+        compress = compressing.random() < 0.3
         roll = rng.random()
         if roll < 0.15:
-            args = {'store': str(store), 'source': str(source), 'keep': keep, 'max_chain_length': 10}
+            args = {'store': str(store), 'source': str(source), 'keep': keep, 'max_chain_length': 10,
+                    'compress': compress}
             proc = run_store_op('backup', args, crash_at=rng.randint(1, 80))
             assert proc.returncode in (0, KILLED), proc.stderr
             counts['killed_backups'] += proc.returncode == KILLED
@@ -98,7 +103,8 @@ def test_random_life_of_a_store(tmp_path, record_property):
         else:
             level = 'full' if rng.random() < 0.05 else 'auto'
             result = backup.run_backup(backup.Request(str(store), str(source), level=level, keep=keep,
-                                                      max_chain_length=10))
+                                                      max_chain_length=10, compress=compress))
+            counts['compressed'] += result['point']['compressed']
             counts['fulls'] += result['level'] == 'full'
             counts['merges'] += sum(step['action'] == 'merge' for step in result['retention'])
             manifest = load(str(store))
