@@ -9,6 +9,7 @@ a reference image gets the same writes as the guest, and is copied at each point
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -99,7 +100,6 @@ def foreign_checkpoint(dom) -> None:
 
 
 def bitmaps_on_disk(path: str) -> list[str]:
-    import json
     info = json.loads(run("qemu-img", "info", "-U", "--output=json", path).stdout)
     return sorted(b["name"] for b in info.get("format-specific", {}).get("data", {}).get("bitmaps", []))
 
@@ -232,9 +232,13 @@ def test_the_module_with_domain_predicts_and_takes_a_point(workload):
     assert done["level"] == "full" and done["domain"]["disk"] == "vda" and done["point"]["consistency"] == "crash"
     w.frozen[done["seq"]] = shutil.copy(w.reference, str(w.directory / "frozen-0.qcow2"))
     w.guest_writes((0x12, 8 * MiB, 64 * 1024))
+    args["compress"] = True  # the increment of a running domain, compressed over a plain full
     check = run_ok("qcow2_backup", args, check=True, in_process=True)
     done = run_ok("qcow2_backup", args)
     assert (check["level"], check["bytes_to_copy"]) == (done["level"], done["bytes_to_copy"]) == ("incremental", 65536)
+    assert done["point"]["compressed"]
+    report = json.loads(run("qemu-img", "check", "--output=json", done["layer"]).stdout)
+    assert report.get("compressed-clusters") == 1
     w.frozen[done["seq"]] = shutil.copy(w.reference, str(w.directory / "frozen-1.qcow2"))
     w.check_every_point()
 
