@@ -335,6 +335,7 @@ def test_a_compressed_store_restores_every_point_and_merges_plain(store):
     assert first['point']['compressed'] and first['level'] == 'full'
     full = sealed_layers(store.path)[0]
     assert _compressed_clusters(full) == (2 + 1 + 2) * 16  # every data cluster of the disk: 0-2M, 8-9M, 4-6M
+    assert first['point']['bytes_copied'] == 5 * MiB  # guest bytes, as for a plain full
     assert first['point']['file_bytes'] < MiB
     qemu_io(store.source, 'write -P 0xc1 1M 256k', 'write -z 8M 128k', 'write -P 0xc2 12M 64k')
     plan = backup.plan_backup(store.request(compress=True))

@@ -17,7 +17,8 @@ import typing
 from concurrent.futures import ThreadPoolExecutor
 
 from .compression import compress_cluster
-from .segments import RUN_DATA
+from .directio import aligned_bytearray
+from .segments import RUN_DATA, RUN_ZERO
 from .zeros import zero_bytes
 
 if typing.TYPE_CHECKING:  # names used in annotations only (some of these imports would be circular at run time)
@@ -55,12 +56,12 @@ class CompressedWriter:
         self.next_byte = off + need
         return off
 
-    def write_cluster(self, guest_offset: int, data: bytes, compressed: bytes | None) -> int:
+    def write_cluster(self, guest_offset: int, data: bytes, compressed: bytes | None) -> None:
         """Store one whole guest cluster: compressed if that made it smaller, plain otherwise."""
         img = self.img
         if compressed is None:
             img.write(guest_offset, data)
-            return len(data)
+            return
         host = self._place(len(compressed))
         img.file.pwrite(compressed, host)
         entry = img.geo.compressed_entry(host, len(compressed))
@@ -73,7 +74,6 @@ class CompressedWriter:
             if img.geo.extended_l2:
                 table[idx * 2 + 1] = 0
             img.l2cache.mark_dirty(key)
-        return len(compressed)
 
 
 def _kind(entry: int, extended_l2: bool) -> int:
@@ -83,7 +83,8 @@ def _kind(entry: int, extended_l2: bool) -> int:
 
 def copy_runs_compressed(source: Image, dest: Qcow2Image, runs: list[Run], stats: CopyStats, progress: Progress | None = None, zero_runs: str = "skip") -> None:
     """Like copyview.copy_runs, with every data cluster compressed. zero_runs="zero" when dest has a backing file:
-    all-zero clusters of the data runs are then written as zeros, which mask it."""
+    the zero runs and the all-zero clusters of the data runs are then written as zeros, which mask it. The stats
+    count guest bytes, as copy_runs does (the file holds fewer)."""
     cs = dest.cluster_size
     writer = CompressedWriter(dest)
     ctype = dest.header.compression_type
@@ -91,13 +92,17 @@ def copy_runs_compressed(source: Image, dest: Qcow2Image, runs: list[Run], stats
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start, end, kind in runs:
+            if kind == RUN_ZERO and zero_runs == "zero":
+                dest.write_zeroes(start, end - start)
+                stats.bytes_zeroed += end - start
             if kind != RUN_DATA:
                 continue
             pos = (start // cs) * cs
             stop = min(dest.size, -(-end // cs) * cs)
             while pos < stop:
                 n = min(BATCH_CLUSTERS * cs, stop - pos)
-                buf = source.read(pos, n)
+                buf = aligned_bytearray(n)
+                source.read_into(memoryview(buf), pos)
                 stats.bytes_read += n
                 clusters = []
                 for off in range(0, n, cs):
@@ -112,9 +117,11 @@ def copy_runs_compressed(source: Image, dest: Qcow2Image, runs: list[Run], stats
                         stats.bytes_zeroed += length
                 results = pool.map(lambda item: compress_cluster(item[1], ctype), clusters)
                 for (guest, part), comp in zip(clusters, results):
-                    if guest + cs > dest.size and comp is None:
-                        part = part[:dest.size - guest]
-                    stats.bytes_written += writer.write_cluster(guest, part, comp)
+                    length = min(cs, dest.size - guest)
+                    if comp is None and length < cs:
+                        part = part[:length]  # the last cluster of an odd-sized image, stored plain
+                    writer.write_cluster(guest, part, comp)
+                    stats.bytes_written += length
                 if progress is not None:
                     progress(pos + n)
                 pos += n

@@ -126,8 +126,6 @@ def convert(source: str, dest: str, compress: bool = False, backing_file: str | 
             try:
                 if compress:
                     copy_runs_compressed(top, out, runs, stats, progress, zero_runs="zero" if backing_file else "skip")
-                    if backing_file:
-                        copy_runs(top, out, [r for r in runs if r[2] == RUN_ZERO], zero_runs="zero", stats=stats)
                 else:
                     copy_runs(top, out, runs, zero_runs="zero" if backing_file else "skip", stats=stats,
                               progress=progress)

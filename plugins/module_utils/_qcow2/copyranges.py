@@ -29,7 +29,6 @@ from .chain import DEFAULT_POLICY, check_backing_reference, detect_format, open_
 from .compressed_writer import copy_runs_compressed
 from .copyview import CopyStats, copy_runs, planned_bytes
 from .create import CreateOptions
-from .directio import aligned_bytearray
 from .errors import InvalidArgumentError
 from .newimage import check_destination, new_image, refuse_held
 from .paths import same_file
@@ -91,13 +90,11 @@ def copy_ranges(source: str, dest: str, ranges: typing.Sequence[tuple[int, int]]
             out = out_chain.top
             out.writer.keep_zeroes = True
             view = _InsideRanges(top, out, wanted)
+            stats = CopyStats()
             if compress:
-                stats = CopyStats()
                 copy_runs_compressed(view, out, runs, stats, progress, zero_runs="zero")
-                stats.bytes_written = stats.bytes_read - stats.bytes_zeroed  # guest bytes, as a dry run counts them
-                copy_runs(view, out, [run for run in runs if run[2] == RUN_ZERO], zero_runs="zero", stats=stats)
             else:
-                stats = copy_runs(view, out, runs, zero_runs="zero", stats=CopyStats(), progress=progress)
+                copy_runs(view, out, runs, zero_runs="zero", stats=stats, progress=progress)
     return result._replace(bytes_copied=stats.bytes_written, bytes_zeroed=stats.bytes_zeroed,
                            duration=time.time() - started)
 
@@ -159,11 +156,6 @@ class _InsideRanges:
         self.layer = layer
         self.ranges = ranges
         self.ends = [end for _start, end in ranges]
-
-    def read(self, offset: int, length: int) -> bytearray:
-        buf = aligned_bytearray(length)
-        self.read_into(memoryview(buf), offset)
-        return buf
 
     def read_into(self, view: memoryview, offset: int) -> None:
         end = offset + len(view)
