@@ -39,30 +39,31 @@ except ImportError:  # pragma: no cover - CPython always has it, but the engine 
 def open_direct(path: str) -> int | None:
     """A second, write-only descriptor on path that bypasses the page cache; None where the filesystem or
     platform cannot (tmpfs on older kernels, no O_DIRECT)."""
-    flags = getattr(os, "O_DIRECT", 0)
-    if not flags or ctypes is None:
-        return None
-    try:
-        return os.open(path, os.O_WRONLY | flags | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return None
+    return _open_around_cache(path, os.O_WRONLY) if ctypes is not None else None
 
 
 def open_direct_read(path: str, identity: tuple[int, int]) -> int | None:
     """A read-only descriptor on path that bypasses the page cache, if path is still the file of identity (st_dev,
     st_ino); None where the filesystem or platform cannot."""
-    flags = getattr(os, "O_DIRECT", 0)
-    if not flags or _mincore is None:
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | flags | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
+    fd = _open_around_cache(path, os.O_RDONLY) if _mincore is not None else None
+    if fd is None:
         return None
     st = os.fstat(fd)
     if (st.st_dev, st.st_ino) != identity or fd >= _descriptor_budget():
         os.close(fd)  # renamed over since it was opened; or a deep chain, whose images need the descriptors more
         return None
     return fd
+
+
+def _open_around_cache(path: str, access: int) -> int | None:
+    """A descriptor on path opened with O_DIRECT and the access mode given; None where it cannot be."""
+    flags = getattr(os, "O_DIRECT", 0)
+    if not flags:
+        return None
+    try:
+        return os.open(path, access | flags | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
 
 
 def _descriptor_budget() -> int:
