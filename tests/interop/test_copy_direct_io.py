@@ -20,19 +20,25 @@ MiB = 1 << 20
 DATA_MIB = 24  # in the overlay: what commit, flatten and the in-chain rebase copy (at least)
 
 
-@pytest.fixture
-def written(monkeypatch):
-    """Bytes written through page-cache and direct descriptors: {'direct': n, 'cached': n}."""
+def _bytes_by_descriptor(monkeypatch, call):
+    """Bytes that os.<call> (pwritev or preadv) moved through page-cache and direct descriptors, from now on:
+    {'direct': n, 'cached': n}."""
     totals = {'direct': 0, 'cached': 0}
-    real = os.pwritev
+    real = getattr(os, call)
 
-    def recording(fd, buffers, offset):
-        n = real(fd, buffers, offset)
+    def recording(fd, buffers, offset, *flags):
+        n = real(fd, buffers, offset, *flags)
         totals['direct' if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT else 'cached'] += n
         return n
 
-    monkeypatch.setattr(fileio.os, 'pwritev', recording)
+    monkeypatch.setattr(fileio.os, call, recording)
     return totals
+
+
+@pytest.fixture
+def written(monkeypatch):
+    """Bytes written through page-cache and direct descriptors."""
+    return _bytes_by_descriptor(monkeypatch, 'pwritev')
 
 
 def _chain(tmp_path):
@@ -118,17 +124,8 @@ def test_without_o_direct_the_same_copy_goes_through_the_page_cache(tmp_path, wr
 
 @pytest.fixture
 def read(monkeypatch):
-    """Bytes read through page-cache and direct descriptors: {'direct': n, 'cached': n}."""
-    totals = {'direct': 0, 'cached': 0}
-    real = os.preadv
-
-    def recording(fd, buffers, offset, *flags):
-        n = real(fd, buffers, offset, *flags)
-        totals['direct' if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT else 'cached'] += n
-        return n
-
-    monkeypatch.setattr(fileio.os, 'preadv', recording)
-    return totals
+    """Bytes read through page-cache and direct descriptors."""
+    return _bytes_by_descriptor(monkeypatch, 'preadv')
 
 
 def _evict(paths):
